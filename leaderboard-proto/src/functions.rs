@@ -1,0 +1,115 @@
+//! The `hunt` Redis Functions library and its loader.
+//!
+//! The Lua source lives in `lua/hunt.lua` and is embedded here: it is the only Lua in the
+//! workspace. A Redis restarted without its data has lost every function, so each caller goes
+//! through [`fcall`], which reloads the library on `Function not found` and retries once.
+//!
+//! Design constraints:
+//! - Loading is idempotent: `FUNCTION LOAD REPLACE` of the same source changes nothing.
+//! - An older process never replaces a newer library: [`ensure_loaded`] compares
+//!   `hunt_version` with [`LIBRARY_VERSION`] and loads only when Redis has none or an older one.
+
+use redis::aio::ConnectionLike;
+use redis::{Cmd, FromRedisValue, RedisError, RedisResult};
+
+/// The library's name, as given in the source's `#!lua name=` line.
+pub const LIBRARY_NAME: &str = "hunt";
+
+/// The Lua source of the library.
+pub const LIBRARY: &str = include_str!("../lua/hunt.lua");
+
+/// The version the embedded source reports through `hunt_version`.
+pub const LIBRARY_VERSION: i64 = 1;
+
+/// Function names, one constant per function of the library.
+pub mod name {
+    /// `hunt_version() -> integer`.
+    pub const VERSION: &str = "hunt_version";
+    /// `hunt_publish(stream, published; shard, cap, floor, highest_tier_seq, payload...)
+    /// -> {added, mark}`.
+    pub const PUBLISH: &str = "hunt_publish";
+    /// `hunt_next_epoch(epoch_key; floor) -> epoch`.
+    pub const NEXT_EPOCH: &str = "hunt_next_epoch";
+}
+
+/// Builds an `FCALL` of `function` with `keys`; the caller adds the arguments with `.arg(..)`.
+#[must_use]
+pub fn fcall_cmd(function: &str, keys: &[&str]) -> Cmd {
+    let mut cmd = redis::cmd("FCALL");
+    cmd.arg(function).arg(keys.len());
+    for key in keys {
+        cmd.arg(*key);
+    }
+    cmd
+}
+
+/// Whether `err` says that a function (and so the library) is missing from Redis.
+#[must_use]
+pub fn is_function_missing(err: &RedisError) -> bool {
+    err.detail()
+        .is_some_and(|detail| detail.contains("Function not found"))
+        || err.to_string().contains("Function not found")
+}
+
+/// Loads the library unless Redis already holds this version or a newer one.
+///
+/// # Errors
+/// The Redis error when Redis cannot be reached or refuses the library.
+pub async fn ensure_loaded<C: ConnectionLike + Send>(conn: &mut C) -> RedisResult<()> {
+    let loaded: RedisResult<i64> = fcall_cmd(name::VERSION, &[]).query_async(conn).await;
+    match loaded {
+        Ok(version) if version >= LIBRARY_VERSION => Ok(()),
+        Ok(_) => load(conn).await,
+        Err(err) if is_function_missing(&err) => load(conn).await,
+        Err(err) => Err(err),
+    }
+}
+
+/// Loads (or replaces) the library unconditionally.
+///
+/// # Errors
+/// The Redis error when Redis cannot be reached or refuses the library.
+pub async fn load<C: ConnectionLike + Send>(conn: &mut C) -> RedisResult<()> {
+    let _name: String = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg("REPLACE")
+        .arg(LIBRARY)
+        .query_async(conn)
+        .await?;
+    Ok(())
+}
+
+/// Runs `cmd` (an `FCALL` built with [`fcall_cmd`]); when Redis has lost the library, loads it
+/// and runs `cmd` once more.
+///
+/// # Errors
+/// The Redis error of the call, or of the reload.
+pub async fn fcall<T: FromRedisValue, C: ConnectionLike + Send>(
+    conn: &mut C,
+    cmd: &Cmd,
+) -> RedisResult<T> {
+    match cmd.query_async(conn).await {
+        Err(err) if is_function_missing(&err) => {
+            ensure_loaded(conn).await?;
+            cmd.query_async(conn).await
+        }
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_names_the_library_and_its_version() {
+        assert!(LIBRARY.starts_with(&format!("#!lua name={LIBRARY_NAME}\n")));
+        assert!(LIBRARY.contains(&format!("local LIBRARY_VERSION = {LIBRARY_VERSION}\n")));
+        for function in [name::VERSION, name::PUBLISH, name::NEXT_EPOCH] {
+            assert!(
+                LIBRARY.contains(&format!("'{function}'")),
+                "{function} is not registered"
+            );
+        }
+    }
+}

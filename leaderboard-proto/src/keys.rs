@@ -1,0 +1,223 @@
+//! The Redis key schema: the only place in the workspace that formats a Redis key.
+//!
+//! Design constraints:
+//! - Every key of tier N carries the hash tag `{t<N>}`, so all of a tier's keys live in one
+//!   Redis Cluster slot and a Function call touching several of them is single-slot.
+//! - Chest, clue and shard keys carry their own id as the hash tag. Ids are validated first
+//!   ([`crate::validate::id`]): they never contain `{` or `}`, so the tag is always the whole id.
+//!
+//! | key | type | holds |
+//! | --- | --- | --- |
+//! | `hunt:{t<N>}:stream` | stream | events of tier N, field [`STREAM_EVENT_FIELD`] = `HuntEvent` protobuf |
+//! | `hunt:{t<N>}:scores` (+ `:members`) | zset (+ hash) | every player of the tier and its score (+ player → member) |
+//! | `hunt:{t<N>}:applied` / `:published` | hash | [`shard_field`] → highest contiguous `tier_seq` applied / published |
+//! | `hunt:{t<N>}:cursor`, `:lease`, `:fence` | string | stream position, owner, fencing token |
+//! | `hunt:{t<N>}:replay` | hash | [`shard_field`] → `tier_seq` to re-send from |
+//! | `hunt:{t<N>}:awards` | hash | award id → award and its saga state |
+//! | `hunt:chest:{<key>}` | string | winning award id, 24 h TTL |
+//! | `hunt:clue:{<id>}` | hash | `current_hunter`, `last_solve_ms`, `token`, `reset_at` |
+//! | `hunt:shard:{<id>}:epoch`, `:inbox` | string, stream | shard incarnation; compensations for it |
+
+/// The stream entry field that holds the encoded `HuntEvent` in `hunt:{t<N>}:stream`.
+pub const STREAM_EVENT_FIELD: &str = "e";
+
+fn tier_key(tier: u32, suffix: &str) -> String {
+    format!("hunt:{{t{tier}}}:{suffix}")
+}
+
+/// `hunt:{t<N>}:stream`: the stream of tier `tier`'s events.
+#[must_use]
+pub fn tier_stream(tier: u32) -> String {
+    tier_key(tier, "stream")
+}
+
+/// `hunt:{t<N>}:scores`: the sorted set of every player of the tier and its score.
+#[must_use]
+pub fn tier_scores(tier: u32) -> String {
+    tier_key(tier, "scores")
+}
+
+/// `hunt:{t<N>}:scores:members`: the hash from player id to its sorted-set member.
+#[must_use]
+pub fn tier_members(tier: u32) -> String {
+    tier_key(tier, "scores:members")
+}
+
+/// `hunt:{t<N>}:applied`: the hash from shard to the highest contiguous `tier_seq` applied.
+#[must_use]
+pub fn tier_applied(tier: u32) -> String {
+    tier_key(tier, "applied")
+}
+
+/// `hunt:{t<N>}:published`: the hash from shard to the highest contiguous `tier_seq` published.
+#[must_use]
+pub fn tier_published(tier: u32) -> String {
+    tier_key(tier, "published")
+}
+
+/// `hunt:{t<N>}:cursor`: the router's position in the tier's stream.
+#[must_use]
+pub fn tier_cursor(tier: u32) -> String {
+    tier_key(tier, "cursor")
+}
+
+/// `hunt:{t<N>}:lease`: the router that owns the tier.
+#[must_use]
+pub fn tier_lease(tier: u32) -> String {
+    tier_key(tier, "lease")
+}
+
+/// `hunt:{t<N>}:fence`: the tier's fencing token, bumped on every lease acquisition.
+#[must_use]
+pub fn tier_fence(tier: u32) -> String {
+    tier_key(tier, "fence")
+}
+
+/// `hunt:{t<N>}:replay`: the hash from shard to the `tier_seq` it must re-send from.
+#[must_use]
+pub fn tier_replay(tier: u32) -> String {
+    tier_key(tier, "replay")
+}
+
+/// `hunt:{t<N>}:awards`: the hash from award id to the award and its saga state.
+#[must_use]
+pub fn tier_awards(tier: u32) -> String {
+    tier_key(tier, "awards")
+}
+
+/// `hunt:chest:{<key>}`: the winning award id of a chest. `chest_key` must be a valid id.
+#[must_use]
+pub fn chest(chest_key: &str) -> String {
+    format!("hunt:chest:{{{chest_key}}}")
+}
+
+/// `hunt:clue:{<id>}`: a clue's claim state. `clue_id` must be a valid id.
+#[must_use]
+pub fn clue(clue_id: &str) -> String {
+    format!("hunt:clue:{{{clue_id}}}")
+}
+
+/// `hunt:shard:{<id>}:epoch`: the shard's incarnation counter (its fencing token).
+#[must_use]
+pub fn shard_epoch(shard_id: u32) -> String {
+    format!("hunt:shard:{{{shard_id}}}:epoch")
+}
+
+/// `hunt:shard:{<id>}:inbox`: the stream of compensations for the shard.
+#[must_use]
+pub fn shard_inbox(shard_id: u32) -> String {
+    format!("hunt:shard:{{{shard_id}}}:inbox")
+}
+
+/// The field naming a shard in the `applied`, `published` and `replay` hashes: its decimal id.
+#[must_use]
+pub fn shard_field(shard_id: u32) -> String {
+    shard_id.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The part of `key` Redis Cluster hashes: the text between the first `{` and the next `}`
+    /// when that is non-empty, else the whole key.
+    fn hash_tag(key: &str) -> &str {
+        if let Some(open) = key.find('{')
+            && let Some(len) = key[open + 1..].find('}')
+            && len > 0
+        {
+            return &key[open + 1..open + 1 + len];
+        }
+        key
+    }
+
+    /// CRC16/XMODEM modulo 16384 of the hash tag: the Redis Cluster slot.
+    fn slot(key: &str) -> u16 {
+        let mut crc: u16 = 0;
+        for byte in hash_tag(key).bytes() {
+            crc ^= u16::from(byte) << 8;
+            for _ in 0..8 {
+                crc = if crc & 0x8000 == 0 {
+                    crc << 1
+                } else {
+                    (crc << 1) ^ 0x1021
+                };
+            }
+        }
+        crc % 16384
+    }
+
+    fn tier_keys(tier: u32) -> Vec<String> {
+        vec![
+            tier_stream(tier),
+            tier_scores(tier),
+            tier_members(tier),
+            tier_applied(tier),
+            tier_published(tier),
+            tier_cursor(tier),
+            tier_lease(tier),
+            tier_fence(tier),
+            tier_replay(tier),
+            tier_awards(tier),
+        ]
+    }
+
+    #[test]
+    fn slot_matches_redis_reference_values() {
+        // Values from the Redis Cluster specification and `CLUSTER KEYSLOT`.
+        // CRC16/XMODEM("123456789") = 0x31C3, below 16384.
+        assert_eq!(slot("123456789"), 0x31C3);
+        assert_eq!(slot("foo"), 12182);
+        assert_eq!(slot("{user1000}.following"), slot("{user1000}.followers"));
+    }
+
+    #[test]
+    fn every_key_of_a_tier_shares_its_hash_tag() {
+        for tier in [1, 2, 5, 42, u32::MAX] {
+            let tag = format!("t{tier}");
+            let keys = tier_keys(tier);
+            for key in &keys {
+                assert_eq!(hash_tag(key), tag, "{key}");
+                assert_eq!(slot(key), slot(&keys[0]), "{key}");
+            }
+        }
+    }
+
+    #[test]
+    fn tiers_have_distinct_tags_and_keys() {
+        assert_ne!(hash_tag(&tier_stream(1)), hash_tag(&tier_stream(11)));
+        let mut all: Vec<String> = (1..=20).flat_map(tier_keys).collect();
+        let count = all.len();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), count, "two keys collide");
+    }
+
+    #[test]
+    fn keys_match_the_schema() {
+        assert_eq!(tier_stream(3), "hunt:{t3}:stream");
+        assert_eq!(tier_scores(3), "hunt:{t3}:scores");
+        assert_eq!(tier_members(3), "hunt:{t3}:scores:members");
+        assert_eq!(tier_applied(3), "hunt:{t3}:applied");
+        assert_eq!(tier_published(3), "hunt:{t3}:published");
+        assert_eq!(tier_cursor(3), "hunt:{t3}:cursor");
+        assert_eq!(tier_lease(3), "hunt:{t3}:lease");
+        assert_eq!(tier_fence(3), "hunt:{t3}:fence");
+        assert_eq!(tier_replay(3), "hunt:{t3}:replay");
+        assert_eq!(tier_awards(3), "hunt:{t3}:awards");
+        assert_eq!(chest("north-gate"), "hunt:chest:{north-gate}");
+        assert_eq!(clue("riddle-7"), "hunt:clue:{riddle-7}");
+        assert_eq!(shard_epoch(12), "hunt:shard:{12}:epoch");
+        assert_eq!(shard_inbox(12), "hunt:shard:{12}:inbox");
+        assert_eq!(shard_field(12), "12");
+        assert_eq!(STREAM_EVENT_FIELD, "e");
+    }
+
+    #[test]
+    fn chest_clue_and_shard_keys_are_tagged_by_their_id() {
+        assert_eq!(hash_tag(&chest("north-gate")), "north-gate");
+        assert_eq!(hash_tag(&clue("riddle-7")), "riddle-7");
+        assert_eq!(hash_tag(&shard_epoch(12)), "12");
+        assert_eq!(slot(&shard_epoch(12)), slot(&shard_inbox(12)));
+    }
+}

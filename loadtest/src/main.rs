@@ -1,0 +1,60 @@
+//! `loadtest`: the demo and the benchmarks of hunt-pipeline.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod bench_writer;
+mod demo;
+mod redis_target;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "loadtest",
+    version,
+    about = "hunt-pipeline demo and benchmarks"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// A shard appends a steady hunt; watch the events arrive in the tier streams.
+    Demo(demo::Args),
+    /// Durable appends per second and append latency of one shard, with the relay publishing,
+    /// beside a naive baseline (one transaction and one XADD round trip per event).
+    BenchWriter(bench_writer::Args),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Demo(args) => demo::run(args).await,
+            Command::BenchWriter(args) => bench_writer::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! Writer configuration: every default and limit of the shard writer lives here.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::{Clock, SystemClock};
+use crate::error::ConfigError;
+
+/// SQLite's `synchronous` setting for append commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Synchronous {
+    /// A commit survives a process crash; the relay fsyncs the log before anything is
+    /// published, so what Redis has seen also survives a power loss.
+    #[default]
+    Normal,
+    /// Every commit is fsynced before `append` returns: slower, survives power loss on its own.
+    Full,
+}
+
+impl Synchronous {
+    /// The value SQLite reports for `PRAGMA synchronous`.
+    pub(crate) fn pragma_value(self) -> i64 {
+        match self {
+            Self::Normal => 1,
+            Self::Full => 2,
+        }
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Normal => "NORMAL",
+            Self::Full => "FULL",
+        }
+    }
+}
+
+/// How a [`crate::ShardWriter`] is opened. Build it with [`WriterConfig::new`] and adjust fields.
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    /// The shard's SQLite file. Its folder must exist and be on a local filesystem.
+    pub path: PathBuf,
+    /// The shard's id; a file belongs to one shard for its whole life.
+    pub shard_id: u32,
+    /// Redis to relay to (`redis://[:password@]host:port/`). `None` keeps the writer local: events
+    /// are committed and wait in the outbox until a writer with Redis opens the file.
+    pub redis_url: Option<String>,
+    /// `synchronous` for append commits.
+    pub synchronous: Synchronous,
+    /// Appends waiting for group commit; past it `append` waits and `try_append` is refused.
+    pub queue_capacity: usize,
+    /// Appends committed in one transaction at most.
+    pub max_commit_batch: usize,
+    /// How long SQLite waits for a lock held by another connection of this writer.
+    pub busy_timeout: Duration,
+    /// `MAXLEN ~` of every tier stream.
+    pub stream_cap: u64,
+    /// Events per tier in one relay publish at most.
+    pub relay_batch: usize,
+    /// How often the relay reads the router's applied watermarks and replay requests.
+    pub ack_poll_interval: Duration,
+    /// How long the applied watermark may stay below what was published before the relay
+    /// re-sends from the watermark. Doubles after each fruitless re-send, up to
+    /// `max_redelivery_timeout`, and resets when the watermark moves.
+    pub redelivery_timeout: Duration,
+    /// The cap of the redelivery back-off.
+    pub max_redelivery_timeout: Duration,
+    /// The first wait before reconnecting to Redis; doubles per failure, with jitter.
+    pub reconnect_backoff: Duration,
+    /// The cap of the reconnect back-off.
+    pub max_reconnect_backoff: Duration,
+    /// How long a connection attempt to Redis may take.
+    pub redis_connect_timeout: Duration,
+    /// How long one Redis command may take.
+    pub redis_response_timeout: Duration,
+    /// Acknowledged rows are kept this long after they were committed, for replays.
+    pub retention: Duration,
+    /// How often acknowledged, expired rows are pruned.
+    pub prune_interval: Duration,
+    /// Rows deleted per pruning transaction at most (keeps each stall of the commit path short).
+    pub prune_batch: usize,
+    /// How long `shutdown` may spend publishing what is committed before it closes.
+    pub shutdown_grace: Duration,
+    /// Where time comes from.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl WriterConfig {
+    /// A configuration with every default: local file `path`, shard `shard_id`, no Redis.
+    #[must_use]
+    pub fn new(path: impl Into<PathBuf>, shard_id: u32) -> Self {
+        Self {
+            path: path.into(),
+            shard_id,
+            redis_url: None,
+            synchronous: Synchronous::Normal,
+            queue_capacity: 65_536,
+            max_commit_batch: 4_096,
+            busy_timeout: Duration::from_secs(5),
+            stream_cap: 100_000,
+            relay_batch: 2_000,
+            ack_poll_interval: Duration::from_millis(50),
+            redelivery_timeout: Duration::from_secs(10),
+            max_redelivery_timeout: Duration::from_secs(300),
+            reconnect_backoff: Duration::from_millis(100),
+            max_reconnect_backoff: Duration::from_secs(10),
+            redis_connect_timeout: Duration::from_secs(2),
+            redis_response_timeout: Duration::from_secs(5),
+            retention: Duration::from_secs(24 * 60 * 60),
+            prune_interval: Duration::from_secs(60),
+            prune_batch: 10_000,
+            shutdown_grace: Duration::from_secs(10),
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// The same configuration relaying to `redis_url`.
+    #[must_use]
+    pub fn with_redis(mut self, redis_url: impl Into<String>) -> Self {
+        self.redis_url = Some(redis_url.into());
+        self
+    }
+
+    /// Checks every bound.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the first field out of range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn positive(field: &'static str, value: usize) -> Result<(), ConfigError> {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    field,
+                    reason: "must be at least 1".into(),
+                });
+            }
+            Ok(())
+        }
+        fn nonzero(field: &'static str, value: Duration) -> Result<(), ConfigError> {
+            if value.is_zero() {
+                return Err(ConfigError::Invalid {
+                    field,
+                    reason: "must be longer than zero".into(),
+                });
+            }
+            Ok(())
+        }
+        positive("queue_capacity", self.queue_capacity)?;
+        positive("max_commit_batch", self.max_commit_batch)?;
+        positive("relay_batch", self.relay_batch)?;
+        positive("prune_batch", self.prune_batch)?;
+        if self.queue_capacity > 1 << 24 {
+            return Err(ConfigError::Invalid {
+                field: "queue_capacity",
+                reason: "must be at most 16777216".into(),
+            });
+        }
+        if self.stream_cap < 100 {
+            return Err(ConfigError::Invalid {
+                field: "stream_cap",
+                reason: "must be at least 100".into(),
+            });
+        }
+        nonzero("ack_poll_interval", self.ack_poll_interval)?;
+        nonzero("redelivery_timeout", self.redelivery_timeout)?;
+        nonzero("reconnect_backoff", self.reconnect_backoff)?;
+        nonzero("redis_connect_timeout", self.redis_connect_timeout)?;
+        nonzero("redis_response_timeout", self.redis_response_timeout)?;
+        nonzero("prune_interval", self.prune_interval)?;
+        if self.max_redelivery_timeout < self.redelivery_timeout {
+            return Err(ConfigError::Invalid {
+                field: "max_redelivery_timeout",
+                reason: "must not be shorter than redelivery_timeout".into(),
+            });
+        }
+        if self.max_reconnect_backoff < self.reconnect_backoff {
+            return Err(ConfigError::Invalid {
+                field: "max_reconnect_backoff",
+                reason: "must not be shorter than reconnect_backoff".into(),
+            });
+        }
+        if let Some(url) = &self.redis_url {
+            redis::Client::open(url.as_str()).map_err(|err| ConfigError::Invalid {
+                field: "redis_url",
+                reason: format!("{} ({err_kind:?})", redact_url(url), err_kind = err.kind()),
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// `url` with any password replaced by `***`, fit for logs and error messages.
+#[must_use]
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "<redis url>".to_owned();
+    };
+    match rest.split_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
+            None => format!("{scheme}://***@{host}"),
+        },
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_hides_passwords() {
+        assert_eq!(
+            redact_url("redis://:s3cret@10.0.0.1:6379/0"),
+            "redis://:***@10.0.0.1:6379/0"
+        );
+        assert_eq!(
+            redact_url("rediss://app:s3cret@host/"),
+            "rediss://app:***@host/"
+        );
+        assert_eq!(redact_url("redis://token@host/"), "redis://***@host/");
+        assert_eq!(redact_url("redis://host:1/"), "redis://host:1/");
+        assert_eq!(redact_url("garbage"), "<redis url>");
+    }
+
+    #[test]
+    fn defaults_are_valid_and_bounds_are_checked() {
+        let config = WriterConfig::new("/tmp/x.sqlite", 1);
+        assert!(config.validate().is_ok());
+        let mut bad = config.clone();
+        bad.queue_capacity = 0;
+        assert!(matches!(
+            bad.validate(),
+            Err(ConfigError::Invalid {
+                field: "queue_capacity",
+                ..
+            })
+        ));
+        let bad = config.with_redis("nonsense://:pw@x");
+        let err = bad
+            .validate()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("redis_url"), "{err}");
+        assert!(!err.contains("pw"), "{err}");
+    }
+}

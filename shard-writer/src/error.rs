@@ -1,0 +1,170 @@
+//! The writer's error types. A rejected append always hands its event back.
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use leaderboard_proto::v1::HuntEvent;
+use leaderboard_proto::validate::ValidationError;
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Any error of the shard writer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Opening the shard failed.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// An append was rejected.
+    #[error(transparent)]
+    Append(#[from] AppendError),
+    /// Shutting down did not finish cleanly.
+    #[error("shutdown: {0}")]
+    Shutdown(String),
+}
+
+/// A configuration value out of range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// `field` cannot take the given value.
+    #[error("invalid {field}: {reason}")]
+    Invalid {
+        /// The configuration field.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// Why [`crate::ShardWriter::open`] refused a shard file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Another writer (in this or another process) holds the file.
+    #[error("shard file {path} is already open by another writer (its lock file {lock} is held)")]
+    AlreadyOpen {
+        /// The shard file.
+        path: PathBuf,
+        /// The lock file beside it.
+        lock: PathBuf,
+    },
+    /// The file is on a network filesystem, where SQLite's WAL is not safe.
+    #[error(
+        "shard file {path} is on a network filesystem ({filesystem}); the WAL needs a local disk"
+    )]
+    NetworkFilesystem {
+        /// The shard file.
+        path: PathBuf,
+        /// The filesystem found.
+        filesystem: &'static str,
+    },
+    /// SQLite did not accept a required setting (`journal_mode`, `synchronous`).
+    #[error("shard file {path}: {setting} is {actual}, the writer needs {expected}")]
+    Setting {
+        /// The shard file.
+        path: PathBuf,
+        /// The pragma.
+        setting: &'static str,
+        /// What SQLite reports.
+        actual: String,
+        /// What the configuration asks for.
+        expected: String,
+    },
+    /// The file belongs to another shard.
+    #[error("shard file {path} belongs to shard {found}, not to shard {configured}")]
+    ShardMismatch {
+        /// The shard file.
+        path: PathBuf,
+        /// The shard id stored in the file.
+        found: u32,
+        /// The shard id configured.
+        configured: u32,
+    },
+    /// The file was written by a newer or unknown version of the writer.
+    #[error("shard file {path} has schema version {found}; this writer reads version {known}")]
+    SchemaVersion {
+        /// The shard file.
+        path: PathBuf,
+        /// The version stored in the file.
+        found: i64,
+        /// The version this writer reads and writes.
+        known: i64,
+    },
+    /// SQLite failed.
+    #[error("shard file {path}: {source}")]
+    Sqlite {
+        /// The shard file.
+        path: PathBuf,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+    /// The filesystem failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+/// Why an append was not committed. Every variant carries the event back.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// The event breaks a rule of the event schema; nothing was stored.
+    #[error("invalid event: {reason}")]
+    Invalid {
+        /// The rejected event.
+        event: Box<HuntEvent>,
+        /// The rule it breaks.
+        reason: ValidationError,
+    },
+    /// The commit queue is full (from `try_append` only; `append` waits instead).
+    #[error("the writer's commit queue is full")]
+    QueueFull {
+        /// The rejected event.
+        event: Box<HuntEvent>,
+    },
+    /// The writer is shutting down or shut down; nothing was stored.
+    #[error("the writer is shut down")]
+    Closed {
+        /// The rejected event.
+        event: Box<HuntEvent>,
+    },
+    /// The commit failed (disk full, I/O error); nothing of its batch was stored.
+    #[error("commit failed: {source}")]
+    Storage {
+        /// The rejected event.
+        event: Box<HuntEvent>,
+        /// SQLite's error, shared by the whole batch.
+        source: Arc<rusqlite::Error>,
+    },
+}
+
+impl AppendError {
+    /// The event that was not stored.
+    #[must_use]
+    pub fn into_event(self) -> HuntEvent {
+        match self {
+            Self::Invalid { event, .. }
+            | Self::QueueFull { event }
+            | Self::Closed { event }
+            | Self::Storage { event, .. } => *event,
+        }
+    }
+
+    /// The event that was not stored.
+    #[must_use]
+    pub fn event(&self) -> &HuntEvent {
+        match self {
+            Self::Invalid { event, .. }
+            | Self::QueueFull { event }
+            | Self::Closed { event }
+            | Self::Storage { event, .. } => event,
+        }
+    }
+}

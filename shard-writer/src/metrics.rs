@@ -1,0 +1,53 @@
+//! Metric names of the shard writer, recorded through the `metrics` facade. The binary that
+//! embeds the writer chooses the exporter.
+
+/// Events accepted into the commit queue (counter).
+pub const APPENDED: &str = "hunt_writer_appended_total";
+/// Events committed to SQLite (counter).
+pub const COMMITTED: &str = "hunt_writer_committed_total";
+/// Events published to tier streams, re-sends included (counter).
+pub const PUBLISHED: &str = "hunt_writer_published_total";
+/// Events acknowledged by a router's applied watermark (counter).
+pub const ACKNOWLEDGED: &str = "hunt_writer_acknowledged_total";
+/// Events re-sent after a replay request or a stalled watermark (counter).
+pub const REDELIVERED: &str = "hunt_writer_redelivered_total";
+/// Appends refused, by `reason` (counter).
+pub const REJECTED: &str = "hunt_writer_rejected_total";
+/// Committed events not yet acknowledged (gauge).
+pub const OUTBOX_DEPTH: &str = "hunt_writer_outbox_depth";
+/// Time of one group commit, in seconds (histogram).
+pub const COMMIT_SECONDS: &str = "hunt_writer_commit_seconds";
+/// Events per group commit (histogram).
+pub const COMMIT_BATCH: &str = "hunt_writer_commit_batch_events";
+/// Redis connection failures of the relay (counter).
+pub const RELAY_ERRORS: &str = "hunt_writer_relay_errors_total";
+/// Rows pruned after retention (counter).
+pub const PRUNED: &str = "hunt_writer_pruned_total";
+/// Replays that asked for rows already pruned (counter).
+pub const REPLAY_PRUNED: &str = "hunt_writer_replay_pruned_total";
+
+/// Registers the descriptions of every writer metric with the installed recorder.
+pub fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(APPENDED, "Events accepted into the commit queue.");
+    describe_counter!(COMMITTED, "Events committed to the shard's SQLite file.");
+    describe_counter!(
+        PUBLISHED,
+        "Events published to tier streams, re-sends included."
+    );
+    describe_counter!(
+        ACKNOWLEDGED,
+        "Events acknowledged by a router's applied watermark."
+    );
+    describe_counter!(
+        REDELIVERED,
+        "Events re-sent after a replay request or a stall."
+    );
+    describe_counter!(REJECTED, "Appends refused, by reason.");
+    describe_gauge!(OUTBOX_DEPTH, "Committed events not yet acknowledged.");
+    describe_histogram!(COMMIT_SECONDS, Unit::Seconds, "Time of one group commit.");
+    describe_histogram!(COMMIT_BATCH, "Events per group commit.");
+    describe_counter!(RELAY_ERRORS, "Redis failures seen by the relay.");
+    describe_counter!(PRUNED, "Rows pruned after the retention window.");
+    describe_counter!(REPLAY_PRUNED, "Replays that asked for rows already pruned.");
+}

@@ -1,0 +1,591 @@
+//! The relay: publishes committed events to their tier streams and follows the router's
+//! acknowledgements.
+//!
+//! Design constraints:
+//! - Per tier, events are published in `tier_seq` order, in batches of at most `relay_batch`,
+//!   one pipelined round trip for all tiers. Each batch is one `hunt_publish` call: the
+//!   `XADD … MAXLEN ~ cap` of every event and the raise of the shard's published mark happen
+//!   atomically, so after any failure the mark says exactly what landed.
+//! - Nothing is published before it is durable: the relay fsyncs SQLite's log before it reads
+//!   the rows it is about to send, so a published `tier_seq` survives even a power loss and is
+//!   never handed to another event.
+//! - On (re)connect the relay continues above the larger of Redis's published mark and the
+//!   router's applied watermark. A Redis that lost its data has lost both, so everything still
+//!   retained is sent again; `hunt_publish` also refuses a batch that would leave a hole above a
+//!   mark Redis has forgotten, and the relay re-sends from the mark.
+//! - Delivery is acknowledged end to end: an event is delivered when the router's applied
+//!   watermark `hunt:{t<N>}:applied[shard]` reaches it. When the watermark stays below what was
+//!   published for `redelivery_timeout` (doubling per fruitless re-send, capped), or the router
+//!   asks through `hunt:{t<N>}:replay[shard]`, the relay re-sends from there. The router
+//!   de-duplicates by `tier_seq`, so a re-send never counts twice.
+//! - A lost connection is retried with capped exponential back-off and full jitter; appends keep
+//!   landing in SQLite meanwhile. Every wait selects on cancellation.
+
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use leaderboard_proto::functions::{self, name};
+use leaderboard_proto::{keys, rewards};
+use rand::Rng;
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::{AsyncConnectionConfig, RedisError};
+use rusqlite::{Connection, params};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Synchronous, WriterConfig, redact_url};
+use crate::metrics as m;
+use crate::wal::{Job, Progress, to_i64, to_u64};
+
+/// Why one connection of the relay ended.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RelayError {
+    #[error("redis: {0}")]
+    Redis(#[from] RedisError),
+    #[error("shard file: {0}")]
+    Storage(String),
+    #[error("the commit thread is gone")]
+    Closed,
+}
+
+/// One tier as the relay follows it.
+#[derive(Debug)]
+struct TierState {
+    index: usize,
+    stream_key: String,
+    published_key: String,
+    applied_key: String,
+    replay_key: String,
+    /// The next `tier_seq` to send.
+    next: u64,
+    /// The router's applied watermark, as last read.
+    applied: u64,
+    applied_moved_at: Instant,
+    redelivery_wait: Duration,
+    /// The highest watermark stored in the shard file.
+    acknowledged: u64,
+    /// The replay request last acted on, and when.
+    replay_acted: Option<(u64, Instant)>,
+}
+
+/// Connects to Redis with the writer's timeouts.
+pub(crate) async fn connect(
+    client: &redis::Client,
+    config: &WriterConfig,
+) -> Result<MultiplexedConnection, RedisError> {
+    let connection = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(config.redis_connect_timeout))
+        .set_response_timeout(Some(config.redis_response_timeout));
+    let mut conn = client
+        .get_multiplexed_async_connection_with_config(&connection)
+        .await?;
+    functions::ensure_loaded(&mut conn).await?;
+    Ok(conn)
+}
+
+/// Reads the shard's published marks, one per tier of the reward table.
+pub(crate) async fn published_marks<C: ConnectionLike + Send>(
+    conn: &mut C,
+    shard_id: u32,
+) -> Result<Vec<u64>, RedisError> {
+    let field = keys::shard_field(shard_id);
+    let mut pipe = redis::pipe();
+    for tier in rewards::TIERS {
+        pipe.hget(keys::tier_published(tier.id), &field);
+    }
+    let marks: Vec<Option<u64>> = pipe.query_async(conn).await?;
+    Ok(marks.into_iter().map(Option::unwrap_or_default).collect())
+}
+
+/// Appends `tier_seq` (field 5, varint) to an encoded `HuntEvent` that lacks it. Protobuf
+/// merges a trailing scalar field over the message, so this equals encoding the full event.
+pub(crate) fn with_tier_seq(payload: &[u8], tier_seq: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 11);
+    out.extend_from_slice(payload);
+    out.push(5 << 3);
+    prost::encoding::encode_varint(tier_seq, &mut out);
+    out
+}
+
+/// fsyncs SQLite's write-ahead log, reopening it when SQLite has replaced the file.
+#[derive(Debug)]
+struct WalSync {
+    path: PathBuf,
+    file: Option<File>,
+}
+
+impl WalSync {
+    fn sync(&mut self) -> std::io::Result<()> {
+        let on_disk = match std::fs::metadata(&self.path) {
+            Ok(meta) => meta,
+            // No log yet: nothing has been written that is not already in the database file.
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(err) => return Err(err),
+        };
+        let current = match &self.file {
+            Some(file) if file.metadata()?.ino() == on_disk.ino() => file,
+            _ => self.file.insert(File::open(&self.path)?),
+        };
+        current.sync_data()
+    }
+}
+
+/// What a publish round read from the shard file for one tier.
+struct Batch {
+    slot: usize,
+    first: u64,
+    /// (tier_seq, payload with tier_seq)
+    rows: Vec<(u64, Vec<u8>)>,
+}
+
+/// The relay of one shard writer.
+pub(crate) struct Relay {
+    shard_id: u32,
+    field: String,
+    client: redis::Client,
+    config: WriterConfig,
+    reader: Arc<Mutex<(Connection, WalSync)>>,
+    jobs: mpsc::Sender<Job>,
+    progress: Arc<Progress>,
+    /// Set by `shutdown`: publish what is committed, then stop.
+    drain: CancellationToken,
+    tiers: Vec<TierState>,
+}
+
+impl Relay {
+    pub(crate) fn new(
+        config: &WriterConfig,
+        client: redis::Client,
+        reader: Connection,
+        jobs: mpsc::Sender<Job>,
+        progress: Arc<Progress>,
+        acknowledged: &[u64],
+        drain: CancellationToken,
+    ) -> Self {
+        let mut wal_path = config.path.as_os_str().to_owned();
+        wal_path.push("-wal");
+        let now = Instant::now();
+        let tiers = rewards::TIERS
+            .iter()
+            .enumerate()
+            .map(|(index, tier)| TierState {
+                index,
+                stream_key: keys::tier_stream(tier.id),
+                published_key: keys::tier_published(tier.id),
+                applied_key: keys::tier_applied(tier.id),
+                replay_key: keys::tier_replay(tier.id),
+                next: 1,
+                applied: 0,
+                applied_moved_at: now,
+                redelivery_wait: config.redelivery_timeout,
+                acknowledged: acknowledged.get(index).copied().unwrap_or(0),
+                replay_acted: None,
+            })
+            .collect();
+        Self {
+            shard_id: config.shard_id,
+            field: keys::shard_field(config.shard_id),
+            client,
+            config: config.clone(),
+            reader: Arc::new(Mutex::new((
+                reader,
+                WalSync {
+                    path: PathBuf::from(wal_path),
+                    file: None,
+                },
+            ))),
+            jobs,
+            progress,
+            drain,
+            tiers,
+        }
+    }
+
+    /// Runs until drained (after `shutdown`) or aborted.
+    pub(crate) async fn run(mut self) {
+        let mut backoff = self.config.reconnect_backoff;
+        loop {
+            let outcome = match connect(&self.client, &self.config).await {
+                Ok(conn) => {
+                    backoff = self.config.reconnect_backoff;
+                    self.serve(conn).await
+                }
+                Err(err) => Err(RelayError::Redis(err)),
+            };
+            match outcome {
+                Ok(()) => return,
+                Err(RelayError::Closed) => return,
+                Err(err) => {
+                    metrics::counter!(m::RELAY_ERRORS).increment(1);
+                    tracing::warn!(
+                        shard = self.shard_id,
+                        redis = %redact_url(self.config.redis_url.as_deref().unwrap_or_default()),
+                        error = %err,
+                        retry_in_ms = backoff.as_millis() as u64,
+                        "relay lost Redis; appends keep landing in the shard file"
+                    );
+                }
+            }
+            if self.drain.is_cancelled() {
+                tracing::warn!(
+                    shard = self.shard_id,
+                    "writer shutting down with Redis unreachable: unpublished events stay in the \
+                     shard file and are published when it is opened again"
+                );
+                return;
+            }
+            let wait = full_jitter(backoff);
+            backoff = (backoff * 2).min(self.config.max_reconnect_backoff);
+            tokio::select! {
+                () = self.drain.cancelled() => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Serves one connection until it fails, or until drained.
+    async fn serve(&mut self, mut conn: MultiplexedConnection) -> Result<(), RelayError> {
+        let published = published_marks(&mut conn, self.shard_id).await?;
+        self.confirm(&published).await?;
+        self.poll_acks(&mut conn).await?;
+        self.resync(&published);
+        tracing::info!(shard = self.shard_id, "relay connected");
+
+        let mut next_poll = Instant::now() + self.config.ack_poll_interval;
+        let mut next_prune = Instant::now();
+        loop {
+            let now = Instant::now();
+            if now >= next_poll {
+                self.poll_acks(&mut conn).await?;
+                next_poll = now + self.config.ack_poll_interval;
+            }
+            if now >= next_prune {
+                self.prune().await?;
+                next_prune = now + self.config.prune_interval;
+            }
+            let sent = self.publish_round(&mut conn).await?;
+            if sent > 0 {
+                continue;
+            }
+            if self.drain.is_cancelled() {
+                return Ok(());
+            }
+            tokio::select! {
+                () = self.drain.cancelled() => {}
+                () = self.progress.committed_notify.notified() => {}
+                () = tokio::time::sleep_until(next_poll.min(next_prune)) => {}
+            }
+        }
+    }
+
+    /// Reconciles the commit thread's tier counters with Redis's published marks.
+    async fn confirm(&self, published: &[u64]) -> Result<(), RelayError> {
+        let (reply, confirmed) = oneshot::channel();
+        self.jobs
+            .send(Job::Confirm {
+                published: published.to_vec(),
+                reply,
+            })
+            .await
+            .map_err(|_| RelayError::Closed)?;
+        confirmed
+            .await
+            .map_err(|_| RelayError::Closed)?
+            .map_err(|err| RelayError::Storage(err.to_string()))
+    }
+
+    /// Sets every tier to continue above what Redis has.
+    fn resync(&mut self, published: &[u64]) {
+        for tier in &mut self.tiers {
+            let mark = published.get(tier.index).copied().unwrap_or(0);
+            tier.next = mark.max(tier.applied) + 1;
+            tier.replay_acted = None;
+        }
+    }
+
+    /// Sends one batch per tier that has committed events not yet sent. Returns the events sent.
+    async fn publish_round(&mut self, conn: &mut MultiplexedConnection) -> Result<u64, RelayError> {
+        let mut wanted = Vec::new();
+        for (slot, tier) in self.tiers.iter().enumerate() {
+            if !self.progress.confirmed(tier.index) {
+                continue;
+            }
+            let committed = self.progress.committed(tier.index);
+            if tier.next <= committed {
+                let last = committed.min(tier.next + self.config.relay_batch as u64 - 1);
+                wanted.push((slot, rewards::TIERS[tier.index].id, tier.next, last));
+            }
+        }
+        if wanted.is_empty() {
+            return Ok(0);
+        }
+        let batches = self.read(wanted).await?;
+
+        let mut pipe = redis::pipe();
+        let mut sent = Vec::with_capacity(batches.len());
+        for batch in batches {
+            let Some(tier) = self.tiers.get_mut(batch.slot) else {
+                continue;
+            };
+            let Some(&(first_row, _)) = batch.rows.first() else {
+                // Everything from `first` on was pruned (acknowledged long ago).
+                tier.next = self.progress.committed(tier.index) + 1;
+                continue;
+            };
+            let floor = if first_row > batch.first {
+                metrics::counter!(m::REPLAY_PRUNED).increment(1);
+                tracing::warn!(
+                    shard = self.shard_id,
+                    tier = rewards::TIERS[tier.index].id,
+                    asked = batch.first,
+                    first_retained = first_row,
+                    "events asked for were pruned after retention; sending from the first retained"
+                );
+                0
+            } else {
+                first_row - 1
+            };
+            let highest = batch.rows.last().map_or(first_row, |row| row.0);
+            let mut cmd = functions::fcall_cmd(
+                name::PUBLISH,
+                &[tier.stream_key.as_str(), tier.published_key.as_str()],
+            );
+            cmd.arg(&self.field)
+                .arg(self.config.stream_cap)
+                .arg(floor)
+                .arg(highest);
+            for (_, payload) in &batch.rows {
+                cmd.arg(payload.as_slice());
+            }
+            pipe.add_command(cmd);
+            sent.push((batch.slot, highest, batch.rows.len() as u64));
+        }
+        if sent.is_empty() {
+            return Ok(0);
+        }
+        let replies: Vec<(i64, u64)> = match pipe.query_async(conn).await {
+            Ok(replies) => replies,
+            Err(err) if functions::is_function_missing(&err) => {
+                // Redis restarted without its data: reload, and continue above what it has.
+                tracing::warn!(
+                    shard = self.shard_id,
+                    "Redis lost the function library; reloading"
+                );
+                functions::ensure_loaded(conn).await?;
+                let published = published_marks(conn, self.shard_id).await?;
+                self.resync(&published);
+                return Ok(0);
+            }
+            Err(err) => return Err(err.into()),
+        };
+        let mut total = 0;
+        for ((slot, highest, count), (added, mark)) in sent.into_iter().zip(replies) {
+            let Some(tier) = self.tiers.get_mut(slot) else {
+                continue;
+            };
+            if added == 1 {
+                tier.next = highest + 1;
+                total += count;
+            } else {
+                tracing::warn!(
+                    shard = self.shard_id,
+                    tier = rewards::TIERS[tier.index].id,
+                    mark,
+                    "Redis forgot published events; re-sending from its mark"
+                );
+                tier.next = mark + 1;
+            }
+        }
+        metrics::counter!(m::PUBLISHED).increment(total);
+        Ok(total)
+    }
+
+    /// fsyncs the log, then reads each wanted range: (slot, tier id, first, last).
+    async fn read(&self, wanted: Vec<(usize, u32, u64, u64)>) -> Result<Vec<Batch>, RelayError> {
+        let reader = Arc::clone(&self.reader);
+        let needs_sync = self.config.synchronous != Synchronous::Full;
+        let result = tokio::task::spawn_blocking(move || -> Result<Vec<Batch>, String> {
+            let mut guard = reader.lock().map_err(|_| "reader poisoned".to_owned())?;
+            let (conn, wal) = &mut *guard;
+            if needs_sync {
+                wal.sync()
+                    .map_err(|err| format!("fsync of the log: {err}"))?;
+            }
+            let mut select = conn
+                .prepare_cached(
+                    "SELECT tier_seq, payload FROM events
+                     WHERE tier = ?1 AND tier_seq >= ?2 AND tier_seq <= ?3
+                     ORDER BY tier_seq",
+                )
+                .map_err(|err| err.to_string())?;
+            let mut batches = Vec::with_capacity(wanted.len());
+            for (slot, tier, first, last) in wanted {
+                let rows = select
+                    .query_map(params![tier, to_i64(first), to_i64(last)], |row| {
+                        let tier_seq = to_u64(row.get(0)?);
+                        let payload: Vec<u8> = row.get(1)?;
+                        Ok((tier_seq, with_tier_seq(&payload, tier_seq)))
+                    })
+                    .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+                    .map_err(|err| err.to_string())?;
+                batches.push(Batch { slot, first, rows });
+            }
+            Ok(batches)
+        })
+        .await
+        .map_err(|err| RelayError::Storage(err.to_string()))?;
+        result.map_err(RelayError::Storage)
+    }
+
+    /// Reads the router's watermarks and replay requests; stores new acknowledgements; decides
+    /// re-sends.
+    async fn poll_acks(&mut self, conn: &mut MultiplexedConnection) -> Result<(), RelayError> {
+        let mut pipe = redis::pipe();
+        for tier in &self.tiers {
+            pipe.hget(&tier.applied_key, &self.field);
+            pipe.hget(&tier.replay_key, &self.field);
+        }
+        let marks: Vec<Option<u64>> = pipe.query_async(conn).await?;
+        let now = Instant::now();
+        let mut acknowledged = Vec::new();
+        let mut depth = 0;
+        for (tier, pair) in self.tiers.iter_mut().zip(marks.chunks(2)) {
+            let applied = pair.first().copied().flatten().unwrap_or(0);
+            let replay = pair.get(1).copied().flatten();
+            let committed = self.progress.committed(tier.index);
+            if applied != tier.applied {
+                tier.applied = applied;
+                tier.applied_moved_at = now;
+                tier.redelivery_wait = self.config.redelivery_timeout;
+            }
+            let ack = applied.min(committed);
+            if ack > tier.acknowledged {
+                metrics::counter!(m::ACKNOWLEDGED).increment(ack - tier.acknowledged);
+                tier.acknowledged = ack;
+                acknowledged.push((tier.index, ack));
+            }
+            depth += committed.saturating_sub(tier.acknowledged);
+
+            if let Some(from) = replay {
+                let fresh = match tier.replay_acted {
+                    Some((acted, at)) => acted != from || now - at >= tier.redelivery_wait,
+                    None => true,
+                };
+                if fresh {
+                    tier.replay_acted = Some((from, now));
+                    let from = from.max(1);
+                    if from < tier.next {
+                        metrics::counter!(m::REDELIVERED).increment(tier.next - from);
+                        tracing::info!(
+                            shard = self.shard_id,
+                            tier = rewards::TIERS[tier.index].id,
+                            from,
+                            "replay requested by the router"
+                        );
+                        tier.next = from;
+                    }
+                }
+            } else {
+                tier.replay_acted = None;
+            }
+
+            let published_above = tier.next.saturating_sub(1);
+            if tier.applied < published_above && now - tier.applied_moved_at >= tier.redelivery_wait
+            {
+                metrics::counter!(m::REDELIVERED).increment(published_above - tier.applied);
+                tracing::info!(
+                    shard = self.shard_id,
+                    tier = rewards::TIERS[tier.index].id,
+                    applied = tier.applied,
+                    published = published_above,
+                    "applied watermark stalled; re-sending above it"
+                );
+                tier.next = tier.applied + 1;
+                tier.applied_moved_at = now;
+                tier.redelivery_wait =
+                    (tier.redelivery_wait * 2).min(self.config.max_redelivery_timeout);
+            }
+        }
+        metrics::gauge!(m::OUTBOX_DEPTH).set(depth as f64);
+        if !acknowledged.is_empty() {
+            self.jobs
+                .send(Job::Acknowledge {
+                    marks: acknowledged,
+                })
+                .await
+                .map_err(|_| RelayError::Closed)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes acknowledged rows older than the retention window, a bounded batch at a time.
+    async fn prune(&self) -> Result<(), RelayError> {
+        let retention_ms = i64::try_from(self.config.retention.as_millis()).unwrap_or(i64::MAX);
+        let before_ms = self.config.clock.now_ms().saturating_sub(retention_ms);
+        loop {
+            let (reply, pruned) = oneshot::channel();
+            self.jobs
+                .send(Job::Prune {
+                    before_ms,
+                    limit: self.config.prune_batch,
+                    reply,
+                })
+                .await
+                .map_err(|_| RelayError::Closed)?;
+            let deleted = pruned
+                .await
+                .map_err(|_| RelayError::Closed)?
+                .map_err(|err| RelayError::Storage(err.to_string()))?;
+            metrics::counter!(m::PRUNED).increment(deleted as u64);
+            if deleted < self.config.prune_batch || self.drain.is_cancelled() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// A random wait in `[0, backoff]` ("full jitter"), so many shards do not reconnect in step.
+fn full_jitter(backoff: Duration) -> Duration {
+    let millis = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX);
+    Duration::from_millis(rand::rng().random_range(0..=millis))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use leaderboard_proto::v1::{HuntEvent, ScoreGained, hunt_event::Kind};
+    use prost::Message;
+
+    #[test]
+    fn appending_tier_seq_equals_encoding_it() {
+        let mut event = HuntEvent {
+            shard_id: 7,
+            epoch: 3,
+            seq: 99,
+            tier: 2,
+            tier_seq: 0,
+            occurred_at_ms: 1_700_000_000_000,
+            kind: Some(Kind::ScoreGained(ScoreGained {
+                player_id: "ada".into(),
+                points: -5,
+            })),
+        };
+        let stored = event.encode_to_vec();
+        for tier_seq in [1, 127, 128, 1 << 40, u64::MAX] {
+            event.tier_seq = tier_seq;
+            let decoded = HuntEvent::decode(with_tier_seq(&stored, tier_seq).as_slice());
+            assert_eq!(decoded.ok(), Some(event.clone()));
+        }
+    }
+
+    #[test]
+    fn jitter_stays_within_the_backoff() {
+        for _ in 0..100 {
+            assert!(full_jitter(Duration::from_millis(50)) <= Duration::from_millis(50));
+        }
+    }
+}

@@ -1,0 +1,428 @@
+//! [`ShardWriter`]: the handle a shard process appends through.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use leaderboard_proto::v1::HuntEvent;
+use leaderboard_proto::v1::hunt_event::Kind;
+use leaderboard_proto::{functions, keys, rewards, validate};
+use prost::Message;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{WriterConfig, redact_url};
+use crate::error::{AppendError, Error, OpenError, Result};
+use crate::metrics as m;
+use crate::relay::{self, Relay};
+use crate::wal::{self, Committer, Job, Progress};
+
+/// The identity of an event: unique without coordination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EventId {
+    /// The shard that recorded it.
+    pub shard_id: u32,
+    /// The shard's incarnation.
+    pub epoch: u64,
+    /// The shard-local sequence number.
+    pub seq: u64,
+}
+
+impl std::fmt::Display for EventId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}.{}", self.shard_id, self.epoch, self.seq)
+    }
+}
+
+/// A committed append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// The event's identity.
+    pub id: EventId,
+    /// Its tier.
+    pub tier: u32,
+    /// Its place in the (shard, tier) sequence the router applies in.
+    pub tier_seq: u64,
+}
+
+/// The tasks a writer runs; taken by `shutdown`, or stopped when the last handle drops.
+struct Tasks {
+    committer: JoinHandle<()>,
+    relay: Option<tokio::task::JoinHandle<()>>,
+}
+
+struct Inner {
+    shard_id: u32,
+    epoch: u64,
+    next_seq: AtomicU64,
+    jobs: mpsc::Sender<Job>,
+    closed: AtomicBool,
+    progress: Arc<Progress>,
+    config: WriterConfig,
+    drain: CancellationToken,
+    tasks: Mutex<Option<Tasks>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Without `shutdown`: stop the relay now. The commit thread still commits everything
+        // queued once the last sender is gone, then closes the file and releases the lock.
+        if let Ok(mut tasks) = self.tasks.lock()
+            && let Some(tasks) = tasks.take()
+            && let Some(relay) = tasks.relay
+        {
+            relay.abort();
+        }
+    }
+}
+
+/// The writer embedded in a shard process: durable appends to the shard's SQLite file, relayed
+/// to the tier streams in Redis.
+///
+/// Cheap to clone; every clone appends to the same shard. [`ShardWriter::shutdown`] drains and
+/// closes; dropping the last clone without it stops the relay at once (committed events stay
+/// in the file and are published by the next writer that opens it).
+#[derive(Clone)]
+pub struct ShardWriter {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for ShardWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardWriter")
+            .field("shard_id", &self.inner.shard_id)
+            .field("epoch", &self.inner.epoch)
+            .field("path", &self.inner.config.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ShardWriter {
+    /// Opens (or creates) the shard's file and starts the commit thread and, with a Redis URL,
+    /// the relay.
+    ///
+    /// When Redis answers within `redis_connect_timeout` the epoch is taken from it
+    /// (`hunt:shard:{<id>}:epoch`, never below one this file already used) and the tier
+    /// counters are reconciled with its published marks. Otherwise the writer opens anyway on
+    /// the file's own state, and the relay reconciles once it connects.
+    ///
+    /// # Errors
+    /// [`OpenError`]: invalid configuration, the file held by another writer, a network
+    /// filesystem, SQLite refusing WAL or the configured `synchronous`, a file of another shard
+    /// or schema version, or an I/O error.
+    pub async fn open(config: WriterConfig) -> Result<Self, OpenError> {
+        config.validate()?;
+        let path = config.path.clone();
+        wal::check_filesystem(&path)?;
+        let (lock, _lock_path) = wal::lock(&path)?;
+        let setup_config = config.clone();
+        let (mut conn, mut loaded) = tokio::task::spawn_blocking(move || {
+            let mut conn = wal::connect(&setup_config.path, &setup_config)?;
+            let loaded = wal::init(&mut conn, &setup_config.path, setup_config.shard_id)?;
+            Ok::<_, OpenError>((conn, loaded))
+        })
+        .await
+        .map_err(|err| OpenError::Io {
+            path: path.clone(),
+            source: std::io::Error::other(err),
+        })??;
+
+        let client = match &config.redis_url {
+            Some(url) => Some(redis::Client::open(url.as_str()).map_err(|err| {
+                OpenError::Config(crate::error::ConfigError::Invalid {
+                    field: "redis_url",
+                    reason: format!("{}: {:?}", redact_url(url), err.kind()),
+                })
+            })?),
+            None => None,
+        };
+        let floor = loaded.epoch + 1;
+        let mut epoch = floor;
+        if let Some(client) = &client {
+            match tokio::time::timeout(
+                config.redis_connect_timeout + config.redis_response_timeout,
+                redis_open_state(client, &config, floor),
+            )
+            .await
+            {
+                Ok(Ok((redis_epoch, published))) => {
+                    epoch = redis_epoch.max(floor);
+                    for (row, mark) in loaded.tiers.iter_mut().zip(published) {
+                        wal::confirm_tier(&mut conn, row, mark).map_err(|source| {
+                            OpenError::Sqlite {
+                                path: path.clone(),
+                                source,
+                            }
+                        })?;
+                    }
+                }
+                Ok(Err(err)) => tracing::warn!(
+                    shard = config.shard_id,
+                    redis = %redact_url(config.redis_url.as_deref().unwrap_or_default()),
+                    error = %err,
+                    "Redis unreachable at open; using the shard file's own epoch and counters"
+                ),
+                Err(_) => tracing::warn!(
+                    shard = config.shard_id,
+                    redis = %redact_url(config.redis_url.as_deref().unwrap_or_default()),
+                    "Redis did not answer at open; using the shard file's own epoch and counters"
+                ),
+            }
+        }
+        wal::store_epoch(&conn, &path, epoch)?;
+
+        let (jobs, rx) = mpsc::channel(config.queue_capacity);
+        let (committer, progress) = Committer::new(conn, rx, &loaded, &config);
+        let committer = std::thread::Builder::new()
+            .name(format!("shard-{}-commit", config.shard_id))
+            .spawn(move || {
+                // The lock is released only after the connection is closed.
+                let _lock = lock;
+                committer.run();
+            })
+            .map_err(|source| OpenError::Io {
+                path: path.clone(),
+                source,
+            })?;
+
+        let drain = CancellationToken::new();
+        let relay = match client {
+            Some(client) => {
+                let reader = wal::connect(&path, &config)?;
+                let acknowledged: Vec<u64> = loaded.tiers.iter().map(|t| t.acknowledged).collect();
+                let relay = Relay::new(
+                    &config,
+                    client,
+                    reader,
+                    jobs.clone(),
+                    Arc::clone(&progress),
+                    &acknowledged,
+                    drain.clone(),
+                );
+                Some(tokio::spawn(relay.run()))
+            }
+            None => None,
+        };
+        m::describe();
+        tracing::info!(
+            shard = config.shard_id,
+            epoch,
+            path = %path.display(),
+            "shard writer open"
+        );
+        Ok(Self {
+            inner: Arc::new(Inner {
+                shard_id: config.shard_id,
+                epoch,
+                next_seq: AtomicU64::new(loaded.last_seq + 1),
+                jobs,
+                closed: AtomicBool::new(false),
+                progress,
+                config,
+                drain,
+                tasks: Mutex::new(Some(Tasks { committer, relay })),
+            }),
+        })
+    }
+
+    /// The shard's id.
+    #[must_use]
+    pub fn shard_id(&self) -> u32 {
+        self.inner.shard_id
+    }
+
+    /// The epoch this writer runs under (the shard's fencing token).
+    #[must_use]
+    pub fn epoch(&self) -> u64 {
+        self.inner.epoch
+    }
+
+    /// The highest committed `tier_seq` of `tier` (0 for an unknown tier).
+    #[must_use]
+    pub fn committed_tier_seq(&self, tier: u32) -> u64 {
+        rewards::tier_index(tier).map_or(0, |index| self.inner.progress.committed(index))
+    }
+
+    /// Appends `event` and returns once it is committed to the shard file (group commit).
+    ///
+    /// The writer sets `shard_id`, `epoch` and `seq`, `occurred_at_ms` when it is 0, and a
+    /// `TreasureAwarded`'s `award_id` when it is empty (derived from the event id, so it never
+    /// repeats). Waits while the commit queue is full.
+    ///
+    /// # Errors
+    /// [`AppendError`] with the event inside: invalid (nothing stored), the writer shut down,
+    /// or the commit failed.
+    pub async fn append(&self, event: HuntEvent) -> Result<Appended, AppendError> {
+        let (mut event, tier_index) = self.prepare(event)?;
+        let Ok(permit) = self.inner.jobs.reserve().await else {
+            return Err(self.closed(event));
+        };
+        let id = self.stamp(&mut event);
+        let (reply, committed) = oneshot::channel();
+        permit.send(Job::Append {
+            seq: id.seq,
+            tier_index,
+            payload: event.encode_to_vec(),
+            reply: Some(reply),
+        });
+        metrics::counter!(m::APPENDED).increment(1);
+        match committed.await {
+            Ok(Ok(commit)) => Ok(Appended {
+                id,
+                tier: event.tier,
+                tier_seq: commit.tier_seq,
+            }),
+            Ok(Err((_payload, source))) => Err(AppendError::Storage {
+                event: Box::new(event),
+                source,
+            }),
+            Err(_) => Err(self.closed(event)),
+        }
+    }
+
+    /// Queues `event` for the next group commit without waiting for anything: no network, no
+    /// disk, no lock held by another task. Returns the event's id at once.
+    ///
+    /// A queued event is committed even if a commit fails for a while (it is retried), and even
+    /// if the writer is dropped; only a process crash before its commit loses it. Use
+    /// [`ShardWriter::append`] where the caller must know it is durable.
+    ///
+    /// # Errors
+    /// [`AppendError`] with the event inside: invalid, the queue full (`QueueFull`: back off
+    /// or use `append`), or the writer shut down.
+    pub fn try_append(&self, event: HuntEvent) -> Result<EventId, AppendError> {
+        let (mut event, tier_index) = self.prepare(event)?;
+        let permit = match self.inner.jobs.try_reserve() {
+            Ok(permit) => permit,
+            Err(mpsc::error::TrySendError::Full(())) => {
+                metrics::counter!(m::REJECTED, "reason" => "queue_full").increment(1);
+                return Err(AppendError::QueueFull {
+                    event: Box::new(event),
+                });
+            }
+            Err(mpsc::error::TrySendError::Closed(())) => return Err(self.closed(event)),
+        };
+        let id = self.stamp(&mut event);
+        permit.send(Job::Append {
+            seq: id.seq,
+            tier_index,
+            payload: event.encode_to_vec(),
+            reply: None,
+        });
+        metrics::counter!(m::APPENDED).increment(1);
+        Ok(id)
+    }
+
+    /// Stops accepting appends, commits everything queued, publishes what is committed (for at
+    /// most `shutdown_grace`), and closes the file. Later calls, on any clone, return at once.
+    ///
+    /// # Errors
+    /// [`Error::Shutdown`] when a background task could not be joined.
+    pub async fn shutdown(&self) -> Result<()> {
+        self.inner.closed.store(true, Ordering::SeqCst);
+        let tasks = match self.inner.tasks.lock() {
+            Ok(mut tasks) => tasks.take(),
+            Err(_) => return Err(Error::Shutdown("writer state poisoned".into())),
+        };
+        let Some(tasks) = tasks else {
+            return Ok(());
+        };
+        // Everything queued before this point is committed when the barrier answers.
+        let (reply, done) = oneshot::channel();
+        if self.inner.jobs.send(Job::Barrier(reply)).await.is_ok() {
+            let _ = done.await;
+        }
+        if let Some(mut relay) = tasks.relay {
+            self.inner.drain.cancel();
+            if tokio::time::timeout(self.inner.config.shutdown_grace, &mut relay)
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    shard = self.inner.shard_id,
+                    grace_ms = self.inner.config.shutdown_grace.as_millis() as u64,
+                    "relay did not finish publishing within the grace period; the rest stays in \
+                     the shard file"
+                );
+                relay.abort();
+                let _ = relay.await;
+            }
+        }
+        let _ = self.inner.jobs.send(Job::Stop).await;
+        tokio::task::spawn_blocking(move || tasks.committer.join())
+            .await
+            .map_err(|err| Error::Shutdown(err.to_string()))?
+            .map_err(|_| Error::Shutdown("the commit thread panicked".into()))?;
+        tracing::info!(shard = self.inner.shard_id, "shard writer closed");
+        Ok(())
+    }
+
+    /// Validates `event` and fills in what the writer owns.
+    fn prepare(&self, mut event: HuntEvent) -> Result<(HuntEvent, usize), AppendError> {
+        event.shard_id = self.inner.shard_id;
+        event.epoch = self.inner.epoch;
+        event.seq = 0;
+        if event.occurred_at_ms == 0 {
+            event.occurred_at_ms = self.inner.config.clock.now_ms();
+        }
+        if let Err(reason) = validate::event(&event) {
+            metrics::counter!(m::REJECTED, "reason" => "invalid").increment(1);
+            return Err(AppendError::Invalid {
+                event: Box::new(event),
+                reason,
+            });
+        }
+        let Some(tier_index) = rewards::tier_index(event.tier) else {
+            let reason = validate::ValidationError::UnknownTier(event.tier);
+            return Err(AppendError::Invalid {
+                event: Box::new(event),
+                reason,
+            });
+        };
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return Err(self.closed(event));
+        }
+        Ok((event, tier_index))
+    }
+
+    /// Assigns the event its `seq` (and a derived award id where it has none).
+    fn stamp(&self, event: &mut HuntEvent) -> EventId {
+        let seq = self.inner.next_seq.fetch_add(1, Ordering::Relaxed);
+        event.seq = seq;
+        let id = EventId {
+            shard_id: self.inner.shard_id,
+            epoch: self.inner.epoch,
+            seq,
+        };
+        if let Some(Kind::TreasureAwarded(award)) = &mut event.kind
+            && award.award_id.is_empty()
+        {
+            award.award_id = id.to_string();
+        }
+        id
+    }
+
+    fn closed(&self, event: HuntEvent) -> AppendError {
+        metrics::counter!(m::REJECTED, "reason" => "closed").increment(1);
+        AppendError::Closed {
+            event: Box::new(event),
+        }
+    }
+}
+
+/// The epoch and the published marks, read from Redis at open.
+async fn redis_open_state(
+    client: &redis::Client,
+    config: &WriterConfig,
+    floor: u64,
+) -> Result<(u64, Vec<u64>), redis::RedisError> {
+    let mut conn = relay::connect(client, config).await?;
+    let mut next_epoch = functions::fcall_cmd(
+        functions::name::NEXT_EPOCH,
+        &[keys::shard_epoch(config.shard_id).as_str()],
+    );
+    next_epoch.arg(floor);
+    let epoch: u64 = functions::fcall(&mut conn, &next_epoch).await?;
+    let published = relay::published_marks(&mut conn, config.shard_id).await?;
+    Ok((epoch, published))
+}

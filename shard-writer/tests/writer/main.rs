@@ -1,0 +1,13 @@
+//! Integration tests of the shard writer against a private `redis-server` and real SQLite files.
+
+// A test that cannot set itself up should stop right there, saying why.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod support;
+
+mod crash;
+mod delivery;
+mod faults;
+mod input;
+mod model;
+mod retention;

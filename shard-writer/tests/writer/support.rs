@@ -1,0 +1,142 @@
+//! Shared helpers: a fast writer configuration, stream readers, polling with a deadline.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::Path;
+use std::time::Duration;
+
+use leaderboard_proto::keys;
+use leaderboard_proto::testkit::RedisServer;
+use leaderboard_proto::v1::hunt_event::Kind;
+use leaderboard_proto::v1::{HuntEvent, ScoreGained};
+use redis::AsyncCommands;
+use shard_writer::{OpenError, ShardWriter, WriterConfig};
+
+/// How long any condition in these tests may take to become true.
+pub(crate) const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A writer configuration with short timers, relaying to `redis`.
+pub(crate) fn config(dir: &Path, shard_id: u32, redis: &RedisServer) -> WriterConfig {
+    let mut config = WriterConfig::new(dir.join(format!("shard-{shard_id}.sqlite")), shard_id)
+        .with_redis(redis.url());
+    config.ack_poll_interval = Duration::from_millis(20);
+    config.reconnect_backoff = Duration::from_millis(20);
+    config.max_reconnect_backoff = Duration::from_millis(200);
+    config.redis_connect_timeout = Duration::from_millis(500);
+    config.redis_response_timeout = Duration::from_secs(2);
+    config.redelivery_timeout = Duration::from_secs(60);
+    config.max_redelivery_timeout = Duration::from_secs(60);
+    config
+}
+
+/// Opens `config`, retrying while a previous writer of the same file is still closing.
+pub(crate) async fn open(config: &WriterConfig) -> ShardWriter {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        match ShardWriter::open(config.clone()).await {
+            Ok(writer) => return writer,
+            Err(OpenError::AlreadyOpen { .. }) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(err) => panic!("open failed: {err}"),
+        }
+    }
+}
+
+/// A `ScoreGained` event.
+pub(crate) fn score(tier: u32, player: &str, points: i64) -> HuntEvent {
+    HuntEvent {
+        tier,
+        kind: Some(Kind::ScoreGained(ScoreGained {
+            player_id: player.to_owned(),
+            points,
+        })),
+        ..HuntEvent::default()
+    }
+}
+
+/// Polls `check` until it returns `Some`, failing the test after [`DEADLINE`].
+pub(crate) async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A connection to the test's Redis.
+pub(crate) async fn redis_conn(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
+    redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to the test redis")
+}
+
+/// Every event in tier `tier`'s stream, in stream order. Empty when Redis is unreachable.
+pub(crate) async fn stream(redis: &RedisServer, tier: u32) -> Vec<HuntEvent> {
+    let Ok(mut conn) = redis.client().get_multiplexed_async_connection().await else {
+        return Vec::new();
+    };
+    leaderboard_proto::stream::range(&mut conn, tier, "-", "+")
+        .await
+        .expect("stream entries decode")
+        .into_iter()
+        .map(|(_, event)| event)
+        .collect()
+}
+
+/// A tier's stream de-duplicated by `tier_seq`, as a router would apply it. Fails the test if one
+/// `tier_seq` carries two different events.
+pub(crate) async fn stream_by_tier_seq(redis: &RedisServer, tier: u32) -> BTreeMap<u64, HuntEvent> {
+    let mut by_tier_seq = BTreeMap::new();
+    for event in stream(redis, tier).await {
+        if let Some(earlier) = by_tier_seq.insert(event.tier_seq, event.clone()) {
+            assert_eq!(earlier, event, "tier_seq {} reused", event.tier_seq);
+        }
+    }
+    by_tier_seq
+}
+
+/// Whether `map` holds exactly tier_seqs 1..=n.
+pub(crate) fn contiguous(map: &BTreeMap<u64, HuntEvent>, n: u64) -> bool {
+    map.len() as u64 == n && map.keys().copied().eq(1..=n)
+}
+
+/// Sets the router's applied watermark for `shard` on `tier`, as a router would.
+pub(crate) async fn set_applied(redis: &RedisServer, tier: u32, shard: u32, applied: u64) {
+    let mut conn = redis_conn(redis).await;
+    let _: () = conn
+        .hset(keys::tier_applied(tier), keys::shard_field(shard), applied)
+        .await
+        .expect("HSET applied");
+}
+
+/// Rows in the shard file, read through a separate read-only connection.
+pub(crate) fn rows(path: &Path, tier: u32) -> Vec<(u64, u64)> {
+    let conn =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open shard file");
+    let mut select = conn
+        .prepare("SELECT seq, tier_seq FROM events WHERE tier = ?1 ORDER BY tier_seq")
+        .expect("prepare");
+    select
+        .query_map([tier], |row| {
+            let seq: i64 = row.get(0)?;
+            let tier_seq: i64 = row.get(1)?;
+            Ok((seq as u64, tier_seq as u64))
+        })
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows")
+}
