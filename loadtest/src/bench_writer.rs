@@ -21,7 +21,12 @@ pub(crate) struct Args {
     /// Redis to use; without it a private redis-server is started on a free port.
     #[arg(long, env = "HUNT_REDIS_URL", hide_env_values = true)]
     redis_url: Option<String>,
-    /// Tasks appending at once (each waits for its commit before the next append).
+    /// Offered load in events/s, arriving every millisecond in equal bursts, each append
+    /// measured from its arrival (open loop: a stalled writer cannot hide its queue). 0 runs
+    /// closed-loop instead: `concurrency` tasks append as fast as commits allow.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
+    rate: u64,
+    /// Tasks appending at once in the closed-loop run (`--rate 0`).
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     concurrency: u32,
     /// Measured seconds of the pipeline run.
@@ -43,6 +48,7 @@ struct PipelineResult {
     elapsed: Duration,
     latency: Histogram<u64>,
     max_relay_lag: u64,
+    pacer_lateness: Histogram<u64>,
     drain: Duration,
 }
 
@@ -58,7 +64,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
 
     let rate = pipeline.events as f64 / pipeline.elapsed.as_secs_f64();
     let baseline_rate = baseline.0 as f64 / baseline.1.as_secs_f64();
-    let micros = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let millis = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1e6;
     println!("| measure | pipeline | naive baseline | ratio |");
     println!("|---|---|---|---|");
     println!(
@@ -67,19 +73,25 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     );
     println!(
         "| append latency p50 | {:.3} ms | {:.3} ms | |",
-        micros(&pipeline.latency, 0.50),
-        micros(&baseline.2, 0.50)
+        millis(&pipeline.latency, 0.50),
+        millis(&baseline.2, 0.50)
     );
     println!(
         "| append latency p99 | {:.3} ms | {:.3} ms | |",
-        micros(&pipeline.latency, 0.99),
-        micros(&baseline.2, 0.99)
+        millis(&pipeline.latency, 0.99),
+        millis(&baseline.2, 0.99)
     );
     println!(
         "| append latency p99.9 | {:.3} ms | {:.3} ms | |",
-        micros(&pipeline.latency, 0.999),
-        micros(&baseline.2, 0.999)
+        millis(&pipeline.latency, 0.999),
+        millis(&baseline.2, 0.999)
     );
+    if args.rate > 0 {
+        println!(
+            "| load generator: pacer wake-up lateness p99 | {:.3} ms | | |",
+            millis(&pipeline.pacer_lateness, 0.99)
+        );
+    }
     println!(
         "| largest relay lag (committed, not yet published) | {} events | 0 (inline) | |",
         pipeline.max_relay_lag
@@ -88,9 +100,14 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         "| relay catch-up after the last append | {:.0} ms | | |",
         pipeline.drain.as_secs_f64() * 1000.0
     );
+    let load = if args.rate > 0 {
+        format!("open loop at {} events/s offered", args.rate)
+    } else {
+        format!("closed loop, {} tasks", args.concurrency)
+    };
     println!(
-        "\nconcurrency {}, {} s measured after {} s warm-up; baseline {} s, one task.",
-        args.concurrency, args.seconds, args.warmup, args.baseline_seconds
+        "\n{load}; {} s measured after {} s warm-up; baseline {} s, one task.",
+        args.seconds, args.warmup, args.baseline_seconds
     );
     Ok(())
 }
@@ -106,25 +123,22 @@ async fn pipeline(
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = tokio::task::JoinSet::new();
-    for task in 0..args.concurrency {
-        let writer = writer.clone();
-        let measuring = Arc::clone(&measuring);
-        let stop = Arc::clone(&stop);
-        tasks.spawn(async move {
-            let mut events = EventGenerator::new(u64::from(task), 50_000);
-            let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
-            let mut count = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let event = events.next_event();
-                let started = Instant::now();
-                writer.append(event).await?;
-                if measuring.load(Ordering::Relaxed) {
-                    latency.saturating_record(started.elapsed().as_nanos() as u64);
-                    count += 1;
-                }
-            }
-            Ok::<_, anyhow::Error>((count, latency))
-        });
+    if args.rate > 0 {
+        tasks.spawn(open_loop(
+            writer.clone(),
+            args.rate,
+            Arc::clone(&measuring),
+            Arc::clone(&stop),
+        ));
+    } else {
+        for task in 0..args.concurrency {
+            tasks.spawn(closed_loop(
+                writer.clone(),
+                u64::from(task),
+                Arc::clone(&measuring),
+                Arc::clone(&stop),
+            ));
+        }
     }
 
     let client = redis::Client::open(redis_url)?;
@@ -132,20 +146,26 @@ async fn pipeline(
     tokio::time::sleep(Duration::from_secs(args.warmup)).await;
     measuring.store(true, Ordering::Relaxed);
     let started = Instant::now();
+    let committed_before = committed_total(&writer);
     let mut max_relay_lag = 0;
     while started.elapsed() < Duration::from_secs(args.seconds) {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        max_relay_lag = max_relay_lag.max(relay_lag(&mut conn, &writer).await?);
+        let lag = relay_lag(&mut conn, &writer).await?;
+        if std::env::var_os("HUNT_BENCH_TRACE").is_some() {
+            eprintln!("{:>6} ms relay lag {lag}", started.elapsed().as_millis());
+        }
+        max_relay_lag = max_relay_lag.max(lag);
     }
     measuring.store(false, Ordering::Relaxed);
     let elapsed = started.elapsed();
+    let committed = committed_total(&writer) - committed_before;
     stop.store(true, Ordering::Relaxed);
-    let mut events = 0;
-    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
+    let mut latency = new_histogram()?;
+    let mut pacer_lateness = new_histogram()?;
     while let Some(result) = tasks.join_next().await {
-        let (count, histogram) = result??;
-        events += count;
-        latency.add(histogram)?;
+        let (appends, pacer) = result??;
+        latency.add(appends)?;
+        pacer_lateness.add(pacer)?;
     }
     let drain_started = Instant::now();
     while relay_lag(&mut conn, &writer).await? > 0 {
@@ -157,12 +177,96 @@ async fn pipeline(
     let drain = drain_started.elapsed();
     writer.shutdown().await?;
     Ok(PipelineResult {
-        events,
+        events: committed,
         elapsed,
         latency,
         max_relay_lag,
+        pacer_lateness,
         drain,
     })
+}
+
+/// Appends as fast as commits allow, one at a time; returns the measured latencies.
+async fn closed_loop(
+    writer: ShardWriter,
+    seed: u64,
+    measuring: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<(Histogram<u64>, Histogram<u64>)> {
+    let mut events = EventGenerator::new(seed, 50_000);
+    let mut latency = new_histogram()?;
+    while !stop.load(Ordering::Relaxed) {
+        let event = events.next_event();
+        let started = Instant::now();
+        writer.append(event).await?;
+        if measuring.load(Ordering::Relaxed) {
+            latency.saturating_record(started.elapsed().as_nanos() as u64);
+        }
+    }
+    Ok((latency, new_histogram()?))
+}
+
+/// Offers `rate` events/s, a burst every millisecond, each append in its own task; returns
+/// the latencies of the appends (from the call to the commit) and how late the pacer woke for
+/// each burst (a late pacer means the measurement, not only the writer, fell behind).
+async fn open_loop(
+    writer: ShardWriter,
+    rate: u64,
+    measuring: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<(Histogram<u64>, Histogram<u64>)> {
+    let mut events = EventGenerator::new(1, 50_000);
+    let mut appends = tokio::task::JoinSet::new();
+    let mut latency = new_histogram()?;
+    let mut pacer_lateness = new_histogram()?;
+    let mut ticker = tokio::time::interval(Duration::from_millis(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let started = tokio::time::Instant::now();
+    let mut offered = 0u64;
+    let record = |latency: &mut Histogram<u64>, done| -> anyhow::Result<()> {
+        let (measured, elapsed): (bool, Duration) = done;
+        if measured {
+            latency.saturating_record(elapsed.as_nanos() as u64);
+        }
+        Ok(())
+    };
+    while !stop.load(Ordering::Relaxed) {
+        let tick = ticker.tick().await;
+        let dispatched = tokio::time::Instant::now();
+        let measured = measuring.load(Ordering::Relaxed);
+        if measured {
+            pacer_lateness.saturating_record((dispatched - tick).as_nanos() as u64);
+        }
+        let due = (tick - started).as_micros() as u64 * rate / 1_000_000;
+        while offered < due {
+            offered += 1;
+            let writer = writer.clone();
+            let event = events.next_event();
+            appends.spawn(async move {
+                let called = Instant::now();
+                writer.append(event).await?;
+                Ok::<_, anyhow::Error>((measured, called.elapsed()))
+            });
+        }
+        while let Some(done) = appends.try_join_next() {
+            record(&mut latency, done??)?;
+        }
+    }
+    while let Some(done) = appends.join_next().await {
+        record(&mut latency, done??)?;
+    }
+    Ok((latency, pacer_lateness))
+}
+
+fn new_histogram() -> anyhow::Result<Histogram<u64>> {
+    Ok(Histogram::new_with_bounds(1_000, 60_000_000_000, 3)?)
+}
+
+/// Events committed by `writer`, over all tiers.
+fn committed_total(writer: &ShardWriter) -> u64 {
+    rewards::tier_ids()
+        .map(|tier| writer.committed_tier_seq(tier))
+        .sum()
 }
 
 /// Committed events not yet published, over all tiers.
@@ -205,7 +309,7 @@ async fn baseline(
     let client = redis::Client::open(redis_url)?;
     let mut conn = client.get_multiplexed_async_connection().await?;
     let mut events = EventGenerator::new(7, 50_000);
-    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
+    let mut latency = new_histogram()?;
     let started = Instant::now();
     let mut count = 0u64;
     while started.elapsed() < Duration::from_secs(args.baseline_seconds) {

@@ -60,7 +60,7 @@ pub struct WriterConfig {
     /// How often the relay reads the router's applied watermarks and replay requests.
     pub ack_poll_interval: Duration,
     /// How long the applied watermark may stay below what was published before the relay
-    /// re-sends from the watermark. Doubles after each fruitless re-send, up to
+    /// re-sends one batch above the watermark. Doubles after each fruitless re-send, up to
     /// `max_redelivery_timeout`, and resets when the watermark moves.
     pub redelivery_timeout: Duration,
     /// The cap of the redelivery back-off.

@@ -15,9 +15,10 @@
 //!   mark Redis has forgotten, and the relay re-sends from the mark.
 //! - Delivery is acknowledged end to end: an event is delivered when the router's applied
 //!   watermark `hunt:{t<N>}:applied[shard]` reaches it. When the watermark stays below what was
-//!   published for `redelivery_timeout` (doubling per fruitless re-send, capped), or the router
-//!   asks through `hunt:{t<N>}:replay[shard]`, the relay re-sends from there. The router
-//!   de-duplicates by `tier_seq`, so a re-send never counts twice.
+//!   published for `redelivery_timeout` (doubling per fruitless re-send, capped), the relay
+//!   re-sends one batch above the watermark; when the router asks through
+//!   `hunt:{t<N>}:replay[shard]`, it re-sends everything from there. The router de-duplicates
+//!   by `tier_seq`, so a re-send never counts twice.
 //! - A lost connection is retried with capped exponential back-off and full jitter; appends keep
 //!   landing in SQLite meanwhile. Every wait selects on cancellation.
 
@@ -62,6 +63,8 @@ struct TierState {
     replay_key: String,
     /// The next `tier_seq` to send.
     next: u64,
+    /// A range already sent once, to send again before anything new (after a stall).
+    resend: Option<(u64, u64)>,
     /// The router's applied watermark, as last read.
     applied: u64,
     applied_moved_at: Instant,
@@ -179,6 +182,7 @@ impl Relay {
                 applied_key: keys::tier_applied(tier.id),
                 replay_key: keys::tier_replay(tier.id),
                 next: 1,
+                resend: None,
                 applied: 0,
                 applied_moved_at: now,
                 redelivery_wait: config.redelivery_timeout,
@@ -303,6 +307,7 @@ impl Relay {
         for tier in &mut self.tiers {
             let mark = published.get(tier.index).copied().unwrap_or(0);
             tier.next = mark.max(tier.applied) + 1;
+            tier.resend = None;
             tier.replay_acted = None;
         }
     }
@@ -315,8 +320,12 @@ impl Relay {
                 continue;
             }
             let committed = self.progress.committed(tier.index);
-            if tier.next <= committed {
-                let last = committed.min(tier.next + self.config.relay_batch as u64 - 1);
+            let batch = self.config.relay_batch as u64;
+            if let Some((from, to)) = tier.resend {
+                let last = to.min(from + batch - 1).min(committed);
+                wanted.push((slot, rewards::TIERS[tier.index].id, from, last));
+            } else if tier.next <= committed {
+                let last = committed.min(tier.next + batch - 1);
                 wanted.push((slot, rewards::TIERS[tier.index].id, tier.next, last));
             }
         }
@@ -333,7 +342,9 @@ impl Relay {
             };
             let Some(&(first_row, _)) = batch.rows.first() else {
                 // Everything from `first` on was pruned (acknowledged long ago).
-                tier.next = self.progress.committed(tier.index) + 1;
+                if tier.resend.take().is_none() {
+                    tier.next = self.progress.committed(tier.index) + 1;
+                }
                 continue;
             };
             let floor = if first_row > batch.first {
@@ -388,7 +399,11 @@ impl Relay {
                 continue;
             };
             if added == 1 {
-                tier.next = highest + 1;
+                match tier.resend {
+                    Some((_, to)) if highest < to => tier.resend = Some((highest + 1, to)),
+                    Some(_) => tier.resend = None,
+                    None => tier.next = highest + 1,
+                }
                 total += count;
             } else {
                 tracing::warn!(
@@ -398,6 +413,7 @@ impl Relay {
                     "Redis forgot published events; re-sending from its mark"
                 );
                 tier.next = mark + 1;
+                tier.resend = None;
             }
         }
         metrics::counter!(m::PUBLISHED).increment(total);
@@ -479,6 +495,7 @@ impl Relay {
                     tier.replay_acted = Some((from, now));
                     let from = from.max(1);
                     if from < tier.next {
+                        tier.resend = None;
                         metrics::counter!(m::REDELIVERED).increment(tier.next - from);
                         tracing::info!(
                             shard = self.shard_id,
@@ -494,17 +511,24 @@ impl Relay {
             }
 
             let published_above = tier.next.saturating_sub(1);
-            if tier.applied < published_above && now - tier.applied_moved_at >= tier.redelivery_wait
+            if tier.applied < published_above
+                && tier.resend.is_none()
+                && now - tier.applied_moved_at >= tier.redelivery_wait
             {
-                metrics::counter!(m::REDELIVERED).increment(published_above - tier.applied);
+                // One batch above the watermark unblocks a router that lost it; a router that
+                // lost more finds the gap and asks for a replay. Re-sending the whole backlog to
+                // a router that is simply down would only flood the stream.
+                let to = published_above.min(tier.applied + self.config.relay_batch as u64);
+                metrics::counter!(m::REDELIVERED).increment(to - tier.applied);
                 tracing::info!(
                     shard = self.shard_id,
                     tier = rewards::TIERS[tier.index].id,
                     applied = tier.applied,
                     published = published_above,
-                    "applied watermark stalled; re-sending above it"
+                    resend_to = to,
+                    "applied watermark stalled; re-sending the batch above it"
                 );
-                tier.next = tier.applied + 1;
+                tier.resend = Some((tier.applied + 1, to));
                 tier.applied_moved_at = now;
                 tier.redelivery_wait =
                     (tier.redelivery_wait * 2).min(self.config.max_redelivery_timeout);

@@ -129,7 +129,7 @@ fn streams_agree_with_the_model_through_crashes_and_redis_restarts() {
         cases: 10,
         rng_seed: RngSeed::Fixed(0x4855_4e54),
         failure_persistence: None,
-        max_shrink_iters: 20,
+        max_shrink_iters: 8,
         ..Config::default()
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
