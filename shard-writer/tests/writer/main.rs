@@ -10,4 +10,5 @@ mod delivery;
 mod faults;
 mod input;
 mod model;
+mod observability;
 mod retention;
