@@ -108,7 +108,7 @@ fn header() -> String {
     let mut line = format!("{:>6}  {:>10}", "time", "committed");
     for tier in rewards::TIERS {
         line.push_str(&format!(
-            "  {:>10}",
+            "  {:>14}",
             format!("{} (t{})", tier.name, tier.id)
         ));
     }
@@ -131,7 +131,7 @@ async fn row(
     }
     let lengths: Vec<u64> = pipe.query_async(conn).await?;
     for length in lengths {
-        line.push_str(&format!("  {length:>10}"));
+        line.push_str(&format!("  {length:>14}"));
     }
     Ok(line)
 }
