@@ -8,7 +8,9 @@ use leaderboard_proto::v1::HuntEvent;
 use leaderboard_proto::{keys, rewards};
 use shard_writer::{ShardWriter, WriterConfig};
 
-use crate::support::{config, contiguous, eventually, open, redis_conn, score, stream_by_tier_seq};
+use crate::support::{
+    config, contiguous, eventually, open, redis_conn, score, stop_keeping_data, stream_by_tier_seq,
+};
 
 /// Appends `count` events spread over every tier; returns them by (tier, tier_seq).
 async fn append_round(
@@ -73,13 +75,10 @@ async fn redis_down_then_back(keep_data: bool) {
     assert_streams_hold(&redis, &expected, true).await;
 
     if keep_data {
-        let mut conn = redis_conn(&redis).await;
-        let _: redis::RedisResult<()> = redis::cmd("SHUTDOWN")
-            .arg("SAVE")
-            .query_async(&mut conn)
-            .await;
+        stop_keeping_data(&mut redis).await;
+    } else {
+        redis.stop();
     }
-    redis.stop();
     append_round(&writer, "during", 300, &mut expected).await;
     // Killed without persistence, it comes back empty; shut down with SAVE, with its data.
     redis.start_again().expect("start again");
@@ -138,12 +137,7 @@ async fn a_new_shard_file_opened_while_redis_is_down_never_reuses_a_published_ti
         old.append(score(1, "old", i)).await.expect("append");
     }
     old.shutdown().await.expect("shutdown");
-    let mut conn = redis_conn(&redis).await;
-    let _: redis::RedisResult<()> = redis::cmd("SHUTDOWN")
-        .arg("SAVE")
-        .query_async(&mut conn)
-        .await;
-    redis.stop();
+    stop_keeping_data(&mut redis).await;
 
     // The new file opens with Redis down: its tier_seqs are provisional.
     let config: WriterConfig = config(dir.path(), 23, &redis);

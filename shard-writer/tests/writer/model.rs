@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestRunner};
 
 use crate::support::{
-    config, contiguous, eventually, open, redis_conn, score, set_applied, stream_by_tier_seq,
+    config, contiguous, eventually, open, score, set_applied, stop_keeping_data, stream_by_tier_seq,
 };
 
 #[derive(Debug, Clone)]
@@ -77,12 +77,7 @@ async fn run(ops: Vec<Op>) {
             }
             Op::RestartRedis { keep_data } => {
                 if keep_data {
-                    let mut conn = redis_conn(&redis).await;
-                    let _: redis::RedisResult<()> = redis::cmd("SHUTDOWN")
-                        .arg("SAVE")
-                        .query_async(&mut conn)
-                        .await;
-                    redis.stop();
+                    stop_keeping_data(&mut redis).await;
                     redis.start_again().expect("start with data");
                 } else {
                     redis.restart(false).expect("restart empty");

@@ -140,3 +140,14 @@ pub(crate) fn rows(path: &Path, tier: u32) -> Vec<(u64, u64)> {
         .collect::<Result<_, _>>()
         .expect("rows")
 }
+
+/// Stops `redis` with `SHUTDOWN SAVE`, so that `start_again` brings its data back.
+pub(crate) async fn stop_keeping_data(redis: &mut RedisServer) {
+    let mut conn = redis_conn(redis).await;
+    // The connection drops as the server exits: the reply is an I/O error, not a failure.
+    let _: redis::RedisResult<()> = redis::cmd("SHUTDOWN")
+        .arg("SAVE")
+        .query_async(&mut conn)
+        .await;
+    redis.stop();
+}
