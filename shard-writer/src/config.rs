@@ -79,6 +79,9 @@ pub struct WriterConfig {
     pub prune_interval: Duration,
     /// Rows deleted per pruning transaction at most (keeps each stall of the commit path short).
     pub prune_batch: usize,
+    /// How often a background connection copies the log into the database file
+    /// (`wal_checkpoint(PASSIVE)`), so the commit thread rarely has to.
+    pub checkpoint_interval: Duration,
     /// How long `shutdown` may spend publishing what is committed before it closes.
     pub shutdown_grace: Duration,
     /// Where time comes from.
@@ -109,6 +112,7 @@ impl WriterConfig {
             retention: Duration::from_secs(24 * 60 * 60),
             prune_interval: Duration::from_secs(60),
             prune_batch: 10_000,
+            checkpoint_interval: Duration::from_millis(50),
             shutdown_grace: Duration::from_secs(10),
             clock: Arc::new(SystemClock),
         }
@@ -166,6 +170,7 @@ impl WriterConfig {
         nonzero("redis_connect_timeout", self.redis_connect_timeout)?;
         nonzero("redis_response_timeout", self.redis_response_timeout)?;
         nonzero("prune_interval", self.prune_interval)?;
+        nonzero("checkpoint_interval", self.checkpoint_interval)?;
         if self.max_redelivery_timeout < self.redelivery_timeout {
             return Err(ConfigError::Invalid {
                 field: "max_redelivery_timeout",

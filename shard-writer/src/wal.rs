@@ -11,7 +11,13 @@
 //!   while Redis was unreachable) is "unconfirmed": its numbers are provisional and are shifted
 //!   above Redis's mark before anything of the tier is published. A published `tier_seq` is never
 //!   reused.
-//! - `seq` is never reused: the highest ever assigned is kept in `meta` even after pruning.
+//! - `seq` is never reused: the highest one is read back from the rows at open, and kept in
+//!   `meta` before pruning deletes rows. A commit writes only its rows, so the log grows by
+//!   the pages of `events` and its index alone.
+//! - Checkpoints (copying the log into the database file) run on a background connection in
+//!   `PASSIVE` mode, which never blocks the commit thread. The commit thread's own automatic
+//!   checkpoint stays as a safety net at [`AUTOCHECKPOINT_PAGES`], where it finds little left to
+//!   copy; it bounds the log even when the background checkpoints fall behind.
 //! - Rows leave only through pruning: acknowledged (at or below the router's applied watermark)
 //!   and committed longer ago than the retention window.
 //!
@@ -22,7 +28,8 @@
 //!   `hunt.v1.HuntEvent` protobuf with every field but `tier_seq`, which the relay appends as a
 //!   trailing field when it publishes. Unique on `(tier, tier_seq)`.
 //! - `tiers(tier INTEGER PRIMARY KEY, assigned, confirmed, acknowledged)`: the highest assigned
-//!   `tier_seq`, whether it is reconciled with Redis, and the highest acknowledged one.
+//!   `tier_seq` as of the last pruning or reconciliation (the rows themselves tell the rest),
+//!   whether it is reconciled with Redis, and the highest acknowledged one.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -41,6 +48,9 @@ use crate::metrics as m;
 
 /// The schema version this writer reads and writes.
 pub(crate) const SCHEMA_VERSION: i64 = 1;
+
+/// Log pages (4 KiB each) after which the commit thread checkpoints by itself: 64 MiB.
+pub(crate) const AUTOCHECKPOINT_PAGES: i64 = 16_384;
 
 /// The progress the commit thread shares with the relay and the handles.
 #[derive(Debug)]
@@ -229,6 +239,8 @@ fn connect_with(
         });
     }
     conn.pragma_update(None, "synchronous", synchronous.name())
+        .map_err(sqlite)?;
+    conn.pragma_update(None, "wal_autocheckpoint", AUTOCHECKPOINT_PAGES)
         .map_err(sqlite)?;
     let actual: i64 = conn
         .query_row("PRAGMA synchronous", [], |row| row.get(0))
@@ -580,16 +592,6 @@ impl Committer {
                         ])?;
                     }
                 }
-                let mut update = tx.prepare_cached(
-                    "UPDATE tiers SET assigned = ?2 WHERE tier = ?1 AND assigned < ?2",
-                )?;
-                for (row, counter) in self.tiers.iter().zip(&assigned) {
-                    if *counter != row.assigned {
-                        update.execute(params![row.tier, to_i64(*counter)])?;
-                    }
-                }
-                tx.prepare_cached("UPDATE meta SET value = ?1 WHERE name = 'last_seq'")?
-                    .execute([to_i64(last_seq)])?;
             }
             tx.commit()
         })();
@@ -682,6 +684,17 @@ impl Committer {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // The counters are read back from the rows at open; before rows go, keep them here.
+        tx.execute(
+            "UPDATE meta SET value = ?1 WHERE name = 'last_seq'",
+            [to_i64(self.last_seq)],
+        )?;
+        for row in &self.tiers {
+            tx.execute(
+                "UPDATE tiers SET assigned = ?2 WHERE tier = ?1 AND assigned < ?2",
+                params![row.tier, to_i64(row.assigned)],
+            )?;
+        }
         let mut deleted = 0;
         for row in &self.tiers {
             let remaining = limit.saturating_sub(deleted);
@@ -703,6 +716,43 @@ impl Committer {
         }
         tx.commit()?;
         Ok(deleted)
+    }
+}
+
+/// Copies the log into the database file every `interval` until cancelled, on its own
+/// connection, without ever blocking the commit thread (`PASSIVE`).
+pub(crate) async fn checkpoint_loop(
+    conn: Connection,
+    interval: std::time::Duration,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    let conn = Arc::new(std::sync::Mutex::new(conn));
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+        let conn = Arc::clone(&conn);
+        let result = tokio::task::spawn_blocking(move || {
+            let conn = conn
+                .lock()
+                .map_err(|_| "checkpoint connection poisoned".to_owned())?;
+            conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                .map_err(|err| err.to_string())
+        })
+        .await
+        .map_err(|err| err.to_string())
+        .and_then(|checkpoint| checkpoint);
+        match result {
+            Ok(()) => failing = false,
+            Err(err) if !failing => {
+                // Once per failure streak: the commit thread's own checkpoint still bounds the log.
+                tracing::warn!(error = %err, "background checkpoint failed");
+                failing = true;
+            }
+            Err(_) => {}
+        }
     }
 }
 

@@ -49,6 +49,7 @@ pub struct Appended {
 struct Tasks {
     committer: JoinHandle<()>,
     relay: Option<tokio::task::JoinHandle<()>>,
+    checkpointer: tokio::task::JoinHandle<()>,
 }
 
 struct Inner {
@@ -69,9 +70,11 @@ impl Drop for Inner {
         // queued once the last sender is gone, then closes the file and releases the lock.
         if let Ok(mut tasks) = self.tasks.lock()
             && let Some(tasks) = tasks.take()
-            && let Some(relay) = tasks.relay
         {
-            relay.abort();
+            tasks.checkpointer.abort();
+            if let Some(relay) = tasks.relay {
+                relay.abort();
+            }
         }
     }
 }
@@ -186,6 +189,11 @@ impl ShardWriter {
             })?;
 
         let drain = CancellationToken::new();
+        let checkpointer = tokio::spawn(wal::checkpoint_loop(
+            wal::connect(&path, &config)?,
+            config.checkpoint_interval,
+            drain.clone(),
+        ));
         let relay = match client {
             Some(client) => {
                 let reader = wal::connect(&path, &config)?;
@@ -220,7 +228,11 @@ impl ShardWriter {
                 progress,
                 config,
                 drain,
-                tasks: Mutex::new(Some(Tasks { committer, relay })),
+                tasks: Mutex::new(Some(Tasks {
+                    committer,
+                    relay,
+                    checkpointer,
+                })),
             }),
         })
     }
@@ -348,6 +360,8 @@ impl ShardWriter {
                 let _ = relay.await;
             }
         }
+        self.inner.drain.cancel();
+        let _ = tasks.checkpointer.await;
         let _ = self.inner.jobs.send(Job::Stop).await;
         tokio::task::spawn_blocking(move || tasks.committer.join())
             .await

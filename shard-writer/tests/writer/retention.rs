@@ -61,6 +61,24 @@ async fn only_acknowledged_rows_past_retention_are_pruned() {
         "acknowledged young rows stay"
     );
 
-    // A replay from before the retained range sends what is left, from the first retained.
+    // With every row pruned, a reopened writer still continues above the old counters.
+    let last = writer.append(score(1, "last", 1)).await.expect("append");
+    eventually("published", || async {
+        (stream(&redis, 1).await.len() == 151).then_some(())
+    })
+    .await;
+    set_applied(&redis, 1, 41, 151).await;
+    clock.advance(2 * 3600 * 1000);
+    eventually("every row pruned", || async {
+        rows(&config.path, 1).is_empty().then_some(())
+    })
+    .await;
+    writer.shutdown().await.expect("shutdown");
+    // Redis forgets too, so only the shard file can know where the counters stood.
+    redis.flushall().expect("FLUSHALL");
+    let writer = open(&config).await;
+    let next = writer.append(score(1, "next", 1)).await.expect("append");
+    assert_eq!(next.tier_seq, 152, "tier_seq continues after pruning");
+    assert!(next.id.seq > last.id.seq, "seq continues after pruning");
     writer.shutdown().await.expect("shutdown");
 }
