@@ -172,3 +172,27 @@ async fn a_new_shard_file_opened_while_redis_is_down_never_reuses_a_published_ti
     assert_eq!(published, Some(50));
     writer.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_redis_never_stalls_appends_and_loses_nothing() {
+    let redis = RedisServer::start().expect("redis-server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = config(dir.path(), 24, &redis);
+    config.redis_response_timeout = std::time::Duration::from_millis(300);
+    let writer = open(&config).await;
+    let mut expected = BTreeMap::new();
+    append_round(&writer, "before", 100, &mut expected).await;
+    // SIGSTOP: connections stay open but nothing answers, the worst kind of partition.
+    redis.pause().expect("SIGSTOP");
+    // Keep appending for longer than the relay's response timeout, so it does hit the hang.
+    let hung = Instant::now();
+    let mut round = 0;
+    while hung.elapsed() < Duration::from_millis(1500) {
+        append_round(&writer, &format!("hung{round}"), 50, &mut expected).await;
+        round += 1;
+    }
+    redis.resume();
+    append_round(&writer, "after", 100, &mut expected).await;
+    assert_streams_hold(&redis, &expected, false).await;
+    writer.shutdown().await.expect("shutdown");
+}
