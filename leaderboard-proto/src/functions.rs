@@ -19,7 +19,7 @@ pub const LIBRARY_NAME: &str = "hunt";
 pub const LIBRARY: &str = include_str!("../lua/hunt.lua");
 
 /// The version the embedded source reports through `hunt_version`.
-pub const LIBRARY_VERSION: i64 = 1;
+pub const LIBRARY_VERSION: i64 = 2;
 
 /// Function names, one constant per function of the library.
 pub mod name {
@@ -30,6 +30,25 @@ pub mod name {
     pub const PUBLISH: &str = "hunt_publish";
     /// `hunt_next_epoch(epoch_key; floor) -> epoch`.
     pub const NEXT_EPOCH: &str = "hunt_next_epoch";
+    /// `hunt_lease_acquire(lease, fence; router, ttl_ms) -> {1, token} | {0, holder}`.
+    pub const LEASE_ACQUIRE: &str = "hunt_lease_acquire";
+    /// `hunt_lease_release(lease; router) -> 1 | 0`.
+    pub const LEASE_RELEASE: &str = "hunt_lease_release";
+    /// `hunt_apply(fence, applied, replay, scores, members, cursor;
+    /// token, cursor, (shard, tier_seq, player, points)...) -> {applied, duplicates, gaps,
+    /// rejected}`, or a `FENCED` error.
+    pub const APPLY: &str = "hunt_apply";
+}
+
+/// Digits of the order prefix of a leaderboard member (`hunt:{t<N>}:scores`): a member is the
+/// prefix followed by the player id, written by `hunt_apply`.
+pub const MEMBER_ORDER_WIDTH: usize = 16;
+
+/// The player id inside a leaderboard member, or `None` for a member `hunt_apply` did not write.
+#[must_use]
+pub fn player_of_member(member: &str) -> Option<&str> {
+    let (order, player) = member.split_at_checked(MEMBER_ORDER_WIDTH)?;
+    (order.bytes().all(|b| b.is_ascii_digit()) && !player.is_empty()).then_some(player)
 }
 
 /// Builds an `FCALL` of `function` with `keys`; the caller adds the arguments with `.arg(..)`.
@@ -102,10 +121,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn members_carry_their_player_after_the_order_prefix() {
+        assert_eq!(player_of_member("9007199254740990ada"), Some("ada"));
+        assert_eq!(player_of_member("9007199254740990"), None);
+        assert_eq!(player_of_member("90071992547409x0ada"), None);
+        assert_eq!(player_of_member("short"), None);
+    }
+
+    #[test]
     fn source_names_the_library_and_its_version() {
         assert!(LIBRARY.starts_with(&format!("#!lua name={LIBRARY_NAME}\n")));
         assert!(LIBRARY.contains(&format!("local LIBRARY_VERSION = {LIBRARY_VERSION}\n")));
-        for function in [name::VERSION, name::PUBLISH, name::NEXT_EPOCH] {
+        for function in [
+            name::VERSION,
+            name::PUBLISH,
+            name::NEXT_EPOCH,
+            name::LEASE_ACQUIRE,
+            name::LEASE_RELEASE,
+            name::APPLY,
+        ] {
             assert!(
                 LIBRARY.contains(&format!("'{function}'")),
                 "{function} is not registered"

@@ -1,0 +1,345 @@
+//! The `hunt` Functions library against a real Redis: leases, fencing, exactly-once apply, ties.
+
+use std::time::{Duration, Instant};
+
+use leaderboard_proto::functions::{self, name, player_of_member};
+use leaderboard_proto::keys;
+use leaderboard_proto::testkit::RedisServer;
+use proptest::prelude::*;
+use proptest::test_runner::{Config, RngSeed, TestRunner};
+
+/// One stream entry as the router hands it to `hunt_apply`.
+type Entry<'a> = (u32, u64, &'a str, i64);
+
+fn setup() -> (RedisServer, redis::Connection) {
+    let server = RedisServer::start().expect("redis-server");
+    let mut conn = server
+        .client()
+        .get_connection_with_timeout(Duration::from_secs(5))
+        .expect("connect");
+    let _: String = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg("REPLACE")
+        .arg(functions::LIBRARY)
+        .query(&mut conn)
+        .expect("library loads");
+    (server, conn)
+}
+
+fn acquire(conn: &mut redis::Connection, tier: u32, router: &str, ttl_ms: u64) -> (i64, String) {
+    let mut cmd = functions::fcall_cmd(
+        name::LEASE_ACQUIRE,
+        &[&keys::tier_lease(tier), &keys::tier_fence(tier)],
+    );
+    cmd.arg(router).arg(ttl_ms);
+    cmd.query(conn).expect("lease acquire")
+}
+
+fn apply(
+    conn: &mut redis::Connection,
+    tier: u32,
+    token: &str,
+    cursor: &str,
+    entries: &[Entry<'_>],
+) -> redis::RedisResult<(u64, u64, u64, u64)> {
+    let mut cmd = functions::fcall_cmd(
+        name::APPLY,
+        &[
+            &keys::tier_fence(tier),
+            &keys::tier_applied(tier),
+            &keys::tier_replay(tier),
+            &keys::tier_scores(tier),
+            &keys::tier_members(tier),
+            &keys::tier_cursor(tier),
+        ],
+    );
+    cmd.arg(token).arg(cursor);
+    for (shard, tier_seq, player, points) in entries {
+        cmd.arg(keys::shard_field(*shard))
+            .arg(*tier_seq)
+            .arg(*player)
+            .arg(*points);
+    }
+    cmd.query(conn)
+}
+
+/// The leaderboard, best first: (player, score).
+fn board(conn: &mut redis::Connection, tier: u32) -> Vec<(String, i64)> {
+    let raw: Vec<(String, i64)> = redis::cmd("ZREVRANGE")
+        .arg(keys::tier_scores(tier))
+        .arg(0)
+        .arg(-1)
+        .arg("WITHSCORES")
+        .query(conn)
+        .expect("ZREVRANGE");
+    raw.into_iter()
+        .map(|(member, score)| {
+            let player = player_of_member(&member).expect("member format").to_owned();
+            (player, score)
+        })
+        .collect()
+}
+
+fn hget(conn: &mut redis::Connection, key: &str, field: &str) -> Option<u64> {
+    redis::cmd("HGET")
+        .arg(key)
+        .arg(field)
+        .query(conn)
+        .expect("HGET")
+}
+
+#[test]
+fn a_lease_has_one_holder_and_each_new_holder_a_greater_fence() {
+    let (_server, mut conn) = setup();
+    let (held, first) = acquire(&mut conn, 1, "router-a", 60_000);
+    assert_eq!((held, first.as_str()), (1, "1:router-a"));
+    assert_eq!(
+        acquire(&mut conn, 1, "router-b", 60_000),
+        (0, "router-a".to_owned())
+    );
+    assert_eq!(
+        acquire(&mut conn, 1, "router-a", 60_000),
+        (1, first.clone()),
+        "renewal keeps the token"
+    );
+
+    let mut release = functions::fcall_cmd(name::LEASE_RELEASE, &[&keys::tier_lease(1)]);
+    release.arg("router-b");
+    assert_eq!(
+        release.query::<i64>(&mut conn).expect("release"),
+        0,
+        "only the holder releases"
+    );
+    let mut release = functions::fcall_cmd(name::LEASE_RELEASE, &[&keys::tier_lease(1)]);
+    release.arg("router-a");
+    assert_eq!(release.query::<i64>(&mut conn).expect("release"), 1);
+    assert_eq!(
+        acquire(&mut conn, 1, "router-b", 50),
+        (1, "2:router-b".to_owned())
+    );
+
+    // An expired lease passes to the next router, with the next token.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let token = loop {
+        let (held, token) = acquire(&mut conn, 1, "router-c", 60_000);
+        if held == 1 {
+            break token;
+        }
+        assert!(Instant::now() < deadline, "the lease never expired");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(token, "3:router-c");
+}
+
+#[test]
+fn a_stale_fence_token_applies_nothing() {
+    let (_server, mut conn) = setup();
+    let (_, old) = acquire(&mut conn, 2, "router-a", 10);
+    // router-a pauses past its lease; router-b takes the tier.
+    let _: () = redis::cmd("DEL")
+        .arg(keys::tier_lease(2))
+        .query(&mut conn)
+        .expect("DEL");
+    let (_, new) = acquire(&mut conn, 2, "router-b", 60_000);
+    assert_ne!(old, new);
+    let err = apply(&mut conn, 2, &old, "1-0", &[(1, 1, "ada", 5)]).expect_err("fenced");
+    assert_eq!(err.code(), Some("FENCED"), "{err}");
+    assert!(board(&mut conn, 2).is_empty());
+    assert_eq!(hget(&mut conn, &keys::tier_applied(2), "1"), None);
+    assert_eq!(
+        apply(&mut conn, 2, &new, "1-0", &[(1, 1, "ada", 5)]).expect("apply"),
+        (1, 0, 0, 0)
+    );
+    assert_eq!(board(&mut conn, 2), vec![("ada".to_owned(), 5)]);
+}
+
+#[test]
+fn entries_apply_once_in_order_and_a_gap_asks_for_a_replay() {
+    let (_server, mut conn) = setup();
+    let (_, token) = acquire(&mut conn, 3, "router-a", 60_000);
+    let first: Vec<Entry<'_>> = vec![
+        (1, 1, "ada", 10),
+        (2, 1, "bo", 7),
+        (1, 2, "ada", 5),
+        (1, 2, "ada", 5),  // redelivered: a duplicate
+        (2, 3, "bo", 100), // tier_seq 2 of shard 2 is missing
+        (2, 4, "bo", 100), // blocked behind the gap
+        (1, 3, "", 0),     // a wave reset: no points, still applied
+    ];
+    assert_eq!(
+        apply(&mut conn, 3, &token, "5-0", &first).expect("apply"),
+        (4, 1, 1, 0)
+    );
+    assert_eq!(
+        board(&mut conn, 3),
+        vec![("ada".to_owned(), 15), ("bo".to_owned(), 7)]
+    );
+    assert_eq!(hget(&mut conn, &keys::tier_applied(3), "1"), Some(3));
+    assert_eq!(hget(&mut conn, &keys::tier_applied(3), "2"), Some(1));
+    assert_eq!(hget(&mut conn, &keys::tier_replay(3), "2"), Some(2));
+    let cursor: String = redis::cmd("GET")
+        .arg(keys::tier_cursor(3))
+        .query(&mut conn)
+        .expect("GET");
+    assert_eq!(cursor, "5-0");
+
+    // The shard re-sends from 2: the gap fills, the request is cleared, nothing counts twice.
+    let replay: Vec<Entry<'_>> = vec![
+        (2, 2, "bo", 1),
+        (2, 3, "bo", 100),
+        (2, 4, "bo", 100),
+        (1, 1, "ada", 10),
+    ];
+    assert_eq!(
+        apply(&mut conn, 3, &token, "9-0", &replay).expect("apply"),
+        (3, 1, 0, 0)
+    );
+    assert_eq!(
+        board(&mut conn, 3),
+        vec![("bo".to_owned(), 208), ("ada".to_owned(), 15)]
+    );
+    assert_eq!(hget(&mut conn, &keys::tier_replay(3), "2"), None);
+}
+
+#[test]
+fn equal_scores_rank_by_who_reached_them_first() {
+    let (_server, mut conn) = setup();
+    let (_, token) = acquire(&mut conn, 4, "router-a", 60_000);
+    // "zed" reaches 10 first, then "amy" (alphabetically first) reaches 10 too.
+    apply(&mut conn, 4, &token, "1-0", &[(1, 1, "zed", 10)]).expect("apply");
+    apply(
+        &mut conn,
+        4,
+        &token,
+        "2-0",
+        &[(1, 2, "amy", 4), (1, 3, "amy", 6)],
+    )
+    .expect("apply");
+    apply(&mut conn, 4, &token, "3-0", &[(1, 4, "kim", 3)]).expect("apply");
+    assert_eq!(
+        board(&mut conn, 4),
+        vec![
+            ("zed".to_owned(), 10),
+            ("amy".to_owned(), 10),
+            ("kim".to_owned(), 3)
+        ]
+    );
+    // Ranks are exact for every player, straight from Redis.
+    let members: Vec<String> = redis::cmd("HMGET")
+        .arg(keys::tier_members(4))
+        .arg("zed")
+        .arg("amy")
+        .arg("kim")
+        .query(&mut conn)
+        .expect("HMGET");
+    let ranks: Vec<u64> = members
+        .iter()
+        .map(|m| {
+            redis::cmd("ZREVRANK")
+                .arg(keys::tier_scores(4))
+                .arg(m)
+                .query(&mut conn)
+                .expect("ZREVRANK")
+        })
+        .collect();
+    assert_eq!(ranks, vec![0, 1, 2]);
+    // "zed" drops to 9 and climbs back to 10: now it reached 10 after "amy".
+    apply(&mut conn, 4, &token, "4-0", &[(1, 5, "zed", -1)]).expect("apply");
+    apply(&mut conn, 4, &token, "5-0", &[(1, 6, "zed", 1)]).expect("apply");
+    assert_eq!(
+        board(&mut conn, 4)[..2],
+        [("amy".to_owned(), 10), ("zed".to_owned(), 10)]
+    );
+}
+
+#[test]
+fn a_total_beyond_exact_integers_is_refused_and_the_score_stays_exact() {
+    let (_server, mut conn) = setup();
+    let (_, token) = acquire(&mut conn, 5, "router-a", 60_000);
+    let max = (1i64 << 53) - 1;
+    assert_eq!(
+        apply(&mut conn, 5, &token, "1-0", &[(1, 1, "ada", max)]).expect("apply"),
+        (1, 0, 0, 0)
+    );
+    assert_eq!(
+        apply(&mut conn, 5, &token, "2-0", &[(1, 2, "ada", 1)]).expect("apply"),
+        (1, 0, 0, 1)
+    );
+    assert_eq!(board(&mut conn, 5), vec![("ada".to_owned(), max)]);
+    assert_eq!(hget(&mut conn, &keys::tier_applied(5), "1"), Some(2));
+}
+
+/// Any interleaving of duplicates, reorderings and redeliveries, applied in batches, ends with
+/// exactly the model's totals once every shard's events have been offered in order at least once.
+#[test]
+fn scores_equal_the_model_whatever_the_redelivery() {
+    let (_server, conn) = setup();
+    let conn = std::cell::RefCell::new(conn);
+    let mut runner = TestRunner::new(Config {
+        cases: 40,
+        rng_seed: RngSeed::Fixed(0x4150_504c),
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let event = (0u32..3, 0usize..4, -50i64..50);
+    let case = (
+        proptest::collection::vec(event, 1..60),
+        proptest::collection::vec((0usize..60, 0usize..60), 0..30),
+        1usize..20,
+    );
+    let round = std::cell::Cell::new(0u32);
+    runner
+        .run(&case, |(events, noise, batch)| {
+            round.set(round.get() + 1);
+            let mut conn = conn.borrow_mut();
+            let conn = &mut *conn;
+            let tier = 1;
+            let _: () = redis::cmd("FLUSHDB").query(conn).expect("FLUSHDB");
+            let (_, token) = acquire(conn, tier, &format!("router-{}", round.get()), 60_000);
+            let players = ["ada", "bo", "cy", "di"];
+            // Per shard, tier_seq 1, 2, 3 … in the order generated.
+            let mut next = [0u64; 3];
+            let mut stream: Vec<Entry<'_>> = events
+                .iter()
+                .map(|&(shard, player, points)| {
+                    next[shard as usize] += 1;
+                    (shard, next[shard as usize], players[player], points)
+                })
+                .collect();
+            let mut totals = std::collections::BTreeMap::<&str, i64>::new();
+            for (_, _, player, points) in &stream {
+                *totals.entry(player).or_default() += points;
+            }
+            // Noise: copies of earlier entries inserted later (redelivery, replay, reordering).
+            for (from, to) in noise {
+                if let Some(&entry) = stream.get(from % stream.len()) {
+                    stream.insert(to % (stream.len() + 1), entry);
+                }
+            }
+            // Offer everything in the noisy order, then once more in order in batches of their
+            // own, as a shard does when it answers a replay request: that pass fills every gap.
+            let mut ordered: Vec<_> = stream.clone();
+            ordered.sort_by_key(|(shard, tier_seq, ..)| (*tier_seq, *shard));
+            for chunk in stream.chunks(batch).chain(ordered.chunks(batch)) {
+                apply(conn, tier, &token, "0-1", chunk).expect("apply");
+            }
+            let mut want: Vec<(String, i64)> = totals
+                .into_iter()
+                .filter(|(_, total)| *total != 0)
+                .map(|(player, total)| (player.to_owned(), total))
+                .collect();
+            let mut got: Vec<(String, i64)> = board(conn, tier)
+                .into_iter()
+                .filter(|(_, score)| *score != 0)
+                .collect();
+            want.sort();
+            got.sort();
+            prop_assert_eq!(got, want);
+            for (shard, last) in next.iter().enumerate() {
+                let applied = hget(conn, &keys::tier_applied(tier), &shard.to_string());
+                prop_assert_eq!(applied.unwrap_or(0), *last);
+            }
+            Ok(())
+        })
+        .expect("apply is exactly once");
+}
