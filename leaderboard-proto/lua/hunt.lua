@@ -150,7 +150,7 @@ local function apply(keys, args)
       elseif tier_seq == mark + 1 then
         watermark[shard] = tier_seq
         applied = applied + 1
-        if player ~= '' and points ~= 0 then
+        if player ~= '' then
           if delta[player] == nil then
             delta[player] = 0
             players[#players + 1] = player
@@ -173,8 +173,10 @@ local function apply(keys, args)
   end
   for _, player in ipairs(players) do
     local change = delta[player]
-    if change ~= 0 then
-      local member = redis.call('HGET', members, player)
+    local member = redis.call('HGET', members, player)
+    -- A player is on the board from their first applied entry, even at 0 points; a change of 0
+    -- keeps an existing member (and so its place among equal scores).
+    if change ~= 0 or not member then
       local score = 0
       if member then
         score = tonumber(redis.call('ZSCORE', scores, member)) or 0

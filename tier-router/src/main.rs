@@ -1,7 +1,94 @@
-//! tier-router: consumes tier streams and serves leaderboards.
-//!
-//! The service itself is not built yet; this binary reports its version.
+//! The `tier-router` binary: configuration, logging and signals around [`tier_router::App`].
 
-fn main() {
-    println!("tier-router {}", env!("CARGO_PKG_VERSION"));
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use tier_router::{App, RouterConfig};
+
+/// Exit code for bad configuration (EX_USAGE).
+const EXIT_CONFIG: u8 = 64;
+
+#[derive(Debug, Parser)]
+#[command(name = "tier-router", version, about = "hunt-pipeline tier router")]
+struct Args {
+    /// Redis (redis://[:password@]host:port/).
+    #[arg(long, env = "HUNT_REDIS_URL", hide_env_values = true)]
+    redis_url: String,
+    /// Where gRPC listens.
+    #[arg(long, env = "HUNT_GRPC_ADDR", default_value = "0.0.0.0:50051")]
+    grpc_addr: SocketAddr,
+    /// Tier lease time-to-live, in milliseconds.
+    #[arg(long, env = "HUNT_LEASE_TTL_MS", default_value_t = 5_000)]
+    lease_ttl_ms: u64,
+    /// Stream entries per apply call.
+    #[arg(long, env = "HUNT_APPLY_BATCH", default_value_t = 100)]
+    apply_batch: usize,
+    /// How long shutdown may take, in milliseconds.
+    #[arg(long, env = "HUNT_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
+    shutdown_grace_ms: u64,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let mut config = RouterConfig::new(args.redis_url);
+    config.grpc_addr = args.grpc_addr;
+    config.lease_ttl = Duration::from_millis(args.lease_ttl_ms);
+    config.apply_batch = args.apply_batch;
+    if let Err(err) = config.validate() {
+        eprintln!("error: {err}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let app = match App::build(config).await {
+            Ok(app) => app,
+            Err(err) => {
+                eprintln!("error: {err}");
+                return ExitCode::FAILURE;
+            }
+        };
+        println!("grpc {}", app.grpc_addr());
+        let handle = app.spawn();
+        wait_for_signal().await;
+        if handle
+            .shutdown(Duration::from_millis(args.shutdown_grace_ms))
+            .await
+        {
+            ExitCode::SUCCESS
+        } else {
+            eprintln!("error: shutdown did not finish within the grace period");
+            ExitCode::FAILURE
+        }
+    })
+}
+
+/// Ctrl-C or SIGTERM.
+async fn wait_for_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
 }

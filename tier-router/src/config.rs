@@ -1,0 +1,154 @@
+//! Router configuration: every default and limit of the tier router lives here.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Why a configuration is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {field}: {reason}")]
+pub struct ConfigError {
+    /// The field.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// How a router runs. Build it with [`RouterConfig::new`] and adjust fields.
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    /// Redis (`redis://[:password@]host:port/`).
+    pub redis_url: String,
+    /// Where gRPC listens; port 0 picks a free one.
+    pub grpc_addr: SocketAddr,
+    /// This router instance's name in leases and fence tokens; unique per process start.
+    pub router_id: String,
+    /// How long a tier lease lasts without renewal; renewed at a third of it.
+    pub lease_ttl: Duration,
+    /// Stream entries per `hunt_apply` call at most (about 1 ms of Redis time per 100).
+    pub apply_batch: usize,
+    /// How long one stream read waits for new entries.
+    pub read_block: Duration,
+    /// How often a tier this router does not own refreshes its cached top.
+    pub follower_refresh: Duration,
+    /// How long a Redis command may take.
+    pub redis_response_timeout: Duration,
+    /// How long a connection attempt to Redis may take.
+    pub redis_connect_timeout: Duration,
+    /// The first wait after a Redis failure; doubles per failure, capped at `max_backoff`.
+    pub backoff: Duration,
+    /// The cap of the back-off.
+    pub max_backoff: Duration,
+}
+
+/// Entries kept in each tier's in-memory top.
+pub const CACHED_TOP: usize = 100;
+/// The largest `limit` of `GetTop`.
+pub const MAX_LIMIT: u32 = 1_000;
+/// The largest `around` of `GetPlayer`.
+pub const MAX_AROUND: u32 = 50;
+/// The largest gRPC message the router accepts or sends.
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+impl RouterConfig {
+    /// A configuration with every default, for Redis at `redis_url`.
+    #[must_use]
+    pub fn new(redis_url: impl Into<String>) -> Self {
+        Self {
+            redis_url: redis_url.into(),
+            grpc_addr: SocketAddr::from(([0, 0, 0, 0], 50051)),
+            router_id: random_router_id(),
+            lease_ttl: Duration::from_secs(5),
+            apply_batch: 100,
+            read_block: Duration::from_millis(100),
+            follower_refresh: Duration::from_millis(200),
+            redis_response_timeout: Duration::from_secs(5),
+            redis_connect_timeout: Duration::from_secs(2),
+            backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+
+    /// Checks every bound.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the first field out of range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field: &'static str, reason: &str| ConfigError {
+            field,
+            reason: reason.to_owned(),
+        };
+        redis::Client::open(self.redis_url.as_str())
+            .map_err(|_| invalid("redis_url", "not a redis:// or rediss:// URL"))?;
+        if self.router_id.is_empty()
+            || self.router_id.len() > 64
+            || !self
+                .router_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(invalid(
+                "router_id",
+                "must be 1 to 64 ASCII letters, digits, '-' or '_'",
+            ));
+        }
+        if self.lease_ttl < Duration::from_millis(300) {
+            return Err(invalid("lease_ttl", "must be at least 300 ms"));
+        }
+        if !(1..=1_000).contains(&self.apply_batch) {
+            return Err(invalid("apply_batch", "must be between 1 and 1000"));
+        }
+        if self.read_block.is_zero() || self.read_block >= self.lease_ttl / 3 {
+            return Err(invalid(
+                "read_block",
+                "must be longer than zero and shorter than a third of lease_ttl",
+            ));
+        }
+        for (field, value) in [
+            ("follower_refresh", self.follower_refresh),
+            ("redis_response_timeout", self.redis_response_timeout),
+            ("redis_connect_timeout", self.redis_connect_timeout),
+            ("backoff", self.backoff),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(field, "must be longer than zero"));
+            }
+        }
+        if self.max_backoff < self.backoff {
+            return Err(invalid("max_backoff", "must not be shorter than backoff"));
+        }
+        Ok(())
+    }
+}
+
+/// A router id that no earlier process used: time and randomness.
+fn random_router_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "router-{:x}-{:08x}",
+        nanos & 0xffff_ffff_ffff,
+        rand::random::<u32>()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_bounds_are_checked() {
+        let config = RouterConfig::new("redis://127.0.0.1:6390/");
+        assert_eq!(config.validate(), Ok(()));
+        assert_ne!(config.router_id, RouterConfig::new("redis://x/").router_id);
+        let mut bad = config.clone();
+        bad.apply_batch = 0;
+        assert_eq!(bad.validate().map_err(|e| e.field), Err("apply_batch"));
+        let mut bad = config.clone();
+        bad.router_id = "a:b".into();
+        assert_eq!(bad.validate().map_err(|e| e.field), Err("router_id"));
+        let mut bad = config;
+        bad.redis_url = "http://nope".into();
+        assert_eq!(bad.validate().map_err(|e| e.field), Err("redis_url"));
+    }
+}

@@ -1,0 +1,278 @@
+//! `hunt.v1.Leaderboard` over gRPC: reads from the cache, ranks past it from Redis.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use leaderboard_proto::v1::leaderboard_server::Leaderboard;
+use leaderboard_proto::v1::{
+    Entry, GetPlayerRequest, GetPlayerResponse, GetTopRequest, GetTopResponse, ListTiersRequest,
+    ListTiersResponse, Snapshot as SnapshotMessage, WatchRequest, WatchUpdate, watch_update,
+};
+use leaderboard_proto::{keys, rewards, validate};
+use redis::aio::MultiplexedConnection;
+use tokio_stream::Stream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use crate::cache::{self, Cache};
+use crate::config::{CACHED_TOP, MAX_AROUND, MAX_LIMIT};
+use crate::metrics as m;
+
+/// The gRPC service.
+#[derive(Clone)]
+pub struct LeaderboardService {
+    cache: Arc<Cache>,
+    redis: MultiplexedConnection,
+    shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for LeaderboardService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaderboardService").finish_non_exhaustive()
+    }
+}
+
+impl LeaderboardService {
+    /// A service reading `cache`, and Redis through `redis` for what the cache does not hold.
+    /// Its `Watch` streams end when `shutdown` is cancelled, so the server can drain.
+    #[must_use]
+    pub fn new(
+        cache: Arc<Cache>,
+        redis: MultiplexedConnection,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            cache,
+            redis,
+            shutdown,
+        }
+    }
+}
+
+fn refuse(status: Status) -> Status {
+    metrics::counter!(m::GRPC_REFUSED, "code" => format!("{:?}", status.code())).increment(1);
+    status
+}
+
+fn known_tier(tier: u32) -> Result<(), Status> {
+    if rewards::tier(tier).is_none() {
+        return Err(refuse(Status::not_found(format!("unknown tier {tier}"))));
+    }
+    Ok(())
+}
+
+fn unavailable(err: &redis::RedisError) -> Status {
+    refuse(Status::unavailable(format!(
+        "redis unavailable: {}",
+        err.kind_name()
+    )))
+}
+
+/// A short name of a Redis error's kind, without anything the server said.
+trait KindName {
+    fn kind_name(&self) -> String;
+}
+
+impl KindName for redis::RedisError {
+    fn kind_name(&self) -> String {
+        format!("{:?}", self.kind())
+    }
+}
+
+#[tonic::async_trait]
+impl Leaderboard for LeaderboardService {
+    async fn list_tiers(
+        &self,
+        _request: Request<ListTiersRequest>,
+    ) -> Result<Response<ListTiersResponse>, Status> {
+        Ok(Response::new(ListTiersResponse {
+            tiers: rewards::TIERS.iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn get_top(
+        &self,
+        request: Request<GetTopRequest>,
+    ) -> Result<Response<GetTopResponse>, Status> {
+        let GetTopRequest {
+            tier,
+            offset,
+            limit,
+        } = request.into_inner();
+        known_tier(tier)?;
+        if !(1..=MAX_LIMIT).contains(&limit) {
+            return Err(refuse(Status::invalid_argument(format!(
+                "limit must be between 1 and {MAX_LIMIT}, not {limit}"
+            ))));
+        }
+        let snapshot = self.cache.get(tier).unwrap_or_default();
+        let (offset, limit) = (u64::from(offset), u64::from(limit));
+        if offset + limit <= CACHED_TOP as u64 {
+            let entries = snapshot
+                .entries
+                .iter()
+                .skip(offset as usize)
+                .take(limit as usize)
+                .cloned()
+                .collect();
+            return Ok(Response::new(GetTopResponse {
+                tier,
+                version: snapshot.version,
+                entries,
+                stale: snapshot.stale,
+            }));
+        }
+        let mut conn = self.redis.clone();
+        let entries = cache::read_range(&mut conn, tier, offset, offset + limit - 1)
+            .await
+            .map_err(|err| unavailable(&err))?;
+        Ok(Response::new(GetTopResponse {
+            tier,
+            version: snapshot.version,
+            entries,
+            stale: false,
+        }))
+    }
+
+    async fn get_player(
+        &self,
+        request: Request<GetPlayerRequest>,
+    ) -> Result<Response<GetPlayerResponse>, Status> {
+        let GetPlayerRequest {
+            tier,
+            player_id,
+            around,
+        } = request.into_inner();
+        known_tier(tier)?;
+        validate::id("player_id", &player_id)
+            .map_err(|err| refuse(Status::invalid_argument(err.to_string())))?;
+        if around > MAX_AROUND {
+            return Err(refuse(Status::invalid_argument(format!(
+                "around must be at most {MAX_AROUND}, not {around}"
+            ))));
+        }
+        let mut conn = self.redis.clone();
+        match player_from_redis(&mut conn, tier, &player_id, u64::from(around)).await {
+            Ok(Some((player, neighbours))) => Ok(Response::new(GetPlayerResponse {
+                tier,
+                player: Some(player),
+                neighbours,
+                stale: false,
+            })),
+            Ok(None) => Err(refuse(Status::not_found(format!(
+                "player {player_id} has no score in tier {tier}"
+            )))),
+            Err(err) => {
+                // Redis down: the cached top still answers for the players in it.
+                let snapshot = self.cache.get(tier).unwrap_or_default();
+                let Some(position) = snapshot
+                    .entries
+                    .iter()
+                    .position(|e| e.player_id == player_id)
+                else {
+                    return Err(unavailable(&err));
+                };
+                let around = around as usize;
+                let first = position.saturating_sub(around);
+                let neighbours = snapshot
+                    .entries
+                    .iter()
+                    .enumerate()
+                    .skip(first)
+                    .take(position - first + around + 1)
+                    .filter(|(i, _)| *i != position)
+                    .map(|(_, e)| e.clone())
+                    .collect();
+                Ok(Response::new(GetPlayerResponse {
+                    tier,
+                    player: snapshot.entries.get(position).cloned(),
+                    neighbours,
+                    stale: true,
+                }))
+            }
+        }
+    }
+
+    type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchUpdate, Status>> + Send + 'static>>;
+
+    async fn watch(
+        &self,
+        request: Request<WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let tier = request.into_inner().tier;
+        known_tier(tier)?;
+        let mut changes = self
+            .cache
+            .subscribe(tier)
+            .ok_or_else(|| refuse(Status::not_found(format!("unknown tier {tier}"))))?;
+        // Every update is a full snapshot of the cached top: a slow watcher skips to the latest
+        // version (the watch channel keeps only that) and holds no one back.
+        let (updates, receiver) = tokio::sync::mpsc::channel(4);
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let snapshot = changes.borrow_and_update().clone();
+                let update = WatchUpdate {
+                    tier,
+                    version: snapshot.version,
+                    update: Some(watch_update::Update::Snapshot(SnapshotMessage {
+                        entries: snapshot.entries.to_vec(),
+                    })),
+                };
+                if updates.send(Ok(update)).await.is_err() {
+                    return;
+                }
+                tokio::select! {
+                    changed = changes.changed() => if changed.is_err() { return },
+                    () = updates.closed() => return,
+                    () = shutdown.cancelled() => {
+                        // Never waits: a watcher that does not read still lets the server drain.
+                        let _ = updates
+                            .try_send(Err(Status::unavailable("the router is shutting down")));
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(receiver),
+        )))
+    }
+}
+
+/// The player's entry and its neighbours, or `None` when the player has no score.
+async fn player_from_redis(
+    conn: &mut MultiplexedConnection,
+    tier: u32,
+    player_id: &str,
+    around: u64,
+) -> redis::RedisResult<Option<(Entry, Vec<Entry>)>> {
+    let member: Option<String> = redis::cmd("HGET")
+        .arg(keys::tier_members(tier))
+        .arg(player_id)
+        .query_async(conn)
+        .await?;
+    let Some(member) = member else {
+        return Ok(None);
+    };
+    let rank: Option<u64> = redis::cmd("ZREVRANK")
+        .arg(keys::tier_scores(tier))
+        .arg(&member)
+        .query_async(conn)
+        .await?;
+    let Some(rank) = rank else {
+        return Ok(None);
+    };
+    let first = rank.saturating_sub(around);
+    let window = cache::read_range(conn, tier, first, rank + around).await?;
+    let mut player = None;
+    let mut neighbours = Vec::with_capacity(window.len());
+    for entry in window {
+        if entry.player_id == player_id {
+            player = Some(entry);
+        } else {
+            neighbours.push(entry);
+        }
+    }
+    Ok(player.map(|player| (player, neighbours)))
+}

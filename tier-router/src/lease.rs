@@ -1,0 +1,62 @@
+//! Tier leases and fence tokens, as the `hunt` library's functions grant them.
+//!
+//! Design constraints:
+//! - A lease (`hunt:{t<N>}:lease`, a key with a TTL) only decides who *tries* to apply a tier:
+//!   it buys liveness. Safety comes from the fence token, which `hunt_apply` checks inside Redis:
+//!   a router paused past its lease and resumed cannot apply a single entry.
+//! - A token names a counter and this router instance, so a token issued before Redis lost its
+//!   data never matches again.
+
+use std::time::Duration;
+
+use leaderboard_proto::functions::{self, name};
+use leaderboard_proto::keys;
+use redis::aio::ConnectionLike;
+
+/// The outcome of asking for a tier's lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lease {
+    /// This router holds the lease, under this fence token.
+    Held(String),
+    /// Another router holds it.
+    Elsewhere(String),
+}
+
+/// Takes or renews `tier`'s lease for `router` for `ttl`.
+///
+/// # Errors
+/// The Redis error.
+pub async fn acquire<C: ConnectionLike + Send>(
+    conn: &mut C,
+    tier: u32,
+    router: &str,
+    ttl: Duration,
+) -> redis::RedisResult<Lease> {
+    let mut cmd = functions::fcall_cmd(
+        name::LEASE_ACQUIRE,
+        &[&keys::tier_lease(tier), &keys::tier_fence(tier)],
+    );
+    cmd.arg(router)
+        .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+    let (held, value): (i64, String) = functions::fcall(conn, &cmd).await?;
+    Ok(if held == 1 {
+        Lease::Held(value)
+    } else {
+        Lease::Elsewhere(value)
+    })
+}
+
+/// Gives `tier`'s lease up if `router` holds it. Returns whether it did.
+///
+/// # Errors
+/// The Redis error.
+pub async fn release<C: ConnectionLike + Send>(
+    conn: &mut C,
+    tier: u32,
+    router: &str,
+) -> redis::RedisResult<bool> {
+    let mut cmd = functions::fcall_cmd(name::LEASE_RELEASE, &[&keys::tier_lease(tier)]);
+    cmd.arg(router);
+    let released: i64 = functions::fcall(conn, &cmd).await?;
+    Ok(released == 1)
+}

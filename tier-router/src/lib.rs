@@ -1,0 +1,14 @@
+//! The tier router of hunt-pipeline: owns tiers under fenced leases, applies their streams to
+//! the leaderboards exactly once, keeps each tier's top in memory, and serves it over gRPC.
+#![forbid(unsafe_code)]
+
+mod app;
+pub mod apply;
+pub mod cache;
+pub mod config;
+pub mod grpc;
+pub mod lease;
+pub mod metrics;
+
+pub use app::{App, AppHandle, StartError};
+pub use config::RouterConfig;

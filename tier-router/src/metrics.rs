@@ -1,0 +1,40 @@
+//! Metric names of the tier router, recorded through the `metrics` facade.
+
+/// Stream entries applied (counter).
+pub const APPLIED: &str = "hunt_router_applied_total";
+/// Entries skipped as already applied (counter).
+pub const DUPLICATES: &str = "hunt_router_duplicates_total";
+/// Gaps found in a shard's entries; each records a replay request (counter).
+pub const GAPS: &str = "hunt_router_gaps_total";
+/// Player totals refused for leaving the exact integer range (counter).
+pub const REJECTED: &str = "hunt_router_rejected_totals_total";
+/// Stream entries that did not decode (counter).
+pub const MALFORMED: &str = "hunt_router_malformed_entries_total";
+/// Applies refused by Redis for a stale fence token (counter).
+pub const FENCED: &str = "hunt_router_fenced_total";
+/// Redis failures seen by tier workers (counter).
+pub const REDIS_ERRORS: &str = "hunt_router_redis_errors_total";
+/// Time of one `hunt_apply` call, in seconds (histogram).
+pub const BATCH_SECONDS: &str = "hunt_router_batch_seconds";
+/// 1 for each tier this router owns, by `tier` (gauge).
+pub const OWNED: &str = "hunt_router_tier_owned";
+/// gRPC requests refused, by `code` (counter).
+pub const GRPC_REFUSED: &str = "hunt_router_grpc_refused_total";
+
+/// Registers the descriptions of every router metric with the installed recorder.
+pub fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(APPLIED, "Stream entries applied.");
+    describe_counter!(DUPLICATES, "Stream entries skipped as already applied.");
+    describe_counter!(GAPS, "Gaps in a shard's entries (replay requested).");
+    describe_counter!(
+        REJECTED,
+        "Player totals refused for leaving the exact range."
+    );
+    describe_counter!(MALFORMED, "Stream entries that did not decode.");
+    describe_counter!(FENCED, "Applies refused for a stale fence token.");
+    describe_counter!(REDIS_ERRORS, "Redis failures seen by tier workers.");
+    describe_histogram!(BATCH_SECONDS, Unit::Seconds, "Time of one hunt_apply call.");
+    describe_gauge!(OWNED, "1 for each tier this router owns.");
+    describe_counter!(GRPC_REFUSED, "gRPC requests refused, by status code.");
+}

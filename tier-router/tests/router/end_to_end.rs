@@ -1,0 +1,202 @@
+//! Writers → streams → router → leaderboards, checked against totals computed from the appends.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use leaderboard_proto::rewards;
+use leaderboard_proto::testkit::RedisServer;
+use leaderboard_proto::v1::hunt_event::Kind;
+use leaderboard_proto::v1::{
+    GetPlayerRequest, GetTopRequest, HuntEvent, ScoreGained, WatchRequest, watch_update,
+};
+use proptest::prelude::*;
+use proptest::test_runner::{Config, RngSeed, TestRunner};
+use shard_writer::{ShardWriter, WriterConfig};
+
+use crate::support::{client, eventually, router};
+
+/// Per tier: player → total.
+type Totals = BTreeMap<u32, BTreeMap<String, i64>>;
+
+/// The whole leaderboard of `tier` through `GetTop`, as player → score, and whether its scores
+/// are in order.
+async fn leaderboard(
+    grpc: &mut leaderboard_proto::v1::leaderboard_client::LeaderboardClient<
+        tonic::transport::Channel,
+    >,
+    tier: u32,
+) -> (BTreeMap<String, i64>, u64) {
+    let top = grpc
+        .get_top(GetTopRequest {
+            tier,
+            offset: 0,
+            limit: 1_000,
+        })
+        .await
+        .expect("GetTop")
+        .into_inner();
+    let scores: Vec<i64> = top.entries.iter().map(|e| e.score).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "ranked best first");
+    let ranks: Vec<u64> = top.entries.iter().map(|e| e.rank).collect();
+    assert!(
+        ranks.iter().copied().eq(1..=ranks.len() as u64),
+        "ranks 1, 2, 3, …"
+    );
+    (
+        top.entries
+            .into_iter()
+            .map(|e| (e.player_id, e.score))
+            .collect(),
+        top.version,
+    )
+}
+
+async fn run(events: Vec<(u8, usize, u8, i64)>) {
+    let redis = RedisServer::start().expect("redis-server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let router = router(&redis).await;
+    let mut writers = Vec::new();
+    for shard in 1..=3u32 {
+        let config = WriterConfig::new(dir.path().join(format!("s{shard}.sqlite")), shard)
+            .with_redis(redis.url());
+        writers.push(ShardWriter::open(config).await.expect("writer"));
+    }
+    let mut totals: Totals = BTreeMap::new();
+    for (shard, tier, player, points) in events {
+        let tier = rewards::TIERS[tier % rewards::TIERS.len()].id;
+        let player = format!("p{player}");
+        writers[usize::from(shard) % writers.len()]
+            .append(HuntEvent {
+                tier,
+                kind: Some(Kind::ScoreGained(ScoreGained {
+                    player_id: player.clone(),
+                    points,
+                })),
+                ..HuntEvent::default()
+            })
+            .await
+            .expect("append");
+        *totals.entry(tier).or_default().entry(player).or_default() += points;
+    }
+    let grpc = client(&router).await;
+    for tier in rewards::tier_ids() {
+        let want: BTreeMap<String, i64> = totals.remove(&tier).unwrap_or_default();
+        eventually("GetTop equals the appended totals", || {
+            let mut grpc = grpc.clone();
+            let want = want.clone();
+            async move {
+                let (got, _) = leaderboard(&mut grpc, tier).await;
+                (got == want).then_some(())
+            }
+        })
+        .await;
+    }
+    for writer in writers {
+        writer.shutdown().await.expect("shutdown");
+    }
+    assert!(
+        router.shutdown(Duration::from_secs(10)).await,
+        "router stops in time"
+    );
+    drop(grpc);
+}
+
+#[test]
+fn get_top_equals_totals_computed_from_the_appended_events() {
+    let mut runner = TestRunner::new(Config {
+        cases: 6,
+        rng_seed: RngSeed::Fixed(0x524f_5554),
+        failure_persistence: None,
+        max_shrink_iters: 8,
+        ..Config::default()
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let event = (any::<u8>(), 0usize..5, 0u8..20, -1_000i64..1_000);
+    runner
+        .run(&proptest::collection::vec(event, 1..300), |events| {
+            runtime.block_on(run(events));
+            Ok(())
+        })
+        .expect("leaderboards are exact");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_snapshots_match_get_top_at_the_same_version_and_players_have_neighbours() {
+    let redis = RedisServer::start().expect("redis-server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let router = router(&redis).await;
+    let writer = ShardWriter::open(
+        WriterConfig::new(dir.path().join("s.sqlite"), 9).with_redis(redis.url()),
+    )
+    .await
+    .expect("writer");
+    let mut grpc = client(&router).await;
+    let mut updates = grpc
+        .watch(WatchRequest { tier: 2 })
+        .await
+        .expect("Watch")
+        .into_inner();
+    for (i, player) in ["ada", "bo", "cy", "di", "ed"].iter().enumerate() {
+        writer
+            .append(HuntEvent {
+                tier: 2,
+                kind: Some(Kind::ScoreGained(ScoreGained {
+                    player_id: (*player).to_owned(),
+                    points: 10 * (i as i64 + 1),
+                })),
+                ..HuntEvent::default()
+            })
+            .await
+            .expect("append");
+    }
+    // Follow the watch until it shows all five players; GetTop at that version agrees.
+    loop {
+        let update = tokio::time::timeout(crate::support::DEADLINE, updates.message())
+            .await
+            .expect("an update in time")
+            .expect("stream ok")
+            .expect("stream open");
+        let Some(watch_update::Update::Snapshot(snapshot)) = update.update else {
+            panic!("expected a snapshot");
+        };
+        if snapshot.entries.len() < 5 {
+            continue;
+        }
+        let top = grpc
+            .get_top(GetTopRequest {
+                tier: 2,
+                offset: 0,
+                limit: 100,
+            })
+            .await
+            .expect("GetTop")
+            .into_inner();
+        if top.version == update.version {
+            assert_eq!(top.entries, snapshot.entries);
+            break;
+        }
+    }
+    let player = grpc
+        .get_player(GetPlayerRequest {
+            tier: 2,
+            player_id: "cy".into(),
+            around: 1,
+        })
+        .await
+        .expect("GetPlayer")
+        .into_inner();
+    let me = player.player.expect("cy has a score");
+    assert_eq!((me.rank, me.score), (3, 30));
+    let neighbours: Vec<(u64, String)> = player
+        .neighbours
+        .into_iter()
+        .map(|e| (e.rank, e.player_id))
+        .collect();
+    assert_eq!(neighbours, vec![(2, "di".to_owned()), (4, "bo".to_owned())]);
+    writer.shutdown().await.expect("shutdown");
+    assert!(router.shutdown(Duration::from_secs(10)).await);
+}
