@@ -281,7 +281,7 @@ fn scores_equal_the_model_whatever_the_redelivery() {
         failure_persistence: None,
         ..Config::default()
     });
-    let event = (0u32..3, 0usize..4, -50i64..50);
+    let event = (0u32..3, 0usize..4, -3i64..3);
     let case = (
         proptest::collection::vec(event, 1..60),
         proptest::collection::vec((0usize..60, 0usize..60), 0..30),
@@ -323,15 +323,13 @@ fn scores_equal_the_model_whatever_the_redelivery() {
             for chunk in stream.chunks(batch).chain(ordered.chunks(batch)) {
                 apply(conn, tier, &token, "0-1", chunk).expect("apply");
             }
+            // Every player with an applied entry is on the board, at 0 too, however the entries
+            // were batched.
             let mut want: Vec<(String, i64)> = totals
                 .into_iter()
-                .filter(|(_, total)| *total != 0)
                 .map(|(player, total)| (player.to_owned(), total))
                 .collect();
-            let mut got: Vec<(String, i64)> = board(conn, tier)
-                .into_iter()
-                .filter(|(_, score)| *score != 0)
-                .collect();
+            let mut got: Vec<(String, i64)> = board(conn, tier);
             want.sort();
             got.sort();
             prop_assert_eq!(got, want);
