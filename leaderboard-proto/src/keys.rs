@@ -17,6 +17,8 @@
 //! | `hunt:chest:{<key>}` | string | winning award id, 24 h TTL |
 //! | `hunt:clue:{<id>}` | hash | `current_hunter`, `last_solve_ms`, `token`, `reset_at` |
 //! | `hunt:shard:{<id>}:epoch`, `:inbox` | string, stream | shard incarnation; compensations for it |
+//! | `hunt:routers` | set | ids of routers that have sent a heartbeat |
+//! | `hunt:router:{<id>}` | string, TTL | present while router `<id>` is alive |
 
 /// The stream entry field that holds the encoded `HuntEvent` in `hunt:{t<N>}:stream`.
 pub const STREAM_EVENT_FIELD: &str = "e";
@@ -71,6 +73,20 @@ pub fn tier_lease(tier: u32) -> String {
 #[must_use]
 pub fn tier_fence(tier: u32) -> String {
     tier_key(tier, "fence")
+}
+
+/// `hunt:routers`: the set of router ids that have sent a heartbeat (some may be dead since;
+/// [`router_heartbeat`] tells).
+#[must_use]
+pub fn routers() -> String {
+    "hunt:routers".to_owned()
+}
+
+/// `hunt:router:{<id>}`: present, with a TTL, while router `id` is alive. Used to split tiers
+/// fairly between live routers: liveness only, never correctness.
+#[must_use]
+pub fn router_heartbeat(router_id: &str) -> String {
+    format!("hunt:router:{{{router_id}}}")
 }
 
 /// `hunt:{t<N>}:replay`: the hash from shard to the `tier_seq` it must re-send from.

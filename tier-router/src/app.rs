@@ -7,13 +7,17 @@ use std::time::Duration;
 use leaderboard_proto::rewards;
 use leaderboard_proto::v1::leaderboard_server::LeaderboardServer;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tonic::service::Routes;
 
 use crate::apply::{self, TierWorker};
 use crate::cache::Cache;
 use crate::config::{MAX_MESSAGE_BYTES, RouterConfig};
 use crate::grpc::LeaderboardService;
+use crate::members;
+use crate::metrics as m;
 
 /// Why the router could not start.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +36,9 @@ pub enum StartError {
     /// Redis could not be reached at start.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    /// The reflection service could not be built from the embedded descriptor set.
+    #[error("gRPC reflection: {0}")]
+    Reflection(String),
 }
 
 /// A router with its ports bound, not yet serving.
@@ -42,6 +49,8 @@ pub struct App {
     grpc: TcpListener,
     grpc_addr: SocketAddr,
     reads: redis::aio::MultiplexedConnection,
+    /// The reflection service, built (and so checked) before anything starts.
+    reflection: Routes,
 }
 
 impl App {
@@ -62,6 +71,12 @@ impl App {
             addr: config.grpc_addr,
             source,
         })?;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(leaderboard_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map(Routes::new)
+            .map_err(|err| StartError::Reflection(err.to_string()))?;
         let reads = apply::connect(&client, &config, Some(config.redis_response_timeout)).await?;
         crate::metrics::describe();
         Ok(Self {
@@ -70,6 +85,7 @@ impl App {
             grpc,
             grpc_addr,
             reads,
+            reflection,
         })
     }
 
@@ -79,24 +95,38 @@ impl App {
         self.grpc_addr
     }
 
-    /// Starts a worker per tier and the gRPC server.
+    /// Starts the heartbeat, a worker per tier and the gRPC server (with health checking and
+    /// reflection).
     #[must_use]
     pub fn spawn(self) -> AppHandle {
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         let cache = Arc::new(Cache::new());
-        for tier in rewards::TIERS {
-            tracker.spawn(
+        let workers = TaskTracker::new();
+        let (view_tx, view) = watch::channel(Vec::new());
+        for (tier_index, tier) in rewards::TIERS.iter().enumerate() {
+            workers.spawn(
                 TierWorker {
                     tier: tier.id,
+                    tier_index,
                     config: self.config.clone(),
                     client: self.client.clone(),
                     cache: Arc::clone(&cache),
+                    view: view.clone(),
                     cancel: cancel.clone(),
                 }
                 .run(),
             );
         }
+        workers.close();
+        tracker.spawn(heartbeat(
+            self.config.clone(),
+            self.client.clone(),
+            view_tx,
+            workers,
+            cancel.clone(),
+        ));
+        let (health, health_service) = tonic_health::server::health_reporter();
         let service = LeaderboardServer::new(LeaderboardService::new(
             Arc::clone(&cache),
             self.reads,
@@ -106,10 +136,25 @@ impl App {
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let shutdown = cancel.clone();
         let incoming = tonic::transport::server::TcpIncoming::from(self.grpc);
+        let reflection = self.reflection;
         tracker.spawn(async move {
+            health
+                .set_serving::<LeaderboardServer<LeaderboardService>>()
+                .await;
+            let stopping = {
+                let health = health.clone();
+                async move {
+                    shutdown.cancelled().await;
+                    health
+                        .set_not_serving::<LeaderboardServer<LeaderboardService>>()
+                        .await;
+                }
+            };
             let served = tonic::transport::Server::builder()
+                .add_routes(reflection)
+                .add_service(health_service)
                 .add_service(service)
-                .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+                .serve_with_incoming_shutdown(incoming, stopping)
                 .await;
             if let Err(err) = served {
                 tracing::error!(error = %err, "gRPC server failed");
@@ -127,6 +172,55 @@ impl App {
             cache,
             grpc_addr: self.grpc_addr,
         }
+    }
+}
+
+/// Sends this router's heartbeat every third of a lease TTL and shares the live routers with
+/// the workers. On shutdown it waits for the workers to release their leases, then leaves, so
+/// the other routers take the tiers at once.
+async fn heartbeat(
+    config: RouterConfig,
+    client: redis::Client,
+    view: watch::Sender<Vec<String>>,
+    workers: TaskTracker,
+    cancel: CancellationToken,
+) {
+    let mut conn = None;
+    loop {
+        if conn.is_none() {
+            conn = apply::connect(&client, &config, Some(config.redis_response_timeout))
+                .await
+                .ok();
+        }
+        if let Some(redis) = conn.as_mut() {
+            match members::heartbeat(redis, &config.router_id, config.lease_ttl).await {
+                Ok(live) => {
+                    metrics::gauge!(m::ROUTERS).set(live.len() as f64);
+                    view.send_if_modified(|seen| {
+                        let changed = *seen != live;
+                        if changed {
+                            tracing::info!(routers = live.len(), "live routers changed");
+                            *seen = live;
+                        }
+                        changed
+                    });
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "router heartbeat failed");
+                    conn = None;
+                }
+            }
+        }
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            () = tokio::time::sleep(config.lease_ttl / 3) => {}
+        }
+    }
+    workers.wait().await;
+    if let Some(redis) = conn.as_mut()
+        && let Err(err) = members::leave(redis, &config.router_id).await
+    {
+        tracing::warn!(error = %err, "could not leave the live routers");
     }
 }
 

@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cache::{self, Cache};
 use crate::config::{CACHED_TOP, RouterConfig};
 use crate::lease::{self, Lease};
+use crate::members::{self, View};
 use crate::metrics as m;
 
 /// What one `hunt_apply` call did.
@@ -126,9 +127,12 @@ pub(crate) async fn connect(
 /// The worker of one tier.
 pub(crate) struct TierWorker {
     pub(crate) tier: u32,
+    /// The tier's 0-based position in the reward table, which decides its fair owner.
+    pub(crate) tier_index: usize,
     pub(crate) config: RouterConfig,
     pub(crate) client: redis::Client,
     pub(crate) cache: Arc<Cache>,
+    pub(crate) view: View,
     pub(crate) cancel: CancellationToken,
 }
 
@@ -139,12 +143,30 @@ struct Owned {
     renew_at: Instant,
 }
 
+/// What a worker keeps across reconnects. The hold survives a lost connection on purpose: the
+/// next apply under its token is what tells whether it is still valid (Redis checks the fence).
+struct State {
+    owned: Option<Owned>,
+    /// When to next ask for the lease while not holding it.
+    next_attempt: Instant,
+    /// Since when the lease has been seen free while another router should hold it.
+    free_since: Option<Instant>,
+    next_refresh: Instant,
+}
+
 impl TierWorker {
     /// Runs until cancelled; releases the lease on the way out.
     pub(crate) async fn run(self) {
         let mut backoff = self.config.backoff;
+        let now = Instant::now();
+        let mut state = State {
+            owned: None,
+            next_attempt: now,
+            free_since: None,
+            next_refresh: now,
+        };
         loop {
-            let outcome = self.serve().await;
+            let outcome = self.serve(&mut state).await;
             if self.cancel.is_cancelled() {
                 return;
             }
@@ -163,7 +185,7 @@ impl TierWorker {
     }
 
     /// Serves until Redis fails or the worker is cancelled.
-    async fn serve(&self) -> redis::RedisResult<()> {
+    async fn serve(&self, state: &mut State) -> redis::RedisResult<()> {
         let mut conn = connect(
             &self.client,
             &self.config,
@@ -176,56 +198,26 @@ impl TierWorker {
             Some(self.config.redis_response_timeout + self.config.read_block),
         )
         .await?;
-        let mut owned: Option<Owned> = None;
-        let mut next_attempt = Instant::now();
-        let mut next_refresh = Instant::now();
-        let result = loop {
-            if self.cancel.is_cancelled() {
-                break Ok(());
+        let mut view = self.view.clone();
+        while !self.cancel.is_cancelled() {
+            let wanted = members::wants(
+                &view.borrow_and_update(),
+                &self.config.router_id,
+                self.tier_index,
+            );
+            if state.owned.is_some() && !wanted {
+                // Another live router is this tier's fair owner: hand it over between batches.
+                lease::release(&mut conn, self.tier, &self.config.router_id).await?;
+                state.owned = None;
+                state.next_attempt = Instant::now() + self.config.lease_ttl / 3;
+                self.set_owned_gauge(false);
+                tracing::info!(tier = self.tier, "tier handed over to its fair owner");
+                continue;
             }
-            let now = Instant::now();
-            // Take the lease, or keep it, at a third of its TTL.
-            let due = owned.as_ref().map_or(next_attempt, |o| o.renew_at);
-            if now >= due {
-                match lease::acquire(
-                    &mut conn,
-                    self.tier,
-                    &self.config.router_id,
-                    self.config.lease_ttl,
-                )
-                .await
-                {
-                    Ok(Lease::Held(token)) => {
-                        let renew_at = now + self.config.lease_ttl / 3;
-                        owned = match owned.take() {
-                            Some(held) if held.token == token => Some(Owned { renew_at, ..held }),
-                            _ => {
-                                let cursor: Option<String> = redis::cmd("GET")
-                                    .arg(keys::tier_cursor(self.tier))
-                                    .query_async(&mut conn)
-                                    .await?;
-                                tracing::info!(tier = self.tier, token = %token, "tier owned");
-                                Some(Owned {
-                                    token,
-                                    cursor: cursor.unwrap_or_else(|| "0-0".to_owned()),
-                                    renew_at,
-                                })
-                            }
-                        };
-                    }
-                    Ok(Lease::Elsewhere(holder)) => {
-                        if owned.take().is_some() {
-                            tracing::warn!(tier = self.tier, %holder, "tier lease lost to another router");
-                        }
-                        next_attempt = now + jitter(self.config.lease_ttl / 3);
-                    }
-                    Err(err) => break Err(err),
-                }
-                metrics::gauge!(m::OWNED, "tier" => self.tier.to_string())
-                    .set(if owned.is_some() { 1.0 } else { 0.0 });
-            }
-            match &mut owned {
-                Some(held) => match self.step(&mut conn, &mut reader, held).await {
+            if let Some(held) = &mut state.owned {
+                // Apply first, renew after: after a pause, the apply under the old token is what
+                // finds out (inside Redis) whether this router still owns the tier.
+                match self.step(&mut conn, &mut reader, held).await {
                     Ok(()) => {}
                     Err(err) if is_fenced(&err) => {
                         metrics::counter!(m::FENCED).increment(1);
@@ -234,33 +226,121 @@ impl TierWorker {
                             token = %held.token,
                             "fence rejected: another router owns this tier now; stopped applying"
                         );
-                        owned = None;
-                        next_attempt = Instant::now() + self.config.lease_ttl / 3;
+                        state.owned = None;
+                        state.next_attempt = Instant::now() + jitter(self.config.lease_ttl / 3);
+                        self.set_owned_gauge(false);
+                        continue;
                     }
-                    Err(err) => break Err(err),
-                },
-                None => {
-                    if Instant::now() >= next_refresh {
-                        self.refresh(&mut conn).await?;
-                        next_refresh = Instant::now() + self.config.follower_refresh;
-                    }
-                    let wake = next_attempt.min(next_refresh);
-                    tokio::select! {
-                        () = self.cancel.cancelled() => {}
-                        () = tokio::time::sleep_until(wake) => {}
-                    }
+                    Err(err) => return Err(err),
                 }
+                if Instant::now() >= held.renew_at {
+                    self.take_lease(&mut conn, state).await?;
+                }
+                continue;
             }
-        };
-        if owned.is_some() {
+            let now = Instant::now();
+            if now >= state.next_attempt {
+                if wanted || self.lease_abandoned(&mut conn, state, now).await? {
+                    self.take_lease(&mut conn, state).await?;
+                }
+                if state.owned.is_some() {
+                    continue;
+                }
+                state.next_attempt = now + jitter(self.config.lease_ttl / 3);
+            }
+            if now >= state.next_refresh {
+                self.refresh(&mut conn).await?;
+                state.next_refresh = Instant::now() + self.config.follower_refresh;
+            }
+            tokio::select! {
+                () = self.cancel.cancelled() => {}
+                () = tokio::time::sleep_until(state.next_attempt.min(state.next_refresh)) => {}
+                // A router joined or left: the fair split may have changed.
+                changed = view.changed() => if changed.is_ok() { state.next_attempt = Instant::now() },
+            }
+        }
+        if state.owned.take().is_some() {
+            self.set_owned_gauge(false);
             match lease::release(&mut conn, self.tier, &self.config.router_id).await {
                 Ok(_) => tracing::info!(tier = self.tier, "tier lease released"),
                 Err(err) => {
-                    tracing::warn!(tier = self.tier, error = %err, "could not release the lease")
+                    tracing::warn!(tier = self.tier, error = %err, "could not release the lease");
                 }
             }
         }
-        result
+        Ok(())
+    }
+
+    /// Takes or renews the lease, reading the stored cursor when the token is new.
+    async fn take_lease(
+        &self,
+        conn: &mut MultiplexedConnection,
+        state: &mut State,
+    ) -> redis::RedisResult<()> {
+        let now = Instant::now();
+        let lease = lease::acquire(
+            conn,
+            self.tier,
+            &self.config.router_id,
+            self.config.lease_ttl,
+        )
+        .await?;
+        match lease {
+            Lease::Held(token) => {
+                let renew_at = now + self.config.lease_ttl / 3;
+                match &mut state.owned {
+                    Some(held) if held.token == token => held.renew_at = renew_at,
+                    _ => {
+                        let cursor: Option<String> = redis::cmd("GET")
+                            .arg(keys::tier_cursor(self.tier))
+                            .query_async(conn)
+                            .await?;
+                        tracing::info!(tier = self.tier, token = %token, "tier owned");
+                        state.owned = Some(Owned {
+                            token,
+                            cursor: cursor.unwrap_or_else(|| "0-0".to_owned()),
+                            renew_at,
+                        });
+                        state.free_since = None;
+                    }
+                }
+            }
+            Lease::Elsewhere(holder) => {
+                if state.owned.take().is_some() {
+                    tracing::warn!(tier = self.tier, %holder, "tier lease lost to another router");
+                }
+            }
+        }
+        self.set_owned_gauge(state.owned.is_some());
+        Ok(())
+    }
+
+    /// Whether the tier's lease has stayed free for a whole lease TTL although another router is
+    /// its fair owner (that router is alive but not serving it): then any router takes it.
+    async fn lease_abandoned(
+        &self,
+        conn: &mut MultiplexedConnection,
+        state: &mut State,
+        now: Instant,
+    ) -> redis::RedisResult<bool> {
+        let holder: Option<String> = redis::cmd("GET")
+            .arg(keys::tier_lease(self.tier))
+            .query_async(conn)
+            .await?;
+        if holder.is_some() {
+            state.free_since = None;
+            return Ok(false);
+        }
+        let since = *state.free_since.get_or_insert(now);
+        Ok(now.duration_since(since) >= self.config.lease_ttl)
+    }
+
+    fn set_owned_gauge(&self, owned: bool) {
+        metrics::gauge!(m::OWNED, "tier" => self.tier.to_string()).set(if owned {
+            1.0
+        } else {
+            0.0
+        });
     }
 
     /// Reads one batch from the cursor and applies it.
@@ -288,7 +368,9 @@ impl TierWorker {
             .flatten()
             .flat_map(|(_, entries)| entries)
             .collect();
+        let full = entries.len() >= self.config.apply_batch;
         let Some((last_id, _)) = entries.last() else {
+            metrics::gauge!(m::LAG_SECONDS, "tier" => self.tier.to_string()).set(0.0);
             return Ok(());
         };
         let cursor = last_id.clone();
@@ -307,8 +389,12 @@ impl TierWorker {
         metrics::histogram!(m::BATCH_SECONDS).record(started.elapsed().as_secs_f64());
         metrics::counter!(m::APPLIED).increment(outcome.applied);
         metrics::counter!(m::DUPLICATES).increment(outcome.duplicates);
-        metrics::counter!(m::GAPS).increment(outcome.gaps);
+        metrics::counter!(m::REPLAY_REQUESTS).increment(outcome.gaps);
         metrics::counter!(m::REJECTED).increment(outcome.rejected);
+        // Behind by how long the last applied entry waited, while reads come back full;
+        // caught up (0) once a read returns less than a batch.
+        let lag = if full { entry_age(&cursor) } else { 0.0 };
+        metrics::gauge!(m::LAG_SECONDS, "tier" => self.tier.to_string()).set(lag);
         if outcome.gaps > 0 {
             tracing::info!(
                 tier = self.tier,
@@ -329,6 +415,18 @@ impl TierWorker {
         self.cache.publish(self.tier, top);
         Ok(())
     }
+}
+
+/// Seconds since Redis added the stream entry `id` (`<ms>-<seq>`), by this host's clock.
+fn entry_age(id: &str) -> f64 {
+    let added_ms = id
+        .split_once('-')
+        .and_then(|(ms, _)| ms.parse::<u64>().ok())
+        .unwrap_or(0);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    now_ms.saturating_sub(added_ms) as f64 / 1_000.0
 }
 
 /// A random wait in `[wait / 2, wait]`, so routers do not act in step.

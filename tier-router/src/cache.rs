@@ -5,6 +5,7 @@
 //!   per applied batch (or per follower refresh), never per request.
 //! - The version only moves when the top changes, so a watcher sees every change once.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use leaderboard_proto::functions::player_of_member;
@@ -88,6 +89,66 @@ impl Cache {
     }
 }
 
+/// What changed between two tops of a tier: the entries to upsert (new, or with a new rank or
+/// score) and the players no longer in the top. Applying it to `old` (remove, then upsert by
+/// player, then order by rank) gives `new`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Diff {
+    /// Entries of `new` that `old` does not hold as they are.
+    pub upserts: Vec<Entry>,
+    /// Players of `old` that `new` does not hold.
+    pub removals: Vec<String>,
+}
+
+impl Diff {
+    /// The difference from `old` to `new`.
+    #[must_use]
+    pub fn between(old: &[Entry], new: &[Entry]) -> Self {
+        let before: HashMap<&str, &Entry> = old.iter().map(|e| (e.player_id.as_str(), e)).collect();
+        let after: HashSet<&str> = new.iter().map(|e| e.player_id.as_str()).collect();
+        Self {
+            upserts: new
+                .iter()
+                .filter(|e| before.get(e.player_id.as_str()) != Some(e))
+                .cloned()
+                .collect(),
+            removals: old
+                .iter()
+                .filter(|e| !after.contains(e.player_id.as_str()))
+                .map(|e| e.player_id.clone())
+                .collect(),
+        }
+    }
+
+    /// Applies the difference to `top`, as a watcher does.
+    #[must_use]
+    pub fn apply(&self, top: &[Entry]) -> Vec<Entry> {
+        let mut by_player: HashMap<&str, &Entry> =
+            top.iter().map(|e| (e.player_id.as_str(), e)).collect();
+        for player in &self.removals {
+            by_player.remove(player.as_str());
+        }
+        for entry in &self.upserts {
+            by_player.insert(entry.player_id.as_str(), entry);
+        }
+        let mut entries: Vec<Entry> = by_player.into_values().cloned().collect();
+        entries.sort_by_key(|e| e.rank);
+        entries
+    }
+
+    /// Entries and removals carried.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.upserts.len() + self.removals.len()
+    }
+
+    /// Whether nothing changed.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Ranks `start..=stop` (0-based, inclusive) of `tier`'s leaderboard, straight from Redis.
 ///
 /// # Errors
@@ -129,6 +190,47 @@ mod tests {
             player_id: player.to_owned(),
             score,
         }
+    }
+
+    fn top(entries: &[(&str, i64)]) -> Vec<Entry> {
+        entries
+            .iter()
+            .zip(1..)
+            .map(|((player, score), rank)| entry(rank, player, *score))
+            .collect()
+    }
+
+    proptest::proptest! {
+        /// Applying the difference between any two tops to the first gives the second.
+        #[test]
+        fn a_diff_applied_to_the_old_top_gives_the_new_one(
+            old in proptest::collection::btree_map(0u8..30, -50i64..50, 0..25),
+            new in proptest::collection::btree_map(0u8..30, -50i64..50, 0..25),
+        ) {
+            let rank = |m: &std::collections::BTreeMap<u8, i64>| {
+                let mut v: Vec<(String, i64)> = m.iter().map(|(p, s)| (format!("p{p}"), *s)).collect();
+                v.sort_by_key(|e| std::cmp::Reverse(e.1));
+                v
+            };
+            let (old, new) = (rank(&old), rank(&new));
+            let as_refs = |v: &[(String, i64)]| -> Vec<Entry> {
+                top(&v.iter().map(|(p, s)| (p.as_str(), *s)).collect::<Vec<_>>())
+            };
+            let (old, new) = (as_refs(&old), as_refs(&new));
+            let diff = Diff::between(&old, &new);
+            proptest::prop_assert_eq!(diff.apply(&old), new.clone());
+            proptest::prop_assert!(Diff::between(&new, &new).is_empty());
+        }
+    }
+
+    #[test]
+    fn a_diff_names_moved_players_and_leavers() {
+        let old = top(&[("ada", 9), ("bo", 5), ("cy", 1)]);
+        let new = top(&[("bo", 10), ("ada", 9), ("di", 2)]);
+        let diff = Diff::between(&old, &new);
+        let upserted: Vec<&str> = diff.upserts.iter().map(|e| e.player_id.as_str()).collect();
+        assert_eq!(upserted, ["bo", "ada", "di"]);
+        assert_eq!(diff.removals, ["cy"]);
     }
 
     #[test]

@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use leaderboard_proto::v1::leaderboard_server::Leaderboard;
 use leaderboard_proto::v1::{
-    Entry, GetPlayerRequest, GetPlayerResponse, GetTopRequest, GetTopResponse, ListTiersRequest,
-    ListTiersResponse, Snapshot as SnapshotMessage, WatchRequest, WatchUpdate, watch_update,
+    Delta, Entry, GetPlayerRequest, GetPlayerResponse, GetTopRequest, GetTopResponse,
+    ListTiersRequest, ListTiersResponse, Snapshot as SnapshotMessage, WatchRequest, WatchUpdate,
+    watch_update,
 };
 use leaderboard_proto::{keys, rewards, validate};
 use redis::aio::MultiplexedConnection;
@@ -14,7 +15,7 @@ use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-use crate::cache::{self, Cache};
+use crate::cache::{self, Cache, Diff, Snapshot};
 use crate::config::{CACHED_TOP, MAX_AROUND, MAX_LIMIT};
 use crate::metrics as m;
 
@@ -201,43 +202,95 @@ impl Leaderboard for LeaderboardService {
     ) -> Result<Response<Self::WatchStream>, Status> {
         let tier = request.into_inner().tier;
         known_tier(tier)?;
-        let mut changes = self
+        let changes = self
             .cache
             .subscribe(tier)
             .ok_or_else(|| refuse(Status::not_found(format!("unknown tier {tier}"))))?;
-        // Every update is a full snapshot of the cached top: a slow watcher skips to the latest
-        // version (the watch channel keeps only that) and holds no one back.
-        let (updates, receiver) = tokio::sync::mpsc::channel(4);
-        let shutdown = self.shutdown.clone();
-        tokio::spawn(async move {
-            loop {
-                let snapshot = changes.borrow_and_update().clone();
-                let update = WatchUpdate {
-                    tier,
-                    version: snapshot.version,
-                    update: Some(watch_update::Update::Snapshot(SnapshotMessage {
-                        entries: snapshot.entries.to_vec(),
-                    })),
-                };
-                if updates.send(Ok(update)).await.is_err() {
-                    return;
-                }
-                tokio::select! {
-                    changed = changes.changed() => if changed.is_err() { return },
-                    () = updates.closed() => return,
-                    () = shutdown.cancelled() => {
-                        // Never waits: a watcher that does not read still lets the server drain.
-                        let _ = updates
-                            .try_send(Err(Status::unavailable("the router is shutting down")));
-                        return;
-                    }
-                }
-            }
-        });
+        let (updates, receiver) = tokio::sync::mpsc::channel(WATCH_QUEUE);
+        tokio::spawn(follow(tier, changes, updates, self.shutdown.clone()));
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(receiver),
         )))
     }
+}
+
+/// Updates queued per watcher before it counts as slow.
+const WATCH_QUEUE: usize = 8;
+
+/// Feeds one watcher: a snapshot, then a delta per version, each computed against what this
+/// watcher was last sent.
+///
+/// A watcher whose queue is full holds no one back: the cache's watch channel keeps only the
+/// latest top, and once the watcher has room again it gets a fresh snapshot of that latest top
+/// instead of the deltas it missed. A delta larger than the top itself is sent as a snapshot too.
+async fn follow(
+    tier: u32,
+    mut changes: tokio::sync::watch::Receiver<Snapshot>,
+    updates: tokio::sync::mpsc::Sender<Result<WatchUpdate, Status>>,
+    shutdown: CancellationToken,
+) {
+    let mut sent: Option<Snapshot> = None;
+    loop {
+        let (permit, lagged) = match updates.try_reserve() {
+            Ok(permit) => (permit, false),
+            Err(tokio::sync::mpsc::error::TrySendError::Full(())) => {
+                metrics::counter!(m::WATCH_RESYNCS).increment(1);
+                tokio::select! {
+                    permit = updates.reserve() => match permit {
+                        Ok(permit) => (permit, true),
+                        Err(_) => return,
+                    },
+                    () = shutdown.cancelled() => return,
+                }
+            }
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(())) => return,
+        };
+        let current = changes.borrow_and_update().clone();
+        let update = match &sent {
+            Some(last) if !lagged => {
+                let diff = Diff::between(&last.entries, &current.entries);
+                if diff.len() < current.entries.len().max(1) {
+                    watch_update::Update::Delta(Delta {
+                        base: last.version,
+                        upserts: diff.upserts,
+                        removals: diff.removals,
+                    })
+                } else {
+                    snapshot_of(&current)
+                }
+            }
+            _ => snapshot_of(&current),
+        };
+        permit.send(Ok(WatchUpdate {
+            tier,
+            version: current.version,
+            update: Some(update),
+        }));
+        sent = Some(current);
+        // Wait for the next version (a stale mark alone moves no version and sends nothing).
+        loop {
+            tokio::select! {
+                changed = changes.changed() => if changed.is_err() { return },
+                () = updates.closed() => return,
+                () = shutdown.cancelled() => {
+                    // Never waits: a watcher that does not read still lets the server drain.
+                    let _ = updates
+                        .try_send(Err(Status::unavailable("the router is shutting down")));
+                    return;
+                }
+            }
+            let version = changes.borrow().version;
+            if sent.as_ref().is_none_or(|last| last.version != version) {
+                break;
+            }
+        }
+    }
+}
+
+fn snapshot_of(snapshot: &Snapshot) -> watch_update::Update {
+    watch_update::Update::Snapshot(SnapshotMessage {
+        entries: snapshot.entries.to_vec(),
+    })
 }
 
 /// The player's entry and its neighbours, or `None` when the player has no score.

@@ -8,6 +8,7 @@ pub mod cache;
 pub mod config;
 pub mod grpc;
 pub mod lease;
+pub mod members;
 pub mod metrics;
 
 pub use app::{App, AppHandle, StartError};

@@ -22,9 +22,23 @@ struct Args {
     /// Tier lease time-to-live, in milliseconds.
     #[arg(long, env = "HUNT_LEASE_TTL_MS", default_value_t = 5_000)]
     lease_ttl_ms: u64,
-    /// Stream entries per apply call.
+    /// Stream entries per apply call (1 to 1000).
     #[arg(long, env = "HUNT_APPLY_BATCH", default_value_t = 100)]
     apply_batch: usize,
+    /// How long one stream read waits for new entries, in milliseconds (under a third of the
+    /// lease TTL).
+    #[arg(long, env = "HUNT_READ_BLOCK_MS", default_value_t = 100)]
+    read_block_ms: u64,
+    /// How often a router that does not own a tier refreshes its cached top, in milliseconds.
+    #[arg(long, env = "HUNT_FOLLOWER_REFRESH_MS", default_value_t = 200)]
+    follower_refresh_ms: u64,
+    /// How long a Redis command may take before the connection counts as lost, in milliseconds.
+    #[arg(long, env = "HUNT_REDIS_TIMEOUT_MS", default_value_t = 5_000)]
+    redis_timeout_ms: u64,
+    /// This router's id in leases and fence tokens (ASCII letters, digits, '-', '_'); a fresh
+    /// random one by default, which is what fencing wants: one id per process start.
+    #[arg(long, env = "HUNT_ROUTER_ID")]
+    router_id: Option<String>,
     /// How long shutdown may take, in milliseconds.
     #[arg(long, env = "HUNT_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     shutdown_grace_ms: u64,
@@ -38,11 +52,28 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let args = Args::parse();
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(err) if !err.use_stderr() => {
+            // --help and --version.
+            let _ = err.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(err) => {
+            let _ = err.print();
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     let mut config = RouterConfig::new(args.redis_url);
     config.grpc_addr = args.grpc_addr;
     config.lease_ttl = Duration::from_millis(args.lease_ttl_ms);
     config.apply_batch = args.apply_batch;
+    config.read_block = Duration::from_millis(args.read_block_ms);
+    config.follower_refresh = Duration::from_millis(args.follower_refresh_ms);
+    config.redis_response_timeout = Duration::from_millis(args.redis_timeout_ms);
+    if let Some(router_id) = args.router_id {
+        config.router_id = router_id;
+    }
     if let Err(err) = config.validate() {
         eprintln!("error: {err}");
         return ExitCode::from(EXIT_CONFIG);

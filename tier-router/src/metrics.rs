@@ -4,8 +4,14 @@
 pub const APPLIED: &str = "hunt_router_applied_total";
 /// Entries skipped as already applied (counter).
 pub const DUPLICATES: &str = "hunt_router_duplicates_total";
-/// Gaps found in a shard's entries; each records a replay request (counter).
-pub const GAPS: &str = "hunt_router_gaps_total";
+/// Gaps found in a shard's entries (entries missing before the next one), each of which records
+/// a replay request for that shard (counter).
+pub const REPLAY_REQUESTS: &str = "hunt_router_replay_requests_total";
+/// How far a tier's applying is behind, in seconds: the age of the last applied entry while
+/// reads come back full, 0 once caught up; by `tier` (gauge).
+pub const LAG_SECONDS: &str = "hunt_router_lag_seconds";
+/// Live routers this router sees, itself included (gauge).
+pub const ROUTERS: &str = "hunt_router_live_routers";
 /// Player totals refused for leaving the exact integer range (counter).
 pub const REJECTED: &str = "hunt_router_rejected_totals_total";
 /// Stream entries that did not decode (counter).
@@ -18,6 +24,8 @@ pub const REDIS_ERRORS: &str = "hunt_router_redis_errors_total";
 pub const BATCH_SECONDS: &str = "hunt_router_batch_seconds";
 /// 1 for each tier this router owns, by `tier` (gauge).
 pub const OWNED: &str = "hunt_router_tier_owned";
+/// Watchers that fell behind and were sent a fresh snapshot (counter).
+pub const WATCH_RESYNCS: &str = "hunt_router_watch_resyncs_total";
 /// gRPC requests refused, by `code` (counter).
 pub const GRPC_REFUSED: &str = "hunt_router_grpc_refused_total";
 
@@ -26,7 +34,16 @@ pub fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_counter!(APPLIED, "Stream entries applied.");
     describe_counter!(DUPLICATES, "Stream entries skipped as already applied.");
-    describe_counter!(GAPS, "Gaps in a shard's entries (replay requested).");
+    describe_counter!(
+        REPLAY_REQUESTS,
+        "Gaps in a shard's entries, each recording a replay request."
+    );
+    describe_gauge!(
+        LAG_SECONDS,
+        Unit::Seconds,
+        "How far applying a tier is behind."
+    );
+    describe_gauge!(ROUTERS, "Live routers seen, this one included.");
     describe_counter!(
         REJECTED,
         "Player totals refused for leaving the exact range."
@@ -36,5 +53,9 @@ pub fn describe() {
     describe_counter!(REDIS_ERRORS, "Redis failures seen by tier workers.");
     describe_histogram!(BATCH_SECONDS, Unit::Seconds, "Time of one hunt_apply call.");
     describe_gauge!(OWNED, "1 for each tier this router owns.");
+    describe_counter!(
+        WATCH_RESYNCS,
+        "Watchers that fell behind and got a fresh snapshot."
+    );
     describe_counter!(GRPC_REFUSED, "gRPC requests refused, by status code.");
 }

@@ -6,12 +6,16 @@ use std::time::Duration;
 use leaderboard_proto::rewards;
 use leaderboard_proto::testkit::RedisServer;
 use leaderboard_proto::v1::hunt_event::Kind;
+use leaderboard_proto::v1::leaderboard_client::LeaderboardClient;
 use leaderboard_proto::v1::{
-    GetPlayerRequest, GetTopRequest, HuntEvent, ScoreGained, WatchRequest, watch_update,
+    Entry, GetPlayerRequest, GetTopRequest, HuntEvent, ScoreGained, WatchRequest, WatchUpdate,
+    watch_update,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestRunner};
 use shard_writer::{ShardWriter, WriterConfig};
+use tier_router::cache::Diff;
+use tonic::transport::Channel;
 
 use crate::support::{client, eventually, router};
 
@@ -124,6 +128,80 @@ fn get_top_equals_totals_computed_from_the_appended_events() {
         .expect("leaderboards are exact");
 }
 
+async fn append(writer: &ShardWriter, player: &str, points: i64) {
+    writer
+        .append(HuntEvent {
+            tier: 2,
+            kind: Some(Kind::ScoreGained(ScoreGained {
+                player_id: player.to_owned(),
+                points,
+            })),
+            ..HuntEvent::default()
+        })
+        .await
+        .expect("append");
+}
+
+/// A watcher's view of tier 2: the last snapshot with every delta since applied.
+#[derive(Default)]
+struct Follower {
+    version: Option<u64>,
+    top: Vec<Entry>,
+    deltas: usize,
+}
+
+impl Follower {
+    /// Follows `updates` until the rebuilt top satisfies `done`, then checks that `GetTop` at
+    /// that same version returns that same top, and returns it.
+    async fn until(
+        &mut self,
+        updates: &mut tonic::Streaming<WatchUpdate>,
+        done: impl Fn(&[Entry]) -> bool,
+        grpc: &mut LeaderboardClient<Channel>,
+    ) -> Vec<Entry> {
+        loop {
+            let update = tokio::time::timeout(crate::support::DEADLINE, updates.message())
+                .await
+                .expect("an update in time")
+                .expect("stream ok")
+                .expect("stream open");
+            match update.update.expect("a snapshot or a delta") {
+                watch_update::Update::Snapshot(snapshot) => self.top = snapshot.entries,
+                watch_update::Update::Delta(delta) => {
+                    assert_eq!(
+                        Some(delta.base),
+                        self.version,
+                        "a delta applies to the last version"
+                    );
+                    self.deltas += 1;
+                    self.top = Diff {
+                        upserts: delta.upserts,
+                        removals: delta.removals,
+                    }
+                    .apply(&self.top);
+                }
+            }
+            assert!(self.version < Some(update.version), "versions only grow");
+            self.version = Some(update.version);
+            if !done(&self.top) {
+                continue;
+            }
+            let now = grpc
+                .get_top(GetTopRequest {
+                    tier: 2,
+                    offset: 0,
+                    limit: 100,
+                })
+                .await
+                .expect("GetTop")
+                .into_inner();
+            assert_eq!(now.version, update.version, "nothing else was appended");
+            assert_eq!(now.entries, self.top);
+            return self.top.clone();
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_snapshots_match_get_top_at_the_same_version_and_players_have_neighbours() {
     let redis = RedisServer::start().expect("redis-server");
@@ -141,45 +219,37 @@ async fn watch_snapshots_match_get_top_at_the_same_version_and_players_have_neig
         .expect("Watch")
         .into_inner();
     for (i, player) in ["ada", "bo", "cy", "di", "ed"].iter().enumerate() {
-        writer
-            .append(HuntEvent {
-                tier: 2,
-                kind: Some(Kind::ScoreGained(ScoreGained {
-                    player_id: (*player).to_owned(),
-                    points: 10 * (i as i64 + 1),
-                })),
-                ..HuntEvent::default()
-            })
-            .await
-            .expect("append");
+        append(&writer, player, 10 * (i as i64 + 1)).await;
     }
-    // Follow the watch until it shows all five players; GetTop at that version agrees.
-    loop {
-        let update = tokio::time::timeout(crate::support::DEADLINE, updates.message())
-            .await
-            .expect("an update in time")
-            .expect("stream ok")
-            .expect("stream open");
-        let Some(watch_update::Update::Snapshot(snapshot)) = update.update else {
-            panic!("expected a snapshot");
-        };
-        if snapshot.entries.len() < 5 {
-            continue;
-        }
-        let top = grpc
-            .get_top(GetTopRequest {
-                tier: 2,
-                offset: 0,
-                limit: 100,
-            })
-            .await
-            .expect("GetTop")
-            .into_inner();
-        if top.version == update.version {
-            assert_eq!(top.entries, snapshot.entries);
-            break;
-        }
-    }
+    // Follow the watch: a snapshot, then deltas, each against the version before it. Once the
+    // rebuilt top shows all five players, GetTop at that same version agrees with it.
+    let mut watch = Follower::default();
+    watch
+        .until(&mut updates, |top| top.len() == 5, &mut grpc)
+        .await;
+    // A change of one score travels as a delta.
+    let deltas = watch.deltas;
+    append(&writer, "ed", 1).await;
+    watch
+        .until(&mut updates, |top| top[0].score == 51, &mut grpc)
+        .await;
+    assert!(watch.deltas > deltas, "a one-player change came as a delta");
+    // Ties: fa and then ga reach 20, which bo reached first: bo, fa, ga in that order.
+    append(&writer, "fa", 20).await;
+    append(&writer, "ga", 20).await;
+    let top = watch
+        .until(&mut updates, |top| top.len() == 7, &mut grpc)
+        .await;
+    let twenties: Vec<&str> = top
+        .iter()
+        .filter(|e| e.score == 20)
+        .map(|e| e.player_id.as_str())
+        .collect();
+    assert_eq!(
+        twenties,
+        ["bo", "fa", "ga"],
+        "equal scores rank by who got there first"
+    );
     let player = grpc
         .get_player(GetPlayerRequest {
             tier: 2,

@@ -3,10 +3,21 @@
 use std::time::Duration;
 
 use leaderboard_proto::testkit::RedisServer;
-use leaderboard_proto::v1::{GetPlayerRequest, GetTopRequest, ListTiersRequest, WatchRequest};
+use leaderboard_proto::v1::hunt_event::Kind;
+use leaderboard_proto::v1::{
+    GetPlayerRequest, GetTopRequest, HuntEvent, ListTiersRequest, ScoreGained, WatchRequest,
+};
+use shard_writer::{ShardWriter, WriterConfig};
 use tonic::Code;
+use tonic_health::ServingStatus;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_reflection::pb::v1::ServerReflectionRequest;
+use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
-use crate::support::{client, router};
+use crate::support::{client, eventually, router};
 
 /// The status code of a refused call.
 fn code<T>(result: Result<T, tonic::Status>) -> Option<Code> {
@@ -68,5 +79,145 @@ async fn bad_requests_get_clear_status_codes() {
         code(grpc.watch(WatchRequest { tier: 0 }).await),
         Some(Code::NotFound)
     );
+    assert!(router.shutdown(Duration::from_secs(10)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_down_cached_reads_answer_marked_stale() {
+    let mut redis = RedisServer::start().expect("redis-server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let router = router(&redis).await;
+    let writer = ShardWriter::open(
+        WriterConfig::new(dir.path().join("s.sqlite"), 4).with_redis(redis.url()),
+    )
+    .await
+    .expect("writer");
+    for (player, points) in [("ada", 7), ("bo", 3)] {
+        writer
+            .append(HuntEvent {
+                tier: 1,
+                kind: Some(Kind::ScoreGained(ScoreGained {
+                    player_id: player.to_owned(),
+                    points,
+                })),
+                ..HuntEvent::default()
+            })
+            .await
+            .expect("append");
+    }
+    let grpc = client(&router).await;
+    let top = |tier, offset, limit| GetTopRequest {
+        tier,
+        offset,
+        limit,
+    };
+    eventually("both players on the board", || {
+        let mut grpc = grpc.clone();
+        async move {
+            let reply = grpc.get_top(top(1, 0, 10)).await.ok()?.into_inner();
+            (reply.entries.len() == 2 && !reply.stale).then_some(())
+        }
+    })
+    .await;
+
+    redis.stop();
+    let stale = eventually("the cached top marked stale", || {
+        let mut grpc = grpc.clone();
+        async move {
+            let reply = grpc.get_top(top(1, 0, 10)).await.ok()?.into_inner();
+            reply.stale.then_some(reply)
+        }
+    })
+    .await;
+    let players: Vec<(&str, i64)> = stale
+        .entries
+        .iter()
+        .map(|e| (e.player_id.as_str(), e.score))
+        .collect();
+    assert_eq!(players, [("ada", 7), ("bo", 3)]);
+    let mut grpc = grpc.clone();
+    let cached = grpc
+        .get_player(GetPlayerRequest {
+            tier: 1,
+            player_id: "bo".into(),
+            around: 1,
+        })
+        .await
+        .expect("a cached player still answers")
+        .into_inner();
+    assert!(cached.stale);
+    assert_eq!(cached.player.map(|e| (e.rank, e.score)), Some((2, 3)));
+    assert_eq!(
+        code(grpc.get_top(top(1, 100, 10)).await),
+        Some(Code::Unavailable),
+        "ranks past the cache need Redis"
+    );
+    assert_eq!(
+        code(
+            grpc.get_player(GetPlayerRequest {
+                tier: 1,
+                player_id: "nobody".into(),
+                around: 0,
+            })
+            .await
+        ),
+        Some(Code::Unavailable)
+    );
+
+    redis.start_again().expect("redis-server again");
+    eventually("fresh once Redis is back", || {
+        let mut grpc = grpc.clone();
+        async move {
+            let reply = grpc.get_top(top(1, 0, 10)).await.ok()?.into_inner();
+            (!reply.stale && reply.entries.len() == 2).then_some(())
+        }
+    })
+    .await;
+    writer.shutdown().await.expect("shutdown");
+    assert!(router.shutdown(Duration::from_secs(10)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checking_and_reflection_are_served() {
+    let redis = RedisServer::start().expect("redis-server");
+    let router = router(&redis).await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", router.grpc_addr()))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut health = HealthClient::new(channel.clone());
+    let status = health
+        .check(HealthCheckRequest {
+            service: "hunt.v1.Leaderboard".into(),
+        })
+        .await
+        .expect("Check")
+        .into_inner()
+        .status;
+    assert_eq!(status, ServingStatus::Serving as i32);
+
+    let mut reflection = ServerReflectionClient::new(channel);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut replies = reflection
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .expect("ServerReflectionInfo")
+        .into_inner();
+    let reply = replies
+        .message()
+        .await
+        .expect("a reply")
+        .expect("one message");
+    let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+        panic!("expected the list of services");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for wanted in ["hunt.v1.Leaderboard", "grpc.health.v1.Health"] {
+        assert!(names.iter().any(|n| n == wanted), "{wanted} in {names:?}");
+    }
     assert!(router.shutdown(Duration::from_secs(10)).await);
 }
