@@ -11,7 +11,7 @@
 
 -- Raised by hand whenever a function is added or changed, so an older process never replaces a
 -- newer library (see leaderboard_proto::functions::ensure_loaded).
-local LIBRARY_VERSION = 2
+local LIBRARY_VERSION = 3
 
 local function hash_get_number(key, field)
   local value = redis.call('HGET', key, field)
@@ -104,6 +104,26 @@ local function lease_acquire(keys, args)
   local token = int(fence_counter(redis.call('GET', fence)) + 1) .. ':' .. router
   redis.call('SET', fence, token)
   return {1, token}
+end
+
+-- hunt_lease_renew(KEYS[1] = tier lease, KEYS[2] = tier fence; ARGV = router id, ttl ms, token)
+-- Keeps the lease of a router that holds the fence token: fails with FENCED when the tier's fence
+-- has moved on (another router took the tier, or Redis lost it), so a router that was paused past
+-- its lease learns it from the fence, whether its next call is a renewal or an apply. A lease
+-- that expired while the fence stayed is simply taken again under the same token: nobody else
+-- applied in between. Returns the token.
+local function lease_renew(keys, args)
+  local lease, fence = keys[1], keys[2]
+  local router, ttl, token = args[1], args[2], args[3]
+  if redis.call('GET', fence) ~= token then
+    return redis.error_reply('FENCED the fence token is not the tier\'s current one')
+  end
+  local holder = redis.call('GET', lease)
+  if holder and holder ~= router then
+    return redis.error_reply('FENCED the lease is held by another router')
+  end
+  redis.call('SET', lease, router, 'PX', ttl)
+  return token
 end
 
 -- hunt_lease_release(KEYS[1] = tier lease; ARGV[1] = router id) -> 1 if released, 0 if not held.
@@ -205,5 +225,6 @@ redis.register_function{function_name = 'hunt_version', callback = version, flag
 redis.register_function('hunt_publish', publish)
 redis.register_function('hunt_next_epoch', next_epoch)
 redis.register_function('hunt_lease_acquire', lease_acquire)
+redis.register_function('hunt_lease_renew', lease_renew)
 redis.register_function('hunt_lease_release', lease_release)
 redis.register_function('hunt_apply', apply)

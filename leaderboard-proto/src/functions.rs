@@ -19,7 +19,7 @@ pub const LIBRARY_NAME: &str = "hunt";
 pub const LIBRARY: &str = include_str!("../lua/hunt.lua");
 
 /// The version the embedded source reports through `hunt_version`.
-pub const LIBRARY_VERSION: i64 = 2;
+pub const LIBRARY_VERSION: i64 = 3;
 
 /// Function names, one constant per function of the library.
 pub mod name {
@@ -32,6 +32,8 @@ pub mod name {
     pub const NEXT_EPOCH: &str = "hunt_next_epoch";
     /// `hunt_lease_acquire(lease, fence; router, ttl_ms) -> {1, token} | {0, holder}`.
     pub const LEASE_ACQUIRE: &str = "hunt_lease_acquire";
+    /// `hunt_lease_renew(lease, fence; router, ttl_ms, token) -> token`, or a `FENCED` error.
+    pub const LEASE_RENEW: &str = "hunt_lease_renew";
     /// `hunt_lease_release(lease; router) -> 1 | 0`.
     pub const LEASE_RELEASE: &str = "hunt_lease_release";
     /// `hunt_apply(fence, applied, replay, scores, members, cursor;

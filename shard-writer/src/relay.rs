@@ -2,8 +2,11 @@
 //! acknowledgements.
 //!
 //! Design constraints:
-//! - Per tier, events are published in `tier_seq` order, in batches of at most `relay_batch`,
-//!   one pipelined round trip for all tiers. Each batch is one `hunt_publish` call: the
+//! - A replay request (a gap the router found, e.g. entries trimmed before it read them) is
+//!   answered with one batch from the gap; the router asks again for the next one. Events
+//!   committed meanwhile keep flowing behind it.
+//! - Per tier, events are published in `tier_seq` order, in batches of at most `relay_batch`
+//!   (and at most half the stream cap), one pipelined round trip for all tiers. Each batch is one `hunt_publish` call: the
 //!   `XADD … MAXLEN ~ cap` of every event and the raise of the shard's published mark happen
 //!   atomically, so after any failure the mark says exactly what landed.
 //! - Nothing is published before it is durable: the relay fsyncs SQLite's log before it reads
@@ -302,6 +305,14 @@ impl Relay {
             .map_err(|err| RelayError::Storage(err.to_string()))
     }
 
+    /// Events per publish call of one tier: `relay_batch`, and never more than half the stream
+    /// cap, so one call cannot trim its own entries before anyone reads them.
+    fn publish_batch(&self) -> u64 {
+        (self.config.relay_batch as u64)
+            .min(self.config.stream_cap / 2)
+            .max(1)
+    }
+
     /// Sets every tier to continue above what Redis has.
     fn resync(&mut self, published: &[u64]) {
         for tier in &mut self.tiers {
@@ -320,7 +331,7 @@ impl Relay {
                 continue;
             }
             let committed = self.progress.committed(tier.index);
-            let batch = self.config.relay_batch as u64;
+            let batch = self.publish_batch();
             if let Some((from, to)) = tier.resend {
                 let last = to.min(from + batch - 1).min(committed);
                 wanted.push((slot, rewards::TIERS[tier.index].id, from, last));
@@ -469,6 +480,7 @@ impl Relay {
         let now = Instant::now();
         let mut acknowledged = Vec::new();
         let mut depth = 0;
+        let publish_batch = self.publish_batch();
         for (tier, pair) in self.tiers.iter_mut().zip(marks.chunks(2)) {
             let applied = pair.first().copied().flatten().unwrap_or(0);
             let replay = pair.get(1).copied().flatten();
@@ -495,15 +507,20 @@ impl Relay {
                     tier.replay_acted = Some((from, now));
                     let from = from.max(1);
                     if from < tier.next {
-                        tier.resend = None;
-                        metrics::counter!(m::REDELIVERED).increment(tier.next - from);
+                        // One batch from the gap, while new events keep flowing behind it. A
+                        // longer hole is asked for again, batch by batch, as each one lands:
+                        // re-sending all of it at once could trim its own head off a short
+                        // stream before the router reads it.
+                        let to = (tier.next - 1).min(from + publish_batch - 1);
+                        metrics::counter!(m::REDELIVERED).increment(to - from + 1);
                         tracing::info!(
                             shard = self.shard_id,
                             tier = rewards::TIERS[tier.index].id,
                             from,
+                            to,
                             "replay requested by the router"
                         );
-                        tier.next = from;
+                        tier.resend = Some((from, to));
                     }
                 }
             } else {
@@ -518,7 +535,7 @@ impl Relay {
                 // One batch above the watermark unblocks a router that lost it; a router that
                 // lost more finds the gap and asks for a replay. Re-sending the whole backlog to
                 // a router that is simply down would only flood the stream.
-                let to = published_above.min(tier.applied + self.config.relay_batch as u64);
+                let to = published_above.min(tier.applied + publish_batch);
                 metrics::counter!(m::REDELIVERED).increment(to - tier.applied);
                 tracing::info!(
                     shard = self.shard_id,

@@ -2,8 +2,8 @@
 //! it exactly once through `hunt_apply`, then refreshes the tier's cached top.
 //!
 //! Design constraints:
-//! - Every apply carries the fence token; Redis rejects a stale one (`FENCED`), and the worker
-//!   then drops the tier at once and competes for it again.
+//! - Every apply and every lease renewal carries the fence token; Redis rejects a stale one
+//!   (`FENCED`), and the worker then drops the tier at once and competes for it again.
 //! - Batches stay near `apply_batch` entries (about 1 ms of Redis time per 100), so claims and
 //!   reads queued behind a batch never wait long.
 //! - An entry that cannot be decoded is skipped, logged and counted; one that decodes but
@@ -215,9 +215,25 @@ impl TierWorker {
                 continue;
             }
             if let Some(held) = &mut state.owned {
-                // Apply first, renew after: after a pause, the apply under the old token is what
-                // finds out (inside Redis) whether this router still owns the tier.
-                match self.step(&mut conn, &mut reader, held).await {
+                // Both the apply and the renewal carry the token and are checked against the
+                // fence inside Redis: after a pause, whichever comes first finds out.
+                let mut outcome = self.step(&mut conn, &mut reader, held).await;
+                if outcome.is_ok() && Instant::now() >= held.renew_at {
+                    let renew_at = Instant::now() + self.config.lease_ttl / 3;
+                    outcome = lease::renew(
+                        &mut conn,
+                        self.tier,
+                        &self.config.router_id,
+                        self.config.lease_ttl,
+                        &held.token,
+                    )
+                    .await;
+                    if outcome.is_ok() {
+                        tracing::trace!(tier = self.tier, "lease renewed");
+                        held.renew_at = renew_at;
+                    }
+                }
+                match outcome {
                     Ok(()) => {}
                     Err(err) if is_fenced(&err) => {
                         metrics::counter!(m::FENCED).increment(1);
@@ -232,9 +248,6 @@ impl TierWorker {
                         continue;
                     }
                     Err(err) => return Err(err),
-                }
-                if Instant::now() >= held.renew_at {
-                    self.take_lease(&mut conn, state).await?;
                 }
                 continue;
             }
@@ -271,7 +284,8 @@ impl TierWorker {
         Ok(())
     }
 
-    /// Takes or renews the lease, reading the stored cursor when the token is new.
+    /// Takes the lease (or finds this router already holds it), reading the stored cursor when
+    /// the token is new.
     async fn take_lease(
         &self,
         conn: &mut MultiplexedConnection,
@@ -402,6 +416,12 @@ impl TierWorker {
                 "gap in a shard's entries: replay requested"
             );
         }
+        tracing::trace!(
+            tier = self.tier,
+            entries = events.len(),
+            applied = outcome.applied,
+            "batch"
+        );
         held.cursor = cursor;
         if outcome.applied > 0 {
             self.refresh(conn).await?;

@@ -46,6 +46,29 @@ pub async fn acquire<C: ConnectionLike + Send>(
     })
 }
 
+/// Keeps `tier`'s lease for `router`, which holds `token`, for another `ttl`.
+///
+/// # Errors
+/// The Redis error; when the tier's fence has moved past `token`, the server error code
+/// `FENCED` (see [`crate::apply::is_fenced`]).
+pub async fn renew<C: ConnectionLike + Send>(
+    conn: &mut C,
+    tier: u32,
+    router: &str,
+    ttl: Duration,
+    token: &str,
+) -> redis::RedisResult<()> {
+    let mut cmd = functions::fcall_cmd(
+        name::LEASE_RENEW,
+        &[&keys::tier_lease(tier), &keys::tier_fence(tier)],
+    );
+    cmd.arg(router)
+        .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
+        .arg(token);
+    let _: String = functions::fcall(conn, &cmd).await?;
+    Ok(())
+}
+
 /// Gives `tier`'s lease up if `router` holds it. Returns whether it did.
 ///
 /// # Errors

@@ -153,6 +153,60 @@ fn a_stale_fence_token_applies_nothing() {
     assert_eq!(board(&mut conn, 2), vec![("ada".to_owned(), 5)]);
 }
 
+fn renew(
+    conn: &mut redis::Connection,
+    tier: u32,
+    router: &str,
+    token: &str,
+) -> redis::RedisResult<String> {
+    let mut cmd = functions::fcall_cmd(
+        name::LEASE_RENEW,
+        &[&keys::tier_lease(tier), &keys::tier_fence(tier)],
+    );
+    cmd.arg(router).arg(60_000).arg(token);
+    cmd.query(conn)
+}
+
+#[test]
+fn a_renewal_is_checked_against_the_fence() {
+    let (_server, mut conn) = setup();
+    let (_, token) = acquire(&mut conn, 4, "router-a", 60_000);
+    assert_eq!(
+        renew(&mut conn, 4, "router-a", &token).expect("renew"),
+        token
+    );
+    // The lease expired but nobody took the tier: the same token goes on.
+    let _: () = redis::cmd("DEL")
+        .arg(keys::tier_lease(4))
+        .query(&mut conn)
+        .expect("DEL");
+    assert_eq!(
+        renew(&mut conn, 4, "router-a", &token).expect("renew"),
+        token
+    );
+    assert_eq!(
+        acquire(&mut conn, 4, "router-b", 60_000),
+        (0, "router-a".to_owned()),
+        "the renewal took the lease again"
+    );
+    // Another router took the tier: the old holder's renewal is fenced off.
+    let _: () = redis::cmd("DEL")
+        .arg(keys::tier_lease(4))
+        .query(&mut conn)
+        .expect("DEL");
+    let (_, newer) = acquire(&mut conn, 4, "router-b", 60_000);
+    let err = renew(&mut conn, 4, "router-a", &token).expect_err("fenced");
+    assert_eq!(err.code(), Some("FENCED"), "{err}");
+    assert_eq!(
+        renew(&mut conn, 4, "router-b", &newer).expect("renew"),
+        newer
+    );
+    // Redis lost everything: no token renews.
+    let _: () = redis::cmd("FLUSHALL").query(&mut conn).expect("FLUSHALL");
+    let err = renew(&mut conn, 4, "router-b", &newer).expect_err("fenced");
+    assert_eq!(err.code(), Some("FENCED"), "{err}");
+}
+
 #[test]
 fn entries_apply_once_in_order_and_a_gap_asks_for_a_replay() {
     let (_server, mut conn) = setup();

@@ -7,4 +7,5 @@
 mod support;
 
 mod end_to_end;
+mod faults;
 mod requests;

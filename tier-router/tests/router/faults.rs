@@ -1,0 +1,179 @@
+//! Faults while a hunt runs: routers killed and paused (as separate processes), Redis flushed,
+//! restarted without its data, and streams trimmed past the router's cursor. Every one of them
+//! ends with every tier's board equal to the appended totals, each event applied exactly once.
+
+use std::time::Duration;
+
+use leaderboard_proto::testkit::RedisServer;
+
+use crate::support::{Hunt, RouterProcess, assert_exactly_once, eventually, router};
+
+/// Entries applied so far over every tier (the sum of the applied marks).
+async fn applied(redis: &RedisServer) -> u64 {
+    let mut conn = redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let mut sum = 0;
+    for tier in leaderboard_proto::rewards::tier_ids() {
+        let marks: Vec<u64> = redis::cmd("HVALS")
+            .arg(leaderboard_proto::keys::tier_applied(tier))
+            .query_async(&mut conn)
+            .await
+            .expect("HVALS");
+        sum += marks.iter().sum::<u64>();
+    }
+    sum
+}
+
+/// Waits until `more` entries beyond what is applied now have been applied.
+async fn apply_more(redis: &RedisServer, more: u64) {
+    let target = applied(redis).await + more;
+    eventually("more entries applied", || async {
+        (applied(redis).await >= target).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_killed_mid_batch_and_restarted_applies_everything_once() {
+    let redis = RedisServer::start().expect("redis-server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hunt = Hunt::start(&redis, dir.path(), 3, |c| c).await;
+    let mut router = RouterProcess::start(&redis, dir.path(), "first");
+    // Kill it three times while batches are being applied, restarting it each time.
+    for round in 0..3 {
+        apply_more(&redis, 300).await;
+        router.kill();
+        hunt.append_more(200).await;
+        router = RouterProcess::start(&redis, dir.path(), &format!("restart-{round}"));
+    }
+    apply_more(&redis, 300).await;
+    let (writers, totals) = hunt.stop().await;
+    assert_exactly_once(&redis, &writers, &totals).await;
+    for writer in writers {
+        writer.shutdown().await.expect("shutdown");
+    }
+    let status = router.terminate();
+    assert!(
+        status.success(),
+        "SIGTERM drains and exits cleanly: {status}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_paused_past_its_lease_is_fenced_off_when_it_resumes() {
+    let redis = RedisServer::start().expect("redis-server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hunt = Hunt::start(&redis, dir.path(), 3, |c| c).await;
+    let paused = RouterProcess::start(&redis, dir.path(), "paused");
+    let other = RouterProcess::start(&redis, dir.path(), "other");
+    // Both serve: the tiers are split between them.
+    eventually("the tiers split between the two routers", || async {
+        let log = other.log();
+        (log.contains("tier owned") && paused.log().contains("tier owned")).then_some(())
+    })
+    .await;
+    apply_more(&redis, 300).await;
+
+    paused.pause();
+    // Past its 1 s lease: the other router takes every tier and goes on applying.
+    let before = applied(&redis).await;
+    eventually(
+        "the other router applies the paused one's tiers",
+        || async {
+            (other.log().matches("tier owned").count() == leaderboard_proto::rewards::TIERS.len())
+                .then_some(())
+        },
+    )
+    .await;
+    apply_more(&redis, 500).await;
+    assert!(applied(&redis).await > before);
+
+    paused.resume();
+    let deadline = tokio::time::Instant::now() + crate::support::DEADLINE;
+    while !paused.log().contains("fence rejected") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the resumed router never reported its fence rejected:\n{}",
+            paused.log()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Its clients see it through gRPC as before.
+    let mut grpc = leaderboard_proto::v1::leaderboard_client::LeaderboardClient::connect(format!(
+        "http://{}",
+        paused.grpc_addr
+    ))
+    .await
+    .expect("gRPC connect");
+    grpc.list_tiers(leaderboard_proto::v1::ListTiersRequest {})
+        .await
+        .expect("ListTiers");
+    apply_more(&redis, 300).await;
+    let (writers, totals) = hunt.stop().await;
+    assert_exactly_once(&redis, &writers, &totals).await;
+    for writer in writers {
+        writer.shutdown().await.expect("shutdown");
+    }
+    assert!(paused.terminate().success());
+    assert!(other.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boards_are_rebuilt_from_the_shard_logs_after_flushall_and_an_empty_restart() {
+    let mut redis = RedisServer::start().expect("redis-server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let router = router(&redis).await;
+    let hunt = Hunt::start(&redis, dir.path(), 3, |c| c).await;
+    apply_more(&redis, 500).await;
+
+    redis.flushall().expect("FLUSHALL");
+    hunt.append_more(300).await;
+    apply_more(&redis, 300).await;
+
+    redis.restart(false).expect("restart without data");
+    hunt.append_more(300).await;
+    apply_more(&redis, 300).await;
+
+    let (writers, totals) = hunt.stop().await;
+    assert_exactly_once(&redis, &writers, &totals).await;
+    for writer in writers {
+        writer.shutdown().await.expect("shutdown");
+    }
+    assert!(router.shutdown(Duration::from_secs(10)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_trimmed_past_the_cursor_is_replayed_exactly() {
+    let redis = RedisServer::start().expect("redis-server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A tiny cap: by the time the router starts, most entries are gone from the streams.
+    let hunt = Hunt::start(&redis, dir.path(), 2, |mut c| {
+        c.stream_cap = 100;
+        c
+    })
+    .await;
+    hunt.append_more(5_000).await;
+    let mut conn = redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let length: u64 = redis::cmd("XLEN")
+        .arg(leaderboard_proto::keys::tier_stream(1))
+        .query_async(&mut conn)
+        .await
+        .expect("XLEN");
+    assert!(length < 500, "the stream was trimmed (length {length})");
+
+    let router = router(&redis).await;
+    apply_more(&redis, 300).await;
+    let (writers, totals) = hunt.stop().await;
+    assert_exactly_once(&redis, &writers, &totals).await;
+    for writer in writers {
+        writer.shutdown().await.expect("shutdown");
+    }
+    assert!(router.shutdown(Duration::from_secs(10)).await);
+}
