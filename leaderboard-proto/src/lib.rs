@@ -9,7 +9,8 @@
 //! - [`keys`]: the Redis key schema, the only place that formats a Redis key.
 //! - [`stream`]: reading tier streams, entries decoded into events.
 //! - [`validate`]: the rules every event passes before it is committed anywhere.
-//! - `testkit` (feature `testkit`): a private `redis-server` for tests and demos.
+//! - `testkit` (feature `testkit`): a private `redis-server` for tests and demos; `recorded`:
+//!   what a test binary's code recorded through the `metrics` facade.
 
 #![forbid(unsafe_code)]
 
@@ -33,6 +34,8 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 
 pub mod functions;
 pub mod keys;
+#[cfg(feature = "testkit")]
+pub mod recorded;
 pub mod rewards;
 pub mod stream;
 #[cfg(feature = "testkit")]

@@ -60,6 +60,26 @@ async fn a_router_killed_mid_batch_and_restarted_applies_everything_once() {
         status.success(),
         "SIGTERM drains and exits cleanly: {status}"
     );
+    // It released its leases and left the live routers on the way out.
+    let mut conn = redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    for tier in leaderboard_proto::rewards::tier_ids() {
+        let holder: Option<String> = redis::cmd("GET")
+            .arg(leaderboard_proto::keys::tier_lease(tier))
+            .query_async(&mut conn)
+            .await
+            .expect("GET");
+        assert_eq!(holder, None, "tier {tier}'s lease was released");
+    }
+    let live: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(leaderboard_proto::keys::routers())
+        .query_async(&mut conn)
+        .await
+        .expect("SMEMBERS");
+    assert!(!live.contains(&"restart-2".to_owned()), "{live:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

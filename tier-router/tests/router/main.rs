@@ -8,4 +8,5 @@ mod support;
 
 mod end_to_end;
 mod faults;
+mod observability;
 mod requests;
