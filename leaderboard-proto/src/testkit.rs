@@ -479,3 +479,44 @@ fn log_tail(dir: &Path) -> String {
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(LINES)..].join("\n")
 }
+
+/// How long [`eventually`] waits for a condition to become true.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Polls `check` every 10 ms until it returns `Some`, and panics naming `what` after
+/// [`DEADLINE`]: how a test waits for an outcome instead of sleeping.
+///
+/// # Panics
+/// When `check` has not returned `Some` within [`DEADLINE`].
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A `ScoreGained` event of `player` in `tier`, as a shard would append it.
+#[must_use]
+pub fn score(tier: u32, player: &str, points: i64) -> crate::v1::HuntEvent {
+    crate::v1::HuntEvent {
+        tier,
+        kind: Some(crate::v1::hunt_event::Kind::ScoreGained(
+            crate::v1::ScoreGained {
+                player_id: player.to_owned(),
+                points,
+            },
+        )),
+        ..crate::v1::HuntEvent::default()
+    }
+}

@@ -1,19 +1,16 @@
 //! Shared helpers: a fast writer configuration, stream readers, polling with a deadline.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::path::Path;
 use std::time::Duration;
 
 use leaderboard_proto::keys;
 use leaderboard_proto::testkit::RedisServer;
-use leaderboard_proto::v1::hunt_event::Kind;
-use leaderboard_proto::v1::{HuntEvent, ScoreGained};
+use leaderboard_proto::v1::HuntEvent;
 use redis::AsyncCommands;
 use shard_writer::{OpenError, ShardWriter, WriterConfig};
 
-/// How long any condition in these tests may take to become true.
-pub(crate) const DEADLINE: Duration = Duration::from_secs(30);
+pub(crate) use leaderboard_proto::testkit::{DEADLINE, eventually, score};
 
 /// A writer configuration with short timers, relaying to `redis`.
 pub(crate) fn config(dir: &Path, shard_id: u32, redis: &RedisServer) -> WriterConfig {
@@ -40,37 +37,6 @@ pub(crate) async fn open(config: &WriterConfig) -> ShardWriter {
             }
             Err(err) => panic!("open failed: {err}"),
         }
-    }
-}
-
-/// A `ScoreGained` event.
-pub(crate) fn score(tier: u32, player: &str, points: i64) -> HuntEvent {
-    HuntEvent {
-        tier,
-        kind: Some(Kind::ScoreGained(ScoreGained {
-            player_id: player.to_owned(),
-            points,
-        })),
-        ..HuntEvent::default()
-    }
-}
-
-/// Polls `check` until it returns `Some`, failing the test after [`DEADLINE`].
-pub(crate) async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

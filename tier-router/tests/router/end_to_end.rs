@@ -5,11 +5,9 @@ use std::time::Duration;
 
 use leaderboard_proto::rewards;
 use leaderboard_proto::testkit::RedisServer;
-use leaderboard_proto::v1::hunt_event::Kind;
 use leaderboard_proto::v1::leaderboard_client::LeaderboardClient;
 use leaderboard_proto::v1::{
-    Entry, GetPlayerRequest, GetTopRequest, HuntEvent, ScoreGained, WatchRequest, WatchUpdate,
-    watch_update,
+    Entry, GetPlayerRequest, GetTopRequest, WatchRequest, WatchUpdate, watch_update,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestRunner};
@@ -17,7 +15,7 @@ use shard_writer::{ShardWriter, WriterConfig};
 use tier_router::cache::Diff;
 use tonic::transport::Channel;
 
-use crate::support::{client, eventually, router};
+use crate::support::{client, eventually, router, score};
 
 /// Per tier: player → total.
 type Totals = BTreeMap<u32, BTreeMap<String, i64>>;
@@ -70,14 +68,7 @@ async fn run(events: Vec<(u8, usize, u8, i64)>) {
         let tier = rewards::TIERS[tier % rewards::TIERS.len()].id;
         let player = format!("p{player}");
         writers[usize::from(shard) % writers.len()]
-            .append(HuntEvent {
-                tier,
-                kind: Some(Kind::ScoreGained(ScoreGained {
-                    player_id: player.clone(),
-                    points,
-                })),
-                ..HuntEvent::default()
-            })
+            .append(score(tier, &player, points))
             .await
             .expect("append");
         *totals.entry(tier).or_default().entry(player).or_default() += points;
@@ -130,14 +121,7 @@ fn get_top_equals_totals_computed_from_the_appended_events() {
 
 async fn append(writer: &ShardWriter, player: &str, points: i64) {
     writer
-        .append(HuntEvent {
-            tier: 2,
-            kind: Some(Kind::ScoreGained(ScoreGained {
-                player_id: player.to_owned(),
-                points,
-            })),
-            ..HuntEvent::default()
-        })
+        .append(score(2, player, points))
         .await
         .expect("append");
 }

@@ -6,24 +6,18 @@ use std::time::Duration;
 use leaderboard_proto::keys;
 use leaderboard_proto::recorded;
 use leaderboard_proto::testkit::RedisServer;
-use leaderboard_proto::v1::hunt_event::Kind;
-use leaderboard_proto::v1::{HuntEvent, ScoreGained};
+use leaderboard_proto::v1::HuntEvent;
 use prost::Message;
 use tier_router::metrics as m;
 
-use crate::support::{eventually, router};
+use crate::support::{eventually, router, score};
 
 /// Adds an entry of shard 7 to tier 1's stream, as a relay would.
 async fn add(conn: &mut redis::aio::MultiplexedConnection, tier_seq: u64) {
     let event = HuntEvent {
         shard_id: 7,
-        tier: 1,
         tier_seq,
-        kind: Some(Kind::ScoreGained(ScoreGained {
-            player_id: "ada".into(),
-            points: 1,
-        })),
-        ..HuntEvent::default()
+        ..score(1, "ada", 1)
     };
     let _: String = redis::cmd("XADD")
         .arg(keys::tier_stream(1))

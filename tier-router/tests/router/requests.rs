@@ -3,10 +3,7 @@
 use std::time::Duration;
 
 use leaderboard_proto::testkit::RedisServer;
-use leaderboard_proto::v1::hunt_event::Kind;
-use leaderboard_proto::v1::{
-    GetPlayerRequest, GetTopRequest, HuntEvent, ListTiersRequest, ScoreGained, WatchRequest,
-};
+use leaderboard_proto::v1::{GetPlayerRequest, GetTopRequest, ListTiersRequest, WatchRequest};
 use shard_writer::{ShardWriter, WriterConfig};
 use tonic::Code;
 use tonic_health::ServingStatus;
@@ -17,7 +14,7 @@ use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
-use crate::support::{client, eventually, router};
+use crate::support::{client, eventually, router, score};
 
 /// The status code of a refused call.
 fn code<T>(result: Result<T, tonic::Status>) -> Option<Code> {
@@ -94,14 +91,7 @@ async fn with_redis_down_cached_reads_answer_marked_stale() {
     .expect("writer");
     for (player, points) in [("ada", 7), ("bo", 3)] {
         writer
-            .append(HuntEvent {
-                tier: 1,
-                kind: Some(Kind::ScoreGained(ScoreGained {
-                    player_id: player.to_owned(),
-                    points,
-                })),
-                ..HuntEvent::default()
-            })
+            .append(score(1, player, points))
             .await
             .expect("append");
     }

@@ -1,6 +1,5 @@
 //! Shared helpers: a router with short timers, a gRPC client, polling with a deadline.
 
-use std::future::Future;
 use std::time::Duration;
 
 use leaderboard_proto::testkit::RedisServer;
@@ -8,8 +7,7 @@ use leaderboard_proto::v1::leaderboard_client::LeaderboardClient;
 use tier_router::{App, AppHandle, RouterConfig};
 use tonic::transport::Channel;
 
-/// How long any condition in these tests may take to become true.
-pub(crate) const DEADLINE: Duration = Duration::from_secs(30);
+pub(crate) use leaderboard_proto::testkit::{DEADLINE, eventually, score};
 
 /// Starts a router on a free port with short timers.
 pub(crate) async fn router(redis: &RedisServer) -> AppHandle {
@@ -26,25 +24,6 @@ pub(crate) async fn client(router: &AppHandle) -> LeaderboardClient<Channel> {
     LeaderboardClient::connect(format!("http://{}", router.grpc_addr()))
         .await
         .expect("gRPC connect")
-}
-
-/// Polls `check` until it returns `Some`, failing the test after [`DEADLINE`].
-pub(crate) async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// A `tier-router` process, killed on drop; its log goes to a file the test can read.
@@ -191,17 +170,10 @@ impl Hunt {
                     .id;
                     let player = format!("p{}", rng.random_range(0..40));
                     let points = rng.random_range(1..100);
-                    let event = leaderboard_proto::v1::HuntEvent {
-                        tier,
-                        kind: Some(leaderboard_proto::v1::hunt_event::Kind::ScoreGained(
-                            leaderboard_proto::v1::ScoreGained {
-                                player_id: player.clone(),
-                                points,
-                            },
-                        )),
-                        ..Default::default()
-                    };
-                    writer.append(event).await.expect("append");
+                    writer
+                        .append(score(tier, &player, points))
+                        .await
+                        .expect("append");
                     *totals
                         .lock()
                         .expect("totals")
