@@ -11,7 +11,7 @@
 
 -- Raised by hand whenever a function is added or changed, so an older process never replaces a
 -- newer library (see leaderboard_proto::functions::ensure_loaded).
-local LIBRARY_VERSION = 3
+local LIBRARY_VERSION = 4
 
 local function hash_get_number(key, field)
   local value = redis.call('HGET', key, field)
@@ -136,27 +136,33 @@ local function lease_release(keys, args)
 end
 
 -- hunt_apply(KEYS = tier fence, applied, replay, scores, members, cursor;
---            ARGV = fence token, stream cursor, then per entry: shard, tier_seq, player, points)
+--            ARGV = fence token, stream cursor, top size, then per entry: shard, tier_seq, player,
+--            points)
 -- Applies a batch of stream entries exactly once. The token must be the tier's current fence,
 -- or nothing happens and the call fails with FENCED. Per shard, an entry at or below the applied
 -- watermark is a duplicate and skipped; the next one (watermark + 1) is applied; anything past
 -- a hole records a replay request (the first missing tier_seq) and the shard's later entries in
--- the batch are skipped. Points are summed per player first; a player whose score changes gets
--- a new member "<order><player>" where <order> is a fixed-width, decreasing counter, so that among
--- equal scores the one reached first sorts first in ZREVRANGE and ZREVRANK. An entry with an
--- empty player carries no points (a wave reset). A total that would leave +-(2^53 - 1) is not
--- applied (the entry still counts as applied) and is reported.
--- Returns {applied, duplicates, gaps, rejected}.
+-- the batch are skipped. An entry with an empty player carries no points (a wave reset).
+-- Points are summed per player first. A player is on the board from their first applied entry
+-- (at 0 too); a player whose score changes gets a new member "<order><player>", where <order> is
+-- a fixed-width, decreasing counter handed out in the order the players reached their new totals
+-- (the position of their last entry in the batch), so that among equal scores the one reached
+-- first sorts first in ZREVRANGE and ZREVRANK. A total that would leave +-(2^53 - 1) is not
+-- applied (the entry still counts as applied) and is reported. The board is written with a
+-- handful of variadic calls per batch, whatever its size.
+-- Returns {applied, duplicates, gaps, rejected, top}, where top is 1 when the batch may have
+-- changed the first <top size> ranks (so the router refreshes its copy only then).
 local function apply(keys, args)
   local fence, applied_key, replay_key, scores, members, cursor =
     keys[1], keys[2], keys[3], keys[4], keys[5], keys[6]
   if redis.call('GET', fence) ~= args[1] then
     return redis.error_reply('FENCED the fence token is not the tier\'s current one')
   end
+  local top_size = tonumber(args[3])
   local watermark, blocked = {}, {}
-  local delta, players = {}, {}
+  local delta, last_seen, players = {}, {}, {}
   local applied, duplicates, gaps, rejected = 0, 0, 0, 0
-  for i = 3, #args, 4 do
+  for i = 4, #args, 4 do
     local shard, tier_seq = args[i], tonumber(args[i + 1])
     local player, points = args[i + 2], tonumber(args[i + 3])
     if not blocked[shard] then
@@ -176,6 +182,7 @@ local function apply(keys, args)
             players[#players + 1] = player
           end
           delta[player] = delta[player] + points
+          last_seen[player] = i
         end
       else
         blocked[shard] = true
@@ -191,34 +198,74 @@ local function apply(keys, args)
       redis.call('HDEL', replay_key, shard)
     end
   end
-  for _, player in ipairs(players) do
-    local change = delta[player]
-    local member = redis.call('HGET', members, player)
-    -- A player is on the board from their first applied entry, even at 0 points; a change of 0
-    -- keeps an existing member (and so its place among equal scores).
-    if change ~= 0 or not member then
-      local score = 0
+
+  local top = 0
+  if #players > 0 then
+    -- In the order the players reached their new totals.
+    table.sort(players, function(a, b) return last_seen[a] < last_seen[b] end)
+    -- The score a player must reach (or leave) to touch the top; none while the board is short.
+    local threshold = nil
+    if redis.call('ZCARD', scores) >= top_size then
+      local last = redis.call('ZREVRANGE', scores, top_size - 1, top_size - 1, 'WITHSCORES')
+      threshold = tonumber(last[2])
+    end
+    local old_members = redis.call('HMGET', members, unpack(players))
+    local present = {}
+    for _, member in ipairs(old_members) do
       if member then
-        score = tonumber(redis.call('ZSCORE', scores, member)) or 0
+        present[#present + 1] = member
       end
-      local total = score + change
-      if total > MAX_POINTS or total < -MAX_POINTS then
-        rejected = rejected + 1
-      else
-        -- The order counter lives in the members hash under the empty field: no player id is
-        -- empty, so it cannot collide with a player.
-        local order = redis.call('HINCRBY', members, '', 1)
-        local fresh = string.format('%016d', MAX_POINTS - order) .. player
-        if member then
-          redis.call('ZREM', scores, member)
+    end
+    local old_score = {}
+    if #present > 0 then
+      local found = redis.call('ZMSCORE', scores, unpack(present))
+      for k, member in ipairs(present) do
+        old_score[member] = tonumber(found[k]) or 0
+      end
+    end
+    local updates = {}
+    for k, player in ipairs(players) do
+      local member = old_members[k]
+      local change = delta[player]
+      -- A change of 0 keeps an existing member, and so its place among equal scores.
+      if change ~= 0 or not member then
+        local score = member and old_score[member] or 0
+        local total = score + change
+        if total > MAX_POINTS or total < -MAX_POINTS then
+          rejected = rejected + 1
+        else
+          updates[#updates + 1] = {player, member, total}
+          if threshold == nil or total >= threshold or (member and score >= threshold) then
+            top = 1
+          end
         end
-        redis.call('ZADD', scores, int(total), fresh)
-        redis.call('HSET', members, player, fresh)
       end
+    end
+    if #updates > 0 then
+      -- The order counter lives in the members hash under the empty field: no player id is
+      -- empty, so it cannot collide with a player.
+      local first = redis.call('HINCRBY', members, '', #updates) - #updates
+      local removed, added, renamed = {}, {}, {}
+      for k, update in ipairs(updates) do
+        local player, member, total = update[1], update[2], update[3]
+        local fresh = string.format('%016d', MAX_POINTS - (first + k)) .. player
+        if member then
+          removed[#removed + 1] = member
+        end
+        added[#added + 1] = int(total)
+        added[#added + 1] = fresh
+        renamed[#renamed + 1] = player
+        renamed[#renamed + 1] = fresh
+      end
+      if #removed > 0 then
+        redis.call('ZREM', scores, unpack(removed))
+      end
+      redis.call('ZADD', scores, unpack(added))
+      redis.call('HSET', members, unpack(renamed))
     end
   end
   redis.call('SET', cursor, args[2])
-  return {applied, duplicates, gaps, rejected}
+  return {applied, duplicates, gaps, rejected, top}
 end
 
 redis.register_function{function_name = 'hunt_version', callback = version, flags = {'no-writes'}}

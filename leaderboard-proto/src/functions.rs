@@ -19,7 +19,7 @@ pub const LIBRARY_NAME: &str = "hunt";
 pub const LIBRARY: &str = include_str!("../lua/hunt.lua");
 
 /// The version the embedded source reports through `hunt_version`.
-pub const LIBRARY_VERSION: i64 = 3;
+pub const LIBRARY_VERSION: i64 = 4;
 
 /// Function names, one constant per function of the library.
 pub mod name {
@@ -37,8 +37,8 @@ pub mod name {
     /// `hunt_lease_release(lease; router) -> 1 | 0`.
     pub const LEASE_RELEASE: &str = "hunt_lease_release";
     /// `hunt_apply(fence, applied, replay, scores, members, cursor;
-    /// token, cursor, (shard, tier_seq, player, points)...) -> {applied, duplicates, gaps,
-    /// rejected}`, or a `FENCED` error.
+    /// token, cursor, top_size, (shard, tier_seq, player, points)...) -> {applied, duplicates,
+    /// gaps, rejected, top_changed}`, or a `FENCED` error.
     pub const APPLY: &str = "hunt_apply";
 }
 

@@ -1,5 +1,6 @@
 //! The tier worker: holds a tier's lease, reads its stream from the stored cursor and applies
-//! it exactly once through `hunt_apply`, then refreshes the tier's cached top.
+//! it exactly once through `hunt_apply`, then refreshes the tier's cached top when the batch may
+//! have changed it.
 //!
 //! Design constraints:
 //! - Every apply and every lease renewal carries the fence token; Redis rejects a stale one
@@ -41,6 +42,8 @@ pub struct Applied {
     pub gaps: u64,
     /// Player totals refused because they would leave the exact range.
     pub rejected: u64,
+    /// Whether the batch may have changed the tier's top ([`CACHED_TOP`] ranks).
+    pub top_changed: bool,
 }
 
 /// The (player, points) an event moves; `("", 0)` for one that scores nothing.
@@ -62,7 +65,8 @@ pub fn score_change(event: &HuntEvent, tier: u32) -> (&str, i64) {
     (player, points)
 }
 
-/// Applies `events` (all of `tier`) under `token` and stores `cursor`.
+/// Applies `events` (all of `tier`) under `token` and stores `cursor`; tells whether the top
+/// [`CACHED_TOP`] ranks may have changed.
 ///
 /// # Errors
 /// The Redis error; a stale token fails with the server error code `FENCED`.
@@ -84,7 +88,7 @@ pub async fn apply_batch(
             &keys::tier_cursor(tier),
         ],
     );
-    cmd.arg(token).arg(cursor);
+    cmd.arg(token).arg(cursor).arg(CACHED_TOP);
     for event in events {
         let (player, points) = score_change(event, tier);
         cmd.arg(keys::shard_field(event.shard_id))
@@ -92,13 +96,14 @@ pub async fn apply_batch(
             .arg(player)
             .arg(points);
     }
-    let (applied, duplicates, gaps, rejected): (u64, u64, u64, u64) =
+    let (applied, duplicates, gaps, rejected, top): (u64, u64, u64, u64, u64) =
         functions::fcall(conn, &cmd).await?;
     Ok(Applied {
         applied,
         duplicates,
         gaps,
         rejected,
+        top_changed: top == 1,
     })
 }
 
@@ -423,7 +428,7 @@ impl TierWorker {
             "batch"
         );
         held.cursor = cursor;
-        if outcome.applied > 0 {
+        if outcome.top_changed {
             self.refresh(conn).await?;
         }
         Ok(())

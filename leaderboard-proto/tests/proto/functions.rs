@@ -42,6 +42,19 @@ fn apply(
     cursor: &str,
     entries: &[Entry<'_>],
 ) -> redis::RedisResult<(u64, u64, u64, u64)> {
+    apply_with_top(conn, tier, token, cursor, 100, entries)
+        .map(|(applied, duplicates, gaps, rejected, _)| (applied, duplicates, gaps, rejected))
+}
+
+/// `hunt_apply` with the top size given: (applied, duplicates, gaps, rejected, top changed).
+fn apply_with_top(
+    conn: &mut redis::Connection,
+    tier: u32,
+    token: &str,
+    cursor: &str,
+    top_size: u64,
+    entries: &[Entry<'_>],
+) -> redis::RedisResult<(u64, u64, u64, u64, u64)> {
     let mut cmd = functions::fcall_cmd(
         name::APPLY,
         &[
@@ -53,7 +66,7 @@ fn apply(
             &keys::tier_cursor(tier),
         ],
     );
-    cmd.arg(token).arg(cursor);
+    cmd.arg(token).arg(cursor).arg(top_size);
     for (shard, tier_seq, player, points) in entries {
         cmd.arg(keys::shard_field(*shard))
             .arg(*tier_seq)
@@ -304,6 +317,41 @@ fn equal_scores_rank_by_who_reached_them_first() {
         board(&mut conn, 4)[..2],
         [("amy".to_owned(), 10), ("zed".to_owned(), 10)]
     );
+    // Within one batch too: "bo" reaches 20 with its second entry, after "cy" reached 20.
+    apply(
+        &mut conn,
+        4,
+        &token,
+        "6-0",
+        &[(1, 7, "bo", 15), (1, 8, "cy", 20), (1, 9, "bo", 5)],
+    )
+    .expect("apply");
+    assert_eq!(
+        board(&mut conn, 4)[..2],
+        [("cy".to_owned(), 20), ("bo".to_owned(), 20)]
+    );
+}
+
+#[test]
+fn a_batch_reports_whether_it_may_have_changed_the_top() {
+    let (_server, mut conn) = setup();
+    let (_, token) = acquire(&mut conn, 5, "router-a", 60_000);
+    let top = |conn: &mut redis::Connection, seq: u64, player: &str, points: i64| {
+        apply_with_top(conn, 5, &token, "1-0", 2, &[(1, seq, player, points)])
+            .expect("apply")
+            .4
+    };
+    // A board shorter than the top: every change is in it.
+    assert_eq!(top(&mut conn, 1, "ada", 50), 1);
+    assert_eq!(top(&mut conn, 2, "bo", 40), 1);
+    // "cy" below the second score: the top stays as it was.
+    assert_eq!(top(&mut conn, 3, "cy", 10), 0);
+    assert_eq!(top(&mut conn, 4, "cy", 5), 0);
+    // Reaching the second score (a tie) may enter the top; so does leaving it.
+    assert_eq!(top(&mut conn, 5, "cy", 25), 1);
+    assert_eq!(top(&mut conn, 6, "ada", -45), 1);
+    // A duplicate changes nothing.
+    assert_eq!(top(&mut conn, 6, "ada", -45), 0);
 }
 
 #[test]
