@@ -21,7 +21,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// A shard appends a steady hunt; watch the events arrive in the tier streams.
+    /// A live hunt: shards append, a tier router applies, the leaderboards move (gRPC).
     Demo(demo::Args),
     /// Durable appends per second and append latency of one shard, with the relay publishing,
     /// beside a naive baseline (one transaction and one XADD round trip per event).
