@@ -17,6 +17,7 @@
 //! | `hunt:chest:{<key>}` | string | winning award id, 24 h TTL |
 //! | `hunt:clue:{<id>}` | hash | `current_hunter`, `last_solve_ms`, `token`, `reset_at` |
 //! | `hunt:shard:{<id>}:epoch`, `:inbox` | string, stream | shard incarnation; compensations for it |
+//! | `hunt:{t<N>}:baseline` | zset | benchmarks only: the naive baseline's board |
 //! | `hunt:routers` | set | ids of routers that have sent a heartbeat |
 //! | `hunt:router:{<id>}` | string, TTL | present while router `<id>` is alive |
 
@@ -73,6 +74,13 @@ pub fn tier_lease(tier: u32) -> String {
 #[must_use]
 pub fn tier_fence(tier: u32) -> String {
     tier_key(tier, "fence")
+}
+
+/// `hunt:{t<N>}:baseline`: a plain sorted set player → score that only `loadtest`'s naive
+/// baseline writes (one `ZINCRBY` per event), kept apart from the real board.
+#[must_use]
+pub fn tier_baseline(tier: u32) -> String {
+    tier_key(tier, "baseline")
 }
 
 /// `hunt:routers`: the set of router ids that have sent a heartbeat (some may be dead since;

@@ -258,7 +258,7 @@ async fn open_loop(
     Ok((latency, pacer_lateness))
 }
 
-fn new_histogram() -> anyhow::Result<Histogram<u64>> {
+pub(crate) fn new_histogram() -> anyhow::Result<Histogram<u64>> {
     Ok(Histogram::new_with_bounds(1_000, 60_000_000_000, 3)?)
 }
 

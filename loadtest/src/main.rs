@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench_router;
 mod bench_writer;
 mod demo;
 mod redis_target;
@@ -26,6 +27,9 @@ enum Command {
     /// Durable appends per second and append latency of one shard, with the relay publishing,
     /// beside a naive baseline (one transaction and one XADD round trip per event).
     BenchWriter(bench_writer::Args),
+    /// Events/s one tier router applies, append-to-visible latency, and GetTop latency under
+    /// load, beside a naive baseline (one ZINCRBY round trip per event).
+    BenchRouter(bench_router::Args),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +52,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Demo(args) => demo::run(args).await,
             Command::BenchWriter(args) => bench_writer::run(args).await,
+            Command::BenchRouter(args) => bench_router::run(args).await,
         }
     });
     match result {
