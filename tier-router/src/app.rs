@@ -135,7 +135,9 @@ impl App {
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let shutdown = cancel.clone();
-        let incoming = tonic::transport::server::TcpIncoming::from(self.grpc);
+        // Nagle off: a reply is several small HTTP/2 frames, and must not wait for an ACK.
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(self.grpc).with_nodelay(Some(true));
         let reflection = self.reflection;
         tracker.spawn(async move {
             health
