@@ -14,8 +14,9 @@ use tonic::service::Routes;
 
 use crate::apply::{self, TierWorker};
 use crate::cache::Cache;
-use crate::config::{MAX_MESSAGE_BYTES, RouterConfig};
+use crate::config::{MAX_MESSAGE_BYTES, MAX_STREAMS_PER_CONNECTION, RouterConfig};
 use crate::grpc::LeaderboardService;
+use crate::listener;
 use crate::members;
 use crate::metrics as m;
 
@@ -135,9 +136,7 @@ impl App {
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let shutdown = cancel.clone();
-        // Nagle off: a reply is several small HTTP/2 frames, and must not wait for an ACK.
-        let incoming =
-            tonic::transport::server::TcpIncoming::from(self.grpc).with_nodelay(Some(true));
+        let incoming = listener::bounded(self.grpc, self.config.max_grpc_connections);
         let reflection = self.reflection;
         tracker.spawn(async move {
             health
@@ -153,6 +152,12 @@ impl App {
                 }
             };
             let served = tonic::transport::Server::builder()
+                // Bounds per connection: streams open at once (each Watch is one) and requests
+                // in service; dead peers are found by HTTP/2 pings.
+                .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+                .concurrency_limit_per_connection(MAX_STREAMS_PER_CONNECTION as usize)
+                .http2_keepalive_interval(Some(Duration::from_secs(30)))
+                .http2_keepalive_timeout(Some(Duration::from_secs(10)))
                 .add_routes(reflection)
                 .add_service(health_service)
                 .add_service(service)

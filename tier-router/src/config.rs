@@ -38,6 +38,8 @@ pub struct RouterConfig {
     pub backoff: Duration,
     /// The cap of the back-off.
     pub max_backoff: Duration,
+    /// The most gRPC connections open at once; past it, newcomers wait in the kernel's backlog.
+    pub max_grpc_connections: usize,
 }
 
 /// Entries kept in each tier's in-memory top.
@@ -48,6 +50,8 @@ pub const MAX_LIMIT: u32 = 1_000;
 pub const MAX_AROUND: u32 = 50;
 /// The largest gRPC message the router accepts or sends.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+/// The most gRPC streams (calls, `Watch` included) one connection may have open at once.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 256;
 
 impl RouterConfig {
     /// A configuration with every default, for Redis at `redis_url`.
@@ -65,6 +69,7 @@ impl RouterConfig {
             redis_connect_timeout: Duration::from_secs(2),
             backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
+            max_grpc_connections: 4_096,
         }
     }
 
@@ -112,6 +117,12 @@ impl RouterConfig {
             if value.is_zero() {
                 return Err(invalid(field, "must be longer than zero"));
             }
+        }
+        if !(1..=1_000_000).contains(&self.max_grpc_connections) {
+            return Err(invalid(
+                "max_grpc_connections",
+                "must be between 1 and 1000000",
+            ));
         }
         if self.max_backoff < self.backoff {
             return Err(invalid("max_backoff", "must not be shorter than backoff"));

@@ -8,6 +8,7 @@ pub mod cache;
 pub mod config;
 pub mod grpc;
 pub mod lease;
+mod listener;
 pub mod members;
 pub mod metrics;
 

@@ -42,6 +42,9 @@ struct Args {
     /// How long shutdown may take, in milliseconds.
     #[arg(long, env = "HUNT_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     shutdown_grace_ms: u64,
+    /// The most gRPC connections open at once.
+    #[arg(long, env = "HUNT_MAX_GRPC_CONNECTIONS", default_value_t = 4_096)]
+    max_grpc_connections: usize,
     /// How logs are written to stderr (the level comes from `RUST_LOG`, `info` by default).
     #[arg(long, env = "HUNT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -86,6 +89,7 @@ fn main() -> ExitCode {
     config.read_block = Duration::from_millis(args.read_block_ms);
     config.follower_refresh = Duration::from_millis(args.follower_refresh_ms);
     config.redis_response_timeout = Duration::from_millis(args.redis_timeout_ms);
+    config.max_grpc_connections = args.max_grpc_connections;
     if let Some(router_id) = args.router_id {
         config.router_id = router_id;
     }

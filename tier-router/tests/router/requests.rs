@@ -211,3 +211,46 @@ async fn health_checking_and_reflection_are_served() {
     }
     assert!(router.shutdown(Duration::from_secs(10)).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_cap_wait_until_one_closes() {
+    let redis = RedisServer::start().expect("redis-server");
+    let mut config = tier_router::RouterConfig::new(redis.url());
+    config.grpc_addr = "127.0.0.1:0".parse().expect("addr");
+    config.max_grpc_connections = 2;
+    let router = tier_router::App::build(config)
+        .await
+        .expect("router builds")
+        .spawn();
+    let connect = || async {
+        let channel =
+            tonic::transport::Channel::from_shared(format!("http://{}", router.grpc_addr()))
+                .expect("uri")
+                .timeout(Duration::from_millis(300))
+                .connect_lazy();
+        leaderboard_proto::v1::leaderboard_client::LeaderboardClient::new(channel)
+    };
+    let mut first = connect().await;
+    let mut second = connect().await;
+    first.list_tiers(ListTiersRequest {}).await.expect("first");
+    second
+        .list_tiers(ListTiersRequest {})
+        .await
+        .expect("second");
+    let mut third = connect().await;
+    assert!(
+        third.list_tiers(ListTiersRequest {}).await.is_err(),
+        "a third connection is not served while two are open"
+    );
+    drop(first);
+    eventually("the third connection served once the first closed", || {
+        let mut third = third.clone();
+        async move { third.list_tiers(ListTiersRequest {}).await.ok() }
+    })
+    .await;
+    second
+        .list_tiers(ListTiersRequest {})
+        .await
+        .expect("second still");
+    assert!(router.shutdown(Duration::from_secs(10)).await);
+}
