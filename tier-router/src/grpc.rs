@@ -329,3 +329,85 @@ async fn player_from_redis(
     }
     Ok(player.map(|player| (player, neighbours)))
 }
+
+#[cfg(test)]
+#[allow(clippy::expect_used, clippy::panic)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn top(version: u64, leader_score: i64) -> Snapshot {
+        Snapshot {
+            version,
+            entries: Arc::new(vec![
+                Entry {
+                    rank: 1,
+                    player_id: "ada".into(),
+                    score: leader_score,
+                },
+                Entry {
+                    rank: 2,
+                    player_id: "bo".into(),
+                    score: 1,
+                },
+            ]),
+            stale: false,
+        }
+    }
+
+    async fn next(
+        updates: &mut tokio::sync::mpsc::Receiver<Result<WatchUpdate, Status>>,
+    ) -> WatchUpdate {
+        tokio::time::timeout(Duration::from_secs(10), updates.recv())
+            .await
+            .expect("an update in time")
+            .expect("stream open")
+            .expect("no error")
+    }
+
+    #[tokio::test]
+    async fn a_watcher_that_falls_behind_gets_a_fresh_snapshot() {
+        let (changes, receiver) = tokio::sync::watch::channel(top(1, 10));
+        let (updates, mut received) = tokio::sync::mpsc::channel(WATCH_QUEUE);
+        let shutdown = CancellationToken::new();
+        tokio::spawn(follow(1, receiver, updates, shutdown.clone()));
+        // Keep up for a while: a snapshot, then one small delta per version.
+        let first = next(&mut received).await;
+        assert!(matches!(
+            first.update,
+            Some(watch_update::Update::Snapshot(_))
+        ));
+        changes.send_replace(top(2, 11));
+        let second = next(&mut received).await;
+        let Some(watch_update::Update::Delta(delta)) = second.update else {
+            panic!("expected a delta, got {second:?}");
+        };
+        assert_eq!((delta.base, second.version), (1, 2));
+        assert_eq!(delta.upserts.len(), 1, "only ada moved");
+        // Stop reading: the queue fills, and the versions after that are skipped.
+        let mut version = 2;
+        while received.len() < WATCH_QUEUE {
+            version += 1;
+            changes.send_replace(top(version, 10 + version as i64));
+            tokio::task::yield_now().await;
+        }
+        // The follower sees each new version find the queue full.
+        for later in 0..50 {
+            version += 1;
+            changes.send_replace(top(version, 100 + later));
+            tokio::task::yield_now().await;
+        }
+        for _ in 0..WATCH_QUEUE {
+            next(&mut received).await;
+        }
+        // Reading again, it gets the latest top whole, not the deltas it missed.
+        let fresh = next(&mut received).await;
+        assert_eq!(fresh.version, version);
+        let Some(watch_update::Update::Snapshot(snapshot)) = fresh.update else {
+            panic!("expected a snapshot after falling behind, got {fresh:?}");
+        };
+        assert_eq!(snapshot.entries, *top(version, 149).entries);
+        shutdown.cancel();
+    }
+}

@@ -254,3 +254,39 @@ async fn connections_past_the_cap_wait_until_one_closes() {
         .expect("second still");
     assert!(router.shutdown(Duration::from_secs(10)).await);
 }
+
+#[test]
+fn bad_configuration_exits_64_saying_what_is_wrong() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tier-router"))
+            .args(args)
+            .env_remove("HUNT_REDIS_URL")
+            .output()
+            .expect("run tier-router");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = run(&["--redis-url", "redis://127.0.0.1:1/", "--apply-batch", "0"]);
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(stderr.contains("apply_batch"), "{stderr}");
+    let (code, stderr) = run(&["--redis-url", "not a url"]);
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(stderr.contains("redis_url"), "{stderr}");
+    let (code, stderr) = run(&[]);
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(stderr.contains("--redis-url"), "{stderr}");
+    let (code, stderr) = run(&["--redis-url", "redis://127.0.0.1:1/", "--lease-ttl-ms", "x"]);
+    assert_eq!(code, Some(64), "{stderr}");
+    assert_eq!(run(&["--help"]).0, Some(0));
+    // Redis unreachable at start: a plain failure, and the password is never printed.
+    let (code, stderr) = run(&[
+        "--redis-url",
+        "redis://:s3cret-pass@127.0.0.1:1/",
+        "--grpc-addr",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(!stderr.contains("s3cret-pass"), "{stderr}");
+}
