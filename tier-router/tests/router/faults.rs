@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use leaderboard_proto::testkit::RedisServer;
 
-use crate::support::{Hunt, RouterProcess, assert_exactly_once, eventually, router};
+use crate::support::{Hunt, RouterProcess, eventually, router};
 
 /// Entries applied so far over every tier (the sum of the applied marks).
 async fn applied(redis: &RedisServer) -> u64 {
@@ -50,11 +50,7 @@ async fn a_router_killed_mid_batch_and_restarted_applies_everything_once() {
         router = RouterProcess::start(&redis, dir.path(), &format!("restart-{round}"));
     }
     apply_more(&redis, 300).await;
-    let (writers, totals) = hunt.stop().await;
-    assert_exactly_once(&redis, &writers, &totals).await;
-    for writer in writers {
-        writer.shutdown().await.expect("shutdown");
-    }
+    hunt.finish(&redis).await;
     let status = router.terminate();
     assert!(
         status.success(),
@@ -132,11 +128,7 @@ async fn a_router_paused_past_its_lease_is_fenced_off_when_it_resumes() {
         .await
         .expect("ListTiers");
     apply_more(&redis, 300).await;
-    let (writers, totals) = hunt.stop().await;
-    assert_exactly_once(&redis, &writers, &totals).await;
-    for writer in writers {
-        writer.shutdown().await.expect("shutdown");
-    }
+    hunt.finish(&redis).await;
     assert!(paused.terminate().success());
     assert!(other.terminate().success());
 }
@@ -157,11 +149,7 @@ async fn boards_are_rebuilt_from_the_shard_logs_after_flushall_and_an_empty_rest
     hunt.append_more(300).await;
     apply_more(&redis, 300).await;
 
-    let (writers, totals) = hunt.stop().await;
-    assert_exactly_once(&redis, &writers, &totals).await;
-    for writer in writers {
-        writer.shutdown().await.expect("shutdown");
-    }
+    hunt.finish(&redis).await;
     assert!(router.shutdown(Duration::from_secs(10)).await);
 }
 
@@ -190,10 +178,6 @@ async fn a_stream_trimmed_past_the_cursor_is_replayed_exactly() {
 
     let router = router(&redis).await;
     apply_more(&redis, 300).await;
-    let (writers, totals) = hunt.stop().await;
-    assert_exactly_once(&redis, &writers, &totals).await;
-    for writer in writers {
-        writer.shutdown().await.expect("shutdown");
-    }
+    hunt.finish(&redis).await;
     assert!(router.shutdown(Duration::from_secs(10)).await);
 }

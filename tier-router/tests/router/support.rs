@@ -204,6 +204,16 @@ impl Hunt {
         .await;
     }
 
+    /// Stops appending, checks every tier is exact (see [`assert_exactly_once`]) and shuts the
+    /// writers down.
+    pub(crate) async fn finish(self, redis: &RedisServer) {
+        let (writers, totals) = self.stop().await;
+        assert_exactly_once(redis, &writers, &totals).await;
+        for writer in writers {
+            writer.shutdown().await.expect("shutdown");
+        }
+    }
+
     /// Stops appending and returns what was appended.
     pub(crate) async fn stop(mut self) -> (Vec<shard_writer::ShardWriter>, Totals) {
         self.stop.cancel();
