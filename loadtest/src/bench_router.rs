@@ -170,6 +170,12 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         "| phase 2 background load | {:.0} events/s appended | |",
         e2e.background_rate
     );
+    println!(
+        "| phase 2: lateness of a 1 ms timer in this process, p50 / p99 / max | {:.2} / {:.2} / {:.2} ms | |",
+        millis(&e2e.timer_lateness, 0.50),
+        millis(&e2e.timer_lateness, 0.99),
+        e2e.timer_lateness.max() as f64 / 1e6
+    );
     Ok(())
 }
 
@@ -329,6 +335,8 @@ async fn naive_baseline(
 }
 
 struct EndToEnd {
+    /// How late a 1 ms timer fired in this process during phase 2.
+    timer_lateness: Histogram<u64>,
     visible: Histogram<u64>,
     /// From each probe's actual `append` call, not its intended time.
     visible_from_append: Histogram<u64>,
@@ -456,6 +464,20 @@ async fn end_to_end(
         None
     };
 
+    // How late a 1 ms timer fires in this process: a stalled runtime or machine shows here.
+    let lag_probe = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut lateness = new_histogram()?;
+            while !stop.is_cancelled() {
+                let due = tokio::time::Instant::now() + Duration::from_millis(1);
+                tokio::time::sleep_until(due).await;
+                let _ = lateness.record(due.elapsed().as_nanos() as u64);
+            }
+            Ok::<_, anyhow::Error>(lateness)
+        })
+    };
+
     // Warm up one second, then measure.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let measured_from = committed(writers).iter().map(|(_, _, n)| n).sum::<u64>();
@@ -502,6 +524,7 @@ async fn end_to_end(
         Some(task) => task.await??,
         None => (new_histogram()?, new_histogram()?, 0),
     };
+    let timer_lateness = lag_probe.await??;
     probe.shutdown().await?;
     let visible = visible
         .lock()
@@ -518,6 +541,7 @@ async fn end_to_end(
         .map(|h| h.clone())
         .map_err(|_| anyhow::anyhow!("poisoned"))?;
     Ok(EndToEnd {
+        timer_lateness,
         visible,
         visible_from_append,
         get_top,
