@@ -9,6 +9,7 @@
 //! - An older process never replaces a newer library: [`ensure_loaded`] compares
 //!   `hunt_version` with [`LIBRARY_VERSION`] and loads only when Redis has none or an older one.
 
+use crate::keys;
 use redis::aio::ConnectionLike;
 use redis::{Cmd, FromRedisValue, RedisError, RedisResult};
 
@@ -61,6 +62,26 @@ pub fn fcall_cmd(function: &str, keys: &[&str]) -> Cmd {
     for key in keys {
         cmd.arg(*key);
     }
+    cmd
+}
+
+/// Builds the `FCALL hunt_apply` of `tier` under fence `token`, storing `cursor`, reporting
+/// changes to the first `top_size` ranks; the caller adds each entry as
+/// `.arg(shard_field).arg(tier_seq).arg(player).arg(points)`.
+#[must_use]
+pub fn apply_cmd(tier: u32, token: &str, cursor: &str, top_size: u64) -> Cmd {
+    let mut cmd = fcall_cmd(
+        name::APPLY,
+        &[
+            &keys::tier_fence(tier),
+            &keys::tier_applied(tier),
+            &keys::tier_replay(tier),
+            &keys::tier_scores(tier),
+            &keys::tier_members(tier),
+            &keys::tier_cursor(tier),
+        ],
+    );
+    cmd.arg(token).arg(cursor).arg(top_size);
     cmd
 }
 

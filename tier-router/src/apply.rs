@@ -15,7 +15,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use leaderboard_proto::functions::{self, name};
+use leaderboard_proto::functions;
 use leaderboard_proto::v1::HuntEvent;
 use leaderboard_proto::v1::hunt_event::Kind;
 use leaderboard_proto::{keys, stream, validate};
@@ -77,18 +77,7 @@ pub async fn apply_batch(
     cursor: &str,
     events: &[HuntEvent],
 ) -> redis::RedisResult<Applied> {
-    let mut cmd = functions::fcall_cmd(
-        name::APPLY,
-        &[
-            &keys::tier_fence(tier),
-            &keys::tier_applied(tier),
-            &keys::tier_replay(tier),
-            &keys::tier_scores(tier),
-            &keys::tier_members(tier),
-            &keys::tier_cursor(tier),
-        ],
-    );
-    cmd.arg(token).arg(cursor).arg(CACHED_TOP);
+    let mut cmd = functions::apply_cmd(tier, token, cursor, CACHED_TOP as u64);
     for event in events {
         let (player, points) = score_change(event, tier);
         cmd.arg(keys::shard_field(event.shard_id))

@@ -55,18 +55,7 @@ fn apply_with_top(
     top_size: u64,
     entries: &[Entry<'_>],
 ) -> redis::RedisResult<(u64, u64, u64, u64, u64)> {
-    let mut cmd = functions::fcall_cmd(
-        name::APPLY,
-        &[
-            &keys::tier_fence(tier),
-            &keys::tier_applied(tier),
-            &keys::tier_replay(tier),
-            &keys::tier_scores(tier),
-            &keys::tier_members(tier),
-            &keys::tier_cursor(tier),
-        ],
-    );
-    cmd.arg(token).arg(cursor).arg(top_size);
+    let mut cmd = functions::apply_cmd(tier, token, cursor, top_size);
     for (shard, tier_seq, player, points) in entries {
         cmd.arg(keys::shard_field(*shard))
             .arg(*tier_seq)
