@@ -91,6 +91,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     }
     let mut config = RouterConfig::new(redis.url.clone());
     config.grpc_addr = "127.0.0.1:0".parse()?;
+    config.http_addr = "127.0.0.1:0".parse()?;
     config.apply_batch = usize::try_from(args.apply_batch)?;
     let started = Instant::now();
     let router = App::build(config).await?.spawn();

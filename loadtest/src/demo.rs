@@ -28,6 +28,9 @@ pub(crate) struct Args {
     /// Where the router's gRPC listens (`127.0.0.1:0` picks a free port).
     #[arg(long, default_value = "127.0.0.1:50051")]
     grpc_addr: SocketAddr,
+    /// Where the router's HTTP (`/healthz`, `/readyz`, `/metrics`) listens.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    http_addr: SocketAddr,
     /// Shard processes to simulate (each with its own SQLite file).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
     shards: u32,
@@ -50,14 +53,17 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let dir = tempfile::tempdir().context("creating a directory for the shard files")?;
     let mut config = RouterConfig::new(redis.url.clone());
     config.grpc_addr = args.grpc_addr;
+    config.http_addr = args.http_addr;
     let app = match App::build(config).await {
         Ok(app) => app,
         Err(StartError::Bind { addr, source }) => bail!(
-            "cannot listen on {addr} ({source}); pass --grpc-addr 127.0.0.1:0 for a free port"
+            "cannot listen on {addr} ({source}); pass --grpc-addr 127.0.0.1:0 and \
+             --http-addr 127.0.0.1:0 for free ports"
         ),
         Err(err) => return Err(err).context("starting the tier router"),
     };
     let grpc_addr = app.grpc_addr();
+    let http_addr = app.http_addr();
     let router = app.spawn();
     let mut writers = Vec::new();
     for shard in 1..=args.shards {
@@ -82,6 +88,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         "  grpcurl -plaintext -d '{{\"tier\":1,\"limit\":10}}' {grpc_addr} hunt.v1.Leaderboard/GetTop"
     );
     println!("  grpcurl -plaintext -d '{{\"tier\":1}}' {grpc_addr} hunt.v1.Leaderboard/Watch");
+    println!("  curl http://{http_addr}/readyz");
     if args.seconds == 0 {
         println!("Ctrl-C stops the demo.");
     }

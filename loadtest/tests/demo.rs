@@ -14,6 +14,8 @@ fn the_demo_runs_and_every_event_lands_exactly_once() {
             "1000",
             "--grpc-addr",
             "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
         ])
         .env_remove("HUNT_REDIS_URL")
         .output()

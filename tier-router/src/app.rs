@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use leaderboard_proto::rewards;
 use leaderboard_proto::v1::leaderboard_server::LeaderboardServer;
+use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -16,9 +17,9 @@ use crate::apply::{self, TierWorker};
 use crate::cache::Cache;
 use crate::config::{MAX_MESSAGE_BYTES, MAX_STREAMS_PER_CONNECTION, RouterConfig};
 use crate::grpc::LeaderboardService;
-use crate::listener;
 use crate::members;
 use crate::metrics as m;
+use crate::{http, listener};
 
 /// Why the router could not start.
 #[derive(Debug, thiserror::Error)]
@@ -49,29 +50,24 @@ pub struct App {
     client: redis::Client,
     grpc: TcpListener,
     grpc_addr: SocketAddr,
+    http: TcpListener,
+    http_addr: SocketAddr,
     reads: redis::aio::MultiplexedConnection,
     /// The reflection service, built (and so checked) before anything starts.
     reflection: Routes,
+    metrics: Option<PrometheusHandle>,
 }
 
 impl App {
-    /// Validates `config`, binds the gRPC port and connects to Redis.
+    /// Validates `config`, binds the gRPC and HTTP ports and connects to Redis.
     ///
     /// # Errors
     /// [`StartError`]: bad configuration, a port taken, Redis unreachable.
     pub async fn build(config: RouterConfig) -> Result<Self, StartError> {
         config.validate()?;
         let client = redis::Client::open(config.redis_url.as_str())?;
-        let grpc = TcpListener::bind(config.grpc_addr)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: config.grpc_addr,
-                source,
-            })?;
-        let grpc_addr = grpc.local_addr().map_err(|source| StartError::Bind {
-            addr: config.grpc_addr,
-            source,
-        })?;
+        let (grpc, grpc_addr) = bind(config.grpc_addr).await?;
+        let (http, http_addr) = bind(config.http_addr).await?;
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(leaderboard_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -85,9 +81,25 @@ impl App {
             client,
             grpc,
             grpc_addr,
+            http,
+            http_addr,
             reads,
             reflection,
+            metrics: None,
         })
+    }
+
+    /// Serves `handle`'s rendering on `/metrics`: the Prometheus recorder the process installed.
+    #[must_use]
+    pub fn with_metrics(mut self, handle: PrometheusHandle) -> Self {
+        self.metrics = Some(handle);
+        self
+    }
+
+    /// Where HTTP listens.
+    #[must_use]
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
     }
 
     /// Where gRPC listens.
@@ -167,10 +179,38 @@ impl App {
                 tracing::error!(error = %err, "gRPC server failed");
             }
         });
+        if let Some(handle) = self.metrics.clone() {
+            // The recorder's histograms are drained by upkeep, which is the caller's to run.
+            let stop = cancel.clone();
+            tracker.spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        _ = every.tick() => handle.run_upkeep(),
+                    }
+                }
+            });
+        }
+        let http = http::routes(http::HttpState {
+            cache: Arc::clone(&cache),
+            metrics: self.metrics,
+        });
+        let http_listener = listener::BoundedHttp::new(self.http, self.config.max_http_connections);
+        let http_shutdown = cancel.clone();
+        tracker.spawn(async move {
+            let served = axum::serve(http_listener, http)
+                .with_graceful_shutdown(http_shutdown.cancelled_owned())
+                .await;
+            if let Err(err) = served {
+                tracing::error!(error = %err, "HTTP server failed");
+            }
+        });
         tracker.close();
         tracing::info!(
             router = %self.config.router_id,
             grpc = %self.grpc_addr,
+            http = %self.http_addr,
             "tier router serving"
         );
         AppHandle {
@@ -178,8 +218,20 @@ impl App {
             tracker,
             cache,
             grpc_addr: self.grpc_addr,
+            http_addr: self.http_addr,
         }
     }
+}
+
+/// Binds `addr`, returning the listener and the address it got (a port 0 picks a free one).
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { addr, source })?;
+    Ok((listener, bound))
 }
 
 /// Sends this router's heartbeat every third of a lease TTL and shares the live routers with
@@ -238,6 +290,7 @@ pub struct AppHandle {
     tracker: TaskTracker,
     cache: Arc<Cache>,
     grpc_addr: SocketAddr,
+    http_addr: SocketAddr,
 }
 
 impl AppHandle {
@@ -245,6 +298,12 @@ impl AppHandle {
     #[must_use]
     pub fn grpc_addr(&self) -> SocketAddr {
         self.grpc_addr
+    }
+
+    /// Where HTTP listens.
+    #[must_use]
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
     }
 
     /// The tops every tier worker keeps.

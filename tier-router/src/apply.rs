@@ -310,6 +310,8 @@ impl TierWorker {
                             renew_at,
                         });
                         state.free_since = None;
+                        // What the previous owner left: the cache starts from it.
+                        self.refresh(conn).await?;
                     }
                 }
             }

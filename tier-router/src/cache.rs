@@ -23,6 +23,8 @@ pub struct Snapshot {
     pub entries: Arc<Vec<Entry>>,
     /// True while the last refresh failed: Redis may know better.
     pub stale: bool,
+    /// True once the top has been read from Redis at least once.
+    pub loaded: bool,
 }
 
 /// The tops of every tier of the reward table.
@@ -71,10 +73,29 @@ impl Cache {
                     snapshot.version += 1;
                     snapshot.entries = Arc::new(entries);
                 }
+                let was_loaded = std::mem::replace(&mut snapshot.loaded, true);
                 snapshot.stale = false;
-                changed || was_stale
+                changed || was_stale || !was_loaded
             });
         }
+    }
+
+    /// `Ok` when every tier's top has been read and the last read of each worked; otherwise
+    /// which tier is not ready, and why.
+    ///
+    /// # Errors
+    /// The first tier not ready.
+    pub fn ready(&self) -> Result<(), String> {
+        for (tier, sender) in rewards::TIERS.iter().zip(&self.tiers) {
+            let snapshot = sender.borrow();
+            if !snapshot.loaded {
+                return Err(format!("tier {} not read from Redis yet", tier.id));
+            }
+            if snapshot.stale {
+                return Err(format!("tier {}: Redis unreachable", tier.id));
+            }
+        }
+        Ok(())
     }
 
     /// Marks `tier`'s top as possibly out of date (Redis unreachable).

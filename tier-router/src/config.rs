@@ -40,6 +40,10 @@ pub struct RouterConfig {
     pub max_backoff: Duration,
     /// The most gRPC connections open at once; past it, newcomers wait in the kernel's backlog.
     pub max_grpc_connections: usize,
+    /// Where HTTP (`/healthz`, `/readyz`, `/metrics`) listens.
+    pub http_addr: SocketAddr,
+    /// The most HTTP connections open at once.
+    pub max_http_connections: usize,
 }
 
 /// Entries kept in each tier's in-memory top.
@@ -70,6 +74,8 @@ impl RouterConfig {
             backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
             max_grpc_connections: 4_096,
+            http_addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            max_http_connections: 16_384,
         }
     }
 
@@ -118,11 +124,13 @@ impl RouterConfig {
                 return Err(invalid(field, "must be longer than zero"));
             }
         }
-        if !(1..=1_000_000).contains(&self.max_grpc_connections) {
-            return Err(invalid(
-                "max_grpc_connections",
-                "must be between 1 and 1000000",
-            ));
+        for (field, value) in [
+            ("max_grpc_connections", self.max_grpc_connections),
+            ("max_http_connections", self.max_http_connections),
+        ] {
+            if !(1..=1_000_000).contains(&value) {
+                return Err(invalid(field, "must be between 1 and 1000000"));
+            }
         }
         if self.max_backoff < self.backoff {
             return Err(invalid("max_backoff", "must not be shorter than backoff"));

@@ -353,6 +353,7 @@ mod tests {
                 },
             ]),
             stale: false,
+            loaded: true,
         }
     }
 

@@ -7,6 +7,7 @@ pub mod apply;
 pub mod cache;
 pub mod config;
 pub mod grpc;
+mod http;
 pub mod lease;
 mod listener;
 pub mod members;

@@ -1,4 +1,4 @@
-//! The gRPC port's connections, bounded in number.
+//! The gRPC and HTTP ports' connections, bounded in number.
 //!
 //! Design constraints:
 //! - At most `max` connections are open at once. At the cap the router stops accepting, and
@@ -137,4 +137,49 @@ fn is_transient(err: &io::Error) -> bool {
     ) || err
         .raw_os_error()
         .is_some_and(|code| code == 23 || code == 24) // ENFILE, EMFILE
+}
+
+/// The HTTP port's connections, at most `max` open at once (the same bound as the gRPC port's,
+/// for axum).
+pub(crate) struct BoundedHttp {
+    places: Arc<Semaphore>,
+    listener: Arc<TcpListener>,
+}
+
+impl BoundedHttp {
+    /// Accepts on `listener`, at most `max` connections open at once.
+    pub(crate) fn new(listener: TcpListener, max: usize) -> Self {
+        Self {
+            places: Arc::new(Semaphore::new(max)),
+            listener: Arc::new(listener),
+        }
+    }
+}
+
+impl axum::serve::Listener for BoundedHttp {
+    type Io = Bounded;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match accept(Arc::clone(&self.places), Arc::clone(&self.listener)).await {
+                Ok(bounded) => {
+                    let peer = bounded
+                        .stream
+                        .peer_addr()
+                        .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+                    return (bounded, peer);
+                }
+                Err(err) => {
+                    // Not transient (see `accept`): back off, as axum's own listener does.
+                    tracing::error!(error = %err, "HTTP accept failed");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.listener.local_addr()
+    }
 }

@@ -19,6 +19,9 @@ struct Args {
     /// Where gRPC listens.
     #[arg(long, env = "HUNT_GRPC_ADDR", default_value = "0.0.0.0:50051")]
     grpc_addr: SocketAddr,
+    /// Where HTTP (`/healthz`, `/readyz`, `/metrics`) listens.
+    #[arg(long, env = "HUNT_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    http_addr: SocketAddr,
     /// Tier lease time-to-live, in milliseconds.
     #[arg(long, env = "HUNT_LEASE_TTL_MS", default_value_t = 5_000)]
     lease_ttl_ms: u64,
@@ -45,6 +48,9 @@ struct Args {
     /// The most gRPC connections open at once.
     #[arg(long, env = "HUNT_MAX_GRPC_CONNECTIONS", default_value_t = 4_096)]
     max_grpc_connections: usize,
+    /// The most HTTP connections open at once.
+    #[arg(long, env = "HUNT_MAX_HTTP_CONNECTIONS", default_value_t = 16_384)]
+    max_http_connections: usize,
     /// How logs are written to stderr (the level comes from `RUST_LOG`, `info` by default).
     #[arg(long, env = "HUNT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -90,6 +96,8 @@ fn main() -> ExitCode {
     config.follower_refresh = Duration::from_millis(args.follower_refresh_ms);
     config.redis_response_timeout = Duration::from_millis(args.redis_timeout_ms);
     config.max_grpc_connections = args.max_grpc_connections;
+    config.http_addr = args.http_addr;
+    config.max_http_connections = args.max_http_connections;
     if let Some(router_id) = args.router_id {
         config.router_id = router_id;
     }
@@ -105,6 +113,15 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async {
+        // Installed before anything records, so metric descriptions reach it too.
+        let metrics = match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()
+        {
+            Ok(handle) => handle,
+            Err(err) => {
+                eprintln!("error: cannot install the metrics recorder: {err}");
+                return ExitCode::FAILURE;
+            }
+        };
         let app = match App::build(config).await {
             Ok(app) => app,
             Err(err) => {
@@ -112,7 +129,9 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let app = app.with_metrics(metrics);
         println!("grpc {}", app.grpc_addr());
+        println!("http {}", app.http_addr());
         let handle = app.spawn();
         wait_for_signal().await;
         if handle

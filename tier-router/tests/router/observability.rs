@@ -85,3 +85,17 @@ async fn applied_duplicates_replay_requests_and_latency_are_recorded() {
     assert_eq!(wanted, Some(3), "shard 7 is asked to re-send from 3");
     assert!(router.shutdown(Duration::from_secs(10)).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_router_binary_serves_prometheus_metrics() {
+    let redis = RedisServer::start().expect("redis-server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let router = crate::support::RouterProcess::start(&redis, dir.path(), "metrics");
+    let body = eventually("the live routers gauge on /metrics", || async {
+        let (status, body) = crate::support::http_get(router.http_addr, "/metrics").await;
+        (status == 200 && body.contains("hunt_router_live_routers 1")).then_some(body)
+    })
+    .await;
+    assert!(body.contains("# HELP hunt_router_live_routers"), "{body}");
+    assert!(router.terminate().success());
+}

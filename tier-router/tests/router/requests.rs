@@ -14,7 +14,7 @@ use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
-use crate::support::{client, eventually, router, score};
+use crate::support::{client, eventually, http_get, router, score};
 
 /// The status code of a refused call.
 fn code<T>(result: Result<T, tonic::Status>) -> Option<Code> {
@@ -217,6 +217,7 @@ async fn connections_past_the_cap_wait_until_one_closes() {
     let redis = RedisServer::start().expect("redis-server");
     let mut config = tier_router::RouterConfig::new(redis.url());
     config.grpc_addr = "127.0.0.1:0".parse().expect("addr");
+    config.http_addr = "127.0.0.1:0".parse().expect("addr");
     config.max_grpc_connections = 2;
     let router = tier_router::App::build(config)
         .await
@@ -289,4 +290,37 @@ fn bad_configuration_exits_64_saying_what_is_wrong() {
     ]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(!stderr.contains("s3cret-pass"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_readiness_over_http() {
+    let mut redis = RedisServer::start().expect("redis-server");
+    let router = router(&redis).await;
+    let http = router.http_addr();
+    assert_eq!(http_get(http, "/healthz").await, (200, "ok\n".to_owned()));
+    eventually("ready once every tier was read", || async {
+        (http_get(http, "/readyz").await.0 == 200).then_some(())
+    })
+    .await;
+    // This process installed no Prometheus recorder.
+    assert_eq!(http_get(http, "/metrics").await.0, 404);
+    assert_eq!(http_get(http, "/nowhere").await.0, 404);
+    redis.stop();
+    let (_, why) = eventually("not ready without Redis", || async {
+        let reply = http_get(http, "/readyz").await;
+        (reply.0 == 503).then_some(reply)
+    })
+    .await;
+    assert!(why.contains("Redis unreachable"), "{why}");
+    assert_eq!(
+        http_get(http, "/healthz").await.0,
+        200,
+        "alive all the same"
+    );
+    redis.start_again().expect("redis-server again");
+    eventually("ready again", || async {
+        (http_get(http, "/readyz").await.0 == 200).then_some(())
+    })
+    .await;
+    assert!(router.shutdown(Duration::from_secs(10)).await);
 }

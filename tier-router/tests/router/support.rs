@@ -13,6 +13,7 @@ pub(crate) use leaderboard_proto::testkit::{DEADLINE, eventually, score};
 pub(crate) async fn router(redis: &RedisServer) -> AppHandle {
     let mut config = RouterConfig::new(redis.url());
     config.grpc_addr = "127.0.0.1:0".parse().expect("addr");
+    config.http_addr = "127.0.0.1:0".parse().expect("addr");
     config.lease_ttl = Duration::from_millis(1_000);
     config.read_block = Duration::from_millis(50);
     config.follower_refresh = Duration::from_millis(50);
@@ -31,6 +32,8 @@ pub(crate) struct RouterProcess {
     child: std::process::Child,
     /// Where its gRPC listens.
     pub(crate) grpc_addr: std::net::SocketAddr,
+    /// Where its HTTP listens.
+    pub(crate) http_addr: std::net::SocketAddr,
     log: std::path::PathBuf,
 }
 
@@ -43,6 +46,8 @@ impl RouterProcess {
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tier-router"))
             .args([
                 "--grpc-addr",
+                "127.0.0.1:0",
+                "--http-addr",
                 "127.0.0.1:0",
                 "--lease-ttl-ms",
                 "1000",
@@ -61,19 +66,23 @@ impl RouterProcess {
             .stderr(stderr)
             .spawn()
             .expect("spawn tier-router");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("the router prints its gRPC address");
-        let grpc_addr = line
-            .trim()
-            .strip_prefix("grpc ")
-            .and_then(|addr| addr.parse().ok())
-            .unwrap_or_else(|| panic!("expected `grpc <addr>`, got {line:?}"));
+        let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        let mut address = |name: &str| -> std::net::SocketAddr {
+            let mut line = String::new();
+            stdout
+                .read_line(&mut line)
+                .expect("the router prints its addresses");
+            line.trim()
+                .strip_prefix(&format!("{name} "))
+                .and_then(|addr| addr.parse().ok())
+                .unwrap_or_else(|| panic!("expected `{name} <addr>`, got {line:?}"))
+        };
+        let grpc_addr = address("grpc");
+        let http_addr = address("http");
         Self {
             child,
             grpc_addr,
+            http_addr,
             log,
         }
     }
@@ -262,4 +271,28 @@ pub(crate) async fn assert_exactly_once(
         }
     })
     .await;
+}
+
+/// `GET path` from `addr` over plain HTTP/1.1: the status code and the body.
+pub(crate) async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .expect("send");
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).await.expect("read");
+    let status = reply
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP reply: {reply:?}"));
+    let body = reply
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
 }
