@@ -19,7 +19,7 @@ use crate::config::{MAX_MESSAGE_BYTES, MAX_STREAMS_PER_CONNECTION, RouterConfig}
 use crate::grpc::LeaderboardService;
 use crate::members;
 use crate::metrics as m;
-use crate::{http, listener};
+use crate::{http, listener, ws};
 
 /// Why the router could not start.
 #[derive(Debug, thiserror::Error)]
@@ -192,10 +192,18 @@ impl App {
                 }
             });
         }
-        let http = http::routes(http::HttpState {
-            cache: Arc::clone(&cache),
-            metrics: self.metrics,
-        });
+        let fanout = Arc::new(ws::Fanout::start(&cache, self.config.ws_coalesce, &cancel));
+        let http = http::routes(
+            http::HttpState {
+                cache: Arc::clone(&cache),
+                metrics: self.metrics,
+            },
+            ws::WsState {
+                fanout,
+                limits: ws::WsLimits::default(),
+                stop: cancel.clone(),
+            },
+        );
         let http_listener = listener::BoundedHttp::new(self.http, self.config.max_http_connections);
         let http_shutdown = cancel.clone();
         tracker.spawn(async move {

@@ -44,6 +44,9 @@ pub struct RouterConfig {
     pub http_addr: SocketAddr,
     /// The most HTTP connections open at once.
     pub max_http_connections: usize,
+    /// How often at most a tier's WebSocket spectators get an update (changes in between are
+    /// coalesced into one).
+    pub ws_coalesce: Duration,
 }
 
 /// Entries kept in each tier's in-memory top.
@@ -76,6 +79,7 @@ impl RouterConfig {
             max_grpc_connections: 4_096,
             http_addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
             max_http_connections: 16_384,
+            ws_coalesce: Duration::from_millis(100),
         }
     }
 
@@ -116,6 +120,7 @@ impl RouterConfig {
         }
         for (field, value) in [
             ("follower_refresh", self.follower_refresh),
+            ("ws_coalesce", self.ws_coalesce),
             ("redis_response_timeout", self.redis_response_timeout),
             ("redis_connect_timeout", self.redis_connect_timeout),
             ("backoff", self.backoff),

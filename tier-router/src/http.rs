@@ -1,4 +1,4 @@
-//! The router's HTTP port: liveness, readiness and Prometheus metrics.
+//! The router's HTTP port: liveness, readiness, Prometheus metrics, and `/ws` (see [`crate::ws`]).
 //!
 //! Design constraints:
 //! - `/healthz` answers as long as the process serves at all: it never touches Redis.
@@ -17,6 +17,7 @@ use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::cache::Cache;
+use crate::ws;
 
 /// What the HTTP handlers read.
 #[derive(Clone)]
@@ -26,12 +27,13 @@ pub(crate) struct HttpState {
 }
 
 /// The routes of the HTTP port.
-pub(crate) fn routes(state: HttpState) -> Router {
+pub(crate) fn routes(state: HttpState, ws: ws::WsState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state)
+        .merge(Router::new().route("/ws", get(ws::upgrade)).with_state(ws))
 }
 
 async fn healthz() -> &'static str {

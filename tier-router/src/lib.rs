@@ -12,6 +12,7 @@ pub mod lease;
 mod listener;
 pub mod members;
 pub mod metrics;
+mod ws;
 
 pub use app::{App, AppHandle, StartError};
 pub use config::RouterConfig;

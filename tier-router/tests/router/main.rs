@@ -10,3 +10,4 @@ mod end_to_end;
 mod faults;
 mod observability;
 mod requests;
+mod ws;

@@ -17,6 +17,7 @@ pub(crate) async fn router(redis: &RedisServer) -> AppHandle {
     config.lease_ttl = Duration::from_millis(1_000);
     config.read_block = Duration::from_millis(50);
     config.follower_refresh = Duration::from_millis(50);
+    config.ws_coalesce = Duration::from_millis(20);
     App::build(config).await.expect("router builds").spawn()
 }
 
