@@ -200,7 +200,8 @@ impl App {
             },
             ws::WsState {
                 fanout,
-                limits: ws::WsLimits::default(),
+                limits: self.config.ws,
+                connections: Arc::new(tokio::sync::Semaphore::new(self.config.ws.max_connections)),
                 stop: cancel.clone(),
             },
         );

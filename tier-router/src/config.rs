@@ -47,10 +47,52 @@ pub struct RouterConfig {
     /// How often at most a tier's WebSocket spectators get an update (changes in between are
     /// coalesced into one).
     pub ws_coalesce: Duration,
+    /// Limits of `/ws`.
+    pub ws: WsLimits,
 }
 
 /// Entries kept in each tier's in-memory top.
 pub const CACHED_TOP: usize = 100;
+/// Limits of the WebSocket side (`/ws`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WsLimits {
+    /// Spectators connected at once; past it, an upgrade is refused with 503.
+    pub max_connections: usize,
+    /// The largest frame a client may send, in bytes.
+    pub max_frame_bytes: usize,
+    /// Tiers one connection may follow at once.
+    pub max_subscriptions: usize,
+    /// Frames a client may send per second (a burst of twice that is allowed); past it, frames
+    /// get `rate_limited` errors, and a client that keeps on is closed.
+    pub max_frames_per_second: u32,
+    /// Frames queued per connection before its subscriptions start skipping to snapshots.
+    pub queue: usize,
+    /// How long the socket may take to accept one frame.
+    pub send_timeout: Duration,
+    /// Snapshots a connection may need for falling behind before it is closed.
+    pub max_resyncs: u32,
+    /// How often the server pings an idle connection.
+    pub ping_interval: Duration,
+    /// How long a connection may stay silent (no frame, not even a pong) before it is closed.
+    pub idle_timeout: Duration,
+}
+
+impl Default for WsLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            max_frame_bytes: 4 * 1024,
+            max_subscriptions: 16,
+            max_frames_per_second: 20,
+            queue: 64,
+            send_timeout: Duration::from_secs(10),
+            max_resyncs: 10,
+            ping_interval: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
 /// The largest `limit` of `GetTop`.
 pub const MAX_LIMIT: u32 = 1_000;
 /// The largest `around` of `GetPlayer`.
@@ -80,6 +122,7 @@ impl RouterConfig {
             http_addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
             max_http_connections: 16_384,
             ws_coalesce: Duration::from_millis(100),
+            ws: WsLimits::default(),
         }
     }
 
@@ -121,6 +164,9 @@ impl RouterConfig {
         for (field, value) in [
             ("follower_refresh", self.follower_refresh),
             ("ws_coalesce", self.ws_coalesce),
+            ("ws.send_timeout", self.ws.send_timeout),
+            ("ws.ping_interval", self.ws.ping_interval),
+            ("ws.idle_timeout", self.ws.idle_timeout),
             ("redis_response_timeout", self.redis_response_timeout),
             ("redis_connect_timeout", self.redis_connect_timeout),
             ("backoff", self.backoff),
@@ -132,10 +178,23 @@ impl RouterConfig {
         for (field, value) in [
             ("max_grpc_connections", self.max_grpc_connections),
             ("max_http_connections", self.max_http_connections),
+            ("ws.max_connections", self.ws.max_connections),
+            ("ws.max_frame_bytes", self.ws.max_frame_bytes),
+            ("ws.max_subscriptions", self.ws.max_subscriptions),
+            ("ws.queue", self.ws.queue),
         ] {
             if !(1..=1_000_000).contains(&value) {
                 return Err(invalid(field, "must be between 1 and 1000000"));
             }
+        }
+        if self.ws.max_frames_per_second == 0 {
+            return Err(invalid("ws.max_frames_per_second", "must be at least 1"));
+        }
+        if self.ws.idle_timeout <= self.ws.ping_interval {
+            return Err(invalid(
+                "ws.idle_timeout",
+                "must be longer than ws.ping_interval",
+            ));
         }
         if self.max_backoff < self.backoff {
             return Err(invalid("max_backoff", "must not be shorter than backoff"));

@@ -15,4 +15,4 @@ pub mod metrics;
 mod ws;
 
 pub use app::{App, AppHandle, StartError};
-pub use config::RouterConfig;
+pub use config::{RouterConfig, WsLimits};

@@ -51,6 +51,18 @@ struct Args {
     /// The most HTTP connections open at once.
     #[arg(long, env = "HUNT_MAX_HTTP_CONNECTIONS", default_value_t = 16_384)]
     max_http_connections: usize,
+    /// How often at most a tier's WebSocket spectators get an update, in milliseconds.
+    #[arg(long, env = "HUNT_WS_COALESCE_MS", default_value_t = 100)]
+    ws_coalesce_ms: u64,
+    /// Spectators connected to /ws at once; past it, upgrades get 503.
+    #[arg(long, env = "HUNT_WS_MAX_CONNECTIONS", default_value_t = 10_000)]
+    ws_max_connections: usize,
+    /// Tiers one spectator may follow at once.
+    #[arg(long, env = "HUNT_WS_MAX_SUBSCRIPTIONS", default_value_t = 16)]
+    ws_max_subscriptions: usize,
+    /// Frames per second a spectator may send (a burst of twice that).
+    #[arg(long, env = "HUNT_WS_MAX_FRAMES_PER_SECOND", default_value_t = 20)]
+    ws_max_frames_per_second: u32,
     /// How logs are written to stderr (the level comes from `RUST_LOG`, `info` by default).
     #[arg(long, env = "HUNT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -98,6 +110,10 @@ fn main() -> ExitCode {
     config.max_grpc_connections = args.max_grpc_connections;
     config.http_addr = args.http_addr;
     config.max_http_connections = args.max_http_connections;
+    config.ws_coalesce = Duration::from_millis(args.ws_coalesce_ms);
+    config.ws.max_connections = args.ws_max_connections;
+    config.ws.max_subscriptions = args.ws_max_subscriptions;
+    config.ws.max_frames_per_second = args.ws_max_frames_per_second;
     if let Some(router_id) = args.router_id {
         config.router_id = router_id;
     }

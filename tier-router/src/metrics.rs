@@ -26,6 +26,10 @@ pub const BATCH_SECONDS: &str = "hunt_router_batch_seconds";
 pub const OWNED: &str = "hunt_router_tier_owned";
 /// Watchers that fell behind and were sent a fresh snapshot (counter).
 pub const WATCH_RESYNCS: &str = "hunt_router_watch_resyncs_total";
+/// Spectators connected to `/ws` (gauge).
+pub const WS_CONNECTIONS: &str = "hunt_router_ws_connections";
+/// `/ws` upgrades refused at the connection cap (counter).
+pub const WS_REFUSED: &str = "hunt_router_ws_refused_total";
 /// gRPC requests refused, by `code` (counter).
 pub const GRPC_REFUSED: &str = "hunt_router_grpc_refused_total";
 
@@ -57,5 +61,7 @@ pub fn describe() {
         WATCH_RESYNCS,
         "Watchers that fell behind and got a fresh snapshot."
     );
+    describe_gauge!(WS_CONNECTIONS, "Spectators connected to /ws.");
+    describe_counter!(WS_REFUSED, "/ws upgrades refused at the connection cap.");
     describe_counter!(GRPC_REFUSED, "gRPC requests refused, by status code.");
 }

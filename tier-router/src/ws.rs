@@ -1,7 +1,8 @@
 //! `/ws`: spectators follow tiers' tops over WebSocket, with JSON frames.
 //!
-//! Client → server: `{"op":"subscribe","tier":N}`, `{"op":"unsubscribe","tier":N}`,
-//! `{"op":"ping"}`. Server → client: `snapshot` (tier, version, entries), then `delta` (tier,
+//! Client → server: `{"op":"subscribe","tier":N}` (with `"version":V` to resume from the last
+//! version seen: the deltas since, when the router still has them, a snapshot otherwise),
+//! `{"op":"unsubscribe","tier":N}`, `{"op":"ping"}`. Server → client: `snapshot` (tier, version, entries), then `delta` (tier,
 //! version, base, upserts, removals), `pong`, and `error` (code, message).
 //!
 //! Design constraints:
@@ -16,13 +17,14 @@
 //! - A malformed text frame gets an `error` frame and the connection stays; a binary frame is
 //!   closed with the policy-violation code.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
-use axum::response::Response;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use leaderboard_proto::rewards;
 use leaderboard_proto::v1::Entry;
 use serde::{Deserialize, Serialize};
@@ -30,33 +32,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::cache::{Cache, Diff, Snapshot};
-
-/// Limits of the WebSocket side.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct WsLimits {
-    /// The largest frame a client may send.
-    pub(crate) max_frame_bytes: usize,
-    /// Tiers one connection may follow at once.
-    pub(crate) max_subscriptions: usize,
-    /// Frames queued per connection before its subscriptions start skipping to snapshots.
-    pub(crate) queue: usize,
-    /// How long the socket may take to accept one frame.
-    pub(crate) send_timeout: Duration,
-    /// Snapshots a connection may need for falling behind before it is closed.
-    pub(crate) max_resyncs: u32,
-}
-
-impl Default for WsLimits {
-    fn default() -> Self {
-        Self {
-            max_frame_bytes: 4 * 1024,
-            max_subscriptions: 16,
-            queue: 64,
-            send_timeout: Duration::from_secs(10),
-            max_resyncs: 10,
-        }
-    }
-}
+use crate::config::WsLimits;
 
 /// One tier update, encoded once for every subscriber.
 #[derive(Debug)]
@@ -73,7 +49,12 @@ pub(crate) struct Published {
 struct TierFeed {
     updates: broadcast::Sender<Arc<Published>>,
     latest: tokio::sync::watch::Receiver<Arc<Published>>,
+    /// The last [`HISTORY`] updates, oldest first, for spectators resuming from a version.
+    history: Arc<std::sync::Mutex<VecDeque<Arc<Published>>>>,
 }
+
+/// Updates kept per tier for resuming spectators.
+const HISTORY: usize = 64;
 
 /// The publishers' output, per tier.
 #[derive(Debug)]
@@ -98,6 +79,8 @@ impl Fanout {
             let (latest_tx, latest) =
                 tokio::sync::watch::channel(Arc::new(encode(tier, None, &first)));
             let (broadcast_tx, stop) = (sender.clone(), stop.clone());
+            let history = Arc::new(std::sync::Mutex::new(VecDeque::with_capacity(HISTORY)));
+            let kept = Arc::clone(&history);
             tokio::spawn(async move {
                 let mut last = first;
                 loop {
@@ -115,6 +98,12 @@ impl Fanout {
                         continue;
                     }
                     let update = Arc::new(encode(tier, Some(&last), &current));
+                    if let Ok(mut kept) = kept.lock() {
+                        if kept.len() == HISTORY {
+                            kept.pop_front();
+                        }
+                        kept.push_back(Arc::clone(&update));
+                    }
                     latest_tx.send_replace(Arc::clone(&update));
                     // No subscriber is not an error.
                     let _ = broadcast_tx.send(update);
@@ -126,6 +115,7 @@ impl Fanout {
                 TierFeed {
                     updates: sender,
                     latest,
+                    history,
                 },
             );
         }
@@ -212,8 +202,14 @@ fn encode(tier: u32, before: Option<&Snapshot>, now: &Snapshot) -> Published {
 #[derive(Debug, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 enum ClientFrame {
-    Subscribe { tier: u32 },
-    Unsubscribe { tier: u32 },
+    /// `version`: the last version this client saw, to resume from.
+    Subscribe {
+        tier: u32,
+        version: Option<u64>,
+    },
+    Unsubscribe {
+        tier: u32,
+    },
     Ping,
 }
 
@@ -229,21 +225,82 @@ fn error(code: &str, message: impl Into<String>) -> Utf8Bytes {
 pub(crate) struct WsState {
     pub(crate) fanout: Arc<Fanout>,
     pub(crate) limits: WsLimits,
+    /// One permit per connected spectator.
+    pub(crate) connections: Arc<tokio::sync::Semaphore>,
     pub(crate) stop: CancellationToken,
 }
 
-/// `GET /ws`: upgrades and serves one spectator.
+/// `GET /ws`: upgrades and serves one spectator; past the connection cap, 503.
 pub(crate) async fn upgrade(ws: WebSocketUpgrade, State(state): State<WsState>) -> Response {
+    let Ok(place) = Arc::clone(&state.connections).try_acquire_owned() else {
+        metrics::counter!(crate::metrics::WS_REFUSED).increment(1);
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "too many spectators: this router holds {} connections\n",
+                state.limits.max_connections
+            ),
+        )
+            .into_response();
+    };
     let limits = state.limits;
     ws.max_frame_size(limits.max_frame_bytes)
         .max_message_size(limits.max_frame_bytes)
-        .on_upgrade(move |socket| serve(socket, state))
+        .on_upgrade(move |socket| async move {
+            metrics::gauge!(crate::metrics::WS_CONNECTIONS).increment(1.0);
+            serve(socket, state).await;
+            metrics::gauge!(crate::metrics::WS_CONNECTIONS).decrement(1.0);
+            drop(place);
+        })
 }
 
 /// Why a connection ends from the server's side.
 enum Closing {
     Policy(&'static str),
     Away,
+    Idle,
+}
+
+/// A token bucket of frames per second, with a burst of two seconds' worth.
+struct RateLimit {
+    per_second: f64,
+    tokens: f64,
+    at: tokio::time::Instant,
+    refused: u32,
+}
+
+impl RateLimit {
+    fn new(per_second: u32) -> Self {
+        let per_second = f64::from(per_second);
+        Self {
+            per_second,
+            tokens: 2.0 * per_second,
+            at: tokio::time::Instant::now(),
+            refused: 0,
+        }
+    }
+
+    /// Takes a token; false when none is left.
+    fn take(&mut self) -> bool {
+        let now = tokio::time::Instant::now();
+        let earned = now.duration_since(self.at).as_secs_f64() * self.per_second;
+        self.tokens = (self.tokens + earned).min(2.0 * self.per_second);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            self.refused = 0;
+            true
+        } else {
+            self.refused += 1;
+            false
+        }
+    }
+
+    /// Whether the client kept sending well past its limit: as many refused frames in a row
+    /// as its burst.
+    fn flooding(&self) -> bool {
+        f64::from(self.refused) >= 2.0 * self.per_second
+    }
 }
 
 async fn serve(mut socket: WebSocket, state: WsState) {
@@ -251,9 +308,22 @@ async fn serve(mut socket: WebSocket, state: WsState) {
     let (frames, mut outgoing) = mpsc::channel::<Utf8Bytes>(limits.queue);
     let resyncs = Arc::new(std::sync::atomic::AtomicU32::new(0));
     let mut subscriptions: HashMap<u32, CancellationToken> = HashMap::new();
+    let mut budget = RateLimit::new(limits.max_frames_per_second);
+    let mut pings = tokio::time::interval(limits.ping_interval);
+    pings.tick().await;
+    let mut heard = tokio::time::Instant::now();
     let closing = loop {
         tokio::select! {
             () = state.stop.cancelled() => break Some(Closing::Away),
+            _ = pings.tick() => {
+                if heard.elapsed() >= limits.idle_timeout {
+                    break Some(Closing::Idle);
+                }
+                let ping = socket.send(Message::Ping(axum::body::Bytes::new()));
+                if !matches!(tokio::time::timeout(limits.send_timeout, ping).await, Ok(Ok(()))) {
+                    break None;
+                }
+            }
             frame = outgoing.recv() => {
                 let Some(frame) = frame else { break None };
                 let sent = tokio::time::timeout(limits.send_timeout, socket.send(Message::Text(frame))).await;
@@ -268,7 +338,18 @@ async fn serve(mut socket: WebSocket, state: WsState) {
             }
             received = socket.recv() => {
                 let Some(Ok(message)) = received else { break None };
+                heard = tokio::time::Instant::now();
                 match message {
+                    Message::Text(_) | Message::Binary(_) if !budget.take() => {
+                        if budget.flooding() {
+                            break Some(Closing::Policy("flood: too many frames"));
+                        }
+                        let limit = limits.max_frames_per_second;
+                        let reply = error("rate_limited", format!("at most {limit} frames per second"));
+                        if frames.try_send(reply).is_err() {
+                            break Some(Closing::Policy("too slow: replies not read"));
+                        }
+                    }
                     Message::Text(text) => {
                         let reply = handle(&text, &state, &frames, &resyncs, &mut subscriptions);
                         if let Some(reply) = reply && frames.try_send(reply).is_err() {
@@ -294,6 +375,10 @@ async fn serve(mut socket: WebSocket, state: WsState) {
             code: close_code::AWAY,
             reason: Utf8Bytes::from_static("the router is shutting down"),
         }),
+        Some(Closing::Idle) => Some(CloseFrame {
+            code: close_code::NORMAL,
+            reason: Utf8Bytes::from_static("idle: nothing heard within the idle timeout"),
+        }),
         None => None,
     };
     if let Some(frame) = frame {
@@ -302,8 +387,21 @@ async fn serve(mut socket: WebSocket, state: WsState) {
             socket.send(Message::Close(Some(frame))),
         )
         .await;
+        // The closing handshake: wait (briefly) for the client's close, so it reads ours
+        // before the connection goes.
+        let _ = tokio::time::timeout(CLOSE_WAIT, async {
+            while let Some(Ok(message)) = socket.recv().await {
+                if matches!(message, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
     }
 }
+
+/// How long a closing connection waits for the client's close frame.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// Handles one client text frame; returns the direct reply, if any.
 fn handle(
@@ -325,7 +423,7 @@ fn handle(
             }
             None
         }
-        ClientFrame::Subscribe { tier } => {
+        ClientFrame::Subscribe { tier, version } => {
             let Some(feed) = state.fanout.tiers.get(&tier) else {
                 return Some(error("unknown_tier", format!("no tier {tier}")));
             };
@@ -340,8 +438,12 @@ fn handle(
             }
             let stop = state.stop.child_token();
             subscriptions.insert(tier, stop.clone());
+            // Subscribed before the history is read, so nothing falls between the two.
+            let updates = feed.updates.subscribe();
+            let resume = version.and_then(|from| resume_from(feed, from));
             tokio::spawn(forward(
-                feed.updates.subscribe(),
+                updates,
+                resume,
                 feed.latest.clone(),
                 frames.clone(),
                 Arc::clone(resyncs),
@@ -356,15 +458,23 @@ fn handle(
 /// what was sent last, as a snapshot otherwise.
 async fn forward(
     mut updates: broadcast::Receiver<Arc<Published>>,
+    resume: Option<(u64, Vec<Utf8Bytes>)>,
     latest: tokio::sync::watch::Receiver<Arc<Published>>,
     frames: mpsc::Sender<Utf8Bytes>,
     resyncs: Arc<std::sync::atomic::AtomicU32>,
     stop: CancellationToken,
 ) {
-    let first = Arc::clone(&latest.borrow());
-    let mut sent = first.version;
-    if !send(&frames, first.snapshot.clone(), &stop).await {
-        return;
+    let (mut sent, first) = match resume {
+        Some((version, deltas)) => (version, deltas),
+        None => {
+            let first = Arc::clone(&latest.borrow());
+            (first.version, vec![first.snapshot.clone()])
+        }
+    };
+    for frame in first {
+        if !send(&frames, frame, &stop).await {
+            return;
+        }
     }
     loop {
         let update = tokio::select! {
@@ -394,6 +504,23 @@ async fn forward(
             return;
         }
     }
+}
+
+/// The deltas that bring a spectator from `version` to the latest update, and that latest
+/// version; `None` when the history no longer reaches back to `version` (a snapshot then).
+fn resume_from(feed: &TierFeed, version: u64) -> Option<(u64, Vec<Utf8Bytes>)> {
+    let latest = feed.latest.borrow().version;
+    if version == latest {
+        return Some((latest, Vec::new()));
+    }
+    let history = feed.history.lock().ok()?;
+    let start = history.iter().position(|u| u.base == Some(version))?;
+    let deltas: Option<Vec<Utf8Bytes>> = history
+        .iter()
+        .skip(start)
+        .map(|u| u.delta.clone())
+        .collect();
+    Some((history.back()?.version, deltas?))
 }
 
 /// Queues `frame`, waiting for room (which lets the broadcast run ahead if the client is slow).

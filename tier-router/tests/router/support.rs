@@ -11,6 +11,14 @@ pub(crate) use leaderboard_proto::testkit::{DEADLINE, eventually, score};
 
 /// Starts a router on a free port with short timers.
 pub(crate) async fn router(redis: &RedisServer) -> AppHandle {
+    router_with(redis, |_| {}).await
+}
+
+/// Starts a router on free ports with short timers and `tweak` applied to its configuration.
+pub(crate) async fn router_with(
+    redis: &RedisServer,
+    tweak: impl FnOnce(&mut RouterConfig),
+) -> AppHandle {
     let mut config = RouterConfig::new(redis.url());
     config.grpc_addr = "127.0.0.1:0".parse().expect("addr");
     config.http_addr = "127.0.0.1:0".parse().expect("addr");
@@ -18,6 +26,7 @@ pub(crate) async fn router(redis: &RedisServer) -> AppHandle {
     config.read_block = Duration::from_millis(50);
     config.follower_refresh = Duration::from_millis(50);
     config.ws_coalesce = Duration::from_millis(20);
+    tweak(&mut config);
     App::build(config).await.expect("router builds").spawn()
 }
 

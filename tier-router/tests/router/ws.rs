@@ -12,7 +12,7 @@ use shard_writer::{ShardWriter, WriterConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::support::{DEADLINE, client, router, score};
+use crate::support::{DEADLINE, client, router, router_with, score};
 
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -189,5 +189,140 @@ async fn bad_frames_get_error_frames_and_binary_closes() {
         }
     };
     assert_eq!(close.map(|f| f.code), Some(CloseCode::Policy));
+    assert!(router.shutdown(Duration::from_secs(10)).await);
+}
+
+/// Reads until a close frame; returns its code and reason.
+async fn closed(socket: &mut Socket) -> Option<(CloseCode, String)> {
+    loop {
+        match tokio::time::timeout(DEADLINE, socket.next())
+            .await
+            .expect("in time")
+        {
+            Some(Ok(Message::Close(frame))) => {
+                return frame.map(|f| (f.code, f.reason.to_string()));
+            }
+            Some(Ok(_)) => {}
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_on_subscriptions_rate_connections_and_silence() {
+    let redis = RedisServer::start().expect("redis-server");
+    let router = router_with(&redis, |c| {
+        c.ws.max_subscriptions = 2;
+        c.ws.max_frames_per_second = 5;
+        c.ws.max_connections = 2;
+        c.ws.ping_interval = Duration::from_millis(100);
+        c.ws.idle_timeout = Duration::from_millis(400);
+    })
+    .await;
+    let addr = router.http_addr();
+
+    let mut socket = connect(addr).await;
+    for tier in [1, 2] {
+        send(
+            &mut socket,
+            &format!(r#"{{"op":"subscribe","tier":{tier}}}"#),
+        )
+        .await;
+        assert_eq!(next(&mut socket).await["type"], "snapshot");
+    }
+    send(&mut socket, r#"{"op":"subscribe","tier":3}"#).await;
+    assert_eq!(next(&mut socket).await["code"], "too_many_subscriptions");
+    // Unsubscribing frees a place.
+    send(&mut socket, r#"{"op":"unsubscribe","tier":1}"#).await;
+    send(&mut socket, r#"{"op":"subscribe","tier":3}"#).await;
+    assert_eq!(next(&mut socket).await["tier"], 3);
+
+    // A third spectator is refused with 503 while two are connected.
+    let mut second = connect(addr).await;
+    match tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 503);
+        }
+        other => panic!("expected 503, got {other:?}"),
+    }
+
+    // Past the rate (a burst of 10, then 5/s): rate_limited, and a flood is closed.
+    let mut codes = Vec::new();
+    for _ in 0..40 {
+        send(&mut second, r#"{"op":"ping"}"#).await;
+    }
+    let close = loop {
+        match tokio::time::timeout(DEADLINE, second.next())
+            .await
+            .expect("in time")
+        {
+            Some(Ok(Message::Text(text))) => {
+                let frame: Value = serde_json::from_str(&text).expect("JSON");
+                codes.push(frame["code"].as_str().unwrap_or("pong").to_owned());
+            }
+            Some(Ok(Message::Close(frame))) => break frame,
+            Some(Ok(_)) => {}
+            other => panic!("expected frames and a close, got {other:?}"),
+        }
+    };
+    assert!(
+        codes.iter().filter(|c| *c == "pong").count() >= 10,
+        "{codes:?}"
+    );
+    assert!(codes.iter().any(|c| c == "rate_limited"), "{codes:?}");
+    assert_eq!(close.map(|f| f.code), Some(CloseCode::Policy));
+
+    // A spectator that never reads (and so never answers a ping) is closed as idle.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (code, reason) = closed(&mut socket).await.expect("a close frame");
+    assert_eq!(code, CloseCode::Normal);
+    assert!(reason.contains("idle"), "{reason}");
+    assert!(router.shutdown(Duration::from_secs(10)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spectator_resumes_from_its_last_version_with_deltas() {
+    let redis = RedisServer::start().expect("redis-server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let router = router(&redis).await;
+    let writer = ShardWriter::open(
+        WriterConfig::new(dir.path().join("s.sqlite"), 5).with_redis(redis.url()),
+    )
+    .await
+    .expect("writer");
+    let mut socket = connect(router.http_addr()).await;
+    send(&mut socket, r#"{"op":"subscribe","tier":4}"#).await;
+    assert_eq!(next(&mut socket).await["type"], "snapshot");
+    writer.append(score(4, "ada", 5)).await.expect("append");
+    let seen = next(&mut socket).await;
+    let version = seen["version"].as_u64().expect("version");
+
+    // bo arrives while this spectator is away; the first one shows when it was published.
+    writer.append(score(4, "bo", 7)).await.expect("append");
+    loop {
+        let frame = next(&mut socket).await;
+        if frame.to_string().contains("\"bo\"") {
+            break;
+        }
+    }
+    let mut socket = connect(router.http_addr()).await;
+    send(
+        &mut socket,
+        &format!(r#"{{"op":"subscribe","tier":4,"version":{version}}}"#),
+    )
+    .await;
+    let resumed = next(&mut socket).await;
+    assert_eq!(resumed["type"], "delta", "{resumed}");
+    assert_eq!(resumed["base"].as_u64(), Some(version), "{resumed}");
+    assert_eq!(resumed["upserts"][0]["player"], "bo", "{resumed}");
+    send(&mut socket, r#"{"op":"unsubscribe","tier":4}"#).await;
+    // A version the router never published: a snapshot.
+    send(
+        &mut socket,
+        r#"{"op":"subscribe","tier":4,"version":999999}"#,
+    )
+    .await;
+    assert_eq!(next(&mut socket).await["type"], "snapshot");
+    writer.shutdown().await.expect("shutdown");
     assert!(router.shutdown(Duration::from_secs(10)).await);
 }
