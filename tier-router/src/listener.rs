@@ -139,8 +139,13 @@ fn is_transient(err: &io::Error) -> bool {
         .is_some_and(|code| code == 23 || code == 24) // ENFILE, EMFILE
 }
 
+/// The kernel's send buffer per HTTP connection. A spectator that stops reading fills it within
+/// a few updates, so its connection finds out in time (see `crate::ws`), and 10,000 spectators
+/// cannot pin gigabytes of socket memory.
+const HTTP_SEND_BUFFER_BYTES: usize = 256 * 1024;
+
 /// The HTTP port's connections, at most `max` open at once (the same bound as the gRPC port's,
-/// for axum).
+/// for axum), each with a bounded send buffer.
 pub(crate) struct BoundedHttp {
     places: Arc<Semaphore>,
     listener: Arc<TcpListener>,
@@ -164,6 +169,11 @@ impl axum::serve::Listener for BoundedHttp {
         loop {
             match accept(Arc::clone(&self.places), Arc::clone(&self.listener)).await {
                 Ok(bounded) => {
+                    // Best effort, like Nagle's: the connection works without it.
+                    let _ = rustix::net::sockopt::set_socket_send_buffer_size(
+                        &bounded.stream,
+                        HTTP_SEND_BUFFER_BYTES,
+                    );
                     let peer = bounded
                         .stream
                         .peer_addr()

@@ -326,3 +326,142 @@ async fn a_spectator_resumes_from_its_last_version_with_deltas() {
     writer.shutdown().await.expect("shutdown");
     assert!(router.shutdown(Duration::from_secs(10)).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spectator_that_never_reads_delays_no_one_and_is_closed() {
+    let redis = RedisServer::start().expect("redis-server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let router = router_with(&redis, |c| {
+        c.ws_coalesce = Duration::from_millis(5);
+        c.ws.queue = 8;
+        c.ws.send_timeout = Duration::from_millis(500);
+        c.ws.max_resyncs = 3;
+    })
+    .await;
+    let addr = router.http_addr();
+    let writer = ShardWriter::open(
+        WriterConfig::new(dir.path().join("s.sqlite"), 6).with_redis(redis.url()),
+    )
+    .await
+    .expect("writer");
+    // A full top of long names: every update of it is about ten kilobytes.
+    let hunter = |i: i64| format!("hunter-with-a-long-name-for-a-heavy-leaderboard-{i:03}");
+    for i in 0..120 {
+        writer
+            .append(score(1, &hunter(i), 1_000 + i))
+            .await
+            .expect("append");
+    }
+
+    // The slow spectator: a tiny receive buffer, and it never reads.
+    let slow_socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    slow_socket.set_recv_buffer_size(4_096).expect("SO_RCVBUF");
+    let stream = slow_socket.connect(addr).await.expect("connect");
+    let (mut slow, _) = tokio_tungstenite::client_async(
+        format!("ws://{addr}/ws"),
+        tokio_tungstenite::MaybeTlsStream::Plain(stream),
+    )
+    .await
+    .expect("WebSocket handshake");
+    send(&mut slow, r#"{"op":"subscribe","tier":1}"#).await;
+
+    // A hundred spectators that keep up, each noting how late it saw each jump.
+    const STEPS: i64 = 300;
+    let record = |step: i64| 1_000_000 + step;
+    let sent_at = std::sync::Arc::new(std::sync::Mutex::new(
+        BTreeMap::<i64, std::time::Instant>::new(),
+    ));
+    let mut readers = tokio::task::JoinSet::new();
+    for _ in 0..100 {
+        let mut socket = connect(addr).await;
+        send(&mut socket, r#"{"op":"subscribe","tier":1}"#).await;
+        let sent_at = std::sync::Arc::clone(&sent_at);
+        readers.spawn(async move {
+            let mut worst = Duration::ZERO;
+            let mut step = 1;
+            while step <= STEPS {
+                let text = match tokio::time::timeout(DEADLINE, socket.next()).await {
+                    Ok(Some(Ok(Message::Text(text)))) => text,
+                    Ok(Some(Ok(_))) => continue,
+                    other => panic!("a spectator lost its feed: {other:?}"),
+                };
+                // Coalescing may merge jumps: the latest one seen counts for all before it.
+                let latest = text
+                    .split("\"score\":")
+                    .skip(1)
+                    .filter_map(|rest| {
+                        let digits: String =
+                            rest.chars().take_while(char::is_ascii_digit).collect();
+                        digits.parse::<i64>().ok()
+                    })
+                    .filter(|score| *score > record(0))
+                    .max();
+                if let Some(seen) = latest.map(|score| score - record(0))
+                    && seen >= step
+                {
+                    let at = sent_at.lock().expect("lock").get(&record(step)).copied();
+                    if let Some(at) = at {
+                        worst = worst.max(at.elapsed());
+                    }
+                    step = seen + 1;
+                }
+            }
+            worst
+        });
+    }
+
+    // Each step, another hunter jumps to the top with a record score: every rank moves, so each
+    // update is a few kilobytes.
+    let mut scores: BTreeMap<String, i64> = (0..120).map(|i| (hunter(i), 1_000 + i)).collect();
+    for step in 1..=STEPS {
+        let jumper = hunter(step % 120);
+        let current = scores.get(&jumper).copied().unwrap_or_default();
+        scores.insert(jumper.clone(), record(step));
+        sent_at
+            .lock()
+            .expect("lock")
+            .insert(record(step), std::time::Instant::now());
+        writer
+            .append(score(1, &jumper, record(step) - current))
+            .await
+            .expect("append");
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    let mut worst = Duration::ZERO;
+    while let Some(reader) = readers.join_next().await {
+        worst = worst.max(reader.expect("reader"));
+    }
+    assert!(
+        worst < Duration::from_secs(2),
+        "the spectators that read saw each jump within {worst:?}"
+    );
+    // The slow one cost the others nothing. Reading now, it finds it was skipped ahead to a fresh
+    // snapshot or, as here where its socket stayed full past the send timeout, that it was
+    // closed: with the policy-violation code, or cut off when even the close frame did not fit.
+    let mut snapshots = 0;
+    let (mut frames, mut bytes) = (0, 0);
+    let closed = loop {
+        match tokio::time::timeout(Duration::from_secs(5), slow.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => {
+                frames += 1;
+                bytes += text.len();
+                if text.contains("\"type\":\"snapshot\"") {
+                    snapshots += 1;
+                }
+            }
+            Ok(Some(Ok(Message::Close(frame)))) => {
+                break frame.is_some_and(|f| f.code == CloseCode::Policy);
+            }
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(_)) | None) => break true,
+            Err(_) => break false,
+        }
+    };
+    assert!(
+        snapshots >= 2 || closed,
+        "the slow spectator was neither resynced nor closed ({snapshots} snapshots in {frames} \
+         frames, {bytes} bytes)"
+    );
+    writer.shutdown().await.expect("shutdown");
+    assert!(router.shutdown(Duration::from_secs(10)).await);
+}
