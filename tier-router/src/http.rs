@@ -1,4 +1,5 @@
-//! The router's HTTP port: liveness, readiness, Prometheus metrics, and `/ws` (see [`crate::ws`]).
+//! The router's HTTP port: liveness, readiness, Prometheus metrics, the live leaderboard page,
+//! and `/ws` (see [`crate::ws`]).
 //!
 //! Design constraints:
 //! - `/healthz` answers as long as the process serves at all: it never touches Redis.
@@ -32,6 +33,10 @@ pub(crate) fn routes(state: HttpState, ws: ws::WsState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/", get(page::index))
+        .route("/app.js", get(page::script))
+        .route("/style.css", get(page::style))
+        .route("/tiers", get(page::tiers))
         .with_state(state)
         .merge(Router::new().route("/ws", get(ws::upgrade)).with_state(ws))
 }
@@ -62,5 +67,65 @@ async fn metrics(State(state): State<HttpState>) -> Response {
             "this process records no Prometheus metrics\n",
         )
             .into_response(),
+    }
+}
+
+/// The live leaderboard page: files compiled into the binary, no build step.
+mod page {
+    use axum::http::header;
+    use axum::response::IntoResponse;
+    use leaderboard_proto::rewards;
+
+    /// Pages change with the binary; a browser may keep them briefly.
+    const CACHE: &str = "public, max-age=60";
+
+    pub(super) async fn index() -> impl IntoResponse {
+        (
+            [
+                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                (header::CACHE_CONTROL, CACHE),
+            ],
+            include_str!("../web/index.html"),
+        )
+    }
+
+    pub(super) async fn script() -> impl IntoResponse {
+        (
+            [
+                (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+                (header::CACHE_CONTROL, CACHE),
+            ],
+            include_str!("../web/app.js"),
+        )
+    }
+
+    pub(super) async fn style() -> impl IntoResponse {
+        (
+            [
+                (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+                (header::CACHE_CONTROL, CACHE),
+            ],
+            include_str!("../web/style.css"),
+        )
+    }
+
+    /// The tiers of the reward table, as the page lists them: `[{"id":1,"name":"Bronze"},…]`.
+    pub(super) async fn tiers() -> impl IntoResponse {
+        #[derive(serde::Serialize)]
+        struct Tier<'a> {
+            id: u32,
+            name: &'a str,
+        }
+        let tiers: Vec<Tier<'_>> = rewards::TIERS
+            .iter()
+            .map(|t| Tier {
+                id: t.id,
+                name: t.name,
+            })
+            .collect();
+        (
+            [(header::CONTENT_TYPE, "application/json")],
+            serde_json::to_string(&tiers).unwrap_or_else(|_| "[]".to_owned()),
+        )
     }
 }

@@ -293,7 +293,7 @@ fn bad_configuration_exits_64_saying_what_is_wrong() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn health_and_readiness_over_http() {
+async fn health_readiness_and_the_page_over_http() {
     let mut redis = RedisServer::start().expect("redis-server");
     let router = router(&redis).await;
     let http = router.http_addr();
@@ -304,6 +304,22 @@ async fn health_and_readiness_over_http() {
     .await;
     // This process installed no Prometheus recorder.
     assert_eq!(http_get(http, "/metrics").await.0, 404);
+    // The live page and what it loads.
+    let (status, page) = http_get(http, "/").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("<title>Live leaderboards"), "{page}");
+    let (status, script) = http_get(http, "/app.js").await;
+    assert_eq!(status, 200);
+    assert!(script.contains("new WebSocket("), "the page follows /ws");
+    assert_eq!(http_get(http, "/style.css").await.0, 200);
+    let (status, tiers) = http_get(http, "/tiers").await;
+    assert_eq!(status, 200);
+    let tiers: serde_json::Value = serde_json::from_str(&tiers).expect("JSON");
+    assert_eq!(
+        tiers.as_array().map(Vec::len),
+        Some(leaderboard_proto::rewards::TIERS.len())
+    );
+    assert_eq!(tiers[0]["name"], leaderboard_proto::rewards::TIERS[0].name);
     assert_eq!(http_get(http, "/nowhere").await.0, 404);
     redis.stop();
     let (_, why) = eventually("not ready without Redis", || async {
