@@ -88,7 +88,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         "  grpcurl -plaintext -d '{{\"tier\":1,\"limit\":10}}' {grpc_addr} hunt.v1.Leaderboard/GetTop"
     );
     println!("  grpcurl -plaintext -d '{{\"tier\":1}}' {grpc_addr} hunt.v1.Leaderboard/Watch");
-    println!("  curl http://{http_addr}/readyz");
+    println!("live leaderboards: http://{http_addr}/ (metrics: http://{http_addr}/metrics)");
     if args.seconds == 0 {
         println!("Ctrl-C stops the demo.");
     }
