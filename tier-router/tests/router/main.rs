@@ -6,6 +6,7 @@
 
 mod support;
 
+mod browser;
 mod end_to_end;
 mod faults;
 mod observability;
