@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench_router;
+mod bench_spectators;
 mod bench_writer;
 mod demo;
 mod redis_target;
@@ -30,6 +31,8 @@ enum Command {
     /// Events/s one tier router applies, append-to-visible latency, and GetTop latency under
     /// load, beside a naive baseline (one ZINCRBY round trip per event).
     BenchRouter(bench_router::Args),
+    /// WebSocket spectators held by one router, and delivery latency from append to delta.
+    BenchSpectators(bench_spectators::Args),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
             Command::Demo(args) => demo::run(args).await,
             Command::BenchWriter(args) => bench_writer::run(args).await,
             Command::BenchRouter(args) => bench_router::run(args).await,
+            Command::BenchSpectators(args) => bench_spectators::run(args).await,
         }
     });
     match result {

@@ -7,8 +7,9 @@
 //!
 //! Design constraints:
 //! - One serialization per tier update, shared by every subscriber: a publisher per tier
-//!   coalesces the cache's versions (at most one update per `coalesce` interval), encodes the
-//!   snapshot and the delta from the version it published before once, and broadcasts both.
+//!   coalesces the cache's versions (at most one update per `coalesce` interval, so a change
+//!   waits at most that long), encodes the snapshot and the delta from the version it published
+//!   before once, and broadcasts both.
 //! - A slow spectator never slows the others: the broadcast never waits. A subscriber that falls
 //!   more than the broadcast's capacity behind gets the latest snapshot instead of the deltas it
 //!   missed; one that keeps falling behind (or whose socket does not take a frame in time) is
@@ -83,16 +84,20 @@ impl Fanout {
             let kept = Arc::clone(&history);
             tokio::spawn(async move {
                 let mut last = first;
+                let mut published_at = tokio::time::Instant::now() - coalesce;
                 loop {
                     tokio::select! {
                         () = stop.cancelled() => return,
                         changed = changes.changed() => if changed.is_err() { return },
                     }
-                    // Coalesce: whatever arrives within the interval goes out as one update.
+                    // Coalesce: at most one update per interval. A change after a quiet interval
+                    // goes out at once; one soon after an update waits for the interval's end,
+                    // with whatever else arrives meanwhile.
                     tokio::select! {
                         () = stop.cancelled() => return,
-                        () = tokio::time::sleep(coalesce) => {}
+                        () = tokio::time::sleep_until(published_at + coalesce) => {}
                     }
+                    published_at = tokio::time::Instant::now();
                     let current = changes.borrow_and_update().clone();
                     if current.version == last.version {
                         continue;

@@ -1,0 +1,236 @@
+//! `loadtest bench-spectators`: how many WebSocket spectators one tier router holds, and how long
+//! an event takes from `append` to a spectator's screen (the `delta` frame received).
+//!
+//! The router runs as its own process (`tier-router` from the same target directory), so the
+//! spectators' sockets and the router's do not share one process's file descriptors. Every
+//! spectator follows tier 1. A probe shard appends, every `--probe-ms`, points that give one probe
+//! player a new record score; each spectator notes when it sees each record, measured from the
+//! probe's intended send time.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use shard_writer::{ShardWriter, WriterConfig};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::bench_writer::new_histogram;
+use crate::redis_target::RedisTarget;
+
+/// Options of `loadtest bench-spectators`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Redis to use; without it a private redis-server is started on a free port.
+    #[arg(long, env = "HUNT_REDIS_URL", hide_env_values = true)]
+    redis_url: Option<String>,
+    /// Spectators to connect.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..=15_000))]
+    connections: u32,
+    /// Milliseconds between probes.
+    #[arg(long, default_value_t = 100)]
+    probe_ms: u64,
+    /// Measured seconds.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// The router's coalescing interval, in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    coalesce_ms: u64,
+}
+
+/// The router child, killed on drop.
+struct Router(Child);
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Per probe (by record score): its intended send time.
+type Sent = Arc<Mutex<std::collections::BTreeMap<i64, Instant>>>;
+
+const RECORD: i64 = 1_000_000_000;
+
+pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
+    let redis = RedisTarget::new(args.redis_url.clone())?;
+    let binary = std::env::current_exe()?
+        .parent()
+        .context("the loadtest binary has no directory")?
+        .join("tier-router");
+    let mut child = Command::new(&binary)
+        .args([
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--ws-coalesce-ms",
+            &args.coalesce_ms.to_string(),
+            "--ws-max-connections",
+            &args.connections.to_string(),
+            "--redis-url",
+            &redis.url,
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| {
+            format!(
+                "starting {} (build it: cargo build --release -p tier-router)",
+                binary.display()
+            )
+        })?;
+    let stdout = child.stdout.take().context("router stdout")?;
+    let router = Router(child);
+    let http = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            if let Some(addr) = line?.strip_prefix("http ") {
+                return Ok(addr.to_owned());
+            }
+        }
+        bail!("the router exited before printing its HTTP address")
+    })
+    .await??;
+
+    let dir = tempfile::tempdir()?;
+    let probe = ShardWriter::open(
+        WriterConfig::new(dir.path().join("probe.sqlite"), 1).with_redis(redis.url.clone()),
+    )
+    .await?;
+    probe
+        .append(leaderboard_proto::testkit::score(1, "probe", RECORD))
+        .await?;
+
+    // Connect everyone, a few at a time, and wait for each one's snapshot.
+    let connect_started = Instant::now();
+    let sent: Sent = Arc::default();
+    let latency = Arc::new(Mutex::new(new_histogram()?));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut spectators = tokio::task::JoinSet::new();
+    let (ready_tx, mut ready) = tokio::sync::mpsc::channel::<()>(1_024);
+    let gate = Arc::new(tokio::sync::Semaphore::new(64));
+    for _ in 0..args.connections {
+        let permit = Arc::clone(&gate).acquire_owned().await?;
+        let (url, sent, latency, stop, ready_tx) = (
+            format!("ws://{http}/ws"),
+            Arc::clone(&sent),
+            Arc::clone(&latency),
+            stop.clone(),
+            ready_tx.clone(),
+        );
+        spectators.spawn(async move {
+            let (mut socket, _) = tokio_tungstenite::connect_async(url).await?;
+            socket
+                .send(Message::Text(r#"{"op":"subscribe","tier":1}"#.into()))
+                .await?;
+            let mut seen = RECORD;
+            let mut ready_tx = Some(ready_tx);
+            drop(permit);
+            loop {
+                let frame = tokio::select! {
+                    () = stop.cancelled() => return Ok::<_, anyhow::Error>(()),
+                    frame = socket.next() => frame,
+                };
+                let text = match frame {
+                    Some(Ok(Message::Text(text))) => text,
+                    Some(Ok(_)) => continue,
+                    Some(Err(err)) => return Err(err.into()),
+                    None => bail!("the router closed a spectator"),
+                };
+                if let Some(ready) = ready_tx.take() {
+                    let _ = ready.send(()).await;
+                }
+                let now = Instant::now();
+                let best = records(&text).max().unwrap_or(0);
+                if best > seen {
+                    if let (Ok(sent), Ok(mut latency)) = (sent.lock(), latency.lock()) {
+                        for (_, at) in sent.range(seen + 1..=best) {
+                            let _ = latency.record(now.duration_since(*at).as_nanos() as u64);
+                        }
+                    }
+                    seen = best;
+                }
+            }
+        });
+    }
+    drop(ready_tx);
+    for _ in 0..args.connections {
+        if tokio::time::timeout(Duration::from_secs(60), ready.recv())
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+        {
+            bail!("not every spectator got its snapshot within 60 s");
+        }
+    }
+    let connected_in = connect_started.elapsed();
+
+    // Probes: a new record every `probe_ms`, from its intended send time.
+    let started = Instant::now();
+    let interval = Duration::from_millis(args.probe_ms);
+    let mut probes = 0i64;
+    while started.elapsed() < Duration::from_secs(args.seconds) {
+        let due = started + interval.mul_f64(probes as f64);
+        tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
+        probes += 1;
+        if let Ok(mut sent) = sent.lock() {
+            sent.insert(RECORD + probes, due);
+        }
+        probe
+            .append(leaderboard_proto::testkit::score(1, "probe", 1))
+            .await?;
+    }
+    // The last probe reaches everyone, or the run fails.
+    let expected = u64::try_from(probes)? * u64::from(args.connections);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while latency.lock().map(|h| h.len()).unwrap_or(0) < expected {
+        if Instant::now() >= deadline {
+            bail!(
+                "only {} of {expected} probe deliveries arrived",
+                latency.lock().map(|h| h.len()).unwrap_or(0)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.cancel();
+    while let Some(done) = spectators.join_next().await {
+        done??;
+    }
+    probe.shutdown().await?;
+    drop(router);
+
+    let latency: Histogram<u64> = latency
+        .lock()
+        .map(|h| h.clone())
+        .map_err(|_| anyhow::anyhow!("poisoned"))?;
+    let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1e6;
+    println!("| measure | result | goal |");
+    println!("|---|---|---|");
+    println!(
+        "| spectators held (all got every update) | {} (connected in {:.1} s) | 10,000 |",
+        args.connections,
+        connected_in.as_secs_f64()
+    );
+    println!(
+        "| delivery, append → delta received, p50 / p99 / max ({} deliveries) | {:.1} / {:.1} / {:.1} ms | p99 < {} ms |",
+        latency.len(),
+        ms(0.5),
+        ms(0.99),
+        latency.max() as f64 / 1e6,
+        args.coalesce_ms + 50
+    );
+    Ok(())
+}
+
+/// The record scores (above [`RECORD`]) a frame mentions, as offsets above it.
+fn records(text: &str) -> impl Iterator<Item = i64> + '_ {
+    text.split("\"score\":").skip(1).filter_map(|rest| {
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse::<i64>().ok().filter(|score| *score > RECORD)
+    })
+}
