@@ -8,7 +8,6 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use leaderboard_proto::testkit::RedisServer;
-use shard_writer::{ShardWriter, WriterConfig};
 
 use crate::support::{router, score};
 
@@ -29,11 +28,7 @@ async fn the_page_shows_the_board_and_a_score_change() {
     let redis = RedisServer::start().expect("redis-server");
     let dir = tempfile::tempdir().expect("tempdir");
     let router = router(&redis).await;
-    let writer = ShardWriter::open(
-        WriterConfig::new(dir.path().join("s.sqlite"), 8).with_redis(redis.url()),
-    )
-    .await
-    .expect("writer");
+    let writer = crate::support::writer(&redis, dir.path(), 8).await;
     for (player, points) in [("ada", 50), ("bo", 40), ("climber", 30), ("di", 20)] {
         writer
             .append(score(1, player, points))

@@ -191,11 +191,7 @@ async fn watch_snapshots_match_get_top_at_the_same_version_and_players_have_neig
     let redis = RedisServer::start().expect("redis-server");
     let dir = tempfile::tempdir().expect("tempdir");
     let router = router(&redis).await;
-    let writer = ShardWriter::open(
-        WriterConfig::new(dir.path().join("s.sqlite"), 9).with_redis(redis.url()),
-    )
-    .await
-    .expect("writer");
+    let writer = crate::support::writer(&redis, dir.path(), 9).await;
     let mut grpc = client(&router).await;
     let mut updates = grpc
         .watch(WatchRequest { tier: 2 })

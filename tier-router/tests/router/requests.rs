@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use leaderboard_proto::testkit::RedisServer;
 use leaderboard_proto::v1::{GetPlayerRequest, GetTopRequest, ListTiersRequest, WatchRequest};
-use shard_writer::{ShardWriter, WriterConfig};
 use tonic::Code;
 use tonic_health::ServingStatus;
 use tonic_health::pb::HealthCheckRequest;
@@ -84,11 +83,7 @@ async fn with_redis_down_cached_reads_answer_marked_stale() {
     let mut redis = RedisServer::start().expect("redis-server");
     let dir = tempfile::tempdir().expect("tempdir");
     let router = router(&redis).await;
-    let writer = ShardWriter::open(
-        WriterConfig::new(dir.path().join("s.sqlite"), 4).with_redis(redis.url()),
-    )
-    .await
-    .expect("writer");
+    let writer = crate::support::writer(&redis, dir.path(), 4).await;
     for (player, points) in [("ada", 7), ("bo", 3)] {
         writer
             .append(score(1, player, points))

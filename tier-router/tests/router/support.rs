@@ -30,6 +30,20 @@ pub(crate) async fn router_with(
     App::build(config).await.expect("router builds").spawn()
 }
 
+/// A shard writer of shard `shard` with its file in `dir`, relaying to `redis`.
+pub(crate) async fn writer(
+    redis: &RedisServer,
+    dir: &std::path::Path,
+    shard: u32,
+) -> shard_writer::ShardWriter {
+    shard_writer::ShardWriter::open(
+        shard_writer::WriterConfig::new(dir.join(format!("shard-{shard}.sqlite")), shard)
+            .with_redis(redis.url()),
+    )
+    .await
+    .expect("writer")
+}
+
 /// A gRPC client of `router`.
 pub(crate) async fn client(router: &AppHandle) -> LeaderboardClient<Channel> {
     LeaderboardClient::connect(format!("http://{}", router.grpc_addr()))

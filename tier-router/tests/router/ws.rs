@@ -8,7 +8,6 @@ use futures_util::{SinkExt, StreamExt};
 use leaderboard_proto::testkit::RedisServer;
 use leaderboard_proto::v1::GetTopRequest;
 use serde_json::Value;
-use shard_writer::{ShardWriter, WriterConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
@@ -50,11 +49,7 @@ async fn snapshot_and_deltas_rebuild_get_top_at_the_same_version() {
     let redis = RedisServer::start().expect("redis-server");
     let dir = tempfile::tempdir().expect("tempdir");
     let router = router(&redis).await;
-    let writer = ShardWriter::open(
-        WriterConfig::new(dir.path().join("s.sqlite"), 3).with_redis(redis.url()),
-    )
-    .await
-    .expect("writer");
+    let writer = crate::support::writer(&redis, dir.path(), 3).await;
     let mut socket = connect(router.http_addr()).await;
     send(&mut socket, r#"{"op":"subscribe","tier":2}"#).await;
     let first = next(&mut socket).await;
@@ -285,11 +280,7 @@ async fn a_spectator_resumes_from_its_last_version_with_deltas() {
     let redis = RedisServer::start().expect("redis-server");
     let dir = tempfile::tempdir().expect("tempdir");
     let router = router(&redis).await;
-    let writer = ShardWriter::open(
-        WriterConfig::new(dir.path().join("s.sqlite"), 5).with_redis(redis.url()),
-    )
-    .await
-    .expect("writer");
+    let writer = crate::support::writer(&redis, dir.path(), 5).await;
     let mut socket = connect(router.http_addr()).await;
     send(&mut socket, r#"{"op":"subscribe","tier":4}"#).await;
     assert_eq!(next(&mut socket).await["type"], "snapshot");
@@ -339,11 +330,7 @@ async fn a_spectator_that_never_reads_delays_no_one_and_is_closed() {
     })
     .await;
     let addr = router.http_addr();
-    let writer = ShardWriter::open(
-        WriterConfig::new(dir.path().join("s.sqlite"), 6).with_redis(redis.url()),
-    )
-    .await
-    .expect("writer");
+    let writer = crate::support::writer(&redis, dir.path(), 6).await;
     // A full top of long names: every update of it is about ten kilobytes.
     let hunter = |i: i64| format!("hunter-with-a-long-name-for-a-heavy-leaderboard-{i:03}");
     for i in 0..120 {
