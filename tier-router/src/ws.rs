@@ -84,7 +84,8 @@ impl Fanout {
             let kept = Arc::clone(&history);
             tokio::spawn(async move {
                 let mut last = first;
-                let mut published_at = tokio::time::Instant::now() - coalesce;
+                let now = tokio::time::Instant::now();
+                let mut published_at = now.checked_sub(coalesce).unwrap_or(now);
                 loop {
                     tokio::select! {
                         () = stop.cancelled() => return,
@@ -97,11 +98,11 @@ impl Fanout {
                         () = stop.cancelled() => return,
                         () = tokio::time::sleep_until(published_at + coalesce) => {}
                     }
-                    published_at = tokio::time::Instant::now();
                     let current = changes.borrow_and_update().clone();
                     if current.version == last.version {
                         continue;
                     }
+                    published_at = tokio::time::Instant::now();
                     let update = Arc::new(encode(tier, Some(&last), &current));
                     if let Ok(mut kept) = kept.lock() {
                         if kept.len() == HISTORY {
