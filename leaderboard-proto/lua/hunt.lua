@@ -11,7 +11,7 @@
 
 -- Raised by hand whenever a function is added or changed, so an older process never replaces a
 -- newer library (see leaderboard_proto::functions::ensure_loaded).
-local LIBRARY_VERSION = 4
+local LIBRARY_VERSION = 5
 
 local function hash_get_number(key, field)
   local value = redis.call('HGET', key, field)
@@ -135,36 +135,148 @@ local function lease_release(keys, args)
   return 0
 end
 
--- hunt_apply(KEYS = tier fence, applied, replay, scores, members, cursor;
+-- A tier's fence check: every function that writes a tier's board or awards runs it first.
+local function fenced(fence, token)
+  if redis.call('GET', fence) ~= token then
+    return redis.error_reply('FENCED the fence token is not the tier\'s current one')
+  end
+  return nil
+end
+
+-- Writes score changes to a tier's board. `players` lists the players in the order they reached
+-- their new totals; `delta` holds each one's change. A player is on the board from their first
+-- change (at 0 too); a player whose score changes gets a new member "<order><player>", where
+-- <order> is a fixed-width, decreasing counter handed out in that order, so that among equal
+-- scores the one reached first sorts first in ZREVRANGE and ZREVRANK. A total that would leave
+-- +-(2^53 - 1) is not written and is counted. The board is written with a handful of variadic
+-- calls, however many players change.
+-- Returns rejected, top (1 when the first <top_size> ranks may have changed).
+local function write_board(scores, members, top_size, players, delta)
+  local rejected, top = 0, 0
+  if #players == 0 then
+    return rejected, top
+  end
+  -- The score a player must reach (or leave) to touch the top; none while the board is short.
+  local threshold = nil
+  if redis.call('ZCARD', scores) >= top_size then
+    local last = redis.call('ZREVRANGE', scores, top_size - 1, top_size - 1, 'WITHSCORES')
+    threshold = tonumber(last[2])
+  end
+  local old_members = redis.call('HMGET', members, unpack(players))
+  local present = {}
+  for _, member in ipairs(old_members) do
+    if member then
+      present[#present + 1] = member
+    end
+  end
+  local old_score = {}
+  if #present > 0 then
+    local found = redis.call('ZMSCORE', scores, unpack(present))
+    for k, member in ipairs(present) do
+      old_score[member] = tonumber(found[k]) or 0
+    end
+  end
+  local updates = {}
+  for k, player in ipairs(players) do
+    local member = old_members[k]
+    local change = delta[player]
+    -- A change of 0 keeps an existing member, and so its place among equal scores.
+    if change ~= 0 or not member then
+      local score = member and old_score[member] or 0
+      local total = score + change
+      if total > MAX_POINTS or total < -MAX_POINTS then
+        rejected = rejected + 1
+      else
+        updates[#updates + 1] = {player, member, total}
+        if threshold == nil or total >= threshold or (member and score >= threshold) then
+          top = 1
+        end
+      end
+    end
+  end
+  if #updates > 0 then
+    -- The order counter lives in the members hash under the empty field: no player id is
+    -- empty, so it cannot collide with a player.
+    local first = redis.call('HINCRBY', members, '', #updates) - #updates
+    local removed, added, renamed = {}, {}, {}
+    for k, update in ipairs(updates) do
+      local player, member, total = update[1], update[2], update[3]
+      local fresh = string.format('%016d', MAX_POINTS - (first + k)) .. player
+      if member then
+        removed[#removed + 1] = member
+      end
+      added[#added + 1] = int(total)
+      added[#added + 1] = fresh
+      renamed[#renamed + 1] = player
+      renamed[#renamed + 1] = fresh
+    end
+    if #removed > 0 then
+      redis.call('ZREM', scores, unpack(removed))
+    end
+    redis.call('ZADD', scores, unpack(added))
+    redis.call('HSET', members, unpack(renamed))
+  end
+  return rejected, top
+end
+
+-- An award record in hunt:{t<N>}:awards: "<state>\t<chest>\t<player>\t<points>\t<shard>".
+-- Ids never hold control characters, so a tab separates the fields. States:
+--   pending      scored, waiting for the saga to claim its chest;
+--   confirmed    holds its chest (final);
+--   revoked      lost its chest, points taken back, its shard not told yet (still pending);
+--   compensated  lost its chest, points taken back, its shard told (final);
+--   withdrawn    revoked by its own shard (an AwardRevoked in the shard's stream): points taken
+--                back if it had scored, never scores later (final).
+local function award_record(state, chest, player, points, shard)
+  return state .. '\t' .. chest .. '\t' .. player .. '\t' .. points .. '\t' .. shard
+end
+
+local function award_parse(record)
+  local state, chest, player, points, shard =
+    string.match(record, '^([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)$')
+  return state, chest, player, tonumber(points), shard
+end
+
+-- hunt_apply(KEYS = tier fence, applied, replay, scores, members, cursor, clues, awards,
+--                   awards pending;
 --            ARGV = fence token, stream cursor, top size, then per entry: shard, tier_seq, player,
---            points)
+--            points, kind, ref, ref2)
 -- Applies a batch of stream entries exactly once. The token must be the tier's current fence,
 -- or nothing happens and the call fails with FENCED. Per shard, an entry at or below the applied
 -- watermark is a duplicate and skipped; the next one (watermark + 1) is applied; anything past
 -- a hole records a replay request (the first missing tier_seq) and the shard's later entries in
 -- the batch are skipped. An entry with an empty player carries no points (a wave reset).
--- Points are summed per player first. A player is on the board from their first applied entry
--- (at 0 too); a player whose score changes gets a new member "<order><player>", where <order> is
--- a fixed-width, decreasing counter handed out in the order the players reached their new totals
--- (the position of their last entry in the batch), so that among equal scores the one reached
--- first sorts first in ZREVRANGE and ZREVRANK. A total that would leave +-(2^53 - 1) is not
--- applied (the entry still counts as applied) and is reported. The board is written with a
--- handful of variadic calls per batch, whatever its size.
--- Returns {applied, duplicates, gaps, rejected, top}, where top is 1 when the batch may have
--- changed the first <top size> ranks (so the router refreshes its copy only then).
+-- Kinds:
+--   ''  points for the player;
+--   'c' a clue solve (ref = clue id, ref2 = its claim token): scores only when the token is
+--       greater than every token of that clue applied in the tier before, so a stale (or
+--       repeated) token scores nothing;
+--   'a' a chest award (ref = award id, ref2 = chest key): scores once per award id and is
+--       recorded as pending for the saga;
+--   'r' the shard revoking its own award (ref = award id): a pending award is withdrawn and its
+--       points taken back once; a settled one is left alone; an unknown one is recorded as
+--       withdrawn so it can never score later.
+-- Points are summed per player and written by write_board. A total that would leave
+-- +-(2^53 - 1) is not applied (the entry still counts as applied) and is reported.
+-- Returns {applied, duplicates, gaps, rejected, top, awards, stale}: top is 1 when the batch may
+-- have changed the first <top size> ranks; awards counts the awards recorded as pending; stale
+-- counts clue solves refused for their token.
 local function apply(keys, args)
-  local fence, applied_key, replay_key, scores, members, cursor =
-    keys[1], keys[2], keys[3], keys[4], keys[5], keys[6]
-  if redis.call('GET', fence) ~= args[1] then
-    return redis.error_reply('FENCED the fence token is not the tier\'s current one')
+  local fence, applied_key, replay_key, scores, members, cursor, clues, awards, pending =
+    keys[1], keys[2], keys[3], keys[4], keys[5], keys[6], keys[7], keys[8], keys[9]
+  local refused = fenced(fence, args[1])
+  if refused then
+    return refused
   end
   local top_size = tonumber(args[3])
   local watermark, blocked = {}, {}
   local delta, last_seen, players = {}, {}, {}
-  local applied, duplicates, gaps, rejected = 0, 0, 0, 0
-  for i = 4, #args, 4 do
+  local applied, duplicates, gaps, awarded, stale = 0, 0, 0, 0, 0
+  local clue_tokens = {}
+  for i = 4, #args, 7 do
     local shard, tier_seq = args[i], tonumber(args[i + 1])
     local player, points = args[i + 2], tonumber(args[i + 3])
+    local kind, ref, ref2 = args[i + 4], args[i + 5], args[i + 6]
     if not blocked[shard] then
       local mark = watermark[shard]
       if mark == nil then
@@ -176,6 +288,51 @@ local function apply(keys, args)
       elseif tier_seq == mark + 1 then
         watermark[shard] = tier_seq
         applied = applied + 1
+        if kind == 'c' then
+          local token = tonumber(ref2)
+          local best = clue_tokens[ref]
+          if best == nil then
+            best = hash_get_number(clues, ref)
+          end
+          if token > best then
+            clue_tokens[ref] = token
+          else
+            clue_tokens[ref] = best
+            stale = stale + 1
+            points = 0
+          end
+        elseif kind == 'a' then
+          if redis.call('HEXISTS', awards, ref) == 1 then
+            points = 0
+          else
+            local order = redis.call('HINCRBY', awards, '', 1)
+            redis.call('HSET', awards, ref, award_record('pending', ref2, player, int(points), shard))
+            redis.call('ZADD', pending, order, ref)
+            awarded = awarded + 1
+          end
+        elseif kind == 'r' then
+          -- The entry's own points are not trusted: the record says what the award scored.
+          points = 0
+          local record = redis.call('HGET', awards, ref)
+          if record then
+            local state, chest, holder, scored, owner = award_parse(record)
+            if state == 'pending' then
+              redis.call('HSET', awards, ref, award_record('withdrawn', chest, holder, int(scored), owner))
+              redis.call('ZREM', pending, ref)
+              if holder == player then
+                points = -scored
+              elseif delta[holder] ~= nil then
+                delta[holder] = delta[holder] - scored
+              else
+                delta[holder] = -scored
+                players[#players + 1] = holder
+                last_seen[holder] = i
+              end
+            end
+          else
+            redis.call('HSET', awards, ref, award_record('withdrawn', '', player, '0', shard))
+          end
+        end
         if player ~= '' then
           if delta[player] == nil then
             delta[player] = 0
@@ -198,74 +355,224 @@ local function apply(keys, args)
       redis.call('HDEL', replay_key, shard)
     end
   end
+  for clue, token in pairs(clue_tokens) do
+    redis.call('HSET', clues, clue, int(token))
+  end
 
-  local top = 0
-  if #players > 0 then
-    -- In the order the players reached their new totals.
-    table.sort(players, function(a, b) return last_seen[a] < last_seen[b] end)
-    -- The score a player must reach (or leave) to touch the top; none while the board is short.
-    local threshold = nil
-    if redis.call('ZCARD', scores) >= top_size then
-      local last = redis.call('ZREVRANGE', scores, top_size - 1, top_size - 1, 'WITHSCORES')
-      threshold = tonumber(last[2])
+  -- In the order the players reached their new totals.
+  table.sort(players, function(a, b) return last_seen[a] < last_seen[b] end)
+  local rejected, top = write_board(scores, members, top_size, players, delta)
+  redis.call('SET', cursor, args[2])
+  return {applied, duplicates, gaps, rejected, top, awarded, stale}
+end
+
+-- hunt_open_clue(KEYS[1] = clue; ARGV[1] = wave)
+-- Opens the clue to new claims for a wave (waves count from 1): the current hunter is cleared
+-- and the wave stored in reset_at. A wave at or below the one stored changes nothing, so a
+-- repeated or late reset never reopens a clue claimed in a later wave. The token counter is
+-- kept: every claim of every wave gets a greater token.
+-- Returns {1, wave} when opened, {0, stored wave} when not.
+local function open_clue(keys, args)
+  local clue, wave = keys[1], tonumber(args[1])
+  local stored = hash_get_number(clue, 'reset_at')
+  if wave <= stored then
+    return {0, stored}
+  end
+  redis.call('HDEL', clue, 'current_hunter')
+  redis.call('HSET', clue, 'reset_at', int(wave))
+  return {1, wave}
+end
+
+-- hunt_claim_clue(KEYS[1] = clue; ARGV = hunter, solve time ms (the shard's clock, kept for
+--                 people, never compared))
+-- First solver wins: a compare-and-swap of current_hunter from none to the hunter. The winner
+-- gets token = previous token + 1, greater than every token of the clue before. The holder
+-- asking again gets its own token back (a retried claim).
+-- Returns {1, hunter, token, wave} won (or already held by this hunter), {0, holder, token,
+-- wave} held by another, {-1} for a clue never opened.
+local function claim_clue(keys, args)
+  local clue, hunter = keys[1], args[1]
+  local state = redis.call('HMGET', clue, 'reset_at', 'current_hunter', 'token')
+  if not state[1] then
+    return {-1}
+  end
+  local wave, holder, token = tonumber(state[1]), state[2], tonumber(state[3] or '0')
+  if holder then
+    if holder == hunter then
+      return {1, holder, token, wave}
     end
-    local old_members = redis.call('HMGET', members, unpack(players))
-    local present = {}
-    for _, member in ipairs(old_members) do
-      if member then
-        present[#present + 1] = member
-      end
-    end
-    local old_score = {}
-    if #present > 0 then
-      local found = redis.call('ZMSCORE', scores, unpack(present))
-      for k, member in ipairs(present) do
-        old_score[member] = tonumber(found[k]) or 0
-      end
-    end
-    local updates = {}
-    for k, player in ipairs(players) do
-      local member = old_members[k]
-      local change = delta[player]
-      -- A change of 0 keeps an existing member, and so its place among equal scores.
-      if change ~= 0 or not member then
-        local score = member and old_score[member] or 0
-        local total = score + change
-        if total > MAX_POINTS or total < -MAX_POINTS then
-          rejected = rejected + 1
+    return {0, holder, token, wave}
+  end
+  token = redis.call('HINCRBY', clue, 'token', 1)
+  redis.call('HSET', clue, 'current_hunter', hunter, 'last_solve_ms', args[2])
+  return {1, hunter, token, wave}
+end
+
+-- hunt_check_clue(KEYS[1] = clue; ARGV = hunter, token)
+-- Whether a write carrying this token may go ahead: 'ok' when the hunter holds the clue under
+-- exactly this token; 'stale' for an older token; 'future' for a token never handed out;
+-- 'not_holder' when the token is current but another hunter (or nobody) holds the clue;
+-- 'unknown' for a clue never opened.
+local function check_clue(keys, args)
+  local clue, hunter, token = keys[1], args[1], tonumber(args[2])
+  local state = redis.call('HMGET', clue, 'reset_at', 'current_hunter', 'token')
+  if not state[1] then
+    return 'unknown'
+  end
+  local current = tonumber(state[3] or '0')
+  if token > current then
+    return 'future'
+  end
+  if token < current then
+    return 'stale'
+  end
+  if state[2] ~= hunter then
+    return 'not_holder'
+  end
+  return 'ok'
+end
+
+-- hunt_claim_chest(KEYS[1] = chest; ARGV = award id, ttl seconds)
+-- The chest goes to the first award that claims it (SET NX EX). The holder claiming again is
+-- told it holds it. Returns {1, award id} or {0, holder}.
+local function claim_chest(keys, args)
+  local chest, award = keys[1], args[1]
+  if redis.call('SET', chest, award, 'NX', 'EX', args[2]) then
+    return {1, award}
+  end
+  local holder = redis.call('GET', chest)
+  if holder == award then
+    return {1, award}
+  end
+  return {0, holder}
+end
+
+-- hunt_award_pending(KEYS = awards, awards pending; ARGV[1] = limit)
+-- The oldest pending awards, in the order they were applied: {award id, record, ...}.
+local function award_pending(keys, args)
+  local ids = redis.call('ZRANGE', keys[2], 0, tonumber(args[1]) - 1)
+  if #ids == 0 then
+    return {}
+  end
+  local records = redis.call('HMGET', keys[1], unpack(ids))
+  local out = {}
+  for k, id in ipairs(ids) do
+    out[#out + 1] = id
+    out[#out + 1] = records[k] or ''
+  end
+  return out
+end
+
+-- hunt_award_settle(KEYS = tier fence, awards, awards pending, awards settled, scores, members;
+--                   ARGV = fence token, now ms, top size, then pairs: award id, chest holder)
+-- Settles pending awards once their chests are claimed: the award holding its chest is
+-- confirmed; any other is revoked, its points taken back exactly once (only a pending award
+-- changes state) and left in the pending set until its shard has been told. Fenced like
+-- hunt_apply. now ms (the router's clock) only decides when a settled record expires.
+-- Returns {confirmed, revoked, rejected, top, revoked award id...}.
+local function award_settle(keys, args)
+  local fence, awards, pending, settled, scores, members =
+    keys[1], keys[2], keys[3], keys[4], keys[5], keys[6]
+  local refused = fenced(fence, args[1])
+  if refused then
+    return refused
+  end
+  local now, top_size = args[2], tonumber(args[3])
+  local confirmed, revoked = 0, 0
+  local delta, players, revoked_ids = {}, {}, {}
+  for i = 4, #args, 2 do
+    local id, holder = args[i], args[i + 1]
+    local record = redis.call('HGET', awards, id)
+    if record then
+      local state, chest, player, points, shard = award_parse(record)
+      if state == 'pending' then
+        if holder == id then
+          redis.call('HSET', awards, id, award_record('confirmed', chest, player, int(points), shard))
+          redis.call('ZREM', pending, id)
+          redis.call('ZADD', settled, now, id)
+          confirmed = confirmed + 1
         else
-          updates[#updates + 1] = {player, member, total}
-          if threshold == nil or total >= threshold or (member and score >= threshold) then
-            top = 1
+          redis.call('HSET', awards, id, award_record('revoked', chest, player, int(points), shard))
+          if delta[player] == nil then
+            delta[player] = 0
+            players[#players + 1] = player
           end
+          delta[player] = delta[player] - points
+          revoked = revoked + 1
+          revoked_ids[#revoked_ids + 1] = id
         end
       end
-    end
-    if #updates > 0 then
-      -- The order counter lives in the members hash under the empty field: no player id is
-      -- empty, so it cannot collide with a player.
-      local first = redis.call('HINCRBY', members, '', #updates) - #updates
-      local removed, added, renamed = {}, {}, {}
-      for k, update in ipairs(updates) do
-        local player, member, total = update[1], update[2], update[3]
-        local fresh = string.format('%016d', MAX_POINTS - (first + k)) .. player
-        if member then
-          removed[#removed + 1] = member
-        end
-        added[#added + 1] = int(total)
-        added[#added + 1] = fresh
-        renamed[#renamed + 1] = player
-        renamed[#renamed + 1] = fresh
-      end
-      if #removed > 0 then
-        redis.call('ZREM', scores, unpack(removed))
-      end
-      redis.call('ZADD', scores, unpack(added))
-      redis.call('HSET', members, unpack(renamed))
     end
   end
-  redis.call('SET', cursor, args[2])
-  return {applied, duplicates, gaps, rejected, top}
+  local rejected, top = write_board(scores, members, top_size, players, delta)
+  local out = {confirmed, revoked, rejected, top}
+  for _, id in ipairs(revoked_ids) do
+    out[#out + 1] = id
+  end
+  return out
+end
+
+-- hunt_compensate(KEYS = shard inbox, shard inbox sent; ARGV = award id, payload, now ms,
+--                 keep ms, inbox cap)
+-- Tells a shard one of its awards was revoked: adds the payload (an AwardRevoked HuntEvent) to
+-- its inbox once per award id. The sent set remembers award ids for keep ms (the router's clock;
+-- older entries are dropped as new ones come). An inbox holding cap unacknowledged entries
+-- refuses with INBOX_FULL, so nothing is trimmed unread: the saga retries later.
+-- Returns 1 when added, 0 when the award was already sent.
+local function compensate(keys, args)
+  local inbox, sent = keys[1], keys[2]
+  local award, payload, now, keep, cap = args[1], args[2], tonumber(args[3]), tonumber(args[4]), tonumber(args[5])
+  if redis.call('ZSCORE', sent, award) then
+    return 0
+  end
+  if redis.call('XLEN', inbox) >= cap then
+    return redis.error_reply('INBOX_FULL the shard\'s compensation inbox holds ' .. int(cap) .. ' unacknowledged entries')
+  end
+  redis.call('XADD', inbox, '*', 'e', payload)
+  redis.call('ZADD', sent, int(now), award)
+  redis.call('ZREMRANGEBYSCORE', sent, '-inf', '(' .. int(now - keep))
+  return 1
+end
+
+-- hunt_award_finish(KEYS = tier fence, awards, awards pending, awards settled;
+--                   ARGV = fence token, now ms, award id...)
+-- Marks revoked awards whose shard has been told as compensated and takes them out of the
+-- pending set. Fenced. Returns how many changed.
+local function award_finish(keys, args)
+  local fence, awards, pending, settled = keys[1], keys[2], keys[3], keys[4]
+  local refused = fenced(fence, args[1])
+  if refused then
+    return refused
+  end
+  local now, finished = args[2], 0
+  for i = 3, #args do
+    local id = args[i]
+    local record = redis.call('HGET', awards, id)
+    if record then
+      local state, chest, player, points, shard = award_parse(record)
+      if state == 'revoked' then
+        redis.call('HSET', awards, id, award_record('compensated', chest, player, int(points), shard))
+        redis.call('ZREM', pending, id)
+        redis.call('ZADD', settled, now, id)
+        finished = finished + 1
+      end
+    end
+  end
+  return finished
+end
+
+-- hunt_award_expire(KEYS = awards, awards settled; ARGV = before ms, limit)
+-- Forgets up to limit awards settled before the given time (records live 24 h by default).
+-- Returns how many were forgotten.
+local function award_expire(keys, args)
+  local awards, settled = keys[1], keys[2]
+  local ids = redis.call('ZRANGEBYSCORE', settled, '-inf', '(' .. args[1], 'LIMIT', 0, tonumber(args[2]))
+  if #ids == 0 then
+    return 0
+  end
+  redis.call('HDEL', awards, unpack(ids))
+  redis.call('ZREM', settled, unpack(ids))
+  return #ids
 end
 
 redis.register_function{function_name = 'hunt_version', callback = version, flags = {'no-writes'}}
@@ -275,3 +582,12 @@ redis.register_function('hunt_lease_acquire', lease_acquire)
 redis.register_function('hunt_lease_renew', lease_renew)
 redis.register_function('hunt_lease_release', lease_release)
 redis.register_function('hunt_apply', apply)
+redis.register_function('hunt_open_clue', open_clue)
+redis.register_function('hunt_claim_clue', claim_clue)
+redis.register_function{function_name = 'hunt_check_clue', callback = check_clue, flags = {'no-writes'}}
+redis.register_function('hunt_claim_chest', claim_chest)
+redis.register_function{function_name = 'hunt_award_pending', callback = award_pending, flags = {'no-writes'}}
+redis.register_function('hunt_award_settle', award_settle)
+redis.register_function('hunt_compensate', compensate)
+redis.register_function('hunt_award_finish', award_finish)
+redis.register_function('hunt_award_expire', award_expire)

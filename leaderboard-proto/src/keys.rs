@@ -14,9 +14,12 @@
 //! | `hunt:{t<N>}:cursor`, `:lease`, `:fence` | string | stream position, owner, fencing token |
 //! | `hunt:{t<N>}:replay` | hash | [`shard_field`] → `tier_seq` to re-send from |
 //! | `hunt:{t<N>}:awards` | hash | award id → award and its saga state |
+//! | `hunt:{t<N>}:awards:pending` / `:settled` | zset | award ids waiting for the saga, by apply order / settled, by settle time (for expiry) |
+//! | `hunt:{t<N>}:clues` | hash | clue id → highest claim token applied in the tier |
 //! | `hunt:chest:{<key>}` | string | winning award id, 24 h TTL |
 //! | `hunt:clue:{<id>}` | hash | `current_hunter`, `last_solve_ms`, `token`, `reset_at` |
 //! | `hunt:shard:{<id>}:epoch`, `:inbox` | string, stream | shard incarnation; compensations for it |
+//! | `hunt:shard:{<id>}:inbox:sent` | zset | award ids already put in the inbox, by time sent |
 //! | `hunt:{t<N>}:baseline` | zset | benchmarks only: the naive baseline's board |
 //! | `hunt:routers` | set | ids of routers that have sent a heartbeat |
 //! | `hunt:router:{<id>}` | string, TTL | present while router `<id>` is alive |
@@ -109,6 +112,26 @@ pub fn tier_awards(tier: u32) -> String {
     tier_key(tier, "awards")
 }
 
+/// `hunt:{t<N>}:awards:pending`: award ids the saga has not finished, scored by apply order.
+#[must_use]
+pub fn tier_awards_pending(tier: u32) -> String {
+    tier_key(tier, "awards:pending")
+}
+
+/// `hunt:{t<N>}:awards:settled`: settled award ids, scored by settle time (the router's clock,
+/// milliseconds), so records can be forgotten after their retention.
+#[must_use]
+pub fn tier_awards_settled(tier: u32) -> String {
+    tier_key(tier, "awards:settled")
+}
+
+/// `hunt:{t<N>}:clues`: the hash from clue id to the highest claim token applied in the tier; a
+/// solve carrying a token at or below it scores nothing.
+#[must_use]
+pub fn tier_clues(tier: u32) -> String {
+    tier_key(tier, "clues")
+}
+
 /// `hunt:chest:{<key>}`: the winning award id of a chest. `chest_key` must be a valid id.
 #[must_use]
 pub fn chest(chest_key: &str) -> String {
@@ -131,6 +154,13 @@ pub fn shard_epoch(shard_id: u32) -> String {
 #[must_use]
 pub fn shard_inbox(shard_id: u32) -> String {
     format!("hunt:shard:{{{shard_id}}}:inbox")
+}
+
+/// `hunt:shard:{<id>}:inbox:sent`: award ids already put in the shard's inbox, scored by when
+/// (the router's clock, milliseconds), so each compensation is sent once.
+#[must_use]
+pub fn shard_inbox_sent(shard_id: u32) -> String {
+    format!("hunt:shard:{{{shard_id}}}:inbox:sent")
 }
 
 /// The field naming a shard in the `applied`, `published` and `replay` hashes: its decimal id.
@@ -183,6 +213,9 @@ mod tests {
             tier_fence(tier),
             tier_replay(tier),
             tier_awards(tier),
+            tier_awards_pending(tier),
+            tier_awards_settled(tier),
+            tier_clues(tier),
         ]
     }
 
@@ -229,6 +262,10 @@ mod tests {
         assert_eq!(tier_fence(3), "hunt:{t3}:fence");
         assert_eq!(tier_replay(3), "hunt:{t3}:replay");
         assert_eq!(tier_awards(3), "hunt:{t3}:awards");
+        assert_eq!(tier_awards_pending(3), "hunt:{t3}:awards:pending");
+        assert_eq!(tier_awards_settled(3), "hunt:{t3}:awards:settled");
+        assert_eq!(tier_clues(3), "hunt:{t3}:clues");
+        assert_eq!(shard_inbox_sent(12), "hunt:shard:{12}:inbox:sent");
         assert_eq!(chest("north-gate"), "hunt:chest:{north-gate}");
         assert_eq!(clue("riddle-7"), "hunt:clue:{riddle-7}");
         assert_eq!(shard_epoch(12), "hunt:shard:{12}:epoch");
@@ -243,5 +280,6 @@ mod tests {
         assert_eq!(hash_tag(&clue("riddle-7")), "riddle-7");
         assert_eq!(hash_tag(&shard_epoch(12)), "12");
         assert_eq!(slot(&shard_epoch(12)), slot(&shard_inbox(12)));
+        assert_eq!(slot(&shard_inbox(12)), slot(&shard_inbox_sent(12)));
     }
 }

@@ -6,6 +6,7 @@
 //! - [`rewards`]: the reward table (`rewards/tiers.txtpb`), compiled into constants: tiers never
 //!   change at run time.
 //! - [`functions`]: the Redis Functions library (`lua/hunt.lua`) and its loader.
+//! - [`claims`]: clue and chest claims and award records, typed.
 //! - [`keys`]: the Redis key schema, the only place that formats a Redis key.
 //! - [`stream`]: reading tier streams, entries decoded into events.
 //! - [`validate`]: the rules every event passes before it is committed anywhere.
@@ -32,6 +33,7 @@ pub mod v1 {
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/hunt_descriptor.bin"));
 
+pub mod claims;
 pub mod functions;
 pub mod keys;
 #[cfg(feature = "testkit")]

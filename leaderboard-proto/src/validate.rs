@@ -22,6 +22,9 @@ pub const MAX_POINTS: i64 = (1 << 53) - 1;
 /// The longest id, in UTF-8 bytes.
 pub const MAX_ID_BYTES: usize = 64;
 
+/// The most clues one wave opens.
+pub const MAX_WAVE_CLUES: usize = 1_000;
+
 /// Why an event or one of its fields was refused. `field` names the protobuf field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -69,6 +72,15 @@ pub enum ValidationError {
          wave_reset or award_revoked"
     )]
     MissingKind,
+    /// A clue solve carries no claim token.
+    #[error("token is 0: a clue solve carries the token its claim returned (1 or more)")]
+    MissingToken,
+    /// A wave number of 0.
+    #[error("wave is 0: waves count from 1")]
+    ZeroWave,
+    /// A wave opens more clues than [`MAX_WAVE_CLUES`].
+    #[error("clue_ids has {0} entries: a wave opens at most 1000 clues")]
+    TooManyClues(usize),
     /// A field the writer assigns was set by the caller.
     #[error("{field} is assigned by the writer: leave it 0")]
     WriterAssigned {
@@ -118,6 +130,22 @@ pub fn points(field: &'static str, value: i64) -> Result<(), ValidationError> {
     Ok(())
 }
 
+/// Checks a wave and the clues it opens: the wave is 1 or more, at most [`MAX_WAVE_CLUES`] clues,
+/// each a valid id.
+///
+/// # Errors
+///
+/// [`ValidationError::ZeroWave`], [`ValidationError::TooManyClues`], or the first invalid clue id.
+pub fn wave(wave: u32, clue_ids: &[String]) -> Result<(), ValidationError> {
+    if wave == 0 {
+        return Err(ValidationError::ZeroWave);
+    }
+    if clue_ids.len() > MAX_WAVE_CLUES {
+        return Err(ValidationError::TooManyClues(clue_ids.len()));
+    }
+    clue_ids.iter().try_for_each(|clue| id("clue_ids", clue))
+}
+
 /// Checks an event as a caller hands it to the writer: its tier is in the reward table,
 /// `tier_seq` is 0 (the writer assigns it), a kind is present, and every id and points field of
 /// that kind is valid. A `TreasureAwarded` may leave `award_id` empty: the writer derives it from
@@ -142,6 +170,9 @@ pub fn event(e: &HuntEvent) -> Result<(), ValidationError> {
         Some(Kind::ClueSolved(solved)) => {
             id("clue_id", &solved.clue_id)?;
             id("player_id", &solved.player_id)?;
+            if solved.token == 0 {
+                return Err(ValidationError::MissingToken);
+            }
             points("points", solved.points)
         }
         Some(Kind::TreasureAwarded(awarded)) => {
@@ -152,7 +183,7 @@ pub fn event(e: &HuntEvent) -> Result<(), ValidationError> {
             id("player_id", &awarded.player_id)?;
             points("points", awarded.points)
         }
-        Some(Kind::WaveReset(_)) => Ok(()),
+        Some(Kind::WaveReset(reset)) => wave(reset.wave, &reset.clue_ids),
         Some(Kind::AwardRevoked(revoked)) => {
             id("award_id", &revoked.award_id)?;
             id("chest_key", &revoked.chest_key)?;
@@ -258,24 +289,66 @@ mod tests {
             Err(ValidationError::IdBrace { field: "award_id" })
         );
         assert_eq!(
-            event(&event_of(Kind::WaveReset(WaveReset { wave: 9 }))),
+            event(&event_of(Kind::WaveReset(WaveReset {
+                wave: 9,
+                clue_ids: vec!["riddle-1".into()]
+            }))),
             Ok(())
         );
+        assert_eq!(
+            event(&event_of(Kind::WaveReset(WaveReset {
+                wave: 0,
+                clue_ids: vec![]
+            }))),
+            Err(ValidationError::ZeroWave)
+        );
+        assert_eq!(
+            event(&event_of(Kind::WaveReset(WaveReset {
+                wave: 1,
+                clue_ids: vec!["ok".into(), "{x}".into()]
+            }))),
+            Err(ValidationError::IdBrace { field: "clue_ids" })
+        );
+        assert_eq!(
+            event(&event_of(Kind::WaveReset(WaveReset {
+                wave: 1,
+                clue_ids: vec!["c".into(); 1_001]
+            }))),
+            Err(ValidationError::TooManyClues(1_001))
+        );
+        assert_eq!(
+            event(&event_of(Kind::ClueSolved(ClueSolved {
+                clue_id: "riddle".to_owned(),
+                player_id: "ada".to_owned(),
+                token: 0,
+                points: 5,
+            }))),
+            Err(ValidationError::MissingToken)
+        );
 
-        let mut unknown = event_of(Kind::WaveReset(WaveReset { wave: 1 }));
+        let mut unknown = event_of(Kind::WaveReset(WaveReset {
+            wave: 1,
+            clue_ids: vec![],
+        }));
         unknown.tier = 0;
         assert_eq!(event(&unknown), Err(ValidationError::UnknownTier(0)));
         unknown.tier = 99;
         assert_eq!(event(&unknown), Err(ValidationError::UnknownTier(99)));
 
-        let mut sequenced = event_of(Kind::WaveReset(WaveReset { wave: 1 }));
+        let mut sequenced = event_of(Kind::WaveReset(WaveReset {
+            wave: 1,
+            clue_ids: vec![],
+        }));
         sequenced.tier_seq = 1;
         assert_eq!(
             event(&sequenced),
             Err(ValidationError::WriterAssigned { field: "tier_seq" })
         );
 
-        let mut kindless = event_of(Kind::WaveReset(WaveReset { wave: 1 }));
+        let mut kindless = event_of(Kind::WaveReset(WaveReset {
+            wave: 1,
+            clue_ids: vec![],
+        }));
         kindless.kind = None;
         assert_eq!(event(&kindless), Err(ValidationError::MissingKind));
 
@@ -375,14 +448,20 @@ mod tests {
             (any_id(), any_points()).prop_map(|(player_id, points)| Some(Kind::ScoreGained(
                 ScoreGained { player_id, points }
             ))),
-            (any_id(), any_id(), any::<u64>(), any_points()).prop_map(
-                |(clue_id, player_id, token, points)| Some(Kind::ClueSolved(ClueSolved {
-                    clue_id,
-                    player_id,
-                    token,
-                    points
-                }))
-            ),
+            (
+                any_id(),
+                any_id(),
+                prop_oneof![Just(0_u64), any::<u64>()],
+                any_points()
+            )
+                .prop_map(|(clue_id, player_id, token, points)| Some(
+                    Kind::ClueSolved(ClueSolved {
+                        clue_id,
+                        player_id,
+                        token,
+                        points
+                    })
+                )),
             (
                 any_id(),
                 prop_oneof![Just(String::new()), any_id()],
@@ -397,7 +476,8 @@ mod tests {
                         points
                     })
                 )),
-            any::<u32>().prop_map(|wave| Some(Kind::WaveReset(WaveReset { wave }))),
+            (0_u32..4, prop::collection::vec(any_id(), 0..4))
+                .prop_map(|(wave, clue_ids)| Some(Kind::WaveReset(WaveReset { wave, clue_ids }))),
             (any_id(), any_id(), any_id(), any_points()).prop_map(
                 |(award_id, chest_key, player_id, points)| Some(Kind::AwardRevoked(AwardRevoked {
                     award_id,
@@ -415,7 +495,10 @@ mod tests {
             None => false,
             Some(Kind::ScoreGained(k)) => id_is_valid(&k.player_id) && points_are_valid(k.points),
             Some(Kind::ClueSolved(k)) => {
-                id_is_valid(&k.clue_id) && id_is_valid(&k.player_id) && points_are_valid(k.points)
+                id_is_valid(&k.clue_id)
+                    && id_is_valid(&k.player_id)
+                    && k.token >= 1
+                    && points_are_valid(k.points)
             }
             Some(Kind::TreasureAwarded(k)) => {
                 id_is_valid(&k.chest_key)
@@ -423,7 +506,11 @@ mod tests {
                     && id_is_valid(&k.player_id)
                     && points_are_valid(k.points)
             }
-            Some(Kind::WaveReset(_)) => true,
+            Some(Kind::WaveReset(k)) => {
+                k.wave >= 1
+                    && k.clue_ids.len() <= 1_000
+                    && k.clue_ids.iter().all(|c| id_is_valid(c))
+            }
             Some(Kind::AwardRevoked(k)) => {
                 id_is_valid(&k.award_id)
                     && id_is_valid(&k.chest_key)

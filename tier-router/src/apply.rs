@@ -15,10 +15,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use leaderboard_proto::functions;
+use leaderboard_proto::functions::{self, ApplyEntry};
 use leaderboard_proto::v1::HuntEvent;
-use leaderboard_proto::v1::hunt_event::Kind;
-use leaderboard_proto::{keys, stream, validate};
+use leaderboard_proto::{keys, stream};
 use rand::Rng;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, RedisError};
@@ -31,42 +30,19 @@ use crate::lease::{self, Lease};
 use crate::members::{self, View};
 use crate::metrics as m;
 
-/// What one `hunt_apply` call did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Applied {
-    /// Entries applied.
-    pub applied: u64,
-    /// Entries skipped as already applied.
-    pub duplicates: u64,
-    /// Shards whose entries had a gap (a replay request was recorded).
-    pub gaps: u64,
-    /// Player totals refused because they would leave the exact range.
-    pub rejected: u64,
-    /// Whether the batch may have changed the tier's top ([`CACHED_TOP`] ranks).
-    pub top_changed: bool,
-}
+pub use leaderboard_proto::functions::Applied;
 
-/// The (player, points) an event moves; `("", 0)` for one that scores nothing.
+/// The (player, points) an event moves; `("", 0)` for one that scores nothing by itself (a wave
+/// reset, an event of another tier, invalid ids or points, a withdrawal, whose points the
+/// award's record decides).
 #[must_use]
 pub fn score_change(event: &HuntEvent, tier: u32) -> (&str, i64) {
-    if event.tier != tier {
-        return ("", 0);
-    }
-    let (player, points) = match &event.kind {
-        Some(Kind::ScoreGained(e)) => (e.player_id.as_str(), e.points),
-        Some(Kind::ClueSolved(e)) => (e.player_id.as_str(), e.points),
-        Some(Kind::TreasureAwarded(e)) => (e.player_id.as_str(), e.points),
-        Some(Kind::AwardRevoked(e)) => (e.player_id.as_str(), e.points.saturating_neg()),
-        Some(Kind::WaveReset(_)) | None => return ("", 0),
-    };
-    if validate::id("player_id", player).is_err() || validate::points("points", points).is_err() {
-        return ("", 0);
-    }
-    (player, points)
+    let entry = ApplyEntry::of(event, tier);
+    (entry.player, entry.points)
 }
 
 /// Applies `events` (all of `tier`) under `token` and stores `cursor`; tells whether the top
-/// [`CACHED_TOP`] ranks may have changed.
+/// [`CACHED_TOP`] ranks may have changed, and how many awards now wait for the saga.
 ///
 /// # Errors
 /// The Redis error; a stale token fails with the server error code `FENCED`.
@@ -79,21 +55,9 @@ pub async fn apply_batch(
 ) -> redis::RedisResult<Applied> {
     let mut cmd = functions::apply_cmd(tier, token, cursor, CACHED_TOP as u64);
     for event in events {
-        let (player, points) = score_change(event, tier);
-        cmd.arg(keys::shard_field(event.shard_id))
-            .arg(event.tier_seq)
-            .arg(player)
-            .arg(points);
+        ApplyEntry::of(event, tier).push(&mut cmd);
     }
-    let (applied, duplicates, gaps, rejected, top): (u64, u64, u64, u64, u64) =
-        functions::fcall(conn, &cmd).await?;
-    Ok(Applied {
-        applied,
-        duplicates,
-        gaps,
-        rejected,
-        top_changed: top == 1,
-    })
+    functions::fcall(conn, &cmd).await
 }
 
 /// Whether `err` is Redis refusing a stale fence token.

@@ -3,9 +3,11 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
+use leaderboard_proto::claims::{self, AwardRecord};
 use leaderboard_proto::v1::leaderboard_server::Leaderboard;
 use leaderboard_proto::v1::{
-    Delta, Entry, GetPlayerRequest, GetPlayerResponse, GetTopRequest, GetTopResponse,
+    Award, AwardState, Delta, Entry, GetAwardRequest, GetAwardResponse, GetChestRequest,
+    GetChestResponse, GetPlayerRequest, GetPlayerResponse, GetTopRequest, GetTopResponse,
     ListTiersRequest, ListTiersResponse, Snapshot as SnapshotMessage, WatchRequest, WatchUpdate,
     watch_update,
 };
@@ -194,6 +196,94 @@ impl Leaderboard for LeaderboardService {
         }
     }
 
+    async fn get_award(
+        &self,
+        request: Request<GetAwardRequest>,
+    ) -> Result<Response<GetAwardResponse>, Status> {
+        let GetAwardRequest { tier, award_id } = request.into_inner();
+        if tier != 0 {
+            known_tier(tier)?;
+        }
+        validate::id("award_id", &award_id)
+            .map_err(|err| refuse(Status::invalid_argument(err.to_string())))?;
+        let tiers: Vec<u32> = if tier == 0 {
+            rewards::tier_ids().collect()
+        } else {
+            vec![tier]
+        };
+        let mut conn = self.redis.clone();
+        let mut pipe = redis::pipe();
+        for tier in &tiers {
+            pipe.hget(keys::tier_awards(*tier), &award_id);
+        }
+        let records: Vec<Option<String>> = pipe
+            .query_async(&mut conn)
+            .await
+            .map_err(|err| unavailable(&err))?;
+        let Some((tier, record)) = tiers
+            .iter()
+            .zip(records)
+            .find_map(|(tier, record)| Some((*tier, record?)))
+        else {
+            return Err(refuse(Status::not_found(format!(
+                "no award {award_id} is recorded"
+            ))));
+        };
+        let Some(record) = AwardRecord::parse(&record) else {
+            return Err(refuse(Status::internal(format!(
+                "award {award_id} has a record this router cannot read"
+            ))));
+        };
+        let chest_holder: Option<String> = if record.chest_key.is_empty() {
+            None
+        } else {
+            redis::cmd("GET")
+                .arg(keys::chest(&record.chest_key))
+                .query_async(&mut conn)
+                .await
+                .map_err(|err| unavailable(&err))?
+        };
+        Ok(Response::new(GetAwardResponse {
+            award: Some(Award {
+                award_id,
+                tier,
+                state: award_state(record.state) as i32,
+                chest_key: record.chest_key,
+                player_id: record.player_id,
+                points: record.points,
+                shard_id: record.shard_id,
+            }),
+            chest_holder: chest_holder.unwrap_or_default(),
+        }))
+    }
+
+    async fn get_chest(
+        &self,
+        request: Request<GetChestRequest>,
+    ) -> Result<Response<GetChestResponse>, Status> {
+        let GetChestRequest { chest_key } = request.into_inner();
+        validate::id("chest_key", &chest_key)
+            .map_err(|err| refuse(Status::invalid_argument(err.to_string())))?;
+        let mut conn = self.redis.clone();
+        let key = keys::chest(&chest_key);
+        let (holder, ttl_seconds): (Option<String>, i64) = redis::pipe()
+            .get(&key)
+            .ttl(&key)
+            .query_async(&mut conn)
+            .await
+            .map_err(|err| unavailable(&err))?;
+        let Some(holder_award_id) = holder else {
+            return Err(refuse(Status::not_found(format!(
+                "no award holds chest {chest_key}"
+            ))));
+        };
+        Ok(Response::new(GetChestResponse {
+            chest_key,
+            holder_award_id,
+            ttl_seconds,
+        }))
+    }
+
     type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchUpdate, Status>> + Send + 'static>>;
 
     async fn watch(
@@ -284,6 +374,16 @@ async fn follow(
                 break;
             }
         }
+    }
+}
+
+fn award_state(state: claims::AwardState) -> AwardState {
+    match state {
+        claims::AwardState::Pending => AwardState::Pending,
+        claims::AwardState::Confirmed => AwardState::Confirmed,
+        claims::AwardState::Revoked => AwardState::Revoked,
+        claims::AwardState::Compensated => AwardState::Compensated,
+        claims::AwardState::Withdrawn => AwardState::Withdrawn,
     }
 }
 

@@ -56,13 +56,24 @@ fn apply_with_top(
     entries: &[Entry<'_>],
 ) -> redis::RedisResult<(u64, u64, u64, u64, u64)> {
     let mut cmd = functions::apply_cmd(tier, token, cursor, top_size);
-    for (shard, tier_seq, player, points) in entries {
-        cmd.arg(keys::shard_field(*shard))
-            .arg(*tier_seq)
-            .arg(*player)
-            .arg(*points);
+    for (shard_id, tier_seq, player, points) in entries {
+        functions::ApplyEntry {
+            shard_id: *shard_id,
+            tier_seq: *tier_seq,
+            player,
+            points: *points,
+            kind: functions::ApplyKind::Points,
+        }
+        .push(&mut cmd);
     }
-    cmd.query(conn)
+    let applied: functions::Applied = cmd.query(conn)?;
+    Ok((
+        applied.applied,
+        applied.duplicates,
+        applied.gaps,
+        applied.rejected,
+        u64::from(applied.top_changed),
+    ))
 }
 
 /// The leaderboard, best first: (player, score).
