@@ -11,7 +11,7 @@ use proptest::test_runner::{Config, RngSeed, TestRunner};
 /// One stream entry as the router hands it to `hunt_apply`.
 type Entry<'a> = (u32, u64, &'a str, i64);
 
-fn setup() -> (RedisServer, redis::Connection) {
+pub(crate) fn setup() -> (RedisServer, redis::Connection) {
     let server = RedisServer::start().expect("redis-server");
     let mut conn = server
         .client()
@@ -26,7 +26,12 @@ fn setup() -> (RedisServer, redis::Connection) {
     (server, conn)
 }
 
-fn acquire(conn: &mut redis::Connection, tier: u32, router: &str, ttl_ms: u64) -> (i64, String) {
+pub(crate) fn acquire(
+    conn: &mut redis::Connection,
+    tier: u32,
+    router: &str,
+    ttl_ms: u64,
+) -> (i64, String) {
     let mut cmd = functions::fcall_cmd(
         name::LEASE_ACQUIRE,
         &[&keys::tier_lease(tier), &keys::tier_fence(tier)],
@@ -77,7 +82,7 @@ fn apply_with_top(
 }
 
 /// The leaderboard, best first: (player, score).
-fn board(conn: &mut redis::Connection, tier: u32) -> Vec<(String, i64)> {
+pub(crate) fn board(conn: &mut redis::Connection, tier: u32) -> Vec<(String, i64)> {
     let raw: Vec<(String, i64)> = redis::cmd("ZREVRANGE")
         .arg(keys::tier_scores(tier))
         .arg(0)

@@ -3,5 +3,6 @@
 // A test that cannot set itself up should stop right there, saying why.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod claims;
 mod functions;
 mod testkit;

@@ -1,0 +1,453 @@
+//! Claims, awards and the saga's functions against a real Redis: first solver wins, fencing
+//! tokens, awards recorded once, settled once, compensated once.
+
+use leaderboard_proto::claims::{AwardRecord, AwardState, ChestClaim, ClueClaim, TokenCheck};
+use leaderboard_proto::functions::{self, Applied, ApplyEntry, ApplyKind, name};
+use leaderboard_proto::keys;
+
+use super::functions::{acquire, board, setup};
+
+fn open(conn: &mut redis::Connection, clue: &str, wave: u64) -> (i64, u64) {
+    let mut cmd = functions::fcall_cmd(name::OPEN_CLUE, &[&keys::clue(clue)]);
+    cmd.arg(wave);
+    cmd.query(conn).expect("open clue")
+}
+
+fn claim(conn: &mut redis::Connection, clue: &str, hunter: &str) -> ClueClaim {
+    let mut cmd = functions::fcall_cmd(name::CLAIM_CLUE, &[&keys::clue(clue)]);
+    cmd.arg(hunter).arg(1_700_000_000_000_i64);
+    cmd.query(conn).expect("claim clue")
+}
+
+fn check(conn: &mut redis::Connection, clue: &str, hunter: &str, token: u64) -> TokenCheck {
+    let mut cmd = functions::fcall_cmd(name::CHECK_CLUE, &[&keys::clue(clue)]);
+    cmd.arg(hunter).arg(token);
+    cmd.query(conn).expect("check clue")
+}
+
+fn chest(conn: &mut redis::Connection, chest: &str, award: &str) -> ChestClaim {
+    leaderboard_proto::claims::claim_chest_cmd(chest, award)
+        .query(conn)
+        .expect("claim chest")
+}
+
+fn entry<'a>(shard_id: u32, tier_seq: u64, player: &'a str, points: i64) -> ApplyEntry<'a> {
+    ApplyEntry {
+        shard_id,
+        tier_seq,
+        player,
+        points,
+        kind: ApplyKind::Points,
+    }
+}
+
+fn award<'a>(
+    shard_id: u32,
+    tier_seq: u64,
+    player: &'a str,
+    points: i64,
+    award_id: &'a str,
+    chest_key: &'a str,
+) -> ApplyEntry<'a> {
+    ApplyEntry {
+        kind: ApplyKind::Award {
+            award_id,
+            chest_key,
+        },
+        ..entry(shard_id, tier_seq, player, points)
+    }
+}
+
+fn apply(
+    conn: &mut redis::Connection,
+    tier: u32,
+    token: &str,
+    entries: &[ApplyEntry<'_>],
+) -> redis::RedisResult<Applied> {
+    let mut cmd = functions::apply_cmd(tier, token, "1-0", 100);
+    for entry in entries {
+        entry.push(&mut cmd);
+    }
+    cmd.query(conn)
+}
+
+fn record(conn: &mut redis::Connection, tier: u32, award: &str) -> Option<AwardRecord> {
+    let raw: Option<String> = redis::cmd("HGET")
+        .arg(keys::tier_awards(tier))
+        .arg(award)
+        .query(conn)
+        .expect("HGET");
+    raw.map(|raw| AwardRecord::parse(&raw).expect("record format"))
+}
+
+fn state(conn: &mut redis::Connection, tier: u32, award: &str) -> Option<AwardState> {
+    record(conn, tier, award).map(|r| r.state)
+}
+
+fn pending(conn: &mut redis::Connection, tier: u32, limit: u64) -> Vec<(String, String)> {
+    let mut cmd = functions::fcall_cmd(
+        name::AWARD_PENDING,
+        &[&keys::tier_awards(tier), &keys::tier_awards_pending(tier)],
+    );
+    cmd.arg(limit);
+    cmd.query(conn).expect("pending")
+}
+
+/// `hunt_award_settle`: (confirmed, revoked, rejected, top, revoked ids).
+fn settle(
+    conn: &mut redis::Connection,
+    tier: u32,
+    token: &str,
+    pairs: &[(&str, &str)],
+) -> redis::RedisResult<(u64, u64, Vec<String>)> {
+    let mut cmd = functions::fcall_cmd(
+        name::AWARD_SETTLE,
+        &[
+            &keys::tier_fence(tier),
+            &keys::tier_awards(tier),
+            &keys::tier_awards_pending(tier),
+            &keys::tier_awards_settled(tier),
+            &keys::tier_scores(tier),
+            &keys::tier_members(tier),
+        ],
+    );
+    cmd.arg(token).arg(1_000).arg(100);
+    for (award, holder) in pairs {
+        cmd.arg(*award).arg(*holder);
+    }
+    let reply: Vec<redis::Value> = cmd.query(conn)?;
+    let mut fields = reply.into_iter();
+    let mut number = || -> u64 {
+        redis::FromRedisValue::from_redis_value(fields.next().expect("field")).expect("number")
+    };
+    let (confirmed, revoked, _rejected, _top) = (number(), number(), number(), number());
+    let ids = fields
+        .map(|v| redis::FromRedisValue::from_redis_value(v).expect("id"))
+        .collect();
+    Ok((confirmed, revoked, ids))
+}
+
+fn compensate(
+    conn: &mut redis::Connection,
+    shard: u32,
+    award: &str,
+    now_ms: i64,
+    cap: u64,
+) -> redis::RedisResult<i64> {
+    let mut cmd = functions::fcall_cmd(
+        name::COMPENSATE,
+        &[&keys::shard_inbox(shard), &keys::shard_inbox_sent(shard)],
+    );
+    cmd.arg(award)
+        .arg(format!("payload-{award}"))
+        .arg(now_ms)
+        .arg(86_400_000)
+        .arg(cap);
+    cmd.query(conn)
+}
+
+fn finish(
+    conn: &mut redis::Connection,
+    tier: u32,
+    token: &str,
+    awards: &[&str],
+) -> redis::RedisResult<u64> {
+    let mut cmd = functions::fcall_cmd(
+        name::AWARD_FINISH,
+        &[
+            &keys::tier_fence(tier),
+            &keys::tier_awards(tier),
+            &keys::tier_awards_pending(tier),
+            &keys::tier_awards_settled(tier),
+        ],
+    );
+    cmd.arg(token).arg(2_000);
+    for award in awards {
+        cmd.arg(*award);
+    }
+    cmd.query(conn)
+}
+
+#[test]
+fn the_first_solver_wins_and_every_wave_hands_out_greater_tokens() {
+    let (_server, mut conn) = setup();
+    assert_eq!(claim(&mut conn, "riddle", "ada"), ClueClaim::Unknown);
+    assert_eq!(check(&mut conn, "riddle", "ada", 1), TokenCheck::Unknown);
+
+    assert_eq!(open(&mut conn, "riddle", 1), (1, 1));
+    assert_eq!(
+        claim(&mut conn, "riddle", "ada"),
+        ClueClaim::Won { token: 1, wave: 1 }
+    );
+    let held = ClueClaim::Held {
+        hunter: "ada".into(),
+        token: 1,
+        wave: 1,
+    };
+    assert_eq!(claim(&mut conn, "riddle", "bob"), held);
+    assert_eq!(
+        claim(&mut conn, "riddle", "ada"),
+        ClueClaim::Won { token: 1, wave: 1 },
+        "the holder retrying gets its own token back"
+    );
+    // A repeated or late reset never reopens the clue.
+    assert_eq!(open(&mut conn, "riddle", 1), (0, 1));
+    assert_eq!(claim(&mut conn, "riddle", "bob"), held);
+
+    assert_eq!(open(&mut conn, "riddle", 2), (1, 2));
+    assert_eq!(open(&mut conn, "riddle", 1), (0, 2));
+    assert_eq!(
+        claim(&mut conn, "riddle", "bob"),
+        ClueClaim::Won { token: 2, wave: 2 }
+    );
+    assert_eq!(check(&mut conn, "riddle", "bob", 2), TokenCheck::Current);
+    assert_eq!(check(&mut conn, "riddle", "ada", 1), TokenCheck::Stale);
+    assert_eq!(check(&mut conn, "riddle", "ada", 2), TokenCheck::NotHolder);
+    assert_eq!(check(&mut conn, "riddle", "bob", 3), TokenCheck::Future);
+
+    // Tokens keep growing across waves, whoever wins.
+    let mut last = 2;
+    for wave in 3..=6 {
+        open(&mut conn, "riddle", wave);
+        let hunter = format!("hunter-{wave}");
+        let ClueClaim::Won { token, .. } = claim(&mut conn, "riddle", &hunter) else {
+            panic!("wave {wave} had no winner");
+        };
+        assert!(token > last, "wave {wave}: token {token} after {last}");
+        last = token;
+    }
+}
+
+#[test]
+fn a_chest_goes_to_the_first_award_that_claims_it() {
+    let (_server, mut conn) = setup();
+    assert_eq!(chest(&mut conn, "north-gate", "a1"), ChestClaim::Won);
+    assert_eq!(
+        chest(&mut conn, "north-gate", "a2"),
+        ChestClaim::Held {
+            award_id: "a1".into()
+        }
+    );
+    assert_eq!(chest(&mut conn, "north-gate", "a1"), ChestClaim::Won);
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(keys::chest("north-gate"))
+        .query(&mut conn)
+        .expect("TTL");
+    assert!((86_000..=86_400).contains(&ttl), "{ttl}");
+}
+
+#[test]
+fn a_clue_solve_scores_only_with_a_token_above_every_one_applied() {
+    let (_server, mut conn) = setup();
+    let (_, token) = acquire(&mut conn, 1, "router-a", 60_000);
+    let solve = |shard, tier_seq, player, clue_token| ApplyEntry {
+        kind: ApplyKind::Clue {
+            clue_id: "riddle",
+            token: clue_token,
+        },
+        ..entry(shard, tier_seq, player, 10)
+    };
+    let applied = apply(
+        &mut conn,
+        1,
+        &token,
+        &[
+            solve(1, 1, "ada", 1),
+            // The same token again (a second solve under one claim), then a stale one.
+            solve(2, 1, "bob", 1),
+            solve(1, 2, "ada", 2),
+            solve(2, 2, "bob", 1),
+        ],
+    )
+    .expect("apply");
+    assert_eq!((applied.applied, applied.stale), (4, 2));
+    // A later batch: a stale token still scores nothing, a greater one does.
+    let applied = apply(
+        &mut conn,
+        1,
+        &token,
+        &[solve(3, 1, "cyd", 2), solve(3, 2, "cyd", 5)],
+    )
+    .expect("apply");
+    assert_eq!((applied.applied, applied.stale), (2, 1));
+    assert_eq!(
+        board(&mut conn, 1),
+        vec![
+            ("ada".to_owned(), 20),
+            ("cyd".to_owned(), 10),
+            ("bob".to_owned(), 0)
+        ]
+    );
+}
+
+#[test]
+fn an_award_scores_once_and_waits_for_the_saga() {
+    let (_server, mut conn) = setup();
+    let (_, token) = acquire(&mut conn, 2, "router-a", 60_000);
+    let applied = apply(
+        &mut conn,
+        2,
+        &token,
+        &[
+            award(1, 1, "ada", 50, "a1", "gate"),
+            award(2, 1, "bob", 50, "a2", "gate"),
+            // A repeated award id scores nothing.
+            award(2, 2, "bob", 50, "a2", "gate"),
+        ],
+    )
+    .expect("apply");
+    assert_eq!((applied.applied, applied.awards), (3, 2));
+    assert_eq!(
+        board(&mut conn, 2),
+        vec![("ada".to_owned(), 50), ("bob".to_owned(), 50)]
+    );
+    assert_eq!(
+        record(&mut conn, 2, "a1"),
+        Some(AwardRecord {
+            state: AwardState::Pending,
+            chest_key: "gate".into(),
+            player_id: "ada".into(),
+            points: 50,
+            shard_id: 1,
+        })
+    );
+    let waiting: Vec<String> = pending(&mut conn, 2, 10)
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(waiting, ["a1", "a2"], "in apply order");
+
+    // The shard withdraws its own pending award: its points go, once; an unknown id is
+    // tombstoned so it can never score later.
+    let withdraw = |shard, tier_seq, player, award_id| ApplyEntry {
+        kind: ApplyKind::Withdraw { award_id },
+        ..entry(shard, tier_seq, player, 0)
+    };
+    apply(
+        &mut conn,
+        2,
+        &token,
+        &[
+            withdraw(2, 3, "bob", "a2"),
+            withdraw(2, 4, "bob", "a2"),
+            withdraw(1, 2, "ada", "a9"),
+        ],
+    )
+    .expect("apply");
+    apply(
+        &mut conn,
+        2,
+        &token,
+        &[award(1, 3, "ada", 70, "a9", "cave")],
+    )
+    .expect("apply");
+    assert_eq!(state(&mut conn, 2, "a2"), Some(AwardState::Withdrawn));
+    assert_eq!(state(&mut conn, 2, "a9"), Some(AwardState::Withdrawn));
+    assert_eq!(
+        board(&mut conn, 2),
+        vec![("ada".to_owned(), 50), ("bob".to_owned(), 0)]
+    );
+    assert_eq!(pending(&mut conn, 2, 10).len(), 1);
+}
+
+#[test]
+fn the_saga_settles_each_award_once_and_tells_each_loser_once() {
+    let (_server, mut conn) = setup();
+    let (_, token) = acquire(&mut conn, 3, "router-a", 60_000);
+    apply(
+        &mut conn,
+        3,
+        &token,
+        &[
+            award(1, 1, "ada", 100, "a1", "gate"),
+            award(2, 1, "bob", 100, "a2", "gate"),
+            award(3, 1, "cyd", 100, "a3", "gate"),
+        ],
+    )
+    .expect("apply");
+    // The chest was claimed on the fast path by a2.
+    assert_eq!(chest(&mut conn, "gate", "a2"), ChestClaim::Won);
+    let pairs = [("a1", "a2"), ("a2", "a2"), ("a3", "a2")];
+
+    // A stale token settles nothing.
+    let err = settle(&mut conn, 3, "0:nobody", &pairs).expect_err("fenced");
+    assert_eq!(err.code(), Some("FENCED"), "{err}");
+
+    let (confirmed, revoked, ids) = settle(&mut conn, 3, &token, &pairs).expect("settle");
+    assert_eq!((confirmed, revoked), (1, 2));
+    assert_eq!(ids, ["a1", "a3"]);
+    // Settling again (a saga resumed after a crash) changes nothing.
+    assert_eq!(
+        settle(&mut conn, 3, &token, &pairs).expect("settle"),
+        (0, 0, vec![])
+    );
+    assert_eq!(
+        board(&mut conn, 3),
+        vec![
+            ("bob".to_owned(), 100),
+            ("ada".to_owned(), 0),
+            ("cyd".to_owned(), 0)
+        ]
+    );
+    // Revoked awards stay pending until their shards are told.
+    let waiting: Vec<String> = pending(&mut conn, 3, 10)
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(waiting, ["a1", "a3"]);
+
+    assert_eq!(compensate(&mut conn, 1, "a1", 1_000, 10).expect("send"), 1);
+    assert_eq!(compensate(&mut conn, 1, "a1", 1_001, 10).expect("send"), 0);
+    assert_eq!(compensate(&mut conn, 3, "a3", 1_000, 10).expect("send"), 1);
+    let inbox: usize = redis::cmd("XLEN")
+        .arg(keys::shard_inbox(1))
+        .query(&mut conn)
+        .expect("XLEN");
+    assert_eq!(inbox, 1);
+
+    assert!(finish(&mut conn, 3, "0:nobody", &["a1"]).is_err());
+    assert_eq!(
+        finish(&mut conn, 3, &token, &["a1", "a3"]).expect("finish"),
+        2
+    );
+    assert_eq!(
+        finish(&mut conn, 3, &token, &["a1", "a3"]).expect("finish"),
+        0
+    );
+    assert_eq!(state(&mut conn, 3, "a1"), Some(AwardState::Compensated));
+    assert_eq!(state(&mut conn, 3, "a2"), Some(AwardState::Confirmed));
+    assert!(pending(&mut conn, 3, 10).is_empty());
+
+    // Settled records are forgotten after their time: a2 settled at 1000, a1 and a3 at 2000.
+    let mut expire = functions::fcall_cmd(
+        name::AWARD_EXPIRE,
+        &[&keys::tier_awards(3), &keys::tier_awards_settled(3)],
+    );
+    expire.arg(1_500).arg(100);
+    assert_eq!(expire.query::<u64>(&mut conn).expect("expire"), 1);
+    assert_eq!(state(&mut conn, 3, "a2"), None);
+    assert_eq!(state(&mut conn, 3, "a1"), Some(AwardState::Compensated));
+}
+
+#[test]
+fn a_full_inbox_refuses_instead_of_trimming() {
+    let (_server, mut conn) = setup();
+    for award in ["a1", "a2"] {
+        assert_eq!(compensate(&mut conn, 9, award, 1_000, 2).expect("send"), 1);
+    }
+    let err = compensate(&mut conn, 9, "a3", 1_000, 2).expect_err("full");
+    assert_eq!(err.code(), Some("INBOX_FULL"), "{err}");
+    // Acknowledged (deleted) entries make room again.
+    let ids: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(keys::shard_inbox(9))
+        .arg("-")
+        .arg("+")
+        .query(&mut conn)
+        .expect("XRANGE");
+    let _: u64 = redis::cmd("XDEL")
+        .arg(keys::shard_inbox(9))
+        .arg(&ids[0].0)
+        .query(&mut conn)
+        .expect("XDEL");
+    assert_eq!(compensate(&mut conn, 9, "a3", 1_000, 2).expect("send"), 1);
+}
