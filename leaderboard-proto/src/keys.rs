@@ -21,6 +21,7 @@
 //! | `hunt:shard:{<id>}:epoch`, `:inbox` | string, stream | shard incarnation; compensations for it |
 //! | `hunt:shard:{<id>}:inbox:sent` | zset | award ids already put in the inbox, by time sent |
 //! | `hunt:{t<N>}:baseline` | zset | benchmarks only: the naive baseline's board |
+//! | `hunt:baseline:clue:{<id>}` (+ `:lock`) | string | benchmarks only: a clue claimed the old way (+ its lock) |
 //! | `hunt:routers` | set | ids of routers that have sent a heartbeat |
 //! | `hunt:router:{<id>}` | string, TTL | present while router `<id>` is alive |
 
@@ -84,6 +85,18 @@ pub fn tier_fence(tier: u32) -> String {
 #[must_use]
 pub fn tier_baseline(tier: u32) -> String {
     tier_key(tier, "baseline")
+}
+
+/// `hunt:baseline:clue:{<id>}`: benchmarks only: the holder of a clue claimed the old way.
+#[must_use]
+pub fn baseline_clue(clue_id: &str) -> String {
+    format!("hunt:baseline:clue:{{{clue_id}}}")
+}
+
+/// `hunt:baseline:clue:{<id>}:lock`: benchmarks only: the old way's lock around a clue claim.
+#[must_use]
+pub fn baseline_clue_lock(clue_id: &str) -> String {
+    format!("hunt:baseline:clue:{{{clue_id}}}:lock")
 }
 
 /// `hunt:routers`: the set of router ids that have sent a heartbeat (some may be dead since;

@@ -4,10 +4,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench_claims;
 mod bench_router;
 mod bench_spectators;
 mod bench_writer;
 mod demo;
+mod open_loop;
 mod redis_target;
 
 #[derive(Debug, Parser)]
@@ -31,6 +33,9 @@ enum Command {
     /// Events/s one tier router applies, append-to-visible latency, and GetTop latency under
     /// load, beside a naive baseline (one ZINCRBY round trip per event).
     BenchRouter(bench_router::Args),
+    /// Clue claim latency with many hunters racing, beside the old lock-based claim and a bare
+    /// PING in the same run.
+    BenchClaims(bench_claims::Args),
     /// WebSocket spectators held by one router, and delivery latency from append to delta.
     BenchSpectators(bench_spectators::Args),
 }
@@ -56,6 +61,7 @@ fn main() -> ExitCode {
             Command::Demo(args) => demo::run(args).await,
             Command::BenchWriter(args) => bench_writer::run(args).await,
             Command::BenchRouter(args) => bench_router::run(args).await,
+            Command::BenchClaims(args) => bench_claims::run(args).await,
             Command::BenchSpectators(args) => bench_spectators::run(args).await,
         }
     });

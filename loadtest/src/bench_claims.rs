@@ -1,0 +1,280 @@
+//! `loadtest bench-claims`: how long a first-solver-wins clue claim takes with many hunters
+//! racing, beside the old way in the same run.
+//!
+//! Three phases on one Redis, each at the same open-loop rate over the same connections:
+//! 1. **Claims.** `--claimants` hunters claim clues of the current wave through
+//!    `hunt_claim_clue` (one round trip, one compare-and-swap inside Redis); a new wave opens every
+//!    `--wave-ms` on `--clues` clues. Every winner is checked: one per clue and wave, with tokens
+//!    that grow from wave to wave.
+//! 2. **Baseline: the old lock-based claim.** The same load, claimed the way the old systems did:
+//!    `SET lock NX PX 5000`, then read the holder, write it if there is none, `DEL` the lock (up to
+//!    four round trips, and a lock that can expire early).
+//! 3. **Floor: `PING`.** A bare round trip at the same rate: what the network and the scheduler
+//!    cost before Redis does any work.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use leaderboard_proto::claims::{self, ClueClaim};
+use leaderboard_proto::{functions, keys};
+use redis::aio::MultiplexedConnection;
+use tokio_util::sync::CancellationToken;
+
+use crate::open_loop::{self, Outcome, millis};
+use crate::redis_target::RedisTarget;
+
+/// Options of `loadtest bench-claims`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Redis to use; without it a private redis-server is started on a free port.
+    #[arg(long, env = "HUNT_REDIS_URL", hide_env_values = true)]
+    redis_url: Option<String>,
+    /// Hunters racing for the clues.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    claimants: u32,
+    /// Connections the claims are spread over (multiplexed).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=256))]
+    connections: u32,
+    /// Claims per second (open loop), in each phase.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    rate: u64,
+    /// Measured seconds of each phase.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    seconds: u64,
+    /// Clues per wave.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    clues: u32,
+    /// Milliseconds between waves.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(10..=600_000))]
+    wave_ms: u64,
+}
+
+/// The most claims in flight at once; past it an arrival waits, and the wait counts.
+const MAX_IN_FLIGHT: usize = 10_000;
+
+fn clue_id(clue: u64) -> String {
+    format!("bench-clue-{clue}")
+}
+
+fn hunter_id(claimant: u64) -> String {
+    format!("hunter-{claimant}")
+}
+
+/// Winners seen per (clue, wave), and the tokens per clue by wave.
+#[derive(Default)]
+struct Winners {
+    by_wave: HashMap<(u64, u64), (String, u64)>,
+    conflicts: u64,
+}
+
+pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
+    let redis = RedisTarget::new(args.redis_url.clone())?;
+    let client = redis::Client::open(redis.url.as_str())?;
+    let mut connections = Vec::new();
+    for _ in 0..args.connections {
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .context("connecting to Redis")?;
+        functions::ensure_loaded(&mut conn).await?;
+        connections.push(conn);
+    }
+    let duration = Duration::from_secs(args.seconds);
+    println!(
+        "{} claimants over {} connections, {} claims/s for {} s per phase, {} clues per wave, a \
+         wave every {} ms",
+        args.claimants, args.connections, args.rate, args.seconds, args.clues, args.wave_ms
+    );
+
+    // Phase 1: claims through hunt_claim_clue, while waves open.
+    let stop = CancellationToken::new();
+    open_wave(&mut connections[0], args.clues, 1).await?;
+    let opener = tokio::spawn(open_waves(
+        connections[0].clone(),
+        args.clues,
+        Duration::from_millis(args.wave_ms),
+        stop.clone(),
+    ));
+    let winners = Arc::new(Mutex::new(Winners::default()));
+    let clue_claims = open_loop::run(args.rate, duration, MAX_IN_FLIGHT, |n| {
+        let mut conn = connections[(n % u64::from(args.connections)) as usize].clone();
+        let clue = n.wrapping_mul(2_654_435_761) % u64::from(args.clues);
+        let hunter = hunter_id(n % u64::from(args.claimants));
+        let winners = Arc::clone(&winners);
+        async move {
+            let claim = claims::claim_clue(&mut conn, &clue_id(clue), &hunter, 0).await?;
+            match claim {
+                ClueClaim::Won { token, wave } => {
+                    let mut winners = winners.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+                    let winner = winners
+                        .by_wave
+                        .entry((clue, wave))
+                        .or_insert_with(|| (hunter.clone(), token));
+                    if *winner != (hunter, token) {
+                        winners.conflicts += 1;
+                    }
+                }
+                ClueClaim::Held { .. } => {}
+                ClueClaim::Unknown => bail!("clue {clue} was never opened"),
+            }
+            Ok(())
+        }
+    })
+    .await?;
+    stop.cancel();
+    let waves = opener.await??;
+    let winners = std::mem::take(&mut *winners.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
+    check_winners(&winners)?;
+
+    // Phase 2: the old lock-based claim, same load.
+    let lock_based = open_loop::run(args.rate, duration, MAX_IN_FLIGHT, |n| {
+        let mut conn = connections[(n % u64::from(args.connections)) as usize].clone();
+        // The wave this arrival falls in, by its place in the schedule.
+        let wave = 1 + n * 1_000 / args.rate / args.wave_ms;
+        let clue = format!(
+            "{}-w{wave}",
+            clue_id(n.wrapping_mul(2_654_435_761) % u64::from(args.clues))
+        );
+        let hunter = hunter_id(n % u64::from(args.claimants));
+        async move { lock_based_claim(&mut conn, &clue, &hunter).await }
+    })
+    .await?;
+
+    // Phase 3: PING at the same rate.
+    let ping = open_loop::run(args.rate, duration, MAX_IN_FLIGHT, |n| {
+        let mut conn = connections[(n % u64::from(args.connections)) as usize].clone();
+        async move {
+            let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+            Ok(())
+        }
+    })
+    .await?;
+
+    println!();
+    println!("| measure | hunt_claim_clue | old lock-based claim | PING |");
+    println!("|---|---|---|---|");
+    let row = |name: &str, f: &dyn Fn(&Outcome) -> String| {
+        println!(
+            "| {name} | {} | {} | {} |",
+            f(&clue_claims),
+            f(&lock_based),
+            f(&ping)
+        );
+    };
+    row("operations", &|o| o.sent.to_string());
+    row("errors", &|o| o.errors.to_string());
+    row("achieved rate /s", &|o| {
+        format!("{:.0}", o.sent as f64 / o.elapsed.as_secs_f64())
+    });
+    for (name, q) in [("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999)] {
+        row(&format!("latency {name}"), &|o| {
+            format!("{:.3} ms", millis(&o.latency, q))
+        });
+    }
+    row("latency max", &|o| {
+        format!("{:.3} ms", o.latency.max() as f64 / 1e6)
+    });
+    for (name, q) in [("p50", 0.5), ("p99", 0.99)] {
+        row(&format!("from actual send {name}"), &|o| {
+            format!("{:.3} ms", millis(&o.service, q))
+        });
+    }
+    println!();
+    println!(
+        "claim p99 / old claim p99: {:.2}; claim p99 / PING p99: {:.2}; {waves} waves, {} \
+         winners, one per clue and wave, tokens growing from wave to wave",
+        millis(&clue_claims.latency, 0.99) / millis(&lock_based.latency, 0.99),
+        millis(&clue_claims.latency, 0.99) / millis(&ping.latency, 0.99),
+        winners.by_wave.len(),
+    );
+    if clue_claims.errors + lock_based.errors + ping.errors > 0 {
+        bail!("some operations failed");
+    }
+    Ok(())
+}
+
+/// Opens `wave` on every clue, in one pipeline.
+async fn open_wave(conn: &mut MultiplexedConnection, clues: u32, wave: u64) -> anyhow::Result<()> {
+    let mut pipe = redis::pipe();
+    for clue in 0..u64::from(clues) {
+        let mut cmd =
+            functions::fcall_cmd(functions::name::OPEN_CLUE, &[&keys::clue(&clue_id(clue))]);
+        cmd.arg(wave);
+        pipe.add_command(cmd);
+    }
+    let _: Vec<(i64, u64)> = pipe.query_async(conn).await?;
+    Ok(())
+}
+
+/// Opens a new wave every `every` until stopped; returns the last wave opened.
+async fn open_waves(
+    mut conn: MultiplexedConnection,
+    clues: u32,
+    every: Duration,
+    stop: CancellationToken,
+) -> anyhow::Result<u64> {
+    let mut next = 1;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return Ok(next),
+            () = tokio::time::sleep(every) => {}
+        }
+        next += 1;
+        open_wave(&mut conn, clues, next).await?;
+    }
+}
+
+/// One winner per (clue, wave), and each clue's winning tokens growing with the wave.
+fn check_winners(winners: &Winners) -> anyhow::Result<()> {
+    if winners.conflicts > 0 {
+        bail!(
+            "{} claims won a clue another hunter had won in the same wave",
+            winners.conflicts
+        );
+    }
+    let mut by_clue: HashMap<u64, Vec<(u64, u64)>> = HashMap::new();
+    for ((clue, wave), (_, token)) in &winners.by_wave {
+        by_clue.entry(*clue).or_default().push((*wave, *token));
+    }
+    for (clue, mut wins) in by_clue {
+        wins.sort_unstable();
+        if wins.windows(2).any(|pair| pair[1].1 <= pair[0].1) {
+            bail!("clue {clue}: tokens do not grow from wave to wave: {wins:?}");
+        }
+    }
+    Ok(())
+}
+
+/// The old systems' claim: a lock with a time to live around a read and a write of the holder.
+async fn lock_based_claim(
+    conn: &mut MultiplexedConnection,
+    clue: &str,
+    hunter: &str,
+) -> anyhow::Result<()> {
+    let lock = keys::baseline_clue_lock(clue);
+    let locked: Option<String> = redis::cmd("SET")
+        .arg(&lock)
+        .arg(hunter)
+        .arg("NX")
+        .arg("PX")
+        .arg(5_000)
+        .query_async(conn)
+        .await?;
+    if locked.is_none() {
+        // Another hunter holds the lock: the old claim reports "try again", a loss.
+        return Ok(());
+    }
+    let holder_key = keys::baseline_clue(clue);
+    let holder: Option<String> = redis::cmd("GET").arg(&holder_key).query_async(conn).await?;
+    if holder.is_none() {
+        let _: () = redis::cmd("SET")
+            .arg(&holder_key)
+            .arg(hunter)
+            .query_async(conn)
+            .await?;
+    }
+    let _: u64 = redis::cmd("DEL").arg(&lock).query_async(conn).await?;
+    Ok(())
+}
