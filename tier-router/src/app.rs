@@ -52,7 +52,7 @@ pub struct App {
     grpc_addr: SocketAddr,
     http: TcpListener,
     http_addr: SocketAddr,
-    reads: redis::aio::MultiplexedConnection,
+    reads: crate::grpc::Reads,
     /// The reflection service, built (and so checked) before anything starts.
     reflection: Routes,
     metrics: Option<PrometheusHandle>,
@@ -74,7 +74,13 @@ impl App {
             .build_v1()
             .map(Routes::new)
             .map_err(|err| StartError::Reflection(err.to_string()))?;
-        let reads = apply::connect(&client, &config, Some(config.redis_response_timeout)).await?;
+        let reads = crate::grpc::Reads::new(
+            client.clone(),
+            redis::AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(config.redis_connect_timeout))
+                .set_response_timeout(Some(config.redis_response_timeout)),
+            apply::connect(&client, &config, Some(config.redis_response_timeout)).await?,
+        );
         crate::metrics::describe();
         Ok(Self {
             config,

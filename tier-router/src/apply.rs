@@ -11,6 +11,11 @@
 //!   carries nothing to score (a wave reset, a mismatched tier, invalid points) is applied as a
 //!   no-op, so its shard's watermark still moves.
 //! - The blocking stream read has a connection of its own; everything else shares one.
+//! - The dedup saga ([`crate::saga`]) runs between batches, a step at a time, never for longer
+//!   than one step: inline at most every [`SAGA_INLINE_COALESCE`] after batches that recorded
+//!   awards, and as a sweep over every waiting award each `saga_interval` (at once when the tier
+//!   is newly taken). A sweep reads at most the awards that were waiting when it began, so
+//!   awards arriving meanwhile cannot make it endless; while one runs, stream reads do not block.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,10 +30,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::cache::{self, Cache};
-use crate::config::{CACHED_TOP, RouterConfig};
+use crate::config::{CACHED_TOP, RouterConfig, SAGA_INLINE_COALESCE};
 use crate::lease::{self, Lease};
 use crate::members::{self, View};
 use crate::metrics as m;
+use crate::saga;
 
 pub use leaderboard_proto::functions::Applied;
 
@@ -99,6 +105,52 @@ struct Owned {
     token: String,
     cursor: String,
     renew_at: Instant,
+    saga: SagaSchedule,
+}
+
+/// When the dedup saga next runs for an owned tier.
+struct SagaSchedule {
+    /// Awards were recorded since the last saga step read everything waiting.
+    dirty: bool,
+    /// When the last inline step ran.
+    last_inline: Instant,
+    /// When the next sweep begins.
+    next_sweep: Instant,
+    /// The sweep in progress, if any.
+    sweep: Option<Sweep>,
+}
+
+impl SagaSchedule {
+    /// A schedule that sweeps at once: a newly taken tier may hold what its last owner left.
+    fn starting(now: Instant) -> Self {
+        Self {
+            dirty: false,
+            last_inline: now,
+            next_sweep: now,
+            sweep: None,
+        }
+    }
+
+    /// How long the next stream read may block: not at all during a sweep, and no longer than
+    /// until the next inline step is due.
+    fn read_block(&self, read_block: Duration) -> Option<Duration> {
+        if self.sweep.is_some() {
+            return None;
+        }
+        if self.dirty {
+            let due =
+                (self.last_inline + SAGA_INLINE_COALESCE).saturating_duration_since(Instant::now());
+            return Some(due.clamp(Duration::from_millis(1), read_block));
+        }
+        Some(read_block)
+    }
+}
+
+/// A sweep in progress over a tier's waiting awards.
+struct Sweep {
+    started: Instant,
+    /// Awards still to read before the sweep ends; set by its first step to the number waiting.
+    budget: Option<u64>,
 }
 
 /// What a worker keeps across reconnects. The hold survives a lost connection on purpose: the
@@ -176,6 +228,9 @@ impl TierWorker {
                 // Both the apply and the renewal carry the token and are checked against the
                 // fence inside Redis: after a pause, whichever comes first finds out.
                 let mut outcome = self.step(&mut conn, &mut reader, held).await;
+                if outcome.is_ok() {
+                    outcome = self.saga(&mut conn, held).await;
+                }
                 if outcome.is_ok() && Instant::now() >= held.renew_at {
                     let renew_at = Instant::now() + self.config.lease_ttl / 3;
                     outcome = lease::renew(
@@ -272,6 +327,7 @@ impl TierWorker {
                             token,
                             cursor: cursor.unwrap_or_else(|| "0-0".to_owned()),
                             renew_at,
+                            saga: SagaSchedule::starting(now),
                         });
                         state.free_since = None;
                         // What the previous owner left: the cache starts from it.
@@ -324,13 +380,13 @@ impl TierWorker {
         reader: &mut MultiplexedConnection,
         held: &mut Owned,
     ) -> redis::RedisResult<()> {
-        let block_ms = u64::try_from(self.config.read_block.as_millis()).unwrap_or(100);
         let mut read = redis::cmd("XREAD");
-        read.arg("COUNT")
-            .arg(self.config.apply_batch)
-            .arg("BLOCK")
-            .arg(block_ms)
-            .arg("STREAMS")
+        read.arg("COUNT").arg(self.config.apply_batch);
+        if let Some(block) = held.saga.read_block(self.config.read_block) {
+            let block_ms = u64::try_from(block.as_millis()).unwrap_or(100).max(1);
+            read.arg("BLOCK").arg(block_ms);
+        }
+        read.arg("STREAMS")
             .arg(keys::tier_stream(self.tier))
             .arg(&held.cursor);
         let reply: Option<Vec<(String, Vec<stream::RawEntry>)>> = tokio::select! {
@@ -365,6 +421,11 @@ impl TierWorker {
         metrics::counter!(m::DUPLICATES).increment(outcome.duplicates);
         metrics::counter!(m::REPLAY_REQUESTS).increment(outcome.gaps);
         metrics::counter!(m::REJECTED).increment(outcome.rejected);
+        metrics::counter!(m::AWARDS_RECORDED).increment(outcome.awards);
+        metrics::counter!(m::STALE_CLUE_SOLVES).increment(outcome.stale);
+        if outcome.awards > 0 {
+            held.saga.dirty = true;
+        }
         // Behind by how long the last applied entry waited, while reads come back full;
         // caught up (0) once a read returns less than a batch.
         let lag = if full { entry_age(&cursor) } else { 0.0 };
@@ -385,6 +446,55 @@ impl TierWorker {
         held.cursor = cursor;
         if outcome.top_changed {
             self.refresh(conn).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs at most one saga step, if one is due: the next step of a sweep in progress, a new
+    /// sweep, or an inline step for awards recorded since the last one.
+    async fn saga(
+        &self,
+        conn: &mut MultiplexedConnection,
+        held: &mut Owned,
+    ) -> redis::RedisResult<()> {
+        let now = Instant::now();
+        let schedule = &mut held.saga;
+        if schedule.sweep.is_none() && now >= schedule.next_sweep {
+            let forgotten = saga::expire(conn, self.tier, &self.config).await?;
+            if forgotten > 0 {
+                tracing::debug!(tier = self.tier, forgotten, "expired settled award records");
+            }
+            schedule.sweep = Some(Sweep {
+                started: now,
+                budget: None,
+            });
+            schedule.next_sweep = now + self.config.saga_interval;
+        }
+        let full_page = |report: &saga::StepReport| report.seen >= self.config.saga_batch;
+        if let Some(sweep) = &mut schedule.sweep {
+            let report =
+                saga::step(conn, self.tier, &held.token, &self.config, &self.cache).await?;
+            let budget = sweep.budget.get_or_insert(report.waiting);
+            *budget = budget.saturating_sub(report.seen as u64);
+            if !full_page(&report) {
+                // Everything waiting was read: the inline step has nothing left to do either.
+                schedule.dirty = false;
+            }
+            if !full_page(&report) || *budget == 0 || !report.progressed() {
+                metrics::histogram!(m::SAGA_SWEEP_SECONDS)
+                    .record(sweep.started.elapsed().as_secs_f64());
+                tracing::debug!(tier = self.tier, "saga sweep done");
+                schedule.sweep = None;
+            }
+            return Ok(());
+        }
+        if schedule.dirty && now >= schedule.last_inline + SAGA_INLINE_COALESCE {
+            let report =
+                saga::step(conn, self.tier, &held.token, &self.config, &self.cache).await?;
+            schedule.last_inline = now;
+            // A full page may have left newer awards for the next step; a page that moved
+            // nothing (inboxes full) waits for the next award or the next sweep.
+            schedule.dirty = full_page(&report) && report.progressed();
         }
         Ok(())
     }

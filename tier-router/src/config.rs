@@ -49,10 +49,59 @@ pub struct RouterConfig {
     pub ws_coalesce: Duration,
     /// Limits of `/ws`.
     pub ws: WsLimits,
+    /// How often a tier's owner sweeps every pending award through the dedup saga.
+    pub saga_interval: Duration,
+    /// Awards one saga step settles at most (one claim pipeline, one settle call).
+    pub saga_batch: usize,
+    /// How long settled award records (and the shards' sent-compensation marks) are kept.
+    pub record_ttl: Duration,
+    /// Unacknowledged entries a shard's compensation inbox may hold; past it, compensations
+    /// wait for a later sweep.
+    pub inbox_cap: u64,
+    /// A point where the process aborts, for crash tests; `None` in production.
+    pub failpoint: Option<Failpoint>,
+}
+
+/// A point in the dedup saga where a process configured with it aborts the first time it gets
+/// there: the crash tests use it to kill a router between two steps of the saga.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failpoint {
+    /// After the chest claims, before the settle (`saga-after-claim`).
+    SagaAfterClaim,
+    /// After the settle, before the compensations (`saga-after-settle`).
+    SagaAfterSettle,
+}
+
+impl Failpoint {
+    /// The failpoint's name on the command line.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SagaAfterClaim => "saga-after-claim",
+            Self::SagaAfterSettle => "saga-after-settle",
+        }
+    }
+}
+
+impl std::str::FromStr for Failpoint {
+    type Err = ConfigError;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        [Self::SagaAfterClaim, Self::SagaAfterSettle]
+            .into_iter()
+            .find(|point| point.as_str() == name)
+            .ok_or_else(|| ConfigError {
+                field: "failpoint",
+                reason: "must be saga-after-claim or saga-after-settle".to_owned(),
+            })
+    }
 }
 
 /// Entries kept in each tier's in-memory top.
 pub const CACHED_TOP: usize = 100;
+/// How often at most a tier worker runs an inline saga step after batches that recorded awards:
+/// under a backlog, the awards of many batches settle in one step instead of one per batch.
+pub const SAGA_INLINE_COALESCE: Duration = Duration::from_millis(50);
 /// Limits of the WebSocket side (`/ws`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WsLimits {
@@ -123,6 +172,11 @@ impl RouterConfig {
             max_http_connections: 16_384,
             ws_coalesce: Duration::from_millis(100),
             ws: WsLimits::default(),
+            saga_interval: Duration::from_secs(30),
+            saga_batch: 500,
+            record_ttl: Duration::from_secs(24 * 60 * 60),
+            inbox_cap: 100_000,
+            failpoint: None,
         }
     }
 
@@ -170,6 +224,7 @@ impl RouterConfig {
             ("redis_response_timeout", self.redis_response_timeout),
             ("redis_connect_timeout", self.redis_connect_timeout),
             ("backoff", self.backoff),
+            ("saga_interval", self.saga_interval),
         ] {
             if value.is_zero() {
                 return Err(invalid(field, "must be longer than zero"));
@@ -195,6 +250,15 @@ impl RouterConfig {
                 "ws.idle_timeout",
                 "must be longer than ws.ping_interval",
             ));
+        }
+        if !(1..=10_000).contains(&self.saga_batch) {
+            return Err(invalid("saga_batch", "must be between 1 and 10000"));
+        }
+        if self.record_ttl < Duration::from_secs(1) {
+            return Err(invalid("record_ttl", "must be at least 1 s"));
+        }
+        if !(1..=100_000_000).contains(&self.inbox_cap) {
+            return Err(invalid("inbox_cap", "must be between 1 and 100000000"));
         }
         if self.max_backoff < self.backoff {
             return Err(invalid("max_backoff", "must not be shorter than backoff"));
@@ -230,6 +294,26 @@ mod tests {
         let mut bad = config.clone();
         bad.router_id = "a:b".into();
         assert_eq!(bad.validate().map_err(|e| e.field), Err("router_id"));
+        let mut bad = config.clone();
+        bad.saga_batch = 0;
+        assert_eq!(bad.validate().map_err(|e| e.field), Err("saga_batch"));
+        let mut bad = config.clone();
+        bad.saga_interval = Duration::ZERO;
+        assert_eq!(bad.validate().map_err(|e| e.field), Err("saga_interval"));
+        let mut bad = config.clone();
+        bad.record_ttl = Duration::from_millis(10);
+        assert_eq!(bad.validate().map_err(|e| e.field), Err("record_ttl"));
+        let mut bad = config.clone();
+        bad.inbox_cap = 0;
+        assert_eq!(bad.validate().map_err(|e| e.field), Err("inbox_cap"));
+        assert_eq!(
+            "saga-after-settle".parse::<Failpoint>(),
+            Ok(Failpoint::SagaAfterSettle)
+        );
+        assert_eq!(
+            "nowhere".parse::<Failpoint>().map_err(|e| e.field),
+            Err("failpoint")
+        );
         let mut bad = config;
         bad.redis_url = "http://nope".into();
         assert_eq!(bad.validate().map_err(|e| e.field), Err("redis_url"));

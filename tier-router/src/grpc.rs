@@ -21,11 +21,78 @@ use crate::cache::{self, Cache, Diff, Snapshot};
 use crate::config::{CACHED_TOP, MAX_AROUND, MAX_LIMIT};
 use crate::metrics as m;
 
+/// The connection gRPC reads Redis through. Redis dropping it (a restart) marks it broken, and
+/// the next read connects afresh, so reads recover as soon as Redis is back.
+#[derive(Clone)]
+pub struct Reads {
+    client: redis::Client,
+    settings: redis::AsyncConnectionConfig,
+    current: Arc<std::sync::Mutex<MultiplexedConnection>>,
+    broken: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl std::fmt::Debug for Reads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reads").finish_non_exhaustive()
+    }
+}
+
+impl Reads {
+    /// Reads through `conn`, reconnecting with `client` and `settings` once it is lost.
+    #[must_use]
+    pub fn new(
+        client: redis::Client,
+        settings: redis::AsyncConnectionConfig,
+        conn: MultiplexedConnection,
+    ) -> Self {
+        Self {
+            client,
+            settings,
+            current: Arc::new(std::sync::Mutex::new(conn)),
+            broken: Arc::default(),
+        }
+    }
+
+    /// The connection to read through: the current one, or a fresh one after a loss.
+    async fn conn(&self) -> redis::RedisResult<MultiplexedConnection> {
+        use std::sync::atomic::Ordering;
+        if self.broken.load(Ordering::SeqCst) {
+            let fresh = self
+                .client
+                .get_multiplexed_async_connection_with_config(&self.settings)
+                .await?;
+            *self
+                .current
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh.clone();
+            self.broken.store(false, Ordering::SeqCst);
+            return Ok(fresh);
+        }
+        Ok(self
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone())
+    }
+
+    /// The status for a failed read; a lost connection is replaced on the next read.
+    fn failed(&self, err: &redis::RedisError) -> Status {
+        if err.is_connection_dropped()
+            || err.is_unrecoverable_error()
+            || err.is_io_error()
+            || err.is_timeout()
+        {
+            self.broken.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        unavailable(err)
+    }
+}
+
 /// The gRPC service.
 #[derive(Clone)]
 pub struct LeaderboardService {
     cache: Arc<Cache>,
-    redis: MultiplexedConnection,
+    redis: Reads,
     shutdown: CancellationToken,
 }
 
@@ -39,11 +106,7 @@ impl LeaderboardService {
     /// A service reading `cache`, and Redis through `redis` for what the cache does not hold.
     /// Its `Watch` streams end when `shutdown` is cancelled, so the server can drain.
     #[must_use]
-    pub fn new(
-        cache: Arc<Cache>,
-        redis: MultiplexedConnection,
-        shutdown: CancellationToken,
-    ) -> Self {
+    pub fn new(cache: Arc<Cache>, redis: Reads, shutdown: CancellationToken) -> Self {
         Self {
             cache,
             redis,
@@ -125,10 +188,14 @@ impl Leaderboard for LeaderboardService {
                 stale: snapshot.stale,
             }));
         }
-        let mut conn = self.redis.clone();
+        let mut conn = self
+            .redis
+            .conn()
+            .await
+            .map_err(|err| self.redis.failed(&err))?;
         let entries = cache::read_range(&mut conn, tier, offset, offset + limit - 1)
             .await
-            .map_err(|err| unavailable(&err))?;
+            .map_err(|err| self.redis.failed(&err))?;
         Ok(Response::new(GetTopResponse {
             tier,
             version: snapshot.version,
@@ -154,7 +221,11 @@ impl Leaderboard for LeaderboardService {
                 "around must be at most {MAX_AROUND}, not {around}"
             ))));
         }
-        let mut conn = self.redis.clone();
+        let mut conn = self
+            .redis
+            .conn()
+            .await
+            .map_err(|err| self.redis.failed(&err))?;
         match player_from_redis(&mut conn, tier, &player_id, u64::from(around)).await {
             Ok(Some((player, neighbours))) => Ok(Response::new(GetPlayerResponse {
                 tier,
@@ -173,7 +244,7 @@ impl Leaderboard for LeaderboardService {
                     .iter()
                     .position(|e| e.player_id == player_id)
                 else {
-                    return Err(unavailable(&err));
+                    return Err(self.redis.failed(&err));
                 };
                 let around = around as usize;
                 let first = position.saturating_sub(around);
@@ -211,7 +282,11 @@ impl Leaderboard for LeaderboardService {
         } else {
             vec![tier]
         };
-        let mut conn = self.redis.clone();
+        let mut conn = self
+            .redis
+            .conn()
+            .await
+            .map_err(|err| self.redis.failed(&err))?;
         let mut pipe = redis::pipe();
         for tier in &tiers {
             pipe.hget(keys::tier_awards(*tier), &award_id);
@@ -219,7 +294,7 @@ impl Leaderboard for LeaderboardService {
         let records: Vec<Option<String>> = pipe
             .query_async(&mut conn)
             .await
-            .map_err(|err| unavailable(&err))?;
+            .map_err(|err| self.redis.failed(&err))?;
         let Some((tier, record)) = tiers
             .iter()
             .zip(records)
@@ -241,7 +316,7 @@ impl Leaderboard for LeaderboardService {
                 .arg(keys::chest(&record.chest_key))
                 .query_async(&mut conn)
                 .await
-                .map_err(|err| unavailable(&err))?
+                .map_err(|err| self.redis.failed(&err))?
         };
         Ok(Response::new(GetAwardResponse {
             award: Some(Award {
@@ -264,14 +339,18 @@ impl Leaderboard for LeaderboardService {
         let GetChestRequest { chest_key } = request.into_inner();
         validate::id("chest_key", &chest_key)
             .map_err(|err| refuse(Status::invalid_argument(err.to_string())))?;
-        let mut conn = self.redis.clone();
+        let mut conn = self
+            .redis
+            .conn()
+            .await
+            .map_err(|err| self.redis.failed(&err))?;
         let key = keys::chest(&chest_key);
         let (holder, ttl_seconds): (Option<String>, i64) = redis::pipe()
             .get(&key)
             .ttl(&key)
             .query_async(&mut conn)
             .await
-            .map_err(|err| unavailable(&err))?;
+            .map_err(|err| self.redis.failed(&err))?;
         let Some(holder_award_id) = holder else {
             return Err(refuse(Status::not_found(format!(
                 "no award holds chest {chest_key}"

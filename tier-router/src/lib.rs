@@ -12,7 +12,8 @@ pub mod lease;
 mod listener;
 pub mod members;
 pub mod metrics;
+pub mod saga;
 mod ws;
 
 pub use app::{App, AppHandle, StartError};
-pub use config::{RouterConfig, WsLimits};
+pub use config::{Failpoint, RouterConfig, WsLimits};

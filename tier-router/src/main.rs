@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use tier_router::{App, RouterConfig};
+use tier_router::{App, Failpoint, RouterConfig};
 
 /// Exit code for bad configuration (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
@@ -63,6 +63,22 @@ struct Args {
     /// Frames per second a spectator may send (a burst of twice that).
     #[arg(long, env = "HUNT_WS_MAX_FRAMES_PER_SECOND", default_value_t = 20)]
     ws_max_frames_per_second: u32,
+    /// How often a tier's owner sweeps every pending award through the dedup saga, in
+    /// milliseconds.
+    #[arg(long, env = "HUNT_SAGA_INTERVAL_MS", default_value_t = 30_000)]
+    saga_interval_ms: u64,
+    /// Awards one saga step settles at most (1 to 10000).
+    #[arg(long, env = "HUNT_SAGA_BATCH", default_value_t = 500)]
+    saga_batch: usize,
+    /// How long settled award records and sent-compensation marks are kept, in seconds.
+    #[arg(long, env = "HUNT_RECORD_TTL_S", default_value_t = 86_400)]
+    record_ttl_s: u64,
+    /// Unacknowledged entries a shard's compensation inbox may hold before compensations wait.
+    #[arg(long, env = "HUNT_INBOX_CAP", default_value_t = 100_000)]
+    inbox_cap: u64,
+    /// Aborts the process the first time it reaches this point (crash tests only).
+    #[arg(long, hide = true)]
+    failpoint: Option<Failpoint>,
     /// How logs are written to stderr (the level comes from `RUST_LOG`, `info` by default).
     #[arg(long, env = "HUNT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -114,6 +130,11 @@ fn main() -> ExitCode {
     config.ws.max_connections = args.ws_max_connections;
     config.ws.max_subscriptions = args.ws_max_subscriptions;
     config.ws.max_frames_per_second = args.ws_max_frames_per_second;
+    config.saga_interval = Duration::from_millis(args.saga_interval_ms);
+    config.saga_batch = args.saga_batch;
+    config.record_ttl = Duration::from_secs(args.record_ttl_s);
+    config.inbox_cap = args.inbox_cap;
+    config.failpoint = args.failpoint;
     if let Some(router_id) = args.router_id {
         config.router_id = router_id;
     }

@@ -32,6 +32,23 @@ pub const WS_CONNECTIONS: &str = "hunt_router_ws_connections";
 pub const WS_REFUSED: &str = "hunt_router_ws_refused_total";
 /// gRPC requests refused, by `code` (counter).
 pub const GRPC_REFUSED: &str = "hunt_router_grpc_refused_total";
+/// Chest awards recorded as pending by `hunt_apply` (counter).
+pub const AWARDS_RECORDED: &str = "hunt_router_awards_recorded_total";
+/// Awards waiting for the saga (pending, or revoked with their shard not yet told), by `tier`,
+/// as the last saga step saw them (gauge).
+pub const AWARDS_PENDING: &str = "hunt_router_awards_pending";
+/// Awards confirmed as their chest's holder (counter).
+pub const AWARDS_CONFIRMED: &str = "hunt_router_awards_confirmed_total";
+/// Awards revoked for a chest another award holds, their points taken back (counter).
+pub const AWARDS_REVOKED: &str = "hunt_router_awards_revoked_total";
+/// Compensation events added to a shard's inbox (counter).
+pub const COMPENSATIONS: &str = "hunt_router_compensations_total";
+/// Compensations deferred to a later sweep because the shard's inbox was full (counter).
+pub const INBOX_FULL: &str = "hunt_router_inbox_full_total";
+/// Clue solves that scored nothing because their claim token was stale (counter).
+pub const STALE_CLUE_SOLVES: &str = "hunt_router_stale_clue_solves_total";
+/// Time of one saga sweep over a tier's pending awards, in seconds (histogram).
+pub const SAGA_SWEEP_SECONDS: &str = "hunt_router_saga_sweep_seconds";
 
 /// Registers the descriptions of every router metric with the installed recorder.
 pub fn describe() {
@@ -64,4 +81,31 @@ pub fn describe() {
     describe_gauge!(WS_CONNECTIONS, "Spectators connected to /ws.");
     describe_counter!(WS_REFUSED, "/ws upgrades refused at the connection cap.");
     describe_counter!(GRPC_REFUSED, "gRPC requests refused, by status code.");
+    describe_counter!(AWARDS_RECORDED, "Chest awards recorded as pending.");
+    describe_gauge!(
+        AWARDS_PENDING,
+        "Awards waiting for the dedup saga, as its last step saw them."
+    );
+    describe_counter!(
+        AWARDS_CONFIRMED,
+        "Awards confirmed as their chest's holder."
+    );
+    describe_counter!(
+        AWARDS_REVOKED,
+        "Awards revoked for a chest another award holds."
+    );
+    describe_counter!(COMPENSATIONS, "Compensation events sent to shard inboxes.");
+    describe_counter!(
+        INBOX_FULL,
+        "Compensations deferred because the shard's inbox was full."
+    );
+    describe_counter!(
+        STALE_CLUE_SOLVES,
+        "Clue solves that scored nothing for a stale claim token."
+    );
+    describe_histogram!(
+        SAGA_SWEEP_SECONDS,
+        Unit::Seconds,
+        "Time of one saga sweep over a tier's pending awards."
+    );
 }

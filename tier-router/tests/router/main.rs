@@ -11,4 +11,5 @@ mod end_to_end;
 mod faults;
 mod observability;
 mod requests;
+mod saga;
 mod ws;

@@ -36,10 +36,20 @@ pub(crate) async fn writer(
     dir: &std::path::Path,
     shard: u32,
 ) -> shard_writer::ShardWriter {
-    shard_writer::ShardWriter::open(
+    writer_with(redis, dir, shard, |config| config).await
+}
+
+/// A shard writer like [`writer`], with `tweak` applied to its configuration.
+pub(crate) async fn writer_with(
+    redis: &RedisServer,
+    dir: &std::path::Path,
+    shard: u32,
+    tweak: impl FnOnce(shard_writer::WriterConfig) -> shard_writer::WriterConfig,
+) -> shard_writer::ShardWriter {
+    shard_writer::ShardWriter::open(tweak(
         shard_writer::WriterConfig::new(dir.join(format!("shard-{shard}.sqlite")), shard)
             .with_redis(redis.url()),
-    )
+    ))
     .await
     .expect("writer")
 }
@@ -64,6 +74,16 @@ pub(crate) struct RouterProcess {
 impl RouterProcess {
     /// Starts the router binary against `redis` with short timers, logging into `dir`.
     pub(crate) fn start(redis: &RedisServer, dir: &std::path::Path, name: &str) -> Self {
+        Self::start_with(redis, dir, name, &[])
+    }
+
+    /// Starts the router binary like [`RouterProcess::start`], with `extra` arguments.
+    pub(crate) fn start_with(
+        redis: &RedisServer,
+        dir: &std::path::Path,
+        name: &str,
+        extra: &[&str],
+    ) -> Self {
         use std::io::BufRead;
         let log = dir.join(format!("{name}.log"));
         let stderr = std::fs::File::create(&log).expect("router log file");
@@ -84,6 +104,7 @@ impl RouterProcess {
                 "--redis-url",
             ])
             .arg(redis.url())
+            .args(extra)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(std::process::Stdio::piped())
@@ -114,6 +135,15 @@ impl RouterProcess {
     /// Its log so far.
     pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits (up to [`DEADLINE`]) for the process to end by itself, and returns how it ended.
+    pub(crate) async fn exited(mut self) -> std::process::ExitStatus {
+        eventually("the router process exits", || {
+            let status = self.child.try_wait().expect("try_wait");
+            async move { status }
+        })
+        .await
     }
 
     /// SIGKILL, and reap.

@@ -1,0 +1,427 @@
+//! The dedup saga: one winner per chest. `hunt_apply` scores every `TreasureAwarded` at once and
+//! records it as pending; the saga then claims each pending award's chest, confirms the award
+//! that holds it, revokes the others (their points taken back) and tells their shards through
+//! their compensation inboxes.
+//!
+//! In Redis, per tier, `hunt:{t<N>}:awards` maps an award id to its record
+//! (`<state>\t<chest>\t<player>\t<points>\t<shard>`), `:awards:pending` orders the awards the saga
+//! still has to finish (by when they were applied) and `:awards:settled` remembers when each
+//! settled one finished (for expiry). A record moves:
+//!
+//! ```text
+//! pending ──settle──▶ confirmed                              (holds its chest; final)
+//!    │     └─settle──▶ revoked ──compensate, finish──▶ compensated   (final)
+//!    └──shard's own AwardRevoked──▶ withdrawn                  (final)
+//! ```
+//!
+//! Design constraints:
+//! - One step runs under the tier's fence token: `hunt_award_settle` and `hunt_award_finish`
+//!   refuse a stale one (`FENCED`), and the worker then drops the tier exactly as after a fenced
+//!   apply.
+//! - Every step is idempotent, so a router killed anywhere resumes safely:
+//!   - a chest claim (`SET NX`) claimed again by its holder says `Won` again, and by anyone else
+//!     names the same holder: re-running the claims after a crash gives the same answers;
+//!   - `hunt_award_settle` changes only `pending` records, so an award is confirmed or revoked
+//!     (and its points taken back) at most once, however often it is settled;
+//!   - a revoked award stays in the pending set until `hunt_award_finish`, so the next step finds
+//!     it again and compensates it;
+//!   - `hunt_compensate` adds to a shard's inbox once per award id (its sent set remembers the
+//!     id for the record TTL), so a compensation re-sent after a crash is not added twice;
+//!   - `hunt_award_finish` changes only `revoked` records.
+//! - An inbox that is full (`INBOX_FULL`) is never trimmed: the award stays `revoked`, is counted
+//!   and logged, and a later step sends it.
+//! - The router's wall clock only stamps records for expiry (`hunt_award_expire`) and the
+//!   compensation event's `occurred_at_ms`; nothing is decided by it. The winner of a chest is
+//!   whichever award claimed it first: a shard's fast-path claim, or else the award applied
+//!   first in its tier.
+//! - A step handles at most `saga_batch` awards: one read, one claim pipeline, one settle call,
+//!   one compensation pipeline, one finish call.
+
+use std::time::Duration;
+
+use leaderboard_proto::claims::{self, AwardRecord, AwardState, ChestClaim};
+use leaderboard_proto::functions::{self, name};
+use leaderboard_proto::keys;
+use leaderboard_proto::v1::hunt_event::Kind;
+use leaderboard_proto::v1::{AwardRevoked, HuntEvent};
+use prost::Message;
+use redis::aio::MultiplexedConnection;
+use redis::{FromRedisValue, Pipeline, RedisResult, Value};
+
+use crate::cache::{self, Cache};
+use crate::config::{CACHED_TOP, Failpoint, RouterConfig};
+use crate::metrics as m;
+
+/// What one saga step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StepReport {
+    /// Awards waiting in the pending set when the step began.
+    pub waiting: u64,
+    /// Awards the step read (at most the saga batch).
+    pub seen: usize,
+    /// Awards confirmed as their chest's holder.
+    pub confirmed: u64,
+    /// Awards revoked by this step's settle.
+    pub revoked: u64,
+    /// Compensations added to shard inboxes.
+    pub compensated: u64,
+    /// Revoked awards marked compensated (their shard has been told).
+    pub finished: u64,
+    /// Compensations deferred because the shard's inbox was full.
+    pub inbox_full: u64,
+}
+
+impl StepReport {
+    /// Whether the step moved any award to another state.
+    #[must_use]
+    pub fn progressed(&self) -> bool {
+        self.confirmed + self.revoked + self.finished > 0
+    }
+
+    /// Awards still waiting after the step.
+    #[must_use]
+    pub fn remaining(&self) -> u64 {
+        self.waiting.saturating_sub(self.confirmed + self.finished)
+    }
+}
+
+/// Runs one saga step for `tier` under fence `token`: reads up to `config.saga_batch` of the
+/// oldest waiting awards, claims the chests of the pending ones, settles them, refreshes the
+/// tier's cached top in `cache` when the settle may have changed it, compensates every revoked
+/// award and finishes those whose shard was told.
+///
+/// # Errors
+/// The Redis error; a stale token fails with the server error code `FENCED`
+/// (see [`crate::apply::is_fenced`]). An inbox that is full is not an error: the award waits for
+/// a later step.
+pub async fn step(
+    conn: &mut MultiplexedConnection,
+    tier: u32,
+    token: &str,
+    config: &RouterConfig,
+    cache: &Cache,
+) -> RedisResult<StepReport> {
+    let mut report = StepReport::default();
+    let (waiting, awards) = read_waiting(conn, tier, config.saga_batch).await?;
+    report.waiting = waiting;
+    report.seen = awards.len();
+    if awards.is_empty() {
+        set_pending_gauge(tier, 0);
+        return Ok(report);
+    }
+
+    let pending: Vec<&(String, AwardRecord)> = awards
+        .iter()
+        .filter(|(_, record)| record.state == AwardState::Pending)
+        .collect();
+    let mut revoked: Vec<&str> = awards
+        .iter()
+        .filter(|(_, record)| record.state == AwardState::Revoked)
+        .map(|(award_id, _)| award_id.as_str())
+        .collect();
+    if !pending.is_empty() {
+        let holders = claim_chests(conn, &pending).await?;
+        failpoint(config, Failpoint::SagaAfterClaim);
+        let settled = settle(conn, tier, token, &holders).await?;
+        report.confirmed = settled.confirmed;
+        report.revoked = settled.revoked_ids.len() as u64;
+        metrics::counter!(m::AWARDS_CONFIRMED).increment(settled.confirmed);
+        metrics::counter!(m::AWARDS_REVOKED).increment(report.revoked);
+        metrics::counter!(m::REJECTED).increment(settled.rejected);
+        if settled.top_changed {
+            let top = cache::read_range(conn, tier, 0, CACHED_TOP as u64 - 1).await?;
+            cache.publish(tier, top);
+        }
+        failpoint(config, Failpoint::SagaAfterSettle);
+        for award_id in &settled.revoked_ids {
+            if let Some((known, _)) = awards.iter().find(|(id, _)| id == award_id) {
+                revoked.push(known.as_str());
+            }
+        }
+    }
+
+    if !revoked.is_empty() {
+        let to_send: Vec<(&str, &AwardRecord)> = revoked
+            .iter()
+            .filter_map(|award_id| {
+                awards
+                    .iter()
+                    .find(|(id, _)| id == award_id)
+                    .map(|(id, record)| (id.as_str(), record))
+            })
+            .collect();
+        let sent = compensate(conn, tier, config, &to_send, &mut report).await?;
+        if !sent.is_empty() {
+            let mut cmd = functions::fcall_cmd(
+                name::AWARD_FINISH,
+                &[
+                    &keys::tier_fence(tier),
+                    &keys::tier_awards(tier),
+                    &keys::tier_awards_pending(tier),
+                    &keys::tier_awards_settled(tier),
+                ],
+            );
+            cmd.arg(token).arg(now_ms());
+            for award_id in &sent {
+                cmd.arg(*award_id);
+            }
+            report.finished = functions::fcall(conn, &cmd).await?;
+        }
+    }
+    set_pending_gauge(tier, report.remaining());
+    tracing::debug!(
+        tier,
+        seen = report.seen,
+        confirmed = report.confirmed,
+        revoked = report.revoked,
+        compensated = report.compensated,
+        finished = report.finished,
+        "saga step"
+    );
+    Ok(report)
+}
+
+/// Forgets up to `config.saga_batch` award records of `tier` that settled longer than
+/// `config.record_ttl` ago; returns how many.
+///
+/// # Errors
+/// The Redis error.
+pub async fn expire(
+    conn: &mut MultiplexedConnection,
+    tier: u32,
+    config: &RouterConfig,
+) -> RedisResult<u64> {
+    let mut cmd = functions::fcall_cmd(
+        name::AWARD_EXPIRE,
+        &[&keys::tier_awards(tier), &keys::tier_awards_settled(tier)],
+    );
+    cmd.arg(now_ms().saturating_sub(millis(config.record_ttl)))
+        .arg(config.saga_batch);
+    functions::fcall(conn, &cmd).await
+}
+
+/// The number of awards waiting in `tier`'s pending set and the oldest `limit` of them, with
+/// their records. A record that cannot be read is logged and left out.
+async fn read_waiting(
+    conn: &mut MultiplexedConnection,
+    tier: u32,
+    limit: usize,
+) -> RedisResult<(u64, Vec<(String, AwardRecord)>)> {
+    let pending_key = keys::tier_awards_pending(tier);
+    let mut read = functions::fcall_cmd(
+        name::AWARD_PENDING,
+        &[&keys::tier_awards(tier), &pending_key],
+    );
+    read.arg(limit);
+    let mut pipe = redis::pipe();
+    pipe.zcard(&pending_key).add_command(read);
+    let (waiting, flat): (u64, Vec<String>) = query_pipe(conn, &pipe).await?;
+    let mut awards = Vec::with_capacity(flat.len() / 2);
+    for pair in flat.chunks_exact(2) {
+        let [award_id, record] = pair else { continue };
+        match AwardRecord::parse(record) {
+            Some(parsed) => awards.push((award_id.clone(), parsed)),
+            None => tracing::error!(
+                tier,
+                award_id = %award_id,
+                "skipping an award whose record cannot be read"
+            ),
+        }
+    }
+    Ok((waiting, awards))
+}
+
+/// Claims the chest of each pending award in one pipeline; returns (award id, chest holder).
+async fn claim_chests<'a>(
+    conn: &mut MultiplexedConnection,
+    pending: &[&'a (String, AwardRecord)],
+) -> RedisResult<Vec<(&'a str, String)>> {
+    let mut pipe = redis::pipe();
+    for (award_id, record) in pending {
+        pipe.add_command(claims::claim_chest_cmd(&record.chest_key, award_id));
+    }
+    let claims: Vec<ChestClaim> = query_pipe(conn, &pipe).await?;
+    Ok(pending
+        .iter()
+        .zip(claims)
+        .map(|((award_id, _), claim)| {
+            let holder = match claim {
+                ChestClaim::Won => award_id.clone(),
+                ChestClaim::Held { award_id: holder } => holder,
+            };
+            (award_id.as_str(), holder)
+        })
+        .collect())
+}
+
+/// What `hunt_award_settle` did.
+struct Settled {
+    confirmed: u64,
+    rejected: u64,
+    top_changed: bool,
+    revoked_ids: Vec<String>,
+}
+
+impl FromRedisValue for Settled {
+    fn from_redis_value(value: Value) -> Result<Self, redis::ParsingError> {
+        let reply: Vec<Value> = FromRedisValue::from_redis_value(value)?;
+        let mut fields = reply.into_iter();
+        let mut number = |what: &str| -> Result<u64, redis::ParsingError> {
+            match fields.next() {
+                Some(value) => FromRedisValue::from_redis_value(value),
+                None => Err(format!("hunt_award_settle returned no {what}").into()),
+            }
+        };
+        let confirmed = number("confirmed count")?;
+        let _revoked = number("revoked count")?;
+        let rejected = number("rejected count")?;
+        let top = number("top flag")?;
+        let revoked_ids = fields
+            .map(FromRedisValue::from_redis_value)
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            confirmed,
+            rejected,
+            top_changed: top == 1,
+            revoked_ids,
+        })
+    }
+}
+
+/// Settles each (award id, chest holder) pair under `token`.
+async fn settle(
+    conn: &mut MultiplexedConnection,
+    tier: u32,
+    token: &str,
+    holders: &[(&str, String)],
+) -> RedisResult<Settled> {
+    let mut cmd = functions::fcall_cmd(
+        name::AWARD_SETTLE,
+        &[
+            &keys::tier_fence(tier),
+            &keys::tier_awards(tier),
+            &keys::tier_awards_pending(tier),
+            &keys::tier_awards_settled(tier),
+            &keys::tier_scores(tier),
+            &keys::tier_members(tier),
+        ],
+    );
+    cmd.arg(token).arg(now_ms()).arg(CACHED_TOP);
+    for (award_id, holder) in holders {
+        cmd.arg(*award_id).arg(holder);
+    }
+    functions::fcall(conn, &cmd).await
+}
+
+/// Sends an `AwardRevoked` to the shard of each revoked award, in one pipeline; returns the
+/// awards whose shard now has it (sent now, or already before). An award whose shard's inbox is
+/// full is counted, logged and left for a later step.
+async fn compensate<'a>(
+    conn: &mut MultiplexedConnection,
+    tier: u32,
+    config: &RouterConfig,
+    revoked: &[(&'a str, &AwardRecord)],
+    report: &mut StepReport,
+) -> RedisResult<Vec<&'a str>> {
+    let now = now_ms();
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    for (award_id, record) in revoked {
+        let event = HuntEvent {
+            shard_id: record.shard_id,
+            tier,
+            occurred_at_ms: now,
+            kind: Some(Kind::AwardRevoked(AwardRevoked {
+                award_id: (*award_id).to_owned(),
+                chest_key: record.chest_key.clone(),
+                player_id: record.player_id.clone(),
+                points: record.points,
+            })),
+            ..HuntEvent::default()
+        };
+        let mut cmd = functions::fcall_cmd(
+            name::COMPENSATE,
+            &[
+                &keys::shard_inbox(record.shard_id),
+                &keys::shard_inbox_sent(record.shard_id),
+            ],
+        );
+        cmd.arg(*award_id)
+            .arg(event.encode_to_vec())
+            .arg(now)
+            .arg(millis(config.record_ttl))
+            .arg(config.inbox_cap);
+        pipe.add_command(cmd);
+    }
+    let mut replies: Vec<RedisResult<i64>> = pipe.query_async(conn).await?;
+    if replies
+        .iter()
+        .any(|reply| reply.as_ref().is_err_and(functions::is_function_missing))
+    {
+        // Redis lost the library: nothing was sent, so sending it all again is safe.
+        functions::ensure_loaded(conn).await?;
+        replies = pipe.query_async(conn).await?;
+    }
+    let mut sent = Vec::with_capacity(revoked.len());
+    for ((award_id, record), reply) in revoked.iter().zip(replies) {
+        match reply {
+            Ok(added) => {
+                if added == 1 {
+                    report.compensated += 1;
+                    metrics::counter!(m::COMPENSATIONS).increment(1);
+                }
+                sent.push(*award_id);
+            }
+            Err(err) if err.code() == Some("INBOX_FULL") => {
+                report.inbox_full += 1;
+                metrics::counter!(m::INBOX_FULL).increment(1);
+                tracing::warn!(
+                    tier,
+                    shard = record.shard_id,
+                    award_id = %award_id,
+                    "shard's compensation inbox is full: the revoked award waits for a later sweep"
+                );
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(sent)
+}
+
+/// Runs `pipe`; when Redis has lost the library, loads it and runs `pipe` once more (every
+/// command the saga pipelines is idempotent).
+async fn query_pipe<T: FromRedisValue>(
+    conn: &mut MultiplexedConnection,
+    pipe: &Pipeline,
+) -> RedisResult<T> {
+    match pipe.query_async(conn).await {
+        Err(err) if functions::is_function_missing(&err) => {
+            functions::ensure_loaded(conn).await?;
+            pipe.query_async(conn).await
+        }
+        other => other,
+    }
+}
+
+/// Aborts the process when `config` names `point`: a crash at a known place, for tests.
+fn failpoint(config: &RouterConfig, point: Failpoint) {
+    if config.failpoint == Some(point) {
+        tracing::error!(failpoint = point.as_str(), "failpoint reached: aborting");
+        std::process::abort();
+    }
+}
+
+fn set_pending_gauge(tier: u32, waiting: u64) {
+    metrics::gauge!(m::AWARDS_PENDING, "tier" => tier.to_string()).set(waiting as f64);
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The router's wall clock, in milliseconds since the Unix epoch: only for record expiry.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, millis)
+}
