@@ -11,6 +11,11 @@
 //!    four round trips, and a lock that can expire early).
 //! 3. **Floor: `PING`.** A bare round trip at the same rate: what the network and the scheduler
 //!    cost before Redis does any work.
+//! 4. **Sweep.** `--sweep-awards` pending awards (two per chest, from two shards) are applied
+//!    to one tier, then one saga sweep settles them all in steps of `--saga-batch`: half
+//!    confirmed, half revoked and compensated. The baseline settles a sample one award per step
+//!    (one claim, one settle, one compensation, one finish each), as a saga without batching
+//!    would.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -49,6 +54,15 @@ pub(crate) struct Args {
     /// Milliseconds between waves.
     #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(10..=600_000))]
     wave_ms: u64,
+    /// Pending awards of the sweep phase (an even number; 0 skips it).
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
+    sweep_awards: u64,
+    /// Awards per saga step in the sweep.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    saga_batch: u64,
+    /// Awards the one-at-a-time baseline settles.
+    #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(2..=1_000_000))]
+    sweep_baseline_awards: u64,
 }
 
 /// The most claims in flight at once; past it an arrival waits, and the wait counts.
@@ -192,7 +206,120 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     if clue_claims.errors + lock_based.errors + ping.errors > 0 {
         bail!("some operations failed");
     }
+    if args.sweep_awards > 0 {
+        let mut conn = connections[0].clone();
+        sweep(&mut conn, args.sweep_awards, args.saga_batch, args.sweep_baseline_awards).await?;
+    }
     Ok(())
+}
+
+/// Phase 4: one sweep over `awards` pending awards, beside settling one award per step.
+async fn sweep(
+    conn: &mut MultiplexedConnection,
+    awards: u64,
+    saga_batch: u64,
+    baseline_awards: u64,
+) -> anyhow::Result<()> {
+    let (batched, batched_time) = settle_all(conn, SWEEP_TIER, awards, saga_batch, "sweep").await?;
+    let (single, single_time) =
+        settle_all(conn, BASELINE_TIER, baseline_awards, 1, "single").await?;
+    let batched_rate = batched as f64 / batched_time.as_secs_f64();
+    let single_rate = single as f64 / single_time.as_secs_f64();
+    println!();
+    println!("| sweep | awards | time | awards/s |");
+    println!("|---|---|---|---|");
+    println!(
+        "| steps of {saga_batch} | {batched} | {:.2} s | {batched_rate:.0} |",
+        batched_time.as_secs_f64()
+    );
+    println!(
+        "| one award per step (baseline) | {single} | {:.2} s | {single_rate:.0} |",
+        single_time.as_secs_f64()
+    );
+    println!(
+        "sweep / one-at-a-time: {:.1}x the awards per second",
+        batched_rate / single_rate
+    );
+    Ok(())
+}
+
+/// The tier the sweep fills, and the one its baseline fills.
+const SWEEP_TIER: u32 = 1;
+const BASELINE_TIER: u32 = 2;
+
+/// Applies `awards` awards to `tier` (two per chest, shards 1 and 2, in batches of 500), then
+/// times saga steps of `saga_batch` until none waits; checks that half were confirmed and half
+/// compensated. Returns the awards settled and the time taken.
+async fn settle_all(
+    conn: &mut MultiplexedConnection,
+    tier: u32,
+    awards: u64,
+    saga_batch: u64,
+    prefix: &str,
+) -> anyhow::Result<(u64, Duration)> {
+    let router = format!("bench-{prefix}");
+    let mut acquire = functions::fcall_cmd(
+        functions::name::LEASE_ACQUIRE,
+        &[&keys::tier_lease(tier), &keys::tier_fence(tier)],
+    );
+    acquire.arg(&router).arg(600_000);
+    let (held, token): (i64, String) = functions::fcall(conn, &acquire).await?;
+    if held != 1 {
+        bail!("tier {tier} is leased to {token}: run the sweep on a Redis of its own");
+    }
+    let chests = awards / 2;
+    let ids: Vec<(String, String, String)> = (0..chests)
+        .map(|chest| {
+            (
+                format!("{prefix}-chest-{chest}"),
+                format!("{prefix}-{chest}-a"),
+                format!("{prefix}-{chest}-b"),
+            )
+        })
+        .collect();
+    for (batch, slice) in ids.chunks(250).enumerate() {
+        let mut cmd = functions::apply_cmd(tier, &token, "0-1", 100);
+        for (k, (chest_key, first, second)) in slice.iter().enumerate() {
+            let tier_seq = (batch * 250 + k + 1) as u64;
+            for (shard_id, award_id) in [(1, first), (2, second)] {
+                functions::ApplyEntry {
+                    shard_id,
+                    tier_seq,
+                    player: award_id,
+                    points: 10,
+                    kind: functions::ApplyKind::Award {
+                        award_id,
+                        chest_key,
+                    },
+                }
+                .push(&mut cmd);
+            }
+        }
+        let _: functions::Applied = functions::fcall(conn, &cmd).await?;
+    }
+    let mut config = tier_router::RouterConfig::new("redis://unused/");
+    config.saga_batch = usize::try_from(saga_batch)?;
+    let cache = tier_router::cache::Cache::new();
+    let started = std::time::Instant::now();
+    let (mut confirmed, mut finished) = (0, 0);
+    loop {
+        let report = tier_router::saga::step(conn, tier, &token, &config, &cache).await?;
+        confirmed += report.confirmed;
+        finished += report.finished;
+        if report.seen == 0 {
+            break;
+        }
+        if !report.progressed() {
+            bail!("a saga step made no progress: {report:?}");
+        }
+    }
+    let elapsed = started.elapsed();
+    if confirmed != chests || finished != chests {
+        bail!(
+            "{prefix}: {confirmed} confirmed and {finished} compensated, expected {chests} of each"
+        );
+    }
+    Ok((chests * 2, elapsed))
 }
 
 /// Opens `wave` on every clue, in one pipeline.
