@@ -32,8 +32,11 @@
 #![forbid(unsafe_code)]
 
 mod blocking;
+mod claims;
 pub mod clock;
+mod compensations;
 mod config;
+mod connection;
 mod error;
 pub mod metrics;
 mod relay;
@@ -42,6 +45,8 @@ mod wal;
 mod writer;
 
 pub use blocking::BlockingShardWriter;
+pub use claims::{ChestClaim, ClueClaim};
+pub use compensations::{CONSUMER, Compensation, Compensations, GROUP};
 pub use config::{Synchronous, WriterConfig, redact_url};
-pub use error::{AppendError, ConfigError, Error, OpenError, Result};
+pub use error::{AppendError, ClaimError, ConfigError, Error, OpenError, Result};
 pub use writer::{Appended, EventId, ShardWriter};
