@@ -150,3 +150,30 @@ fn is_unavailable(err: &RedisError) -> bool {
         || matches!(err.kind(), ErrorKind::Server(_) | ErrorKind::Extension)
             && err.code() == Some("BUSY")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_refused_connection_is_unreachable_and_keeps_the_password_out() {
+        // Port 1 on loopback: nothing listens, the connection is refused at once.
+        let url = "redis://:s3cret@127.0.0.1:1/";
+        let config = WriterConfig::new("/tmp/unused.sqlite", 1).with_redis(url);
+        let Ok(client) = redis::Client::open(url) else {
+            panic!("a valid URL");
+        };
+        let link = Reconnecting::new(client, &config);
+        let outcome = link
+            .call(Duration::from_secs(2), |mut conn| async move {
+                redis::cmd("PING").query_async::<String>(&mut conn).await
+            })
+            .await;
+        match outcome {
+            Err(CallError::Unreachable(reason)) => assert!(!reason.contains("s3cret"), "{reason}"),
+            other => panic!("expected Unreachable, got {other:?}"),
+        }
+        assert!(!link.redis().contains("s3cret"), "{}", link.redis());
+        assert!(link.redis().contains("127.0.0.1:1"), "{}", link.redis());
+    }
+}

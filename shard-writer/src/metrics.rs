@@ -29,8 +29,8 @@ pub const REPLAY_PRUNED: &str = "hunt_writer_replay_pruned_total";
 /// `check`, `wave`, `chest`, `inbox_read`, `inbox_ack`), in seconds (histogram).
 pub const CLAIM_SECONDS: &str = "hunt_writer_claim_seconds";
 /// Claim calls by `kind` (as for [`CLAIM_SECONDS`]) and `outcome` (`won`, `held`, `ok`, `stale`,
-/// `future`, `not_holder`, `opened`, `unknown_clue`, `unknown_chest`, `invalid`,
-/// `unreachable`, `no_redis`, `redis_error`, `append_failed`, `malformed`) (counter).
+/// `future`, `not_holder`, `opened`, `received`, `empty`, `unknown_clue`, `unknown_chest`,
+/// `invalid`, `unreachable`, `no_redis`, `redis_error`, `append_failed`, `malformed`) (counter).
 pub const CLAIMS: &str = "hunt_writer_claims_total";
 /// Compensations taken from the shard's inbox, by `outcome` (`received`: handed to the caller;
 /// `malformed`: logged and acknowledged away) (counter).
