@@ -2,8 +2,9 @@
 
 use leaderboard_proto::v1::HuntEvent;
 
+use crate::claims::{ChestClaim, ClueClaim};
 use crate::config::WriterConfig;
-use crate::error::{AppendError, OpenError, Result};
+use crate::error::{AppendError, ClaimError, OpenError, Result};
 use crate::writer::{Appended, EventId, ShardWriter};
 
 /// A [`ShardWriter`] with its own Tokio runtime, for callers without one.
@@ -49,6 +50,61 @@ impl BlockingShardWriter {
     /// As [`ShardWriter::try_append`].
     pub fn try_append(&self, event: HuntEvent) -> Result<EventId, AppendError> {
         self.writer.try_append(event)
+    }
+
+    /// As [`ShardWriter::claim_clue`], blocking for at most `claim_timeout`.
+    ///
+    /// # Errors
+    /// As [`ShardWriter::claim_clue`].
+    pub fn claim_clue(&self, clue_id: &str, hunter: &str) -> Result<ClueClaim, ClaimError> {
+        self.runtime
+            .block_on(self.writer.claim_clue(clue_id, hunter))
+    }
+
+    /// As [`ShardWriter::check_clue`], blocking for at most `claim_timeout`.
+    ///
+    /// # Errors
+    /// As [`ShardWriter::check_clue`].
+    pub fn check_clue(&self, clue_id: &str, hunter: &str, token: u64) -> Result<(), ClaimError> {
+        self.runtime
+            .block_on(self.writer.check_clue(clue_id, hunter, token))
+    }
+
+    /// As [`ShardWriter::open_wave`], blocking until the wave's event is committed.
+    ///
+    /// # Errors
+    /// As [`ShardWriter::open_wave`].
+    pub fn open_wave(
+        &self,
+        tier: u32,
+        wave: u32,
+        clue_ids: &[String],
+    ) -> Result<Appended, ClaimError> {
+        self.runtime
+            .block_on(self.writer.open_wave(tier, wave, clue_ids))
+    }
+
+    /// As [`ShardWriter::award_id`].
+    #[must_use]
+    pub fn award_id(&self) -> String {
+        self.writer.award_id()
+    }
+
+    /// As [`ShardWriter::claim_chest`], blocking for at most `claim_timeout`.
+    ///
+    /// # Errors
+    /// As [`ShardWriter::claim_chest`].
+    pub fn claim_chest(
+        &self,
+        tier: u32,
+        chest_type: &str,
+        chest_key: &str,
+        award_id: &str,
+    ) -> Result<ChestClaim, ClaimError> {
+        self.runtime.block_on(
+            self.writer
+                .claim_chest(tier, chest_type, chest_key, award_id),
+        )
     }
 
     /// The async writer inside, for code that has a runtime after all.

@@ -84,6 +84,9 @@ pub struct WriterConfig {
     pub checkpoint_interval: Duration,
     /// How long `shutdown` may spend publishing what is committed before it closes.
     pub shutdown_grace: Duration,
+    /// How long one claim, token check, wave opening or compensation call may take, connecting
+    /// included; past it the call answers `ClaimError::Unreachable` instead of waiting on.
+    pub claim_timeout: Duration,
     /// Where time comes from.
     pub clock: Arc<dyn Clock>,
 }
@@ -114,6 +117,7 @@ impl WriterConfig {
             prune_batch: 10_000,
             checkpoint_interval: Duration::from_millis(50),
             shutdown_grace: Duration::from_secs(10),
+            claim_timeout: Duration::from_secs(1),
             clock: Arc::new(SystemClock),
         }
     }
@@ -171,6 +175,7 @@ impl WriterConfig {
         nonzero("redis_response_timeout", self.redis_response_timeout)?;
         nonzero("prune_interval", self.prune_interval)?;
         nonzero("checkpoint_interval", self.checkpoint_interval)?;
+        nonzero("claim_timeout", self.claim_timeout)?;
         if self.max_redelivery_timeout < self.redelivery_timeout {
             return Err(ConfigError::Invalid {
                 field: "max_redelivery_timeout",
@@ -237,6 +242,15 @@ mod tests {
             bad.validate(),
             Err(ConfigError::Invalid {
                 field: "queue_capacity",
+                ..
+            })
+        ));
+        let mut bad = config.clone();
+        bad.claim_timeout = Duration::ZERO;
+        assert!(matches!(
+            bad.validate(),
+            Err(ConfigError::Invalid {
+                field: "claim_timeout",
                 ..
             })
         ));

@@ -168,3 +168,65 @@ impl AppendError {
         }
     }
 }
+
+/// Why a clue or chest claim, a token check, a wave opening or a compensation call did not give
+/// its answer. Messages never carry a Redis password.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClaimError {
+    /// An id, the tier or the wave breaks a rule of the event schema; Redis was not asked.
+    #[error("invalid claim: {0}")]
+    Invalid(#[from] ValidationError),
+    /// No wave has opened this clue (see [`crate::ShardWriter::open_wave`]).
+    #[error("the clue was never opened by a wave")]
+    UnknownClue,
+    /// The tier's reward table has no such chest type.
+    #[error("tier {tier} has no chest type {chest_type:?}")]
+    UnknownChest {
+        /// The tier asked for.
+        tier: u32,
+        /// The chest type it lacks.
+        chest_type: String,
+    },
+    /// A later claim of the clue holds a greater token: the write is stale.
+    #[error("the token is stale: the clue has been claimed again since")]
+    StaleToken,
+    /// No claim of the clue has handed out this token yet.
+    #[error("the token was never handed out for this clue")]
+    FutureToken,
+    /// The token is the clue's current one, but another hunter (or nobody) holds the clue.
+    #[error("the token is current but the hunter does not hold the clue")]
+    NotHolder,
+    /// Redis did not answer within `claim_timeout` (down, hung or partitioned), or the
+    /// connection broke. Nothing is known about whether the call took effect: retrying a claim
+    /// is safe (the holder claiming again wins again).
+    #[error("Redis unreachable at {redis}: {reason}")]
+    Unreachable {
+        /// The Redis URL, password redacted.
+        redis: String,
+        /// What failed.
+        reason: String,
+    },
+    /// Redis answered with an error (out of memory, a refused command, an unexpected reply).
+    #[error("Redis refused the call: {reason}")]
+    Redis {
+        /// Redis's error.
+        reason: String,
+    },
+    /// The writer has no Redis URL configured: claims need Redis.
+    #[error("the writer has no Redis configured; claims and compensations need one")]
+    NoRedis,
+    /// A compensation inbox entry could not be read as an `AwardRevoked` event. It has been
+    /// logged, counted and acknowledged away, so it cannot block the inbox.
+    #[error("compensation inbox entry {id} is malformed ({reason}); it was acknowledged away")]
+    MalformedCompensation {
+        /// The entry's stream id.
+        id: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The wave's clues were opened in Redis, but the `WaveReset` event was not committed; the
+    /// event is inside. Opening the wave again is safe.
+    #[error("the wave was opened but its event was not committed: {0}")]
+    Append(AppendError),
+}

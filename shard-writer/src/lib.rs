@@ -8,7 +8,23 @@
 //!
 //! - [`ShardWriter::append`] returns after the event's group commit.
 //! - [`ShardWriter::try_append`] never waits: it queues, or hands the event back.
-//! - [`BlockingShardWriter`] wraps both for game loops without an async runtime.
+//! - [`BlockingShardWriter`] wraps both (and the claims) for game loops without an async
+//!   runtime.
+//!
+//! Claims go to Redis directly, on the writer's own connection (apart from the relay's), each
+//! bounded by `claim_timeout` (1 s by default): an unreachable or hung Redis answers
+//! [`ClaimError::Unreachable`], never a hang, and the connection heals itself once Redis is back.
+//!
+//! - [`ShardWriter::open_wave`] opens a wave's clues to claims, then appends its `WaveReset`.
+//! - [`ShardWriter::claim_clue`]: first solver wins, with a fencing token greater than every
+//!   earlier one of the clue; [`ShardWriter::check_clue`] tells whether a write carrying a token
+//!   may go ahead (stale, future, not the holder).
+//! - [`ShardWriter::award_id`] hands out award ids unique for ever across the shard, so a chest
+//!   can be claimed ([`ShardWriter::claim_chest`]) before the `TreasureAwarded` carrying the id
+//!   is appended.
+//! - [`ShardWriter::compensations`] reads the shard's compensation inbox: awards of this shard
+//!   the router's saga revoked. Each [`Compensation`] comes again until it is acknowledged
+//!   ([`Compensations::ack`]), across restarts, and never after.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -26,14 +42,27 @@
 //!     })
 //!     .await?;
 //! println!("committed as {} (tier_seq {})", appended.id, appended.tier_seq);
+//!
+//! writer.open_wave(1, 1, &["riddle-7".to_owned()]).await?;
+//! if let shard_writer::ClueClaim::Won { token, .. } = writer.claim_clue("riddle-7", "ada").await? {
+//!     println!("ada solved riddle-7 first, token {token}");
+//! }
+//! let mut inbox = writer.compensations();
+//! while let Some(revoked) = inbox.next(std::time::Duration::from_millis(100)).await? {
+//!     println!("award {} was revoked", revoked.revoked.award_id);
+//!     inbox.ack(&revoked).await?;
+//! }
 //! writer.shutdown().await?;
 //! # Ok(()) }
 //! ```
 #![forbid(unsafe_code)]
 
 mod blocking;
+mod claims;
 pub mod clock;
+mod compensations;
 mod config;
+mod connection;
 mod error;
 pub mod metrics;
 mod relay;
@@ -42,6 +71,8 @@ mod wal;
 mod writer;
 
 pub use blocking::BlockingShardWriter;
+pub use claims::{ChestClaim, ClueClaim};
+pub use compensations::{CONSUMER, Compensation, Compensations, GROUP};
 pub use config::{Synchronous, WriterConfig, redact_url};
-pub use error::{AppendError, ConfigError, Error, OpenError, Result};
+pub use error::{AppendError, ClaimError, ConfigError, Error, OpenError, Result};
 pub use writer::{Appended, EventId, ShardWriter};

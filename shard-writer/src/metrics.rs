@@ -25,6 +25,16 @@ pub const RELAY_ERRORS: &str = "hunt_writer_relay_errors_total";
 pub const PRUNED: &str = "hunt_writer_pruned_total";
 /// Replays that asked for rows already pruned (counter).
 pub const REPLAY_PRUNED: &str = "hunt_writer_replay_pruned_total";
+/// Time of one claim, token check, wave opening or compensation call, by `kind` (`clue`,
+/// `check`, `wave`, `chest`, `inbox_read`, `inbox_ack`), in seconds (histogram).
+pub const CLAIM_SECONDS: &str = "hunt_writer_claim_seconds";
+/// Claim calls by `kind` (as for [`CLAIM_SECONDS`]) and `outcome` (`won`, `held`, `ok`, `stale`,
+/// `future`, `not_holder`, `opened`, `received`, `empty`, `unknown_clue`, `unknown_chest`,
+/// `invalid`, `unreachable`, `no_redis`, `redis_error`, `append_failed`, `malformed`) (counter).
+pub const CLAIMS: &str = "hunt_writer_claims_total";
+/// Compensations taken from the shard's inbox, by `outcome` (`received`: handed to the caller;
+/// `malformed`: logged and acknowledged away) (counter).
+pub const COMPENSATIONS: &str = "hunt_writer_compensations_total";
 
 /// Registers the descriptions of every writer metric with the installed recorder.
 pub fn describe() {
@@ -50,4 +60,17 @@ pub fn describe() {
     describe_counter!(RELAY_ERRORS, "Redis failures seen by the relay.");
     describe_counter!(PRUNED, "Rows pruned after the retention window.");
     describe_counter!(REPLAY_PRUNED, "Replays that asked for rows already pruned.");
+    describe_histogram!(
+        CLAIM_SECONDS,
+        Unit::Seconds,
+        "Time of one clue, chest, wave or inbox call to Redis, by kind."
+    );
+    describe_counter!(
+        CLAIMS,
+        "Clue, chest, wave and inbox calls, by kind and outcome."
+    );
+    describe_counter!(
+        COMPENSATIONS,
+        "Compensations taken from the shard's inbox, by outcome."
+    );
 }

@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{WriterConfig, redact_url};
+use crate::connection::Reconnecting;
 use crate::error::{AppendError, Error, OpenError, Result};
 use crate::metrics as m;
 use crate::relay::{self, Relay};
@@ -52,16 +53,22 @@ struct Tasks {
     checkpointer: tokio::task::JoinHandle<()>,
 }
 
-struct Inner {
-    shard_id: u32,
-    epoch: u64,
+pub(crate) struct Inner {
+    pub(crate) shard_id: u32,
+    pub(crate) epoch: u64,
     next_seq: AtomicU64,
     jobs: mpsc::Sender<Job>,
     closed: AtomicBool,
     progress: Arc<Progress>,
-    config: WriterConfig,
+    pub(crate) config: WriterConfig,
     drain: CancellationToken,
     tasks: Mutex<Option<Tasks>>,
+    /// Redis, for claims and compensations (`None` without a Redis URL).
+    pub(crate) client: Option<redis::Client>,
+    /// The claims connection, apart from the relay's so a publish never delays a claim.
+    pub(crate) claims: Option<Reconnecting>,
+    /// The `n` of the next award id `<shard>.<epoch>.a<n>`.
+    pub(crate) next_award: AtomicU64,
 }
 
 impl Drop for Inner {
@@ -87,7 +94,7 @@ impl Drop for Inner {
 /// in the file and are published by the next writer that opens it).
 #[derive(Clone)]
 pub struct ShardWriter {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for ShardWriter {
@@ -194,6 +201,10 @@ impl ShardWriter {
             config.checkpoint_interval,
             drain.clone(),
         ));
+        let claims = client
+            .as_ref()
+            .map(|client| Reconnecting::new(client.clone(), &config));
+        let redis_client = client.clone();
         let relay = match client {
             Some(client) => {
                 let reader = wal::connect(&path, &config)?;
@@ -233,6 +244,9 @@ impl ShardWriter {
                     relay,
                     checkpointer,
                 })),
+                client: redis_client,
+                claims,
+                next_award: AtomicU64::new(1),
             }),
         })
     }

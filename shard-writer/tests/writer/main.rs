@@ -5,6 +5,7 @@
 
 mod support;
 
+mod claims;
 mod crash;
 mod delivery;
 mod faults;
