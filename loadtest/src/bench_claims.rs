@@ -208,7 +208,13 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     }
     if args.sweep_awards > 0 {
         let mut conn = connections[0].clone();
-        sweep(&mut conn, args.sweep_awards, args.saga_batch, args.sweep_baseline_awards).await?;
+        sweep(
+            &mut conn,
+            args.sweep_awards,
+            args.saga_batch,
+            args.sweep_baseline_awards,
+        )
+        .await?;
     }
     Ok(())
 }
