@@ -7,10 +7,16 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 /// Generates valid events over every tier of the reward table, the same for the same seed.
+///
+/// Every chest it awards is its own (named after the seed and a counter), so generators with
+/// different seeds never award the same chest twice and the dedup saga revokes nothing: totals
+/// stay the plain sum of the events.
 #[derive(Debug)]
 pub struct EventGenerator {
     rng: StdRng,
     players: u32,
+    seed: u64,
+    chests: u64,
 }
 
 impl EventGenerator {
@@ -20,6 +26,8 @@ impl EventGenerator {
         Self {
             rng: StdRng::seed_from_u64(seed),
             players: players.max(1),
+            seed,
+            chests: 0,
         }
     }
 
@@ -28,12 +36,15 @@ impl EventGenerator {
         let tier = rewards::TIERS[self.rng.random_range(0..rewards::TIERS.len())];
         let player_id = format!("hunter-{}", self.rng.random_range(0..self.players));
         let kind = match tier.chest_types.first() {
-            Some(chest) if self.rng.random_ratio(1, 20) => Kind::TreasureAwarded(TreasureAwarded {
-                chest_key: format!("{}-{}", chest.name, self.rng.random_range(0..1000u32)),
-                award_id: String::new(),
-                player_id,
-                points: chest.points,
-            }),
+            Some(chest) if self.rng.random_ratio(1, 20) => {
+                self.chests += 1;
+                Kind::TreasureAwarded(TreasureAwarded {
+                    chest_key: format!("{}-{:x}-{}", chest.name, self.seed, self.chests),
+                    award_id: String::new(),
+                    player_id,
+                    points: chest.points,
+                })
+            }
             _ => {
                 let base = self.rng.random_range(1..=50);
                 Kind::ScoreGained(ScoreGained {
