@@ -11,7 +11,7 @@
 
 -- Raised by hand whenever a function is added or changed, so an older process never replaces a
 -- newer library (see leaderboard_proto::functions::ensure_loaded).
-local LIBRARY_VERSION = 5
+local LIBRARY_VERSION = 6
 
 local function hash_get_number(key, field)
   local value = redis.call('HGET', key, field)
@@ -447,8 +447,8 @@ local function claim_chest(keys, args)
   return {0, holder}
 end
 
--- hunt_award_pending(KEYS = awards, awards pending; ARGV[1] = limit)
--- The oldest pending awards, in the order they were applied: {award id, record, ...}.
+-- hunt_award_pending(KEYS = awards, awards pending or awards revoked; ARGV[1] = limit)
+-- The oldest awards of that set, in the order they were applied: {award id, record, ...}.
 local function award_pending(keys, args)
   local ids = redis.call('ZRANGE', keys[2], 0, tonumber(args[1]) - 1)
   if #ids == 0 then
@@ -463,16 +463,19 @@ local function award_pending(keys, args)
   return out
 end
 
--- hunt_award_settle(KEYS = tier fence, awards, awards pending, awards settled, scores, members;
+-- hunt_award_settle(KEYS = tier fence, awards, awards pending, awards settled, scores, members,
+--                          awards revoked;
 --                   ARGV = fence token, now ms, top size, then pairs: award id, chest holder)
 -- Settles pending awards once their chests are claimed: the award holding its chest is
 -- confirmed; any other is revoked, its points taken back exactly once (only a pending award
--- changes state) and left in the pending set until its shard has been told. Fenced like
--- hunt_apply. now ms (the router's clock) only decides when a settled record expires.
+-- changes state) and moved to the revoked set (keeping its apply order) until its shard has been
+-- told: a shard whose inbox is full then delays only its own compensations, never the settling
+-- of newer awards. Fenced like hunt_apply. now ms (the router's clock) only decides when a
+-- settled record expires.
 -- Returns {confirmed, revoked, rejected, top, revoked award id...}.
 local function award_settle(keys, args)
-  local fence, awards, pending, settled, scores, members =
-    keys[1], keys[2], keys[3], keys[4], keys[5], keys[6]
+  local fence, awards, pending, settled, scores, members, revoked_set =
+    keys[1], keys[2], keys[3], keys[4], keys[5], keys[6], keys[7]
   local refused = fenced(fence, args[1])
   if refused then
     return refused
@@ -493,6 +496,9 @@ local function award_settle(keys, args)
           confirmed = confirmed + 1
         else
           redis.call('HSET', awards, id, award_record('revoked', chest, player, int(points), shard))
+          local order = redis.call('ZSCORE', pending, id) or '0'
+          redis.call('ZREM', pending, id)
+          redis.call('ZADD', revoked_set, order, id)
           if delta[player] == nil then
             delta[player] = 0
             players[#players + 1] = player
@@ -534,12 +540,12 @@ local function compensate(keys, args)
   return 1
 end
 
--- hunt_award_finish(KEYS = tier fence, awards, awards pending, awards settled;
+-- hunt_award_finish(KEYS = tier fence, awards, awards revoked, awards settled;
 --                   ARGV = fence token, now ms, award id...)
 -- Marks revoked awards whose shard has been told as compensated and takes them out of the
--- pending set. Fenced. Returns how many changed.
+-- revoked set. Fenced. Returns how many changed.
 local function award_finish(keys, args)
-  local fence, awards, pending, settled = keys[1], keys[2], keys[3], keys[4]
+  local fence, awards, revoked_set, settled = keys[1], keys[2], keys[3], keys[4]
   local refused = fenced(fence, args[1])
   if refused then
     return refused
@@ -552,7 +558,7 @@ local function award_finish(keys, args)
       local state, chest, player, points, shard = award_parse(record)
       if state == 'revoked' then
         redis.call('HSET', awards, id, award_record('compensated', chest, player, int(points), shard))
-        redis.call('ZREM', pending, id)
+        redis.call('ZREM', revoked_set, id)
         redis.call('ZADD', settled, now, id)
         finished = finished + 1
       end

@@ -22,7 +22,7 @@ pub const LIBRARY_NAME: &str = "hunt";
 pub const LIBRARY: &str = include_str!("../lua/hunt.lua");
 
 /// The version the embedded source reports through `hunt_version`.
-pub const LIBRARY_VERSION: i64 = 5;
+pub const LIBRARY_VERSION: i64 = 6;
 
 /// Function names, one constant per function of the library.
 pub mod name {
@@ -53,17 +53,19 @@ pub mod name {
     pub const CHECK_CLUE: &str = "hunt_check_clue";
     /// `hunt_claim_chest(chest; award_id, ttl_s) -> {1, award_id} | {0, holder}`.
     pub const CLAIM_CHEST: &str = "hunt_claim_chest";
-    /// `hunt_award_pending(awards, awards_pending; limit) -> {award_id, record, ...}`.
+    /// `hunt_award_pending(awards, awards_pending | awards_revoked; limit) -> {award_id,
+    /// record, ...}`. Built by [`super::awards_waiting_cmd`].
     pub const AWARD_PENDING: &str = "hunt_award_pending";
-    /// `hunt_award_settle(fence, awards, awards_pending, awards_settled, scores, members;
-    /// token, now_ms, top_size, (award_id, holder)...) -> {confirmed, revoked, rejected,
-    /// top_changed, revoked_id...}`, or a `FENCED` error.
+    /// `hunt_award_settle(fence, awards, awards_pending, awards_settled, scores, members,
+    /// awards_revoked; token, now_ms, top_size, (award_id, holder)...) -> {confirmed, revoked,
+    /// rejected, top_changed, revoked_id...}`, or a `FENCED` error. Built by
+    /// [`super::award_settle_cmd`].
     pub const AWARD_SETTLE: &str = "hunt_award_settle";
     /// `hunt_compensate(inbox, inbox_sent; award_id, payload, now_ms, keep_ms, cap) -> 1 | 0`, or
     /// an `INBOX_FULL` error.
     pub const COMPENSATE: &str = "hunt_compensate";
-    /// `hunt_award_finish(fence, awards, awards_pending, awards_settled; token, now_ms,
-    /// award_id...) -> finished`, or a `FENCED` error.
+    /// `hunt_award_finish(fence, awards, awards_revoked, awards_settled; token, now_ms,
+    /// award_id...) -> finished`, or a `FENCED` error. Built by [`super::award_finish_cmd`].
     pub const AWARD_FINISH: &str = "hunt_award_finish";
     /// `hunt_award_expire(awards, awards_settled; before_ms, limit) -> forgotten`.
     pub const AWARD_EXPIRE: &str = "hunt_award_expire";
@@ -130,6 +132,76 @@ pub fn apply_cmd(tier: u32, token: &str, cursor: &str, top_size: u64) -> Cmd {
         ],
     );
     cmd.arg(token).arg(cursor).arg(top_size);
+    cmd
+}
+
+/// Which of a tier's waiting awards [`awards_waiting_cmd`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waiting {
+    /// Scored, their chests not yet claimed by the saga (`hunt:{t<N>}:awards:pending`).
+    Pending,
+    /// Revoked, their shards not yet told (`hunt:{t<N>}:awards:revoked`).
+    Revoked,
+}
+
+impl Waiting {
+    /// The sorted set holding these awards of `tier`, in apply order.
+    #[must_use]
+    pub fn key(self, tier: u32) -> String {
+        match self {
+            Self::Pending => keys::tier_awards_pending(tier),
+            Self::Revoked => keys::tier_awards_revoked(tier),
+        }
+    }
+}
+
+/// Builds the `FCALL hunt_award_pending` reading the oldest `limit` awards of `tier` that are
+/// `waiting`, with their records.
+#[must_use]
+pub fn awards_waiting_cmd(tier: u32, waiting: Waiting, limit: usize) -> Cmd {
+    let mut cmd = fcall_cmd(
+        name::AWARD_PENDING,
+        &[&keys::tier_awards(tier), &waiting.key(tier)],
+    );
+    cmd.arg(limit);
+    cmd
+}
+
+/// Builds the `FCALL hunt_award_settle` of `tier` under fence `token` at `now_ms` (the router's
+/// clock, for record expiry only), reporting changes to the first `top_size` ranks; the caller
+/// adds each `(award_id, chest_holder)` pair.
+#[must_use]
+pub fn award_settle_cmd(tier: u32, token: &str, now_ms: i64, top_size: u64) -> Cmd {
+    let mut cmd = fcall_cmd(
+        name::AWARD_SETTLE,
+        &[
+            &keys::tier_fence(tier),
+            &keys::tier_awards(tier),
+            &keys::tier_awards_pending(tier),
+            &keys::tier_awards_settled(tier),
+            &keys::tier_scores(tier),
+            &keys::tier_members(tier),
+            &keys::tier_awards_revoked(tier),
+        ],
+    );
+    cmd.arg(token).arg(now_ms).arg(top_size);
+    cmd
+}
+
+/// Builds the `FCALL hunt_award_finish` of `tier` under fence `token` at `now_ms`; the caller
+/// adds the award ids whose shards have been told.
+#[must_use]
+pub fn award_finish_cmd(tier: u32, token: &str, now_ms: i64) -> Cmd {
+    let mut cmd = fcall_cmd(
+        name::AWARD_FINISH,
+        &[
+            &keys::tier_fence(tier),
+            &keys::tier_awards(tier),
+            &keys::tier_awards_revoked(tier),
+            &keys::tier_awards_settled(tier),
+        ],
+    );
+    cmd.arg(token).arg(now_ms);
     cmd
 }
 

@@ -14,7 +14,7 @@
 //! | `hunt:{t<N>}:cursor`, `:lease`, `:fence` | string | stream position, owner, fencing token |
 //! | `hunt:{t<N>}:replay` | hash | [`shard_field`] → `tier_seq` to re-send from |
 //! | `hunt:{t<N>}:awards` | hash | award id → award and its saga state |
-//! | `hunt:{t<N>}:awards:pending` / `:settled` | zset | award ids waiting for the saga, by apply order / settled, by settle time (for expiry) |
+//! | `hunt:{t<N>}:awards:pending` / `:revoked` / `:settled` | zset | award ids waiting for their chest's claim / for their shard to be told, by apply order; settled, by settle time (for expiry) |
 //! | `hunt:{t<N>}:clues` | hash | clue id → highest claim token applied in the tier |
 //! | `hunt:chest:{<key>}` | string | winning award id, 24 h TTL |
 //! | `hunt:clue:{<id>}` | hash | `current_hunter`, `last_solve_ms`, `token`, `reset_at` |
@@ -131,6 +131,13 @@ pub fn tier_awards_pending(tier: u32) -> String {
     tier_key(tier, "awards:pending")
 }
 
+/// `hunt:{t<N>}:awards:revoked`: award ids revoked whose shards have not been told yet, scored
+/// by apply order.
+#[must_use]
+pub fn tier_awards_revoked(tier: u32) -> String {
+    tier_key(tier, "awards:revoked")
+}
+
 /// `hunt:{t<N>}:awards:settled`: settled award ids, scored by settle time (the router's clock,
 /// milliseconds), so records can be forgotten after their retention.
 #[must_use]
@@ -228,6 +235,7 @@ mod tests {
             tier_awards(tier),
             tier_awards_pending(tier),
             tier_awards_settled(tier),
+            tier_awards_revoked(tier),
             tier_clues(tier),
         ]
     }
@@ -277,6 +285,7 @@ mod tests {
         assert_eq!(tier_awards(3), "hunt:{t3}:awards");
         assert_eq!(tier_awards_pending(3), "hunt:{t3}:awards:pending");
         assert_eq!(tier_awards_settled(3), "hunt:{t3}:awards:settled");
+        assert_eq!(tier_awards_revoked(3), "hunt:{t3}:awards:revoked");
         assert_eq!(tier_clues(3), "hunt:{t3}:clues");
         assert_eq!(shard_inbox_sent(12), "hunt:shard:{12}:inbox:sent");
         assert_eq!(chest("north-gate"), "hunt:chest:{north-gate}");

@@ -4,9 +4,10 @@
 //! their compensation inboxes.
 //!
 //! In Redis, per tier, `hunt:{t<N>}:awards` maps an award id to its record
-//! (`<state>\t<chest>\t<player>\t<points>\t<shard>`), `:awards:pending` orders the awards the saga
-//! still has to finish (by when they were applied) and `:awards:settled` remembers when each
-//! settled one finished (for expiry). A record moves:
+//! (`<state>\t<chest>\t<player>\t<points>\t<shard>`), `:awards:pending` orders the awards whose
+//! chests the saga has not claimed yet and `:awards:revoked` those whose shards it has not told
+//! yet (both by when they were applied), and `:awards:settled` remembers when each settled one
+//! finished (for expiry). A record moves:
 //!
 //! ```text
 //! pending ──settle──▶ confirmed                              (holds its chest; final)
@@ -23,13 +24,15 @@
 //!     names the same holder: re-running the claims after a crash gives the same answers;
 //!   - `hunt_award_settle` changes only `pending` records, so an award is confirmed or revoked
 //!     (and its points taken back) at most once, however often it is settled;
-//!   - a revoked award stays in the pending set until `hunt_award_finish`, so the next step finds
+//!   - a revoked award stays in the revoked set until `hunt_award_finish`, so the next step finds
 //!     it again and compensates it;
 //!   - `hunt_compensate` adds to a shard's inbox once per award id (its sent set remembers the
 //!     id for the record TTL), so a compensation re-sent after a crash is not added twice;
 //!   - `hunt_award_finish` changes only `revoked` records.
 //! - An inbox that is full (`INBOX_FULL`) is never trimmed: the award stays `revoked`, is counted
-//!   and logged, and a later step sends it.
+//!   and logged, and a later step sends it. Revoked awards wait in a set of their own, so a shard
+//!   that stops reading its inbox delays only its own compensations, never the settling of other
+//!   awards.
 //! - The router's wall clock only stamps records for expiry (`hunt_award_expire`) and the
 //!   compensation event's `occurred_at_ms`; nothing is decided by it. The winner of a chest is
 //!   whichever award claimed it first: a shard's fast-path claim, or else the award applied
@@ -40,7 +43,7 @@
 use std::time::Duration;
 
 use leaderboard_proto::claims::{self, AwardRecord, AwardState, ChestClaim};
-use leaderboard_proto::functions::{self, name};
+use leaderboard_proto::functions::{self, Waiting, name};
 use leaderboard_proto::keys;
 use leaderboard_proto::v1::hunt_event::Kind;
 use leaderboard_proto::v1::{AwardRevoked, HuntEvent};
@@ -152,16 +155,7 @@ pub async fn step(
             .collect();
         let sent = compensate(conn, tier, config, &to_send, &mut report).await?;
         if !sent.is_empty() {
-            let mut cmd = functions::fcall_cmd(
-                name::AWARD_FINISH,
-                &[
-                    &keys::tier_fence(tier),
-                    &keys::tier_awards(tier),
-                    &keys::tier_awards_pending(tier),
-                    &keys::tier_awards_settled(tier),
-                ],
-            );
-            cmd.arg(token).arg(now_ms());
+            let mut cmd = functions::award_finish_cmd(tier, token, now_ms());
             for award_id in &sent {
                 cmd.arg(*award_id);
             }
@@ -200,24 +194,25 @@ pub async fn expire(
     functions::fcall(conn, &cmd).await
 }
 
-/// The number of awards waiting in `tier`'s pending set and the oldest `limit` of them, with
-/// their records. A record that cannot be read is logged and left out.
+/// The number of awards of `tier` waiting for the saga (pending and revoked), and the oldest
+/// `limit` of each set, with their records. A record that cannot be read is logged and left out.
 async fn read_waiting(
     conn: &mut MultiplexedConnection,
     tier: u32,
     limit: usize,
 ) -> RedisResult<(u64, Vec<(String, AwardRecord)>)> {
-    let pending_key = keys::tier_awards_pending(tier);
-    let mut read = functions::fcall_cmd(
-        name::AWARD_PENDING,
-        &[&keys::tier_awards(tier), &pending_key],
-    );
-    read.arg(limit);
     let mut pipe = redis::pipe();
-    pipe.zcard(&pending_key).add_command(read);
-    let (waiting, flat): (u64, Vec<String>) = query_pipe(conn, &pipe).await?;
-    let mut awards = Vec::with_capacity(flat.len() / 2);
-    for pair in flat.chunks_exact(2) {
+    pipe.zcard(Waiting::Pending.key(tier))
+        .zcard(Waiting::Revoked.key(tier))
+        .add_command(functions::awards_waiting_cmd(tier, Waiting::Pending, limit))
+        .add_command(functions::awards_waiting_cmd(tier, Waiting::Revoked, limit));
+    let (pending, revoked, pending_flat, revoked_flat): (u64, u64, Vec<String>, Vec<String>) =
+        query_pipe(conn, &pipe).await?;
+    let mut awards = Vec::with_capacity((pending_flat.len() + revoked_flat.len()) / 2);
+    for pair in pending_flat
+        .chunks_exact(2)
+        .chain(revoked_flat.chunks_exact(2))
+    {
         let [award_id, record] = pair else { continue };
         match AwardRecord::parse(record) {
             Some(parsed) => awards.push((award_id.clone(), parsed)),
@@ -228,7 +223,7 @@ async fn read_waiting(
             ),
         }
     }
-    Ok((waiting, awards))
+    Ok((pending + revoked, awards))
 }
 
 /// Claims the chest of each pending award in one pipeline; returns (award id, chest holder).
@@ -295,18 +290,7 @@ async fn settle(
     token: &str,
     holders: &[(&str, String)],
 ) -> RedisResult<Settled> {
-    let mut cmd = functions::fcall_cmd(
-        name::AWARD_SETTLE,
-        &[
-            &keys::tier_fence(tier),
-            &keys::tier_awards(tier),
-            &keys::tier_awards_pending(tier),
-            &keys::tier_awards_settled(tier),
-            &keys::tier_scores(tier),
-            &keys::tier_members(tier),
-        ],
-    );
-    cmd.arg(token).arg(now_ms()).arg(CACHED_TOP);
+    let mut cmd = functions::award_settle_cmd(tier, token, now_ms(), CACHED_TOP as u64);
     for (award_id, holder) in holders {
         cmd.arg(*award_id).arg(holder);
     }

@@ -2,7 +2,7 @@
 //! tokens, awards recorded once, settled once, compensated once.
 
 use leaderboard_proto::claims::{AwardRecord, AwardState, ChestClaim, ClueClaim, TokenCheck};
-use leaderboard_proto::functions::{self, Applied, ApplyEntry, ApplyKind, name};
+use leaderboard_proto::functions::{self, Applied, ApplyEntry, ApplyKind, Waiting, name};
 use leaderboard_proto::keys;
 
 use super::functions::{acquire, board, setup};
@@ -84,13 +84,19 @@ fn state(conn: &mut redis::Connection, tier: u32, award: &str) -> Option<AwardSt
     record(conn, tier, award).map(|r| r.state)
 }
 
-fn pending(conn: &mut redis::Connection, tier: u32, limit: u64) -> Vec<(String, String)> {
-    let mut cmd = functions::fcall_cmd(
-        name::AWARD_PENDING,
-        &[&keys::tier_awards(tier), &keys::tier_awards_pending(tier)],
-    );
-    cmd.arg(limit);
-    cmd.query(conn).expect("pending")
+fn waiting(
+    conn: &mut redis::Connection,
+    tier: u32,
+    which: Waiting,
+    limit: usize,
+) -> Vec<(String, String)> {
+    functions::awards_waiting_cmd(tier, which, limit)
+        .query(conn)
+        .expect("waiting awards")
+}
+
+fn pending(conn: &mut redis::Connection, tier: u32, limit: usize) -> Vec<(String, String)> {
+    waiting(conn, tier, Waiting::Pending, limit)
 }
 
 /// `hunt_award_settle`: (confirmed, revoked, rejected, top, revoked ids).
@@ -100,18 +106,7 @@ fn settle(
     token: &str,
     pairs: &[(&str, &str)],
 ) -> redis::RedisResult<(u64, u64, Vec<String>)> {
-    let mut cmd = functions::fcall_cmd(
-        name::AWARD_SETTLE,
-        &[
-            &keys::tier_fence(tier),
-            &keys::tier_awards(tier),
-            &keys::tier_awards_pending(tier),
-            &keys::tier_awards_settled(tier),
-            &keys::tier_scores(tier),
-            &keys::tier_members(tier),
-        ],
-    );
-    cmd.arg(token).arg(1_000).arg(100);
+    let mut cmd = functions::award_settle_cmd(tier, token, 1_000, 100);
     for (award, holder) in pairs {
         cmd.arg(*award).arg(*holder);
     }
@@ -152,16 +147,7 @@ fn finish(
     token: &str,
     awards: &[&str],
 ) -> redis::RedisResult<u64> {
-    let mut cmd = functions::fcall_cmd(
-        name::AWARD_FINISH,
-        &[
-            &keys::tier_fence(tier),
-            &keys::tier_awards(tier),
-            &keys::tier_awards_pending(tier),
-            &keys::tier_awards_settled(tier),
-        ],
-    );
-    cmd.arg(token).arg(2_000);
+    let mut cmd = functions::award_finish_cmd(tier, token, 2_000);
     for award in awards {
         cmd.arg(*award);
     }
@@ -389,12 +375,13 @@ fn the_saga_settles_each_award_once_and_tells_each_loser_once() {
             ("cyd".to_owned(), 0)
         ]
     );
-    // Revoked awards stay pending until their shards are told.
-    let waiting: Vec<String> = pending(&mut conn, 3, 10)
+    // Revoked awards wait apart until their shards are told.
+    assert!(pending(&mut conn, 3, 10).is_empty());
+    let revoked: Vec<String> = waiting(&mut conn, 3, Waiting::Revoked, 10)
         .into_iter()
         .map(|(id, _)| id)
         .collect();
-    assert_eq!(waiting, ["a1", "a3"]);
+    assert_eq!(revoked, ["a1", "a3"]);
 
     assert_eq!(compensate(&mut conn, 1, "a1", 1_000, 10).expect("send"), 1);
     assert_eq!(compensate(&mut conn, 1, "a1", 1_001, 10).expect("send"), 0);
@@ -416,7 +403,7 @@ fn the_saga_settles_each_award_once_and_tells_each_loser_once() {
     );
     assert_eq!(state(&mut conn, 3, "a1"), Some(AwardState::Compensated));
     assert_eq!(state(&mut conn, 3, "a2"), Some(AwardState::Confirmed));
-    assert!(pending(&mut conn, 3, 10).is_empty());
+    assert!(waiting(&mut conn, 3, Waiting::Revoked, 10).is_empty());
 
     // Settled records are forgotten after their time: a2 settled at 1000, a1 and a3 at 2000.
     let mut expire = functions::fcall_cmd(

@@ -840,3 +840,104 @@ async fn skewed_shard_clocks_change_no_winner_and_no_score() {
     let skewed = skewed_run([0, 137, 10_000]).await;
     assert_eq!(skewed, straight);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_that_never_reads_its_inbox_delays_only_its_own_compensations() {
+    let redis = RedisServer::start().expect("redis-server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let router = router_with(&redis, |config: &mut RouterConfig| {
+        config.saga_interval = Duration::from_millis(200);
+        config.max_backoff = Duration::from_millis(200);
+        config.saga_batch = 2;
+        config.inbox_cap = 1;
+    })
+    .await;
+    let mut conn = connect(&redis).await;
+    let loser = shard(&redis, dir.path(), 1, None).await;
+    let other = shard(&redis, dir.path(), 2, None).await;
+    // Shard 1 loses three chests, claimed first by awards it never hears of; its inbox takes
+    // one compensation and nobody reads it.
+    let mut lost = Vec::new();
+    for n in 1..=3 {
+        let chest = format!("lost-{n}");
+        claims::claim_chest(&mut conn, &chest, &format!("elsewhere-{n}"))
+            .await
+            .expect("claim");
+        lost.push(awarded(1, &chest, &format!("lost-award-{n}"), "p1", 10));
+    }
+    append_in_order(&redis, &loser, lost).await;
+    eventually("one compensation fills shard 1's inbox", || {
+        let mut conn = conn.clone();
+        async move {
+            let revoked: u64 = redis::cmd("ZCARD")
+                .arg(keys::tier_awards_revoked(1))
+                .query_async(&mut conn)
+                .await
+                .expect("ZCARD");
+            let inbox: u64 = redis::cmd("XLEN")
+                .arg(keys::shard_inbox(1))
+                .query_async(&mut conn)
+                .await
+                .expect("XLEN");
+            (revoked == 2 && inbox == 1).then_some(())
+        }
+    })
+    .await;
+    // More awards than one saga step takes, behind the stuck ones: they still settle.
+    let won: Vec<HuntEvent> = (1..=3)
+        .map(|n| awarded(1, &format!("won-{n}"), &format!("won-award-{n}"), "p2", 25))
+        .collect();
+    append_in_order(&redis, &other, won).await;
+    let outcome = eventually("the later awards are confirmed", || async {
+        let outcome = Outcome::read(&redis, &[1], &[1, 2]).await;
+        (1..=3)
+            .all(|n| {
+                outcome
+                    .records
+                    .get(&format!("won-award-{n}"))
+                    .is_some_and(|(_, record)| record.state == AwardState::Confirmed)
+            })
+            .then_some(outcome)
+    })
+    .await;
+    let revoked = outcome
+        .records
+        .values()
+        .filter(|(_, record)| record.state == AwardState::Revoked)
+        .count();
+    assert_eq!(revoked, 2, "two compensations still wait for room");
+    assert_eq!(
+        outcome.boards[&1]["p1"], 0,
+        "every lost chest's points are gone"
+    );
+    assert_eq!(outcome.boards[&1]["p2"], 75);
+
+    // The shard reads (acknowledges) its inbox: the rest arrive, one at a time.
+    for _ in 0..3 {
+        let entries: Vec<leaderboard_proto::stream::RawEntry> = eventually("an entry", || {
+            let mut conn = conn.clone();
+            async move {
+                let entries: Vec<leaderboard_proto::stream::RawEntry> = redis::cmd("XRANGE")
+                    .arg(keys::shard_inbox(1))
+                    .arg("-")
+                    .arg("+")
+                    .query_async(&mut conn)
+                    .await
+                    .expect("XRANGE");
+                (!entries.is_empty()).then_some(entries)
+            }
+        })
+        .await;
+        let _: u64 = redis::cmd("XDEL")
+            .arg(keys::shard_inbox(1))
+            .arg(&entries[0].0)
+            .query_async(&mut conn)
+            .await
+            .expect("XDEL");
+    }
+    settled(&redis, &[1], &[1, 2], 6).await;
+    for writer in [loser, other] {
+        writer.shutdown().await.expect("shutdown");
+    }
+    assert!(router.shutdown(Duration::from_secs(10)).await);
+}
