@@ -352,7 +352,11 @@ impl fmt::Display for ShardState {
                 format!(
                     "{}{}",
                     tier.committed,
-                    if tier.confirmed { "" } else { "?" }
+                    if tier.confirmed || tier.committed == 0 {
+                        ""
+                    } else {
+                        "?"
+                    }
                 ),
                 tier.acknowledged,
                 tier.outbox,
