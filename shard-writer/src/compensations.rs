@@ -132,9 +132,18 @@ impl Compensations {
     /// is delivered again later: acknowledge it then); [`ClaimError::Redis`];
     /// [`ClaimError::NoRedis`].
     pub async fn ack(&self, compensation: &Compensation) -> Result<(), ClaimError> {
+        self.ack_id(&compensation.id).await
+    }
+
+    /// Acknowledges the compensation with inbox entry id `id` (as in [`Compensation::id`]), for
+    /// a caller that kept only the id (the ingest sidecar's `AckCompensation`).
+    ///
+    /// # Errors
+    /// As [`Compensations::ack`]; an id that is not a stream id answers [`ClaimError::Redis`].
+    pub async fn ack_id(&self, id: &str) -> Result<(), ClaimError> {
         const KIND: &str = "inbox_ack";
         let started = Instant::now();
-        let outcome = self.remove(&compensation.id).await;
+        let outcome = self.remove(id).await;
         record(KIND, started, outcome_label(&outcome, |()| "ok"));
         outcome
     }

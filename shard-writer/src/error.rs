@@ -94,6 +94,17 @@ pub enum OpenError {
         /// The version this writer reads and writes.
         known: i64,
     },
+    /// The file was restored from a backup (`shard-writer restore`) and has not yet been
+    /// reconciled with Redis: its first open needs Redis to answer, for a fresh epoch and the
+    /// published marks to continue above.
+    #[error(
+        "shard file {path} was restored from a backup: its first open needs Redis (a fresh epoch \
+         and the published marks), and Redis is not configured or did not answer"
+    )]
+    RestoredNeedsRedis {
+        /// The shard file.
+        path: PathBuf,
+    },
     /// SQLite failed.
     #[error("shard file {path}: {source}")]
     Sqlite {

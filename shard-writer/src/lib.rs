@@ -57,6 +57,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod backup;
 mod blocking;
 mod claims;
 pub mod clock;
@@ -64,8 +65,12 @@ mod compensations;
 mod config;
 mod connection;
 mod error;
+pub mod ingest;
+pub mod inspect;
+mod listener;
 pub mod metrics;
 mod relay;
+pub mod replay;
 pub mod synthetic;
 mod wal;
 mod writer;

@@ -1,15 +1,22 @@
-//! The `shard-writer` binary: tools around a shard file.
+//! The `shard-writer` binary: the ingest sidecar and tools around a shard file.
 //!
-//! `generate` appends synthetic events through a real writer: a demo, a load source, and the
-//! process that crash tests kill.
+//! - `serve`: the ingest sidecar (`hunt.v1.Ingest` over gRPC) for shards in other languages.
+//! - `inspect`: a shard file's state, read-only (safe beside a running writer).
+//! - `replay`: asks the shard's running writer to re-send a tier from a `tier_seq`.
+//! - `backup` / `restore`: an online snapshot of a shard file, and bringing one back.
+//! - `generate`: synthetic events through a real writer: a demo, a load source, and the process
+//!   that crash tests kill.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
+use shard_writer::ingest::{IngestConfig, Sidecar, StartError};
+use shard_writer::inspect::ShardState;
 use shard_writer::synthetic::EventGenerator;
-use shard_writer::{ShardWriter, WriterConfig};
+use shard_writer::{ConfigError, OpenError, ShardWriter, WriterConfig, backup, replay};
 
 /// Exit code for bad configuration (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
@@ -21,14 +28,114 @@ const EXIT_CONFIG: u8 = 64;
     about = "hunt-pipeline shard writer tools"
 )]
 struct Cli {
+    /// How logs are written to stderr (the level comes from `RUST_LOG`, `info` by default).
+    #[arg(long, global = true, env = "HUNT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
 
+/// Log line formats.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Serve the ingest sidecar: hunt.v1.Ingest over gRPC for one shard file.
+    Serve(ServeArgs),
+    /// Print a shard file's state (read-only; safe beside a running writer).
+    Inspect(InspectArgs),
+    /// Ask the shard's running writer to re-send a tier from a tier_seq.
+    Replay(ReplayArgs),
+    /// Write a consistent snapshot of a shard file (online; never overwrites).
+    Backup(BackupArgs),
+    /// Restore a snapshot as a shard file (never overwrites; the first open needs Redis).
+    Restore(RestoreArgs),
     /// Append synthetic events to a shard file and relay them to Redis.
     Generate(GenerateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// The shard's SQLite file (its folder must exist, on a local disk).
+    #[arg(long, env = "HUNT_SHARD_DB")]
+    db: PathBuf,
+    /// The shard's id.
+    #[arg(long, env = "HUNT_SHARD_ID")]
+    shard_id: u32,
+    /// Redis to relay to (redis://[:password@]host:port/); without it events stay in the file
+    /// and claims answer UNAVAILABLE.
+    #[arg(long, env = "HUNT_REDIS_URL", hide_env_values = true)]
+    redis_url: Option<String>,
+    /// Where gRPC listens.
+    #[arg(long, env = "HUNT_GRPC_ADDR", default_value = "0.0.0.0:50052")]
+    grpc_addr: SocketAddr,
+    /// The most gRPC connections open at once.
+    #[arg(long, env = "HUNT_MAX_CONNECTIONS", default_value_t = 1_024)]
+    max_connections: usize,
+    /// Events waiting for group commit; a request that does not fit gets RESOURCE_EXHAUSTED.
+    #[arg(long, env = "HUNT_QUEUE_CAPACITY", default_value_t = 65_536)]
+    queue_capacity: usize,
+    /// The most events in one Append (default: 1000, or the queue capacity if smaller).
+    #[arg(long, env = "HUNT_MAX_BATCH")]
+    max_batch: Option<usize>,
+    /// How long shutdown may spend finishing requests and publishing, in milliseconds.
+    #[arg(long, env = "HUNT_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
+    shutdown_grace_ms: u64,
+}
+
+#[derive(Debug, clap::Args)]
+struct InspectArgs {
+    /// The shard's SQLite file.
+    #[arg(long, env = "HUNT_SHARD_DB")]
+    db: PathBuf,
+    /// Also read the shard's marks in this Redis.
+    #[arg(long, env = "HUNT_REDIS_URL", hide_env_values = true)]
+    redis_url: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct ReplayArgs {
+    /// The shard's SQLite file (names the shard, and the range it still holds).
+    #[arg(long, env = "HUNT_SHARD_DB")]
+    db: PathBuf,
+    /// The Redis the shard's writer relays to.
+    #[arg(long, env = "HUNT_REDIS_URL", hide_env_values = true)]
+    redis_url: String,
+    /// The tier to re-send.
+    #[arg(long)]
+    tier: u32,
+    /// The first tier_seq to re-send.
+    #[arg(long)]
+    from: u64,
+}
+
+#[derive(Debug, clap::Args)]
+struct BackupArgs {
+    /// The shard's SQLite file.
+    #[arg(long, env = "HUNT_SHARD_DB")]
+    db: PathBuf,
+    /// Where the snapshot goes; must not exist.
+    #[arg(long)]
+    to: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+struct RestoreArgs {
+    /// The snapshot written by `backup`.
+    #[arg(long)]
+    from: PathBuf,
+    /// The shard file to create; must not exist.
+    #[arg(long, env = "HUNT_SHARD_DB")]
+    db: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -60,14 +167,28 @@ struct GenerateArgs {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) if !err.use_stderr() => {
+            // --help and --version.
+            let _ = err.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(err) => {
+            let _ = err.print();
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
-        .init();
-    let cli = Cli::parse();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -76,7 +197,182 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
+        Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Inspect(args) => runtime.block_on(inspect(args)),
+        Command::Replay(args) => runtime.block_on(run_replay(args)),
         Command::Generate(args) => runtime.block_on(generate(args)),
+        Command::Backup(args) => run_backup(&args),
+        Command::Restore(args) => run_restore(&args),
+    }
+}
+
+/// A configuration error, naming the command-line flag of the setting.
+fn config_error(err: &ConfigError) -> ExitCode {
+    let ConfigError::Invalid { field, reason } = err;
+    eprintln!("error: invalid --{}: {reason}", field.replace('_', "-"));
+    ExitCode::from(EXIT_CONFIG)
+}
+
+async fn serve(args: ServeArgs) -> ExitCode {
+    let mut writer = WriterConfig::new(&args.db, args.shard_id);
+    writer.redis_url = args.redis_url;
+    writer.queue_capacity = args.queue_capacity;
+    writer.shutdown_grace = Duration::from_millis(args.shutdown_grace_ms);
+    let mut config = IngestConfig::new(writer);
+    config.grpc_addr = args.grpc_addr;
+    config.max_connections = args.max_connections;
+    if let Some(max_batch) = args.max_batch {
+        config.max_batch = max_batch;
+    }
+    if let Err(err) = config.validate() {
+        return config_error(&err);
+    }
+    let sidecar = match Sidecar::build(config).await {
+        Ok(sidecar) => sidecar,
+        Err(StartError::Config(err) | StartError::Open(OpenError::Config(err))) => {
+            return config_error(&err);
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("grpc {}", sidecar.local_addr());
+    let handle = sidecar.spawn();
+    wait_for_signal().await;
+    tracing::info!("draining: finishing requests, committing and publishing");
+    match handle
+        .shutdown(Duration::from_millis(args.shutdown_grace_ms))
+        .await
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn inspect(args: InspectArgs) -> ExitCode {
+    let state = match ShardState::read(&args.db) {
+        Ok(state) => state,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let state = match &args.redis_url {
+        Some(url) => match state.with_redis(url, Duration::from_secs(2)).await {
+            Ok(state) => state,
+            Err(err) => {
+                eprintln!("error: {err}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => state,
+    };
+    if args.json {
+        println!("{}", state.to_json());
+    } else {
+        print!("{state}");
+    }
+    ExitCode::SUCCESS
+}
+
+async fn run_replay(args: ReplayArgs) -> ExitCode {
+    match replay::request_replay(
+        &args.db,
+        &args.redis_url,
+        args.tier,
+        args.from,
+        Duration::from_secs(2),
+    )
+    .await
+    {
+        Ok(request) => {
+            println!(
+                "replay of shard {} tier {} from tier_seq {} to {} requested; the shard's running \
+                 writer re-sends it",
+                request.shard_id, request.tier, request.from, request.to
+            );
+            if let Some(first) = request.first_retained {
+                println!(
+                    "warning: tier_seqs below {first} were pruned from the file and cannot be \
+                     re-sent"
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_backup(args: &BackupArgs) -> ExitCode {
+    match backup::backup(&args.db, &args.to) {
+        Ok(state) => {
+            println!(
+                "backup of shard {} written to {}: epoch {}, last seq {}",
+                state.shard_id,
+                args.to.display(),
+                state.epoch,
+                state.last_seq
+            );
+            for tier in state
+                .tiers
+                .iter()
+                .filter(|t| !t.confirmed && t.committed > 0)
+            {
+                println!(
+                    "warning: tier {} holds provisional tier_seqs (its writer had not reached \
+                     Redis); take the backup again once it has",
+                    tier.tier
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_restore(args: &RestoreArgs) -> ExitCode {
+    match backup::restore(&args.from, &args.db) {
+        Ok(state) => {
+            println!(
+                "restored shard {} to {} (last seq {}); its first open takes a new epoch from \
+                 Redis and continues every tier above Redis's published marks. Events committed \
+                 after the backup and never published are lost.",
+                state.shard_id,
+                args.db.display(),
+                state.last_seq
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Ctrl-C or SIGTERM.
+async fn wait_for_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
     }
 }
 
@@ -84,8 +380,7 @@ async fn generate(args: GenerateArgs) -> ExitCode {
     let mut config = WriterConfig::new(&args.db, args.shard);
     config.redis_url = args.redis_url;
     if let Err(err) = config.validate() {
-        eprintln!("error: {err}");
-        return ExitCode::from(EXIT_CONFIG);
+        return config_error(&err);
     }
     let writer = match ShardWriter::open(config).await {
         Ok(writer) => writer,

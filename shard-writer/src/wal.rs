@@ -23,7 +23,10 @@
 //!
 //! On-disk format (schema version 1):
 //! - `meta(name TEXT PRIMARY KEY, value INTEGER)`: `schema_version`, `shard_id`, `epoch`,
-//!   `last_seq`.
+//!   `last_seq`, and `restored` (1) in a file restored from a backup until a writer has
+//!   reconciled it with Redis: such a file opens only when Redis answers (a fresh epoch, tier
+//!   counters raised to the published marks), so it can never reuse an event id or a
+//!   `tier_seq` its shard handed out after the backup.
 //! - `events(seq INTEGER PRIMARY KEY, tier, tier_seq, committed_ms, payload)`: `payload` is the
 //!   `hunt.v1.HuntEvent` protobuf with every field but `tier_seq`, which the relay appends as a
 //!   trailing field when it publishes. Unique on `(tier, tier_seq)`.
@@ -100,6 +103,8 @@ pub(crate) struct TierRow {
 #[derive(Debug)]
 pub(crate) struct Loaded {
     pub(crate) epoch: u64,
+    /// Restored from a backup and not yet reconciled with Redis.
+    pub(crate) restored: bool,
     pub(crate) last_seq: u64,
     /// One per tier of the reward table, in table order.
     pub(crate) tiers: Vec<TierRow>,
@@ -328,6 +333,7 @@ pub(crate) fn init(conn: &mut Connection, path: &Path, shard_id: u32) -> Result<
         .map_err(sqlite)?;
     }
     let epoch = to_u64(meta("epoch")?.unwrap_or(0));
+    let restored = meta(RESTORED)?.unwrap_or(0) != 0;
     let max_seq: Option<i64> = tx
         .query_row("SELECT MAX(seq) FROM events", [], |row| row.get(0))
         .map_err(sqlite)?;
@@ -359,22 +365,37 @@ pub(crate) fn init(conn: &mut Connection, path: &Path, shard_id: u32) -> Result<
     tx.commit().map_err(sqlite)?;
     Ok(Loaded {
         epoch,
+        restored,
         last_seq,
         tiers,
     })
 }
 
-/// Stores the epoch this incarnation runs under.
-pub(crate) fn store_epoch(conn: &Connection, path: &Path, epoch: u64) -> Result<(), OpenError> {
+/// The `meta` row marking a file restored from a backup and not yet reconciled with Redis.
+pub(crate) const RESTORED: &str = "restored";
+
+/// Stores the epoch this incarnation runs under; `reconciled` (the epoch came from Redis and
+/// the tier counters are at or above its published marks) clears the restored mark.
+pub(crate) fn store_epoch(
+    conn: &Connection,
+    path: &Path,
+    epoch: u64,
+    reconciled: bool,
+) -> Result<(), OpenError> {
+    let sqlite = |source| OpenError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    };
     conn.execute(
         "UPDATE meta SET value = ?1 WHERE name = 'epoch'",
         [to_i64(epoch)],
     )
-    .map(drop)
-    .map_err(|source| OpenError::Sqlite {
-        path: path.to_path_buf(),
-        source,
-    })
+    .map_err(sqlite)?;
+    if reconciled {
+        conn.execute("DELETE FROM meta WHERE name = ?1", [RESTORED])
+            .map_err(sqlite)?;
+    }
+    Ok(())
 }
 
 /// Reconciles one tier's counter with Redis's published mark for this shard.

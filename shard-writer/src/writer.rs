@@ -148,6 +148,7 @@ impl ShardWriter {
         };
         let floor = loaded.epoch + 1;
         let mut epoch = floor;
+        let mut reconciled = false;
         if let Some(client) = &client {
             match tokio::time::timeout(
                 config.redis_connect_timeout + config.redis_response_timeout,
@@ -165,6 +166,7 @@ impl ShardWriter {
                             }
                         })?;
                     }
+                    reconciled = true;
                 }
                 Ok(Err(err)) => tracing::warn!(
                     shard = config.shard_id,
@@ -179,7 +181,12 @@ impl ShardWriter {
                 ),
             }
         }
-        wal::store_epoch(&conn, &path, epoch)?;
+        if loaded.restored && !reconciled {
+            // A restored file may lag behind what its shard already published under epochs the
+            // file never saw: only Redis knows a fresh epoch and the marks to continue above.
+            return Err(OpenError::RestoredNeedsRedis { path });
+        }
+        wal::store_epoch(&conn, &path, epoch, reconciled)?;
 
         let (jobs, rx) = mpsc::channel(config.queue_capacity);
         let (committer, progress) = Committer::new(conn, rx, &loaded, &config);
@@ -339,6 +346,77 @@ impl ShardWriter {
         Ok(id)
     }
 
+    /// Appends every event of `events` in order, or none of them: each is validated before any
+    /// is queued, and the whole batch is queued at once only if the commit queue has room for
+    /// all of it right now (never waiting for room). Returns once every event is committed.
+    ///
+    /// The events are queued next to each other, so they usually share one group commit; a
+    /// batch larger than `max_commit_batch`, or one that meets a commit failure, may be split.
+    pub(crate) async fn append_batch(
+        &self,
+        events: Vec<HuntEvent>,
+    ) -> Result<Vec<Appended>, BatchRejected> {
+        let mut prepared = Vec::with_capacity(events.len());
+        for (index, event) in events.into_iter().enumerate() {
+            match self.prepare(event) {
+                Ok(ready) => prepared.push(ready),
+                Err(AppendError::Invalid { reason, .. }) => {
+                    return Err(BatchRejected::Invalid { index, reason });
+                }
+                Err(_) => return Err(BatchRejected::Closed),
+            }
+        }
+        if prepared.is_empty() {
+            return Ok(Vec::new());
+        }
+        let permits = match self.inner.jobs.try_reserve_many(prepared.len()) {
+            Ok(permits) => permits,
+            Err(mpsc::error::TrySendError::Full(())) => {
+                metrics::counter!(m::REJECTED, "reason" => "queue_full")
+                    .increment(prepared.len() as u64);
+                return Err(BatchRejected::QueueFull);
+            }
+            Err(mpsc::error::TrySendError::Closed(())) => return Err(BatchRejected::Closed),
+        };
+        let mut waiting = Vec::with_capacity(prepared.len());
+        for ((mut event, tier_index), permit) in prepared.into_iter().zip(permits) {
+            let id = self.stamp(&mut event);
+            let (reply, committed) = oneshot::channel();
+            permit.send(Job::Append {
+                seq: id.seq,
+                tier_index,
+                payload: event.encode_to_vec(),
+                reply: Some(reply),
+            });
+            waiting.push((id, event.tier, committed));
+        }
+        metrics::counter!(m::APPENDED).increment(waiting.len() as u64);
+        let mut appended = Vec::with_capacity(waiting.len());
+        let mut failed = Vec::new();
+        let mut failure = None;
+        for (index, (id, tier, committed)) in waiting.into_iter().enumerate() {
+            match committed.await {
+                Ok(Ok(commit)) => appended.push(Appended {
+                    id,
+                    tier,
+                    tier_seq: commit.tier_seq,
+                }),
+                Ok(Err((_payload, source))) => {
+                    failed.push(index);
+                    failure = Some(source.to_string());
+                }
+                Err(_) => {
+                    failed.push(index);
+                    failure.get_or_insert_with(|| "the writer closed".to_owned());
+                }
+            }
+        }
+        match failure {
+            None => Ok(appended),
+            Some(reason) => Err(BatchRejected::Storage { failed, reason }),
+        }
+    }
+
     /// Stops accepting appends, commits everything queued, publishes what is committed (for at
     /// most `shutdown_grace`), and closes the file. Later calls, on any clone, return at once.
     ///
@@ -436,6 +514,22 @@ impl ShardWriter {
             event: Box::new(event),
         }
     }
+}
+
+/// Why [`ShardWriter::append_batch`] did not commit a whole batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum BatchRejected {
+    /// The event at `index` is invalid; nothing was stored.
+    Invalid {
+        index: usize,
+        reason: validate::ValidationError,
+    },
+    /// The commit queue has no room for the whole batch; nothing was stored.
+    QueueFull,
+    /// The writer is shut down; nothing was stored.
+    Closed,
+    /// The events at `failed` (indices) were not committed; the others were.
+    Storage { failed: Vec<usize>, reason: String },
 }
 
 /// The epoch and the published marks, read from Redis at open.

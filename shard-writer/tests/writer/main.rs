@@ -5,10 +5,12 @@
 
 mod support;
 
+mod admin;
 mod claims;
 mod crash;
 mod delivery;
 mod faults;
+mod ingest;
 mod input;
 mod model;
 mod observability;

@@ -117,3 +117,58 @@ pub(crate) async fn stop_keeping_data(redis: &mut RedisServer) {
         .await;
     redis.stop();
 }
+
+/// The fence token [`apply_stream`] applies under, as a router holding the tier's lease would.
+const TEST_ROUTER: &str = "test-router:1";
+
+/// Applies every entry of `tier`'s stream, from its start, exactly as a router would
+/// (`hunt_apply`, fenced, de-duplicated by `tier_seq` inside Redis).
+pub(crate) async fn apply_stream(redis: &RedisServer, tier: u32) {
+    use leaderboard_proto::functions::{self, Applied, ApplyEntry};
+    let mut conn = redis_conn(redis).await;
+    let _: () = conn
+        .set(keys::tier_fence(tier), TEST_ROUTER)
+        .await
+        .expect("SET fence");
+    let events = stream(redis, tier).await;
+    for chunk in events.chunks(100) {
+        let mut cmd = functions::apply_cmd(tier, TEST_ROUTER, "0-0", 100);
+        for event in chunk {
+            ApplyEntry::of(event, tier).push(&mut cmd);
+        }
+        let _: Applied = functions::fcall(&mut conn, &cmd).await.expect("hunt_apply");
+    }
+}
+
+/// Every player's total on `tier`'s leaderboard.
+pub(crate) async fn board(redis: &RedisServer, tier: u32) -> BTreeMap<String, i64> {
+    let mut conn = redis_conn(redis).await;
+    let members: Vec<(String, f64)> = conn
+        .zrange_withscores(keys::tier_scores(tier), 0, -1)
+        .await
+        .expect("ZRANGE scores");
+    members
+        .into_iter()
+        .map(|(member, score)| {
+            let player = leaderboard_proto::functions::player_of_member(&member)
+                .expect("member carries a player")
+                .to_owned();
+            (player, score as i64)
+        })
+        .collect()
+}
+
+/// The totals per player of `events` in `tier`, as the leaderboard should hold them.
+pub(crate) fn totals<'a>(
+    events: impl IntoIterator<Item = &'a HuntEvent>,
+    tier: u32,
+) -> BTreeMap<String, i64> {
+    use leaderboard_proto::v1::hunt_event::Kind;
+    let mut totals = BTreeMap::new();
+    for event in events {
+        if let (true, Some(Kind::ScoreGained(gained))) = (event.tier == tier, &event.kind) {
+            *totals.entry(gained.player_id.clone()).or_insert(0) += gained.points;
+        }
+    }
+    totals
+}

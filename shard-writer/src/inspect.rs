@@ -1,0 +1,386 @@
+//! A shard file's state, read without disturbing the writer that may have it open.
+//!
+//! Design constraints:
+//! - Read-only: the file is opened with `SQLITE_OPEN_READ_ONLY` and the writer's lock file is
+//!   never taken, so `inspect` is safe beside a running writer. Everything is read in one
+//!   transaction: one consistent snapshot of the file.
+//! - With a Redis URL, the shard's published and applied marks and pending replay requests are
+//!   read beside the file's own counters (never written).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use leaderboard_proto::{keys, rewards};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+
+use crate::config::redact_url;
+use crate::wal::{RESTORED, to_u64};
+
+/// Why a shard file could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InspectError {
+    /// No file at the path.
+    #[error("{path}: no such shard file")]
+    NotFound {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// The file is not a shard file (no writer schema in it).
+    #[error("{path}: not a shard file ({reason})")]
+    NotAShardFile {
+        /// The path given.
+        path: PathBuf,
+        /// What is missing.
+        reason: String,
+    },
+    /// SQLite failed.
+    #[error("{path}: {source}")]
+    Sqlite {
+        /// The shard file.
+        path: PathBuf,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+    /// Redis did not answer.
+    #[error("Redis at {redis}: {reason}")]
+    Redis {
+        /// The Redis URL, password redacted.
+        redis: String,
+        /// What failed.
+        reason: String,
+    },
+}
+
+/// One tier of a shard file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TierState {
+    /// The tier's id.
+    pub tier: u32,
+    /// The highest committed `tier_seq` (provisional while `confirmed` is false).
+    pub committed: u64,
+    /// Whether the tier's `tier_seq`s are reconciled with Redis (publishable).
+    pub confirmed: bool,
+    /// The highest `tier_seq` the router acknowledged (applied), as the file last stored it.
+    pub acknowledged: u64,
+    /// Events committed but not yet acknowledged: the outbox.
+    pub outbox: u64,
+    /// Rows still in the file.
+    pub retained: u64,
+    /// The lowest `tier_seq` still in the file (`None` when no row is).
+    pub first_retained: Option<u64>,
+    /// What Redis holds for this shard and tier, when asked.
+    pub redis: Option<RedisMarks>,
+}
+
+/// One tier's marks in Redis for a shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RedisMarks {
+    /// `hunt:{t<N>}:published[shard]`: the highest `tier_seq` the relay published.
+    pub published: u64,
+    /// `hunt:{t<N>}:applied[shard]`: the router's applied watermark.
+    pub applied: u64,
+    /// `hunt:{t<N>}:replay[shard]`: a replay request not yet satisfied.
+    pub replay_from: Option<u64>,
+}
+
+/// A shard file's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardState {
+    /// The file read.
+    pub path: PathBuf,
+    /// The shard it belongs to.
+    pub shard_id: u32,
+    /// Its schema version.
+    pub schema_version: i64,
+    /// The epoch of the last writer that opened it.
+    pub epoch: u64,
+    /// The highest `seq` handed out.
+    pub last_seq: u64,
+    /// Restored from a backup and not yet reconciled with Redis.
+    pub restored: bool,
+    /// One per tier of the reward table, in table order.
+    pub tiers: Vec<TierState>,
+    /// `hunt:shard:{<id>}:epoch`, when Redis was asked.
+    pub redis_epoch: Option<u64>,
+}
+
+impl ShardState {
+    /// Reads `path` read-only, in one snapshot.
+    ///
+    /// # Errors
+    /// [`InspectError`]: no file, not a shard file, SQLite failing.
+    pub fn read(path: &Path) -> Result<Self, InspectError> {
+        if !path.is_file() {
+            return Err(InspectError::NotFound {
+                path: path.to_path_buf(),
+            });
+        }
+        let sqlite = |source| InspectError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(sqlite)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(sqlite)?;
+        let tx = conn.transaction().map_err(sqlite)?;
+        let has_meta: bool = tx
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table' AND name IN ('meta', 'events', 'tiers')",
+                [],
+                |row| row.get::<_, i64>(0),
+            )
+            .map(|count| count == 3)
+            .map_err(|source| match source {
+                rusqlite::Error::SqliteFailure(err, _)
+                    if err.code == rusqlite::ErrorCode::NotADatabase =>
+                {
+                    InspectError::NotAShardFile {
+                        path: path.to_path_buf(),
+                        reason: "not an SQLite database".into(),
+                    }
+                }
+                source => sqlite(source),
+            })?;
+        if !has_meta {
+            return Err(InspectError::NotAShardFile {
+                path: path.to_path_buf(),
+                reason: "no meta, events and tiers tables".into(),
+            });
+        }
+        let meta = |name: &str| -> Result<Option<i64>, InspectError> {
+            tx.query_row("SELECT value FROM meta WHERE name = ?1", [name], |row| {
+                row.get(0)
+            })
+            .optional()
+            .map_err(sqlite)
+        };
+        let Some(shard_id) = meta("shard_id")? else {
+            return Err(InspectError::NotAShardFile {
+                path: path.to_path_buf(),
+                reason: "no shard_id".into(),
+            });
+        };
+        let schema_version = meta("schema_version")?.unwrap_or(0);
+        let epoch = to_u64(meta("epoch")?.unwrap_or(0));
+        let restored = meta(RESTORED)?.unwrap_or(0) != 0;
+        let max_seq: Option<i64> = tx
+            .query_row("SELECT MAX(seq) FROM events", [], |row| row.get(0))
+            .map_err(sqlite)?;
+        let last_seq = to_u64(meta("last_seq")?.unwrap_or(0)).max(to_u64(max_seq.unwrap_or(0)));
+        let mut tiers = Vec::with_capacity(rewards::TIERS.len());
+        for tier in rewards::TIERS {
+            let stored: Option<(i64, bool, i64)> = tx
+                .query_row(
+                    "SELECT assigned, confirmed, acknowledged FROM tiers WHERE tier = ?1",
+                    [tier.id],
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                )
+                .optional()
+                .map_err(sqlite)?;
+            let (assigned, confirmed, acknowledged) = stored.unwrap_or((0, false, 0));
+            let (retained, first, last): (i64, Option<i64>, Option<i64>) = tx
+                .query_row(
+                    "SELECT COUNT(*), MIN(tier_seq), MAX(tier_seq) FROM events WHERE tier = ?1",
+                    [tier.id],
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                )
+                .map_err(sqlite)?;
+            let committed = to_u64(assigned).max(to_u64(last.unwrap_or(0)));
+            let acknowledged = to_u64(acknowledged);
+            tiers.push(TierState {
+                tier: tier.id,
+                committed,
+                confirmed,
+                acknowledged,
+                outbox: committed.saturating_sub(acknowledged),
+                retained: to_u64(retained),
+                first_retained: first.map(to_u64),
+                redis: None,
+            });
+        }
+        tx.commit().map_err(sqlite)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            shard_id: u32::try_from(shard_id).unwrap_or(u32::MAX),
+            schema_version,
+            epoch,
+            last_seq,
+            restored,
+            tiers,
+            redis_epoch: None,
+        })
+    }
+
+    /// Adds what Redis at `redis_url` holds for this shard: its epoch, and per tier the
+    /// published and applied marks and any replay request. Waits at most `timeout`.
+    ///
+    /// # Errors
+    /// [`InspectError::Redis`] when Redis cannot be reached or refuses.
+    pub async fn with_redis(
+        mut self,
+        redis_url: &str,
+        timeout: std::time::Duration,
+    ) -> Result<Self, InspectError> {
+        let redis_error = |reason: String| InspectError::Redis {
+            redis: redact_url(redis_url),
+            reason,
+        };
+        let client = redis::Client::open(redis_url)
+            .map_err(|err| redis_error(format!("{:?}", err.kind())))?;
+        let field = keys::shard_field(self.shard_id);
+        let mut pipe = redis::pipe();
+        pipe.get(keys::shard_epoch(self.shard_id));
+        for tier in &self.tiers {
+            pipe.hget(keys::tier_published(tier.tier), &field)
+                .hget(keys::tier_applied(tier.tier), &field)
+                .hget(keys::tier_replay(tier.tier), &field);
+        }
+        let query = async {
+            let config = redis::AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(timeout))
+                .set_response_timeout(Some(timeout));
+            let mut conn = client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?;
+            let (epoch, marks): (Option<u64>, Vec<Option<u64>>) = {
+                let values: Vec<Option<u64>> = pipe.query_async(&mut conn).await?;
+                let mut values = values.into_iter();
+                (values.next().flatten(), values.collect())
+            };
+            Ok::<_, redis::RedisError>((epoch, marks))
+        };
+        let (epoch, marks) = tokio::time::timeout(timeout * 2, query)
+            .await
+            .map_err(|_| redis_error("did not answer in time".into()))?
+            .map_err(|err| redis_error(err.to_string()))?;
+        self.redis_epoch = epoch;
+        for (tier, marks) in self.tiers.iter_mut().zip(marks.chunks(3)) {
+            let mark = |i: usize| marks.get(i).copied().flatten();
+            tier.redis = Some(RedisMarks {
+                published: mark(0).unwrap_or(0),
+                applied: mark(1).unwrap_or(0),
+                replay_from: mark(2),
+            });
+        }
+        Ok(self)
+    }
+
+    /// The state as a JSON object (stable field names, for scripts).
+    #[must_use]
+    pub fn to_json(&self) -> serde_json::Value {
+        let tiers: Vec<serde_json::Value> = self
+            .tiers
+            .iter()
+            .map(|tier| {
+                let mut value = serde_json::json!({
+                    "tier": tier.tier,
+                    "committed": tier.committed,
+                    "confirmed": tier.confirmed,
+                    "acknowledged": tier.acknowledged,
+                    "outbox": tier.outbox,
+                    "retained": tier.retained,
+                    "first_retained": tier.first_retained,
+                });
+                if let (Some(redis), Some(object)) = (tier.redis, value.as_object_mut()) {
+                    object.insert(
+                        "redis".into(),
+                        serde_json::json!({
+                            "published": redis.published,
+                            "applied": redis.applied,
+                            "replay_from": redis.replay_from,
+                        }),
+                    );
+                }
+                value
+            })
+            .collect();
+        serde_json::json!({
+            "path": self.path.display().to_string(),
+            "shard_id": self.shard_id,
+            "schema_version": self.schema_version,
+            "epoch": self.epoch,
+            "last_seq": self.last_seq,
+            "restored": self.restored,
+            "redis_epoch": self.redis_epoch,
+            "tiers": tiers,
+        })
+    }
+}
+
+impl fmt::Display for ShardState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "shard file   {}", self.path.display())?;
+        writeln!(
+            f,
+            "shard {}  epoch {}  last seq {}  schema {}{}",
+            self.shard_id,
+            self.epoch,
+            self.last_seq,
+            self.schema_version,
+            if self.restored {
+                "  (restored, not yet reconciled with Redis)"
+            } else {
+                ""
+            }
+        )?;
+        if let Some(epoch) = self.redis_epoch {
+            writeln!(f, "redis epoch  {epoch}")?;
+        }
+        let with_redis = self.tiers.iter().any(|t| t.redis.is_some());
+        write!(
+            f,
+            "{:>5} {:>10} {:>10} {:>10} {:>10} {:>14}",
+            "tier", "committed", "acked", "outbox", "retained", "first_retained"
+        )?;
+        if with_redis {
+            write!(f, " {:>10} {:>10} {:>8}", "published", "applied", "replay")?;
+        }
+        writeln!(f)?;
+        for tier in &self.tiers {
+            let first = tier
+                .first_retained
+                .map_or_else(|| "-".to_owned(), |seq| seq.to_string());
+            write!(
+                f,
+                "{:>5} {:>10} {:>10} {:>10} {:>10} {:>14}",
+                tier.tier,
+                format!(
+                    "{}{}",
+                    tier.committed,
+                    if tier.confirmed || tier.committed == 0 {
+                        ""
+                    } else {
+                        "?"
+                    }
+                ),
+                tier.acknowledged,
+                tier.outbox,
+                tier.retained,
+                first
+            )?;
+            if let Some(redis) = tier.redis {
+                let replay = redis
+                    .replay_from
+                    .map_or_else(|| "-".to_owned(), |seq| seq.to_string());
+                write!(
+                    f,
+                    " {:>10} {:>10} {:>8}",
+                    redis.published, redis.applied, replay
+                )?;
+            }
+            writeln!(f)?;
+        }
+        if self.tiers.iter().any(|t| !t.confirmed && t.committed > 0) {
+            writeln!(
+                f,
+                "? provisional: not yet reconciled with Redis's published mark"
+            )?;
+        }
+        Ok(())
+    }
+}

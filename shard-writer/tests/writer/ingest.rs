@@ -1,0 +1,326 @@
+//! The ingest sidecar over gRPC: appends reach the leaderboards, bad input is refused and never
+//! stored, a full commit queue answers RESOURCE_EXHAUSTED, claims map to their status codes.
+
+use std::time::Duration;
+
+use leaderboard_proto::rewards;
+use leaderboard_proto::testkit::RedisServer;
+use leaderboard_proto::v1::ingest_client::IngestClient;
+use leaderboard_proto::v1::{
+    AckCompensationRequest, AppendRequest, ClaimChestRequest, ClaimClueRequest, HuntEvent,
+    OpenWaveRequest,
+};
+use shard_writer::WriterConfig;
+use shard_writer::ingest::{IngestConfig, Sidecar, SidecarHandle};
+use tonic::Code;
+use tonic::transport::Channel;
+
+use crate::support::{
+    apply_stream, board, config, contiguous, eventually, score, stream_by_tier_seq, totals,
+};
+
+async fn serve(config: IngestConfig) -> (SidecarHandle, IngestClient<Channel>) {
+    let mut config = config;
+    config.grpc_addr = "127.0.0.1:0".parse().expect("address");
+    let sidecar = Sidecar::build(config).await.expect("sidecar builds");
+    let handle = sidecar.spawn();
+    let client = IngestClient::connect(format!("http://{}", handle.local_addr()))
+        .await
+        .expect("connect to the sidecar");
+    (handle, client)
+}
+
+fn append(events: Vec<HuntEvent>) -> AppendRequest {
+    AppendRequest { events }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_over_grpc_reach_the_leaderboards_and_bad_input_is_never_stored() {
+    let redis = RedisServer::start().expect("redis-server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut ingest = IngestConfig::new(config(dir.path(), 61, &redis));
+    ingest.max_batch = 10;
+    let (sidecar, mut client) = serve(ingest).await;
+    let epoch = sidecar.writer().epoch();
+
+    let first = vec![
+        score(1, "alice", 10),
+        score(2, "carol", 4),
+        score(1, "bob", 5),
+        score(1, "alice", 7),
+    ];
+    let second = vec![score(2, "carol", 3), score(2, "dave", 1)];
+    let answer = client
+        .append(append(first.clone()))
+        .await
+        .expect("append")
+        .into_inner();
+    let tier_seqs: Vec<u64> = answer.appended.iter().map(|a| a.tier_seq).collect();
+    assert_eq!(
+        tier_seqs,
+        [1, 1, 2, 3],
+        "tier_seqs per tier, in request order"
+    );
+    assert!(answer.appended.iter().all(|a| a.epoch == epoch));
+    let answer = client
+        .append(append(second.clone()))
+        .await
+        .expect("append")
+        .into_inner();
+    assert_eq!(answer.appended.len(), 2);
+
+    // Bad input: INVALID_ARGUMENT naming the event and the field, and nothing stored.
+    let mut with_tier_seq = score(1, "erin", 1);
+    with_tier_seq.tier_seq = 9;
+    let bad = [
+        (vec![score(99, "erin", 1)], "events[0]", "tier"),
+        (
+            vec![score(1, "erin", 1), score(1, "er{in}", 1)],
+            "events[1]",
+            "player_id",
+        ),
+        (
+            vec![score(2, "erin", 1), with_tier_seq],
+            "events[1]",
+            "tier_seq",
+        ),
+        (
+            vec![score(1, "erin", 1), score(1, "frank", i64::MAX)],
+            "events[1]",
+            "points",
+        ),
+        (
+            (0..11).map(|i| score(1, "erin", i)).collect(),
+            "11 events",
+            "at most 10",
+        ),
+    ];
+    for (events, index, field) in bad {
+        let status = client
+            .append(append(events))
+            .await
+            .expect_err("bad input is refused");
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(
+            status.message().contains(index) && status.message().contains(field),
+            "{index}/{field} named in {:?}",
+            status.message()
+        );
+    }
+    assert_eq!(sidecar.writer().committed_tier_seq(1), 3, "nothing stored");
+    assert_eq!(sidecar.writer().committed_tier_seq(2), 3, "nothing stored");
+    assert_eq!(
+        crate::support::rows(&dir.path().join("shard-61.sqlite"), 1).len(),
+        3
+    );
+
+    // Every event reaches its stream once, and the leaderboards hold exact totals.
+    for (tier, count) in [(1, 3), (2, 3)] {
+        eventually("published", || async {
+            contiguous(&stream_by_tier_seq(&redis, tier).await, count).then_some(())
+        })
+        .await;
+        apply_stream(&redis, tier).await;
+        let all: Vec<&HuntEvent> = first.iter().chain(&second).collect();
+        assert_eq!(board(&redis, tier).await, totals(all, tier), "tier {tier}");
+    }
+
+    // Claims and waves over gRPC.
+    let wave = client
+        .open_wave(OpenWaveRequest {
+            tier: 1,
+            wave: 1,
+            clue_ids: vec!["riddle-1".into()],
+        })
+        .await
+        .expect("open wave")
+        .into_inner();
+    assert_eq!(wave.appended.map(|a| a.tier_seq), Some(4));
+    let clue = |clue_id: &str, player_id: &str| ClaimClueRequest {
+        clue_id: clue_id.into(),
+        player_id: player_id.into(),
+    };
+    let won = client
+        .claim_clue(clue("riddle-1", "alice"))
+        .await
+        .expect("claim")
+        .into_inner();
+    assert!(won.won && won.token == 1 && won.wave == 1, "{won:?}");
+    let held = client
+        .claim_clue(clue("riddle-1", "bob"))
+        .await
+        .expect("claim")
+        .into_inner();
+    assert!(!held.won && held.holder == "alice", "{held:?}");
+    let chest_type = rewards::tier(1).expect("tier 1").chest_types[0].name;
+    let chest = |tier: u32, chest_type: &str, award_id: &str| ClaimChestRequest {
+        chest_key: "gold-7".into(),
+        award_id: award_id.into(),
+        tier,
+        chest_type: chest_type.into(),
+    };
+    let won = client
+        .claim_chest(chest(1, chest_type, "61.1.a1"))
+        .await
+        .expect("claim chest")
+        .into_inner();
+    assert!(won.won, "{won:?}");
+    let held = client
+        .claim_chest(chest(1, chest_type, "61.1.a2"))
+        .await
+        .expect("claim chest")
+        .into_inner();
+    assert_eq!(
+        (held.won, held.holder_award_id.as_str()),
+        (false, "61.1.a1")
+    );
+
+    let refusals = [
+        (
+            client.claim_clue(clue("never-opened", "alice")).await.err(),
+            Code::NotFound,
+        ),
+        (
+            client.claim_clue(clue("ri{dd}le", "alice")).await.err(),
+            Code::InvalidArgument,
+        ),
+        (
+            client
+                .claim_chest(chest(1, "no-such-chest", "61.1.a3"))
+                .await
+                .err(),
+            Code::NotFound,
+        ),
+        (
+            client
+                .claim_chest(chest(99, chest_type, "61.1.a3"))
+                .await
+                .err(),
+            Code::InvalidArgument,
+        ),
+        (
+            client
+                .open_wave(OpenWaveRequest {
+                    tier: 1,
+                    wave: 0,
+                    clue_ids: vec![],
+                })
+                .await
+                .err(),
+            Code::InvalidArgument,
+        ),
+        (
+            client
+                .ack_compensation(AckCompensationRequest { id: "x".into() })
+                .await
+                .err(),
+            Code::InvalidArgument,
+        ),
+    ];
+    for (status, code) in refusals {
+        let status = status.expect("refused");
+        assert_eq!(status.code(), code, "{status:?}");
+    }
+
+    // Standard health checking.
+    let channel = Channel::from_shared(format!("http://{}", sidecar.local_addr()))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect health");
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let serving = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "hunt.v1.Ingest".into(),
+        })
+        .await
+        .expect("health check")
+        .into_inner();
+    assert_eq!(
+        serving.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    sidecar
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_commit_queue_answers_resource_exhausted_and_stores_nothing_of_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("shard-62.sqlite");
+    let mut writer = WriterConfig::new(&path, 62);
+    // One append in the commit thread's hands, two waiting: the fourth finds no room.
+    writer.queue_capacity = 2;
+    writer.max_commit_batch = 1;
+    writer.busy_timeout = Duration::from_secs(30);
+    let mut ingest = IngestConfig::new(writer);
+    ingest.max_batch = 2;
+    let (sidecar, client) = serve(ingest).await;
+
+    // Another connection holds the file's write lock: the commit thread waits on it.
+    let lock = rusqlite::Connection::open(&path).expect("open shard file");
+    lock.execute_batch("BEGIN IMMEDIATE")
+        .expect("take the write lock");
+
+    const REQUESTS: usize = 8;
+    let (results, mut answers) = tokio::sync::mpsc::unbounded_channel();
+    for i in 0..REQUESTS {
+        let mut client = client.clone();
+        let results = results.clone();
+        tokio::spawn(async move {
+            let answer = client
+                .append(append(vec![score(1, &format!("p{i}"), 1)]))
+                .await;
+            let _ = results.send(answer.map(|a| a.into_inner().appended.len()));
+        });
+    }
+    // At most three are held (one in the commit thread's hands, two queued): at least five
+    // are refused at once.
+    let mut refused = 0;
+    let mut committed = 0;
+    let mut answer = async |answers: &mut tokio::sync::mpsc::UnboundedReceiver<_>| {
+        let answer: Result<usize, tonic::Status> =
+            tokio::time::timeout(crate::support::DEADLINE, answers.recv())
+                .await
+                .expect("an answer in time")
+                .expect("an answer");
+        match answer {
+            Ok(appended) => {
+                assert_eq!(appended, 1);
+                committed += 1;
+            }
+            Err(status) => {
+                assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                refused += 1;
+            }
+        }
+    };
+    for _ in 0..REQUESTS - 3 {
+        answer(&mut answers).await;
+    }
+    let status = client
+        .clone()
+        .append(append(vec![score(1, "q", 1), score(1, "r", 1)]))
+        .await
+        .expect_err("a batch finds no room either");
+    assert_eq!(status.code(), Code::ResourceExhausted);
+
+    // The disk is back: the held appends commit, and nothing of the refused ones.
+    lock.execute_batch("COMMIT")
+        .expect("release the write lock");
+    drop(lock);
+    for _ in REQUESTS - 3..REQUESTS {
+        answer(&mut answers).await;
+    }
+    let (refused, committed) = (refused, committed);
+    assert_eq!(refused + committed, REQUESTS);
+    assert!((2..=3).contains(&committed), "{committed} held");
+    assert_eq!(sidecar.writer().committed_tier_seq(1), committed as u64);
+    sidecar
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
+    assert_eq!(crate::support::rows(&path, 1).len(), committed);
+}
