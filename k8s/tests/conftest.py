@@ -1,0 +1,101 @@
+"""Shared helpers of the chart tests: the chart rendered with Helm's own engine (the Go SDK
+through helm-python-sdk, no `helm` binary), and the repository's facts the chart must match."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import helm_python as helm
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "k8s" / "hunt-pipeline"
+KUBE_VERSION = "1.28"
+RELEASE = "hunt"
+NAMESPACE = "games"
+
+
+@pytest.fixture(scope="session")
+def chart():
+    with helm.Chart.load(CHART) as loaded:
+        yield loaded
+
+
+def render(chart, values: dict | None = None) -> dict[str, list[dict]]:
+    """Renders the chart as `helm install` would and returns its objects by template file."""
+    manifests = chart.render(values or {}, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    objects = {}
+    for path, text in manifests.items():
+        if path.endswith("NOTES.txt"):
+            continue
+        docs = [doc for doc in yaml.safe_load_all(text) if doc]
+        if docs:
+            objects[path] = docs
+    return objects
+
+
+def all_objects(chart, values: dict | None = None) -> list[dict]:
+    return [doc for docs in render(chart, values).values() for doc in docs]
+
+
+def find(objects: list[dict], kind: str, name_suffix: str = "") -> dict:
+    matches = [o for o in objects if o["kind"] == kind and o["metadata"]["name"].endswith(name_suffix)]
+    assert len(matches) == 1, f"expected one {kind} *{name_suffix}, got {[o['metadata']['name'] for o in matches]}"
+    return matches[0]
+
+
+def kinds(objects: list[dict]) -> set[str]:
+    return {o["kind"] for o in objects}
+
+
+def pod_spec(workload: dict) -> dict:
+    return workload["spec"]["template"]["spec"]
+
+
+def env_of(container: dict) -> dict[str, dict]:
+    return {entry["name"]: entry for entry in container.get("env", [])}
+
+
+def metric_names(crate: str) -> set[str]:
+    """Every metric name a crate's metrics.rs declares."""
+    source = (REPO / crate / "src" / "metrics.rs").read_text()
+    return set(re.findall(r'pub const \w+: &str = "([a-z_]+)";', source))
+
+
+def router_env_vars() -> set[str]:
+    """The environment variables tier-router's flags read."""
+    source = (REPO / "tier-router" / "src" / "main.rs").read_text()
+    return set(re.findall(r'env = "([A-Z_]+)"', source))
+
+
+# Values of the variants every test renders: each must render, lint clean and validate.
+VARIANTS: dict[str, dict] = {
+    "default": {},
+    "bundled-redis": {
+        "redis": {"mode": "bundled", "bundled": {"maxmemory": "2gb", "persistence": {"size": "20Gi", "storageClassName": "fast-ssd"}}},
+        "router": {"autoscaling": {"enabled": False}, "replicas": 3},
+    },
+    "external-redis": {
+        "redis": {"mode": "external", "external": {
+            "host": "redis-primary.data.svc.cluster.local", "port": 6380, "db": 2, "username": "hunt",
+            "existingSecret": "hunt-redis", "passwordKey": "password"}},
+        "networkPolicy": {"externalRedisTo": [{"ipBlock": {"cidr": "10.20.0.0/16"}}]},
+    },
+    "external-redis-url-secret": {
+        "redis": {"mode": "external", "external": {"existingSecret": "hunt-redis", "urlKey": "url"}},
+    },
+    "sidecar-example": {
+        "shardExample": {"enabled": True, "shardId": 7},
+    },
+    "service-monitor": {
+        "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+                    "dashboard": {"enabled": True}},
+    },
+    "everything-off": {
+        "networkPolicy": {"enabled": False},
+        "serviceAccount": {"create": False},
+        "router": {"podDisruptionBudget": {"enabled": False}, "autoscaling": {"enabled": False}},
+    },
+}
