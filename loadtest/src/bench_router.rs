@@ -353,7 +353,7 @@ struct EndToEnd {
 type Probes = VecDeque<(i64, Instant, Instant)>;
 
 /// Points per probe: far above any hunter, so the probe player leads its tier.
-const PROBE_POINTS: i64 = 1_000_000_000;
+pub(crate) const PROBE_POINTS: i64 = 1_000_000_000;
 
 async fn end_to_end(
     args: &Args,
@@ -459,6 +459,7 @@ async fn end_to_end(
         Some(tokio::spawn(get_top_load(
             router.grpc_addr(),
             args.get_top_rate,
+            4,
             stop.clone(),
         )))
     } else {
@@ -552,19 +553,22 @@ async fn end_to_end(
     })
 }
 
-fn probe_player(tier: u32) -> String {
+pub(crate) fn probe_player(tier: u32) -> String {
     format!("probe-t{tier}")
 }
 
 /// `GetTop` (top 10 of a tier, round robin) at `rate` requests/s, each measured from its intended
-/// send time, over 4 HTTP/2 connections, with at most 1,000 in flight.
-async fn get_top_load(
+/// send time, over `connections` HTTP/2 connections, with at most 1,000 in flight, until `stop`.
+/// Returns the latencies from the intended send, from the actual send, and the failures.
+pub(crate) async fn get_top_load(
     addr: std::net::SocketAddr,
     rate: u64,
+    connections: u64,
     stop: CancellationToken,
 ) -> anyhow::Result<(Histogram<u64>, Histogram<u64>, u64)> {
+    let connections = connections.max(1);
     let mut clients = Vec::new();
-    for _ in 0..4 {
+    for _ in 0..connections {
         clients.push(LeaderboardClient::new(
             Channel::from_shared(format!("http://{addr}"))?
                 .connect()
@@ -586,7 +590,7 @@ async fn get_top_load(
         tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
         while started + interval.mul_f64(sent as f64) <= Instant::now() {
             let intended = started + interval.mul_f64(sent as f64);
-            let mut client = clients[(sent % 4) as usize].clone();
+            let mut client = clients[(sent % connections) as usize].clone();
             let tier = rewards::TIERS[(sent % rewards::TIERS.len() as u64) as usize].id;
             let permit = Arc::clone(&in_flight).acquire_owned().await?;
             let (latency, service, errors) = (

@@ -40,8 +40,8 @@ pub(crate) struct Args {
     /// Distinct hunters.
     #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     players: u32,
-    /// How long to run; 0 runs until Ctrl-C.
-    #[arg(long, default_value_t = 10)]
+    /// How long to run; 0 (the default) runs until Ctrl-C.
+    #[arg(long, default_value_t = 0)]
     seconds: u64,
 }
 
@@ -238,7 +238,7 @@ async fn verify(grpc: &mut LeaderboardClient<Channel>, totals: &Totals) -> anyho
 }
 
 /// The whole leaderboard of `tier`, player → score, paged through `GetTop`.
-async fn board(
+pub(crate) async fn board(
     grpc: &mut LeaderboardClient<Channel>,
     tier: u32,
 ) -> anyhow::Result<BTreeMap<String, i64>> {
