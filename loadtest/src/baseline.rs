@@ -24,6 +24,7 @@ use crate::run::{self, Draw, hunters_of};
 
 /// Options of `loadtest baseline`.
 #[derive(Debug, clap::Args)]
+#[group(id = "baseline_args")]
 pub(crate) struct Args {
     #[command(flatten)]
     run: run::Args,

@@ -359,6 +359,17 @@ async fn all_applied(
         .all(|(want, got)| got.unwrap_or(0) >= *want))
 }
 
+/// Whether every event `writers` committed is applied and no award waits for the saga.
+///
+/// # Errors
+/// The Redis error.
+pub(crate) async fn settled(
+    conn: &mut redis::aio::MultiplexedConnection,
+    writers: &[ShardWriter],
+) -> anyhow::Result<bool> {
+    Ok(all_applied(conn, writers).await? && awards_pending(conn).await? == 0)
+}
+
 fn progress_bar(seconds: u64) -> indicatif::ProgressBar {
     if !std::io::stderr().is_terminal() {
         return indicatif::ProgressBar::hidden();
@@ -513,7 +524,14 @@ pub(crate) async fn execute(args: &Args) -> anyhow::Result<Report> {
     let settle_started = Instant::now();
     let deadline = settle_started + Duration::from_secs(args.settle_seconds);
     let mut applied_at = None;
+    let mut next_second = started + Duration::from_secs(started.elapsed().as_secs() + 1);
     loop {
+        if Instant::now() >= next_second {
+            // The timeline goes on through the catch-up.
+            next_second += Duration::from_secs(1);
+            let committed = committed_total(&all_writers);
+            timeline.totals(committed, applied_total(&mut conn).await?);
+        }
         let applied = all_applied(&mut conn, &all_writers).await?;
         if applied && applied_at.is_none() {
             applied_at = Some(started.elapsed());
