@@ -4,8 +4,9 @@
 //! The naive way, per event: one SQLite transaction (autocommit `INSERT`), one `XADD` round trip
 //! awaited before the next event of the shard, and per tier one consumer that reads the stream
 //! and does one `ZINCRBY` round trip per event. No batching, no dedup, no claims (clue attempts
-//! and chest awards are plain points here, as they were). Arrivals are open-loop at the same rate
-//! per shard and timed from their intended time, like the pipeline's.
+//! and chest awards are plain points here, as they were). Each shard has its own connection, as
+//! each shard process had. Arrivals are open-loop at the same rate per shard and timed from their
+//! intended time, like the pipeline's.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,7 +43,6 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
 async fn naive(args: &Args) -> anyhow::Result<Baseline> {
     let redis = RedisTarget::new(args.run.redis_url.clone())?;
     let client = redis::Client::open(redis.url.as_str())?;
-    let conn = client.get_multiplexed_async_connection().await?;
     let dir = tempfile::tempdir().context("creating a folder for the naive shard files")?;
     let epoch = Instant::now();
     let stop = CancellationToken::new();
@@ -109,7 +109,12 @@ async fn naive(args: &Args) -> anyhow::Result<Baseline> {
                 .map(|(i, (player, tier))| (i, (player, tier.id, i64::from(tier.point_multiplier))))
                 .collect(),
         );
-        let (conn, seed) = (conn.clone(), args.run.seed);
+        // A connection of its own per shard, as each shard process had: concurrent shards do
+        // not share (and so pipeline) one connection.
+        let (conn, seed) = (
+            client.get_multiplexed_async_connection().await?,
+            args.run.seed,
+        );
         shards.spawn(open_loop::run(per_shard, duration, 1, move |n| {
             let (db, hunters, mut conn) = (Arc::clone(&db), Arc::clone(&hunters), conn.clone());
             async move {
