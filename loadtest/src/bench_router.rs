@@ -257,26 +257,41 @@ async fn wait_marks(
     marks: fn(u32) -> String,
     limit: Duration,
 ) -> anyhow::Result<u64> {
-    let want = committed(writers);
     let deadline = Instant::now() + limit;
     loop {
-        let mut pipe = redis::pipe();
-        for (shard, tier, _) in &want {
-            pipe.hget(marks(*tier), keys::shard_field(*shard));
-        }
-        let got: Vec<Option<u64>> = pipe.query_async(conn).await?;
-        if want
-            .iter()
-            .zip(&got)
-            .all(|((_, _, want), got)| got.unwrap_or(0) >= *want)
-        {
-            return Ok(want.iter().map(|(_, _, n)| n).sum());
+        if let Some(total) = marks_reached(conn, writers, marks).await? {
+            return Ok(total);
         }
         if Instant::now() >= deadline {
             bail!("marks did not reach what was committed within {limit:?}");
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+}
+
+/// Whether each (shard, tier) of `writers` has its mark in the `marks` hashes at or above what it
+/// committed: `Some(events committed)` when they all have, `None` otherwise.
+pub(crate) async fn marks_reached(
+    conn: &mut redis::aio::MultiplexedConnection,
+    writers: &[ShardWriter],
+    marks: fn(u32) -> String,
+) -> anyhow::Result<Option<u64>> {
+    let want = committed(writers);
+    let mut pipe = redis::pipe();
+    for (shard, tier, _) in &want {
+        pipe.hget(marks(*tier), keys::shard_field(*shard));
+    }
+    let got: Vec<Option<u64>> = pipe.query_async(conn).await?;
+    let reached = want
+        .iter()
+        .zip(&got)
+        .all(|((_, _, want), got)| got.unwrap_or(0) >= *want);
+    Ok(reached.then(|| committed_total(writers)))
+}
+
+/// Events committed by `writers`, over every shard and tier.
+pub(crate) fn committed_total(writers: &[ShardWriter]) -> u64 {
+    committed(writers).iter().map(|(_, _, n)| n).sum()
 }
 
 /// Seconds Redis spent in `FCALL` since the last `CONFIG RESETSTAT`.
@@ -482,7 +497,7 @@ async fn end_to_end(
 
     // Warm up one second, then measure.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let measured_from = committed(writers).iter().map(|(_, _, n)| n).sum::<u64>();
+    let measured_from = committed_total(writers);
     let started = Instant::now();
     let mut probes = 0u64;
     let mut scores = vec![0i64; rewards::TIERS.len()];
@@ -507,8 +522,7 @@ async fn end_to_end(
         probes += 1;
     }
     let measured = started.elapsed();
-    let background_events =
-        committed(writers).iter().map(|(_, _, n)| n).sum::<u64>() - measured_from;
+    let background_events = committed_total(writers) - measured_from;
     // Let the last probes arrive.
     let deadline = Instant::now() + Duration::from_secs(10);
     while pending

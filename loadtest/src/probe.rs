@@ -201,24 +201,41 @@ pub(crate) async fn spectate(
         let (probes, stop, player) = (Arc::clone(probes), stop.clone(), probe_player(tier));
         let seen = probes.observer(index);
         tasks.spawn(async move {
-            loop {
-                let frame = tokio::select! {
-                    frame = socket.next() => frame,
-                    () = stop.cancelled() => return Ok(()),
-                };
-                let text = match frame {
-                    Some(Ok(Message::Text(text))) => text,
-                    Some(Ok(_)) => continue,
-                    Some(Err(err)) => return Err(err.into()),
-                    None => bail!("the router closed a spectator"),
-                };
+            while let Some(text) = next_text(&mut socket, &stop).await? {
                 if let Some(score) = probe_score(&text, &player) {
                     probes.saw(index, &seen, score, true);
                 }
             }
+            Ok(())
         });
     }
     Ok(())
+}
+
+/// A spectator's socket.
+pub(crate) type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The next text frame from `socket` (other frames skipped), or `None` once `stop` is cancelled.
+///
+/// # Errors
+/// When the socket fails or the router closes it.
+pub(crate) async fn next_text(
+    socket: &mut Socket,
+    stop: &CancellationToken,
+) -> anyhow::Result<Option<tokio_tungstenite::tungstenite::Utf8Bytes>> {
+    loop {
+        let frame = tokio::select! {
+            frame = socket.next() => frame,
+            () = stop.cancelled() => return Ok(None),
+        };
+        match frame {
+            Some(Ok(Message::Text(text))) => return Ok(Some(text)),
+            Some(Ok(_)) => {}
+            Some(Err(err)) => return Err(err.into()),
+            None => bail!("the router closed a spectator"),
+        }
+    }
 }
 
 /// The probe player's score in a `snapshot` or `delta` frame, if the frame names it.

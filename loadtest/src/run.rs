@@ -38,6 +38,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
+use crate::bench_router::{committed_total, marks_reached};
 use crate::bench_writer::new_histogram;
 use crate::ground_truth::{self, Check};
 use crate::open_loop;
@@ -329,34 +330,14 @@ async fn awards_pending(conn: &mut redis::aio::MultiplexedConnection) -> anyhow:
     Ok(pending.iter().sum())
 }
 
-fn committed_total(writers: &[ShardWriter]) -> u64 {
-    writers
-        .iter()
-        .flat_map(|w| rewards::tier_ids().map(|tier| w.committed_tier_seq(tier)))
-        .sum()
-}
-
 /// Whether every (shard, tier) of `writers` is applied up to what it committed.
-async fn all_applied(
+async fn applied_all(
     conn: &mut redis::aio::MultiplexedConnection,
     writers: &[ShardWriter],
 ) -> anyhow::Result<bool> {
-    let mut pipe = redis::pipe();
-    let mut want = Vec::new();
-    for writer in writers {
-        for tier in rewards::tier_ids() {
-            pipe.hget(
-                keys::tier_applied(tier),
-                keys::shard_field(writer.shard_id()),
-            );
-            want.push(writer.committed_tier_seq(tier));
-        }
-    }
-    let got: Vec<Option<u64>> = pipe.query_async(conn).await?;
-    Ok(want
-        .iter()
-        .zip(got)
-        .all(|(want, got)| got.unwrap_or(0) >= *want))
+    Ok(marks_reached(conn, writers, keys::tier_applied)
+        .await?
+        .is_some())
 }
 
 /// Whether every event `writers` committed is applied and no award waits for the saga.
@@ -367,7 +348,7 @@ pub(crate) async fn settled(
     conn: &mut redis::aio::MultiplexedConnection,
     writers: &[ShardWriter],
 ) -> anyhow::Result<bool> {
-    Ok(all_applied(conn, writers).await? && awards_pending(conn).await? == 0)
+    Ok(applied_all(conn, writers).await? && awards_pending(conn).await? == 0)
 }
 
 fn progress_bar(seconds: u64) -> indicatif::ProgressBar {
@@ -532,7 +513,7 @@ pub(crate) async fn execute(args: &Args) -> anyhow::Result<Report> {
             let committed = committed_total(&all_writers);
             timeline.totals(committed, applied_total(&mut conn).await?);
         }
-        let applied = all_applied(&mut conn, &all_writers).await?;
+        let applied = applied_all(&mut conn, &all_writers).await?;
         if applied && applied_at.is_none() {
             applied_at = Some(started.elapsed());
         }
