@@ -542,12 +542,9 @@ pub(crate) async fn execute(args: &Args) -> anyhow::Result<Report> {
             eprintln!("an observer stopped early: {err:#}");
         }
     }
-    let (get_top, get_top_errors) = match get_top {
-        Some(task) => {
-            let (latency, _, errors) = task.await??;
-            (latency, errors)
-        }
-        None => (new_histogram()?, 0),
+    let (get_top, get_top_service, get_top_errors) = match get_top {
+        Some(task) => task.await??,
+        None => (new_histogram()?, new_histogram()?, 0),
     };
     for writer in &all_writers {
         writer.shutdown().await?;
@@ -587,6 +584,7 @@ pub(crate) async fn execute(args: &Args) -> anyhow::Result<Report> {
         end_to_end: Latency::of(&end_to_end),
         websocket: Latency::of(&websocket),
         get_top: Latency::of(&get_top),
+        get_top_service: Latency::of(&get_top_service),
         errors,
         get_top_errors,
         checks,
