@@ -87,6 +87,13 @@ pub fn tier_baseline(tier: u32) -> String {
     tier_key(tier, "baseline")
 }
 
+/// `hunt:{t<N>}:baseline:stream`: benchmarks only: the stream the naive baseline adds each event
+/// to (one `XADD` round trip per event), kept apart from the real tier stream.
+#[must_use]
+pub fn tier_baseline_stream(tier: u32) -> String {
+    tier_key(tier, "baseline:stream")
+}
+
 /// `hunt:baseline:clue:{<id>}`: benchmarks only: the holder of a clue claimed the old way.
 #[must_use]
 pub fn baseline_clue(clue_id: &str) -> String {

@@ -257,26 +257,41 @@ async fn wait_marks(
     marks: fn(u32) -> String,
     limit: Duration,
 ) -> anyhow::Result<u64> {
-    let want = committed(writers);
     let deadline = Instant::now() + limit;
     loop {
-        let mut pipe = redis::pipe();
-        for (shard, tier, _) in &want {
-            pipe.hget(marks(*tier), keys::shard_field(*shard));
-        }
-        let got: Vec<Option<u64>> = pipe.query_async(conn).await?;
-        if want
-            .iter()
-            .zip(&got)
-            .all(|((_, _, want), got)| got.unwrap_or(0) >= *want)
-        {
-            return Ok(want.iter().map(|(_, _, n)| n).sum());
+        if let Some(total) = marks_reached(conn, writers, marks).await? {
+            return Ok(total);
         }
         if Instant::now() >= deadline {
             bail!("marks did not reach what was committed within {limit:?}");
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+}
+
+/// Whether each (shard, tier) of `writers` has its mark in the `marks` hashes at or above what it
+/// committed: `Some(events committed)` when they all have, `None` otherwise.
+pub(crate) async fn marks_reached(
+    conn: &mut redis::aio::MultiplexedConnection,
+    writers: &[ShardWriter],
+    marks: fn(u32) -> String,
+) -> anyhow::Result<Option<u64>> {
+    let want = committed(writers);
+    let mut pipe = redis::pipe();
+    for (shard, tier, _) in &want {
+        pipe.hget(marks(*tier), keys::shard_field(*shard));
+    }
+    let got: Vec<Option<u64>> = pipe.query_async(conn).await?;
+    let reached = want
+        .iter()
+        .zip(&got)
+        .all(|((_, _, want), got)| got.unwrap_or(0) >= *want);
+    Ok(reached.then(|| committed_total(writers)))
+}
+
+/// Events committed by `writers`, over every shard and tier.
+pub(crate) fn committed_total(writers: &[ShardWriter]) -> u64 {
+    committed(writers).iter().map(|(_, _, n)| n).sum()
 }
 
 /// Seconds Redis spent in `FCALL` since the last `CONFIG RESETSTAT`.
@@ -353,7 +368,7 @@ struct EndToEnd {
 type Probes = VecDeque<(i64, Instant, Instant)>;
 
 /// Points per probe: far above any hunter, so the probe player leads its tier.
-const PROBE_POINTS: i64 = 1_000_000_000;
+pub(crate) const PROBE_POINTS: i64 = 1_000_000_000;
 
 async fn end_to_end(
     args: &Args,
@@ -459,6 +474,7 @@ async fn end_to_end(
         Some(tokio::spawn(get_top_load(
             router.grpc_addr(),
             args.get_top_rate,
+            4,
             stop.clone(),
         )))
     } else {
@@ -481,7 +497,7 @@ async fn end_to_end(
 
     // Warm up one second, then measure.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let measured_from = committed(writers).iter().map(|(_, _, n)| n).sum::<u64>();
+    let measured_from = committed_total(writers);
     let started = Instant::now();
     let mut probes = 0u64;
     let mut scores = vec![0i64; rewards::TIERS.len()];
@@ -506,8 +522,7 @@ async fn end_to_end(
         probes += 1;
     }
     let measured = started.elapsed();
-    let background_events =
-        committed(writers).iter().map(|(_, _, n)| n).sum::<u64>() - measured_from;
+    let background_events = committed_total(writers) - measured_from;
     // Let the last probes arrive.
     let deadline = Instant::now() + Duration::from_secs(10);
     while pending
@@ -552,19 +567,22 @@ async fn end_to_end(
     })
 }
 
-fn probe_player(tier: u32) -> String {
+pub(crate) fn probe_player(tier: u32) -> String {
     format!("probe-t{tier}")
 }
 
 /// `GetTop` (top 10 of a tier, round robin) at `rate` requests/s, each measured from its intended
-/// send time, over 4 HTTP/2 connections, with at most 1,000 in flight.
-async fn get_top_load(
+/// send time, over `connections` HTTP/2 connections, with at most 1,000 in flight, until `stop`.
+/// Returns the latencies from the intended send, from the actual send, and the failures.
+pub(crate) async fn get_top_load(
     addr: std::net::SocketAddr,
     rate: u64,
+    connections: u64,
     stop: CancellationToken,
 ) -> anyhow::Result<(Histogram<u64>, Histogram<u64>, u64)> {
+    let connections = connections.max(1);
     let mut clients = Vec::new();
-    for _ in 0..4 {
+    for _ in 0..connections {
         clients.push(LeaderboardClient::new(
             Channel::from_shared(format!("http://{addr}"))?
                 .connect()
@@ -586,7 +604,7 @@ async fn get_top_load(
         tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
         while started + interval.mul_f64(sent as f64) <= Instant::now() {
             let intended = started + interval.mul_f64(sent as f64);
-            let mut client = clients[(sent % 4) as usize].clone();
+            let mut client = clients[(sent % connections) as usize].clone();
             let tier = rewards::TIERS[(sent % rewards::TIERS.len() as u64) as usize].id;
             let permit = Arc::clone(&in_flight).acquire_owned().await?;
             let (latency, service, errors) = (

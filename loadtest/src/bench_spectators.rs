@@ -12,12 +12,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use hdrhistogram::Histogram;
 use shard_writer::{ShardWriter, WriterConfig};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::bench_writer::new_histogram;
+use crate::probe::next_text;
 use crate::redis_target::RedisTarget;
 
 /// Options of `loadtest bench-spectators`.
@@ -130,17 +131,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
             let mut seen = RECORD;
             let mut ready_tx = Some(ready_tx);
             drop(permit);
-            loop {
-                let frame = tokio::select! {
-                    () = stop.cancelled() => return Ok::<_, anyhow::Error>(()),
-                    frame = socket.next() => frame,
-                };
-                let text = match frame {
-                    Some(Ok(Message::Text(text))) => text,
-                    Some(Ok(_)) => continue,
-                    Some(Err(err)) => return Err(err.into()),
-                    None => bail!("the router closed a spectator"),
-                };
+            while let Some(text) = next_text(&mut socket, &stop).await? {
                 if let Some(ready) = ready_tx.take() {
                     let _ = ready.send(()).await;
                 }
@@ -155,6 +146,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
                     seen = best;
                 }
             }
+            Ok::<_, anyhow::Error>(())
         });
     }
     drop(ready_tx);

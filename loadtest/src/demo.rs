@@ -3,14 +3,12 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use leaderboard_proto::rewards;
-use leaderboard_proto::v1::hunt_event::Kind;
+use leaderboard_proto::v1::GetTopRequest;
 use leaderboard_proto::v1::leaderboard_client::LeaderboardClient;
-use leaderboard_proto::v1::{GetTopRequest, HuntEvent};
 use shard_writer::synthetic::EventGenerator;
 use shard_writer::{ShardWriter, WriterConfig};
 use tier_router::{App, RouterConfig, StartError};
@@ -18,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 use crate::redis_target::RedisTarget;
+use crate::{ground_truth, run};
 
 /// Options of `loadtest demo`.
 #[derive(Debug, clap::Args)]
@@ -40,13 +39,10 @@ pub(crate) struct Args {
     /// Distinct hunters.
     #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     players: u32,
-    /// How long to run; 0 runs until Ctrl-C.
-    #[arg(long, default_value_t = 10)]
+    /// How long to run; 0 (the default) runs until Ctrl-C.
+    #[arg(long, default_value_t = 0)]
     seconds: u64,
 }
-
-/// Per tier: player → the points the demo appended for them.
-type Totals = BTreeMap<u32, BTreeMap<String, i64>>;
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let redis = RedisTarget::new(args.redis_url)?;
@@ -66,9 +62,11 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let http_addr = app.http_addr();
     let router = app.spawn();
     let mut writers = Vec::new();
+    let mut files = Vec::new();
     for shard in 1..=args.shards {
-        let config = WriterConfig::new(dir.path().join(format!("shard-{shard}.sqlite")), shard)
-            .with_redis(redis.url.clone());
+        let path = dir.path().join(format!("shard-{shard}.sqlite"));
+        let config = WriterConfig::new(&path, shard).with_redis(redis.url.clone());
+        files.push((shard, path));
         writers.push(
             ShardWriter::open(config)
                 .await
@@ -93,12 +91,11 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         println!("Ctrl-C stops the demo.");
     }
 
-    let totals: Arc<Mutex<Totals>> = Arc::default();
     let stop = CancellationToken::new();
     let per_shard = (args.rate as f64 / f64::from(args.shards)).max(0.1);
     let mut producers = tokio::task::JoinSet::new();
     for writer in &writers {
-        let (writer, stop, totals) = (writer.clone(), stop.clone(), Arc::clone(&totals));
+        let (writer, stop) = (writer.clone(), stop.clone());
         let players = args.players;
         producers.spawn(async move {
             let mut events = EventGenerator::new(u64::from(writer.shard_id()), players);
@@ -107,14 +104,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
             let mut appended = 0u64;
             while !stop.is_cancelled() {
                 tokio::time::sleep_until(started + interval.mul_f64(appended as f64)).await;
-                let event = events.next_event();
-                let scored = points_of(&event);
-                writer.append(event).await?;
-                if let Some((tier, player, points)) = scored
-                    && let Ok(mut totals) = totals.lock()
-                {
-                    *totals.entry(tier).or_default().entry(player).or_default() += points;
-                }
+                writer.append(events.next_event()).await?;
                 appended += 1;
             }
             Ok::<u64, shard_writer::AppendError>(appended)
@@ -143,30 +133,32 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     while let Some(result) = producers.join_next().await {
         appended += result??;
     }
-    for writer in &writers {
-        writer.shutdown().await?;
-    }
     if !interrupted {
-        let totals = totals.lock().map(|t| t.clone()).unwrap_or_default();
-        verify(&mut grpc, &totals).await?;
+        let client = redis::Client::open(redis.url.as_str())?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !run::settled(&mut conn, &writers).await? && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for writer in &writers {
+            writer.shutdown().await?;
+        }
+        let (checks, _) = ground_truth::verify(files, &mut conn, &mut grpc).await?;
+        run::fail_on_checks(&checks)?;
         println!(
-            "{appended} events appended; every tier's leaderboard equals the totals of what was \
-             appended: each event applied exactly once."
+            "{appended} events appended; every tier's leaderboard equals the totals of the shard \
+             logs (duplicate chest awards revoked by the saga): each event applied exactly once."
         );
+    }
+    if interrupted {
+        for writer in &writers {
+            writer.shutdown().await?;
+        }
     }
     if !router.shutdown(Duration::from_secs(10)).await {
         bail!("the tier router did not stop within 10 s");
     }
     Ok(())
-}
-
-/// The (tier, player, points) an event adds to a leaderboard, as the demo generates them.
-fn points_of(event: &HuntEvent) -> Option<(u32, String, i64)> {
-    match &event.kind {
-        Some(Kind::ScoreGained(e)) => Some((event.tier, e.player_id.clone(), e.points)),
-        Some(Kind::TreasureAwarded(e)) => Some((event.tier, e.player_id.clone(), e.points)),
-        _ => None,
-    }
 }
 
 /// One line per tier: its top 3 as the router serves them.
@@ -205,40 +197,8 @@ async fn print_tops(
     Ok(())
 }
 
-/// Waits (up to 30 s) until every tier's whole leaderboard, paged through `GetTop`, equals the
-/// totals of what was appended.
-async fn verify(grpc: &mut LeaderboardClient<Channel>, totals: &Totals) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for tier in rewards::tier_ids() {
-        let want = totals.get(&tier).cloned().unwrap_or_default();
-        loop {
-            let got = board(grpc, tier).await?;
-            if got == want {
-                break;
-            }
-            if Instant::now() >= deadline {
-                let wrong = want
-                    .iter()
-                    .find(|(player, points)| got.get(*player) != Some(points))
-                    .map(|(player, points)| {
-                        format!("{player}: appended {points}, board {:?}", got.get(player))
-                    })
-                    .unwrap_or_else(|| "players on the board that were never appended".into());
-                bail!(
-                    "tier {tier}: the leaderboard differs from the appended totals ({} players \
-                     appended, {} on the board; first difference: {wrong})",
-                    want.len(),
-                    got.len()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    Ok(())
-}
-
 /// The whole leaderboard of `tier`, player → score, paged through `GetTop`.
-async fn board(
+pub(crate) async fn board(
     grpc: &mut LeaderboardClient<Channel>,
     tier: u32,
 ) -> anyhow::Result<BTreeMap<String, i64>> {

@@ -4,13 +4,19 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod baseline;
 mod bench_claims;
 mod bench_router;
 mod bench_spectators;
 mod bench_writer;
 mod demo;
+mod ground_truth;
 mod open_loop;
+mod probe;
 mod redis_target;
+mod report;
+mod run;
+mod timeline;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -25,6 +31,13 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// A global treasure hunt through the whole pipeline (shards, Redis, router, gRPC readers,
+    /// WebSocket spectators), measured, then checked against the shards' own logs; exits
+    /// non-zero when a check fails.
+    Run(run::Args),
+    /// `run`, then the same offered load the naive way (one transaction, one XADD and one
+    /// ZINCRBY round trip per event), side by side.
+    Baseline(baseline::Args),
     /// A live hunt: shards append, a tier router applies, the leaderboards move (gRPC).
     Demo(demo::Args),
     /// Durable appends per second and append latency of one shard, with the relay publishing,
@@ -58,6 +71,8 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Run(args) => run::run(args).await,
+            Command::Baseline(args) => baseline::run(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::BenchWriter(args) => bench_writer::run(args).await,
             Command::BenchRouter(args) => bench_router::run(args).await,

@@ -42,10 +42,31 @@ where
     F: Fn(u64) -> Fut,
     Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
 {
+    run_observed(rate, duration, max_in_flight, op, |_, _| {}).await
+}
+
+/// [`run`], also telling `observe` of each operation that succeeded: its intended start and its
+/// latency from then.
+///
+/// # Errors
+/// When the histogram cannot be built or the semaphore closes.
+pub(crate) async fn run_observed<F, Fut, O>(
+    rate: u64,
+    duration: Duration,
+    max_in_flight: usize,
+    op: F,
+    observe: O,
+) -> anyhow::Result<Outcome>
+where
+    F: Fn(u64) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    O: Fn(Instant, Duration) + Send + Sync + 'static,
+{
     anyhow::ensure!(rate > 0, "the rate must be at least 1 per second");
     let latency = Arc::new(Mutex::new(new_histogram()?));
     let service = Arc::new(Mutex::new(new_histogram()?));
     let errors = Arc::new(AtomicU64::new(0));
+    let observe = Arc::new(observe);
     let in_flight = Arc::new(tokio::sync::Semaphore::new(max_in_flight));
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let total = (duration.as_secs_f64() * rate as f64) as u64;
@@ -60,19 +81,22 @@ where
             let intended = started + interval.mul_f64(sent as f64);
             let permit = Arc::clone(&in_flight).acquire_owned().await?;
             let future = op(sent);
-            let (latency, service, errors) = (
+            let (latency, service, errors, observe) = (
                 Arc::clone(&latency),
                 Arc::clone(&service),
                 Arc::clone(&errors),
+                Arc::clone(&observe),
             );
             tasks.spawn(async move {
                 let started = Instant::now();
                 let outcome = future.await;
-                let took = intended.elapsed().as_nanos() as u64;
+                let took_for = intended.elapsed();
+                let took = took_for.as_nanos() as u64;
                 let served = started.elapsed().as_nanos() as u64;
                 drop(permit);
                 match outcome {
                     Ok(()) => {
+                        observe(intended, took_for);
                         if let Ok(mut latency) = latency.lock() {
                             let _ = latency.record(took);
                         }

@@ -1,0 +1,177 @@
+//! `loadtest baseline`: the workload of `loadtest run`, then the same offered load the way the
+//! old systems did it, reported side by side.
+//!
+//! The naive way, per event: one SQLite transaction (autocommit `INSERT`), one `XADD` round trip
+//! awaited before the next event of the shard, and per tier one consumer that reads the stream
+//! and does one `ZINCRBY` round trip per event. No batching, no dedup, no claims (clue attempts
+//! and chest awards are plain points here, as they were). Each shard has its own connection, as
+//! each shard process had. Arrivals are open-loop at the same rate per shard and timed from their
+//! intended time, like the pipeline's.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use leaderboard_proto::{keys, rewards};
+use tokio_util::sync::CancellationToken;
+
+use crate::bench_writer::new_histogram;
+use crate::open_loop;
+use crate::redis_target::RedisTarget;
+use crate::report::{Baseline, Latency};
+use crate::run::{self, Draw, hunters_of};
+
+/// Options of `loadtest baseline`.
+#[derive(Debug, clap::Args)]
+#[group(id = "baseline_args")]
+pub(crate) struct Args {
+    #[command(flatten)]
+    run: run::Args,
+    /// Seconds of the naive run (its offered rate is `--rate`).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    baseline_seconds: u64,
+}
+
+pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
+    let mut report = run::execute(&args.run).await?;
+    report.baseline = Some(naive(&args).await?);
+    run::finish(&report, &args.run)
+}
+
+async fn naive(args: &Args) -> anyhow::Result<Baseline> {
+    let redis = RedisTarget::new(args.run.redis_url.clone())?;
+    let client = redis::Client::open(redis.url.as_str())?;
+    let dir = tempfile::tempdir().context("creating a folder for the naive shard files")?;
+    let epoch = Instant::now();
+    let stop = CancellationToken::new();
+    let applied = Arc::new(AtomicU64::new(0));
+    let end_to_end = Arc::new(Mutex::new(new_histogram()?));
+    let mut consumers = tokio::task::JoinSet::new();
+    for tier in rewards::tier_ids() {
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        let (stop, applied, end_to_end) =
+            (stop.clone(), Arc::clone(&applied), Arc::clone(&end_to_end));
+        consumers.spawn(async move {
+            let stream = keys::tier_baseline_stream(tier);
+            let board = keys::tier_baseline(tier);
+            let mut last = "0".to_owned();
+            while !stop.is_cancelled() {
+                let read: redis::streams::StreamReadReply = redis::cmd("XREAD")
+                    .arg("COUNT")
+                    .arg(100)
+                    .arg("BLOCK")
+                    .arg(50)
+                    .arg("STREAMS")
+                    .arg(&stream)
+                    .arg(&last)
+                    .query_async(&mut conn)
+                    .await?;
+                for entry in read.keys.into_iter().flat_map(|k| k.ids) {
+                    let field = |name: &str| entry.get::<String>(name).unwrap_or_default();
+                    let (player, points) = (field("p"), field("s"));
+                    let _: f64 = redis::cmd("ZINCRBY")
+                        .arg(&board)
+                        .arg(&points)
+                        .arg(&player)
+                        .query_async(&mut conn)
+                        .await?;
+                    let due: u64 = field("t").parse().unwrap_or(0);
+                    let took = epoch.elapsed().saturating_sub(Duration::from_nanos(due));
+                    if let Ok(mut h) = end_to_end.lock() {
+                        h.saturating_record(took.as_nanos() as u64);
+                    }
+                    applied.fetch_add(1, Ordering::Relaxed);
+                    last = entry.id;
+                }
+            }
+            Ok::<_, anyhow::Error>(())
+        });
+    }
+
+    let duration = Duration::from_secs(args.baseline_seconds);
+    let per_shard = (args.run.rate / u64::from(args.run.shards)).max(1);
+    let started = Instant::now();
+    let offset = started.duration_since(epoch);
+    let mut shards = tokio::task::JoinSet::new();
+    for index in 0..args.run.shards {
+        let db = rusqlite::Connection::open(dir.path().join(format!("naive-{index}.sqlite")))?;
+        db.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
+             CREATE TABLE events (seq INTEGER PRIMARY KEY, tier INTEGER, player TEXT, points INTEGER);",
+        )?;
+        let db = Arc::new(Mutex::new(db));
+        let hunters: Arc<HashMap<usize, (String, u32, i64)>> = Arc::new(
+            hunters_of(index, args.run.shards, args.run.hunters)
+                .into_iter()
+                .enumerate()
+                .map(|(i, (player, tier))| (i, (player, tier.id, i64::from(tier.point_multiplier))))
+                .collect(),
+        );
+        // A connection of its own per shard, as each shard process had: concurrent shards do
+        // not share (and so pipeline) one connection.
+        let (conn, seed) = (
+            client.get_multiplexed_async_connection().await?,
+            args.run.seed,
+        );
+        shards.spawn(open_loop::run(per_shard, duration, 1, move |n| {
+            let (db, hunters, mut conn) = (Arc::clone(&db), Arc::clone(&hunters), conn.clone());
+            async move {
+                let mut draw = Draw::new(seed, index + 1, n);
+                let hunter = draw.below(hunters.len() as u64) as usize;
+                let (player, tier, multiplier) = hunters.get(&hunter).context("hunter")?;
+                let points = (draw.below(50) as i64 + 1) * multiplier;
+                db.lock()
+                    .map_err(|_| anyhow::anyhow!("poisoned"))?
+                    .execute(
+                        "INSERT INTO events (tier, player, points) VALUES (?1, ?2, ?3)",
+                        rusqlite::params![tier, player, points],
+                    )?;
+                // The arrival's intended time, as the open-loop driver schedules it.
+                let due = (offset + Duration::from_secs_f64(n as f64 / per_shard as f64)).as_nanos()
+                    as u64;
+                let _: String = redis::cmd("XADD")
+                    .arg(keys::tier_baseline_stream(*tier))
+                    .arg("*")
+                    .arg("p")
+                    .arg(player)
+                    .arg("s")
+                    .arg(points)
+                    .arg("t")
+                    .arg(due)
+                    .query_async(&mut conn)
+                    .await?;
+                Ok(())
+            }
+        }));
+    }
+    let mut append = new_histogram()?;
+    let mut committed = 0;
+    while let Some(outcome) = shards.join_next().await {
+        let outcome = outcome??;
+        append.add(&outcome.latency)?;
+        committed += outcome.latency.len();
+    }
+    let load = started.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(args.run.settle_seconds);
+    while applied.load(Ordering::Relaxed) < committed && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let until_applied = started.elapsed();
+    stop.cancel();
+    while let Some(done) = consumers.join_next().await {
+        done??;
+    }
+    let end_to_end = end_to_end
+        .lock()
+        .map(|h| h.clone())
+        .map_err(|_| anyhow::anyhow!("poisoned"))?;
+    Ok(Baseline {
+        seconds: load.as_secs_f64(),
+        committed_per_s: committed as f64 / load.as_secs_f64(),
+        applied_per_s: applied.load(Ordering::Relaxed) as f64 / until_applied.as_secs_f64(),
+        append: Latency::of(&append),
+        end_to_end: Latency::of(&end_to_end),
+    })
+}
