@@ -57,6 +57,11 @@ pub struct WriterConfig {
     pub stream_cap: u64,
     /// Events per tier in one relay publish at most.
     pub relay_batch: usize,
+    /// Flow control: events of a tier the relay publishes past the router's applied watermark
+    /// at most. A router that falls behind then leaves events waiting in the shard file, not in a
+    /// stream whose cap would trim them unread (which costs re-sends). Keep the number of shards
+    /// times this below `stream_cap`.
+    pub publish_window: u64,
     /// How often the relay reads the router's applied watermarks and replay requests.
     pub ack_poll_interval: Duration,
     /// How long the applied watermark may stay below what was published before the relay
@@ -105,6 +110,7 @@ impl WriterConfig {
             busy_timeout: Duration::from_secs(5),
             stream_cap: 100_000,
             relay_batch: 2_000,
+            publish_window: 2_000,
             ack_poll_interval: Duration::from_millis(50),
             redelivery_timeout: Duration::from_secs(10),
             max_redelivery_timeout: Duration::from_secs(300),
@@ -155,6 +161,10 @@ impl WriterConfig {
         positive("queue_capacity", self.queue_capacity)?;
         positive("max_commit_batch", self.max_commit_batch)?;
         positive("relay_batch", self.relay_batch)?;
+        positive(
+            "publish_window",
+            usize::try_from(self.publish_window).unwrap_or(usize::MAX),
+        )?;
         positive("prune_batch", self.prune_batch)?;
         if self.queue_capacity > 1 << 24 {
             return Err(ConfigError::Invalid {

@@ -9,6 +9,10 @@
 //!   (and at most half the stream cap), one pipelined round trip for all tiers. Each batch is one `hunt_publish` call: the
 //!   `XADD … MAXLEN ~ cap` of every event and the raise of the shard's published mark happen
 //!   atomically, so after any failure the mark says exactly what landed.
+//! - Flow control: a tier's new events go out no further than `publish_window` past the router's
+//!   applied watermark (as last polled). A router that falls behind leaves them in the shard
+//!   file, where they are safe, instead of in a stream whose cap would trim them unread and
+//!   force re-sends. Re-sends (replay requests, stalls) are not held back.
 //! - Nothing is published before it is durable: the relay fsyncs SQLite's log before it reads
 //!   the rows it is about to send, so a published `tier_seq` survives even a power loss and is
 //!   never handed to another event.
@@ -336,8 +340,12 @@ impl Relay {
                 let last = to.min(from + batch - 1).min(committed);
                 wanted.push((slot, rewards::TIERS[tier.index].id, from, last));
             } else if tier.next <= committed {
-                let last = committed.min(tier.next + batch - 1);
-                wanted.push((slot, rewards::TIERS[tier.index].id, tier.next, last));
+                // Flow control: no further than the window past the router's watermark.
+                let limit = tier.applied.saturating_add(self.config.publish_window);
+                if tier.next <= limit {
+                    let last = committed.min(tier.next + batch - 1).min(limit);
+                    wanted.push((slot, rewards::TIERS[tier.index].id, tier.next, last));
+                }
             }
         }
         if wanted.is_empty() {

@@ -191,3 +191,82 @@ fn the_blocking_writer_appends_without_a_runtime() {
         2
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishing_stops_a_window_past_the_applied_watermark() {
+    let redis = RedisServer::start().expect("redis-server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = config(dir.path(), 6, &redis);
+    config.publish_window = 300;
+    config.relay_batch = 100;
+    let writer = open(&config).await;
+    for i in 0..1_000 {
+        writer
+            .append(score(3, &format!("p{}", i % 7), 1))
+            .await
+            .expect("append");
+    }
+    let published = |redis: &RedisServer| {
+        let client = redis.client();
+        async move {
+            let mut conn = client
+                .get_multiplexed_async_connection()
+                .await
+                .expect("connect");
+            let mark: Option<u64> = conn
+                .hget(keys::tier_published(3), keys::shard_field(6))
+                .await
+                .expect("HGET");
+            mark.unwrap_or(0)
+        }
+    };
+    // No router: nothing is applied, so the relay stops 300 past nothing.
+    eventually("the window is published", || async {
+        (published(&redis).await == 300).then_some(())
+    })
+    .await;
+    // Let the relay read the unchanged watermark many times (it polls with HGET) before looking
+    // again: a relay without flow control would have gone on publishing meanwhile.
+    let mut conn = redis_conn(&redis).await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut conn)
+        .await
+        .expect("CONFIG RESETSTAT");
+    eventually("the relay polls the watermark again and again", || async {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut redis_conn(&redis).await)
+            .await
+            .expect("INFO");
+        let calls = info
+            .lines()
+            .find_map(|line| line.strip_prefix("cmdstat_hget:calls="))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|calls| calls.parse::<u64>().ok())
+            .unwrap_or(0);
+        (calls >= 50).then_some(())
+    })
+    .await;
+    assert_eq!(published(&redis).await, 300, "nothing past the window");
+    let len: u64 = conn.xlen(keys::tier_stream(3)).await.expect("XLEN");
+    assert_eq!(len, 300);
+    // A router applies 650: the window moves with it.
+    let _: () = conn
+        .hset(keys::tier_applied(3), keys::shard_field(6), 650)
+        .await
+        .expect("HSET");
+    eventually("the window follows the watermark", || async {
+        (published(&redis).await == 950).then_some(())
+    })
+    .await;
+    let _: () = conn
+        .hset(keys::tier_applied(3), keys::shard_field(6), 950)
+        .await
+        .expect("HSET");
+    eventually("everything is published", || async {
+        (published(&redis).await == 1_000).then_some(())
+    })
+    .await;
+    writer.shutdown().await.expect("shutdown");
+}

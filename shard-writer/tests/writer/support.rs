@@ -23,6 +23,9 @@ pub(crate) fn config(dir: &Path, shard_id: u32, redis: &RedisServer) -> WriterCo
     config.redis_response_timeout = Duration::from_secs(2);
     config.redelivery_timeout = Duration::from_secs(60);
     config.max_redelivery_timeout = Duration::from_secs(60);
+    // Most of these tests have no router to move the applied watermark: flow control would hold
+    // their events back. `delivery::publishing_stops_a_window_past_the_applied_watermark` tests it.
+    config.publish_window = 1_000_000;
     config
 }
 
