@@ -93,6 +93,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     config.grpc_addr = "127.0.0.1:0".parse()?;
     config.http_addr = "127.0.0.1:0".parse()?;
     config.apply_batch = usize::try_from(args.apply_batch)?;
+    config.max_apply_batch = config.max_apply_batch.max(config.apply_batch);
     let started = Instant::now();
     let router = App::build(config).await?.spawn();
     let total = wait_applied(&mut conn, &writers).await?;

@@ -6,7 +6,9 @@
 //! - Every apply and every lease renewal carries the fence token; Redis rejects a stale one
 //!   (`FENCED`), and the worker then drops the tier at once and competes for it again.
 //! - Batches stay near `apply_batch` entries (about 1 ms of Redis time per 100), so claims and
-//!   reads queued behind a batch never wait long.
+//!   reads queued behind a batch never wait long, except while the tier is behind: each full
+//!   read then doubles the batch, up to `max_apply_batch`, and the first short read brings it
+//!   back. Catching up costs fewer round trips that way.
 //! - An entry that cannot be decoded is skipped, logged and counted; one that decodes but
 //!   carries nothing to score (a wave reset, a mismatched tier, invalid points) is applied as a
 //!   no-op, so its shard's watermark still moves.
@@ -106,6 +108,9 @@ struct Owned {
     cursor: String,
     renew_at: Instant,
     saga: SagaSchedule,
+    /// Stream entries the next read asks for: `apply_batch`, doubled per full read while
+    /// behind, up to `max_apply_batch`.
+    batch: usize,
 }
 
 /// When the dedup saga next runs for an owned tier.
@@ -328,6 +333,7 @@ impl TierWorker {
                             cursor: cursor.unwrap_or_else(|| "0-0".to_owned()),
                             renew_at,
                             saga: SagaSchedule::starting(now),
+                            batch: self.config.apply_batch,
                         });
                         state.free_since = None;
                         // What the previous owner left: the cache starts from it.
@@ -381,7 +387,7 @@ impl TierWorker {
         held: &mut Owned,
     ) -> redis::RedisResult<()> {
         let mut read = redis::cmd("XREAD");
-        read.arg("COUNT").arg(self.config.apply_batch);
+        read.arg("COUNT").arg(held.batch);
         if let Some(block) = held.saga.read_block(self.config.read_block) {
             let block_ms = u64::try_from(block.as_millis()).unwrap_or(100).max(1);
             read.arg("BLOCK").arg(block_ms);
@@ -398,7 +404,8 @@ impl TierWorker {
             .flatten()
             .flat_map(|(_, entries)| entries)
             .collect();
-        let full = entries.len() >= self.config.apply_batch;
+        let full = entries.len() >= held.batch;
+        held.batch = next_batch(held.batch, full, &self.config);
         let Some((last_id, _)) = entries.last() else {
             metrics::gauge!(m::LAG_SECONDS, "tier" => self.tier.to_string()).set(0.0);
             return Ok(());
@@ -507,6 +514,16 @@ impl TierWorker {
     }
 }
 
+/// The next read's batch: doubled after a full read (the tier is behind), up to
+/// `max_apply_batch`; back to `apply_batch` after a short one.
+fn next_batch(batch: usize, full: bool, config: &RouterConfig) -> usize {
+    if full {
+        (batch * 2).clamp(config.apply_batch, config.max_apply_batch)
+    } else {
+        config.apply_batch
+    }
+}
+
 /// Seconds since Redis added the stream entry `id` (`<ms>-<seq>`), by this host's clock.
 fn entry_age(id: &str) -> f64 {
     let added_ms = id
@@ -523,4 +540,26 @@ fn entry_age(id: &str) -> f64 {
 fn jitter(wait: Duration) -> Duration {
     let millis = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(2);
     Duration::from_millis(rand::rng().random_range(millis / 2..=millis))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_backlog_doubles_the_batch_up_to_its_cap_and_a_short_read_resets_it() {
+        let mut config = RouterConfig::new("redis://127.0.0.1:6390/");
+        config.apply_batch = 100;
+        config.max_apply_batch = 500;
+        let mut batch = config.apply_batch;
+        let mut seen = Vec::new();
+        for _ in 0..5 {
+            batch = next_batch(batch, true, &config);
+            seen.push(batch);
+        }
+        assert_eq!(seen, [200, 400, 500, 500, 500]);
+        assert_eq!(next_batch(batch, false, &config), 100);
+        config.max_apply_batch = 100;
+        assert_eq!(next_batch(100, true, &config), 100, "doubling turned off");
+    }
 }

@@ -24,8 +24,14 @@ pub struct RouterConfig {
     pub router_id: String,
     /// How long a tier lease lasts without renewal; renewed at a third of it.
     pub lease_ttl: Duration,
-    /// Stream entries per `hunt_apply` call at most (about 1 ms of Redis time per 100).
+    /// Stream entries per `hunt_apply` call while the tier keeps up (about 1 ms of Redis time
+    /// per 100, so claims queued behind a call wait little).
     pub apply_batch: usize,
+    /// Stream entries per `hunt_apply` call at most while the tier is behind: every full read
+    /// doubles the batch up to this, the first short read brings it back to `apply_batch`.
+    /// Bigger calls save round trips when a backlog must be caught up, at the price of claims
+    /// waiting longer behind each one. Equal to `apply_batch` turns the doubling off.
+    pub max_apply_batch: usize,
     /// How long one stream read waits for new entries.
     pub read_block: Duration,
     /// How often a tier this router does not own refreshes its cached top.
@@ -161,6 +167,7 @@ impl RouterConfig {
             router_id: random_router_id(),
             lease_ttl: Duration::from_secs(5),
             apply_batch: 100,
+            max_apply_batch: 500,
             read_block: Duration::from_millis(100),
             follower_refresh: Duration::from_millis(200),
             redis_response_timeout: Duration::from_secs(5),
@@ -208,6 +215,12 @@ impl RouterConfig {
         }
         if !(1..=1_000).contains(&self.apply_batch) {
             return Err(invalid("apply_batch", "must be between 1 and 1000"));
+        }
+        if !(self.apply_batch..=1_000).contains(&self.max_apply_batch) {
+            return Err(invalid(
+                "max_apply_batch",
+                "must be between apply_batch and 1000",
+            ));
         }
         if self.read_block.is_zero() || self.read_block >= self.lease_ttl / 3 {
             return Err(invalid(
@@ -291,6 +304,12 @@ mod tests {
         let mut bad = config.clone();
         bad.apply_batch = 0;
         assert_eq!(bad.validate().map_err(|e| e.field), Err("apply_batch"));
+        let mut bad = config.clone();
+        bad.apply_batch = 200;
+        bad.max_apply_batch = 150;
+        assert_eq!(bad.validate().map_err(|e| e.field), Err("max_apply_batch"));
+        bad.max_apply_batch = 1_001;
+        assert_eq!(bad.validate().map_err(|e| e.field), Err("max_apply_batch"));
         let mut bad = config.clone();
         bad.router_id = "a:b".into();
         assert_eq!(bad.validate().map_err(|e| e.field), Err("router_id"));

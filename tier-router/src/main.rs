@@ -28,6 +28,9 @@ struct Args {
     /// Stream entries per apply call (1 to 1000).
     #[arg(long, env = "HUNT_APPLY_BATCH", default_value_t = 100)]
     apply_batch: usize,
+    /// Stream entries per apply call at most while a tier is behind (apply batch to 1000).
+    #[arg(long, env = "HUNT_MAX_APPLY_BATCH", default_value_t = 500)]
+    max_apply_batch: usize,
     /// How long one stream read waits for new entries, in milliseconds (under a third of the
     /// lease TTL).
     #[arg(long, env = "HUNT_READ_BLOCK_MS", default_value_t = 100)]
@@ -120,6 +123,7 @@ fn main() -> ExitCode {
     config.grpc_addr = args.grpc_addr;
     config.lease_ttl = Duration::from_millis(args.lease_ttl_ms);
     config.apply_batch = args.apply_batch;
+    config.max_apply_batch = args.max_apply_batch;
     config.read_block = Duration::from_millis(args.read_block_ms);
     config.follower_refresh = Duration::from_millis(args.follower_refresh_ms);
     config.redis_response_timeout = Duration::from_millis(args.redis_timeout_ms);
