@@ -442,6 +442,8 @@ mod tests {
         assert!(!RedisTarget::open("redis://127.0.0.1:7000/", false)?.is_cluster());
         let cluster = RedisTarget::open("redis://127.0.0.1:7000/,redis://127.0.0.1:7001/", true)?;
         assert!(cluster.is_cluster());
+        // The chart's seed URL names database 0 explicitly.
+        assert!(RedisTarget::open("redis://:pw@redis-cluster:6379/0", true)?.is_cluster());
         assert!(RedisTarget::open(" , ", true).is_err());
         assert!(RedisTarget::open("http://nope", true).is_err());
         Ok(())
