@@ -83,6 +83,12 @@ VARIANTS: dict[str, dict] = {
             "existingSecret": "hunt-redis", "passwordKey": "password"}},
         "networkPolicy": {"externalRedisTo": [{"ipBlock": {"cidr": "10.20.0.0/16"}}]},
     },
+    "external-redis-cluster": {
+        "redis": {"mode": "external", "external": {
+            "host": "redis-cluster.data.svc.cluster.local", "existingSecret": "hunt-redis",
+            "passwordKey": "password", "cluster": True}},
+        "shardExample": {"enabled": True, "shardId": 3},
+    },
     "external-redis-url-secret": {
         "redis": {"mode": "external", "external": {"existingSecret": "hunt-redis", "urlKey": "url"}},
     },

@@ -130,8 +130,9 @@ def test_router_settings_are_flags_the_router_reads(chart):
     flags = router_env_vars()
     for name in config:
         assert name == "RUST_LOG" or name in flags, f"{name} is not an environment variable of tier-router"
-    # Every flag but the Redis URL (a Secret's business) and the per-process router id is set.
-    assert flags - set(config) == {"HUNT_REDIS_URL", "HUNT_ROUTER_ID"}
+    # Every flag but the Redis URL (a Secret's business), the cluster mode (set with the URL, only
+    # for redis.external.cluster) and the per-process router id is set.
+    assert flags - set(config) == {"HUNT_REDIS_URL", "HUNT_REDIS_CLUSTER", "HUNT_ROUTER_ID"}
 
 
 def test_services_for_grpc_and_http(chart):
@@ -190,10 +191,20 @@ def test_external_redis_url_from_a_secret(chart):
     assert "REDIS_PASSWORD" not in env
 
 
-def test_redis_cluster_is_refused_with_the_reason(chart):
-    values = {"redis": {"mode": "external", "external": {"host": "redis.example", "cluster": True}}}
-    with pytest.raises(helm.HelmRenderError, match="Redis Cluster is not supported yet"):
-        all_objects(chart, values)
+def test_redis_cluster_mode_reaches_the_router_and_the_sidecar(chart):
+    objects = all_objects(chart, VARIANTS["external-redis-cluster"])
+    assert "StatefulSet" not in kinds(objects)
+    router = pod_spec(find(objects, "Deployment", "-router"))["containers"][0]
+    sidecar = {c["name"]: c for c in pod_spec(find(objects, "Deployment", "-shard-3"))["containers"]}["shard-writer"]
+    for container in (router, sidecar):
+        env = env_of(container)
+        assert env["HUNT_REDIS_CLUSTER"]["value"] == "true"
+        # The seed the cluster is discovered from; the password still comes from the Secret.
+        assert env["HUNT_REDIS_URL"]["value"] == "redis://:$(REDIS_PASSWORD)@redis-cluster.data.svc.cluster.local:6379/0"
+    # Without cluster mode the setting is absent: the binaries default to one Redis.
+    for variant in ("default", "external-redis"):
+        plain = pod_spec(find(all_objects(chart, VARIANTS[variant]), "Deployment", "-router"))["containers"][0]
+        assert "HUNT_REDIS_CLUSTER" not in env_of(plain)
 
 
 @pytest.mark.parametrize(
@@ -204,6 +215,7 @@ def test_redis_cluster_is_refused_with_the_reason(chart):
         ({"redis": {"mode": "external"}}, "needs redis.external.host"),
         ({"redis": {"mode": "external", "external": {"urlKey": "url"}}}, "urlKey needs redis.external.existingSecret"),
         ({"redis": {"mode": "external", "external": {"host": "r", "passwordKey": "p"}}}, "passwordKey needs"),
+        ({"redis": {"mode": "external", "external": {"host": "r", "db": 1, "cluster": True}}}, "needs redis.external.db 0"),
         ({"router": {"autoscaling": {"minReplicas": 5, "maxReplicas": 3}}}, "minReplicas must not exceed"),
     ],
 )

@@ -13,7 +13,7 @@
 //! - Award records (`hunt:{t<N>}:awards`) are `<state>\t<chest>\t<player>\t<points>\t<shard>`:
 //!   ids hold no control character, so a tab separates the fields.
 
-use redis::aio::ConnectionLike;
+use crate::connection::Primaries;
 use redis::{FromRedisValue, RedisResult, Value};
 
 use crate::functions::{self, name};
@@ -126,11 +126,7 @@ impl FromRedisValue for ChestClaim {
 ///
 /// # Errors
 /// The Redis error.
-pub async fn open_clue<C: ConnectionLike + Send>(
-    conn: &mut C,
-    clue_id: &str,
-    wave: u64,
-) -> RedisResult<bool> {
+pub async fn open_clue<C: Primaries>(conn: &mut C, clue_id: &str, wave: u64) -> RedisResult<bool> {
     let mut cmd = functions::fcall_cmd(name::OPEN_CLUE, &[&keys::clue(clue_id)]);
     cmd.arg(wave);
     let (opened, _wave): (i64, u64) = functions::fcall(conn, &cmd).await?;
@@ -141,7 +137,7 @@ pub async fn open_clue<C: ConnectionLike + Send>(
 ///
 /// # Errors
 /// The Redis error.
-pub async fn claim_clue<C: ConnectionLike + Send>(
+pub async fn claim_clue<C: Primaries>(
     conn: &mut C,
     clue_id: &str,
     hunter: &str,
@@ -156,7 +152,7 @@ pub async fn claim_clue<C: ConnectionLike + Send>(
 ///
 /// # Errors
 /// The Redis error.
-pub async fn check_clue<C: ConnectionLike + Send>(
+pub async fn check_clue<C: Primaries>(
     conn: &mut C,
     clue_id: &str,
     hunter: &str,
@@ -179,7 +175,7 @@ pub fn claim_chest_cmd(chest_key: &str, award_id: &str) -> redis::Cmd {
 ///
 /// # Errors
 /// The Redis error.
-pub async fn claim_chest<C: ConnectionLike + Send>(
+pub async fn claim_chest<C: Primaries>(
     conn: &mut C,
     chest_key: &str,
     award_id: &str,

@@ -5,6 +5,7 @@
 //!   server reflection.
 //! - [`rewards`]: the reward table (`rewards/tiers.txtpb`), compiled into constants: tiers never
 //!   change at run time.
+//! - [`connection`]: one Redis or a Redis Cluster, behind one connection type.
 //! - [`functions`]: the Redis Functions library (`lua/hunt.lua`) and its loader.
 //! - [`claims`]: clue and chest claims and award records, typed.
 //! - [`keys`]: the Redis key schema, the only place that formats a Redis key.
@@ -34,6 +35,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/hunt_descriptor.bin"));
 
 pub mod claims;
+pub mod connection;
 pub mod functions;
 pub mod keys;
 #[cfg(feature = "testkit")]

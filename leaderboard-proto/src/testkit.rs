@@ -1,4 +1,5 @@
-//! A private `redis-server` for tests and demos (feature `testkit`).
+//! A private `redis-server` for tests and demos (feature `testkit`), and a private Redis
+//! Cluster ([`RedisCluster`]) of three of them.
 //!
 //! Design constraints:
 //! - Each [`RedisServer`] is its own child process on a free loopback port (never 6379) with its
@@ -41,9 +42,9 @@ const LOG_FILE: &str = "redis.log";
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TestkitError {
-    /// `redis-server` is not installed.
+    /// `redis-server` (or, for a cluster, `redis-cli`) is not installed.
     #[error(
-        "redis-server not found on PATH; install it with: sudo apt-get install -y redis-server"
+        "redis-server or redis-cli not found on PATH; install them with: sudo apt-get install -y redis-server"
     )]
     NotInstalled,
     /// A file system or process operation failed.
@@ -96,6 +97,22 @@ pub enum TestkitError {
         /// The last attempt's error.
         last: Box<TestkitError>,
     },
+    /// `redis-cli --cluster create` failed.
+    #[error("redis-cli --cluster create exited with {status}:\n{output}")]
+    ClusterCreate {
+        /// Its exit status.
+        status: ExitStatus,
+        /// What it printed.
+        output: String,
+    },
+    /// A cluster node did not report `cluster_state:ok` in time.
+    #[error("the redis cluster did not settle within {timeout:?}; a node's CLUSTER INFO:\n{info}")]
+    ClusterNotReady {
+        /// How long it was given.
+        timeout: Duration,
+        /// The `CLUSTER INFO` of a node that was not ready.
+        info: String,
+    },
     /// The server is stopped: the call needs a running one.
     #[error("redis-server is not running")]
     NotRunning,
@@ -146,7 +163,7 @@ impl RedisServer {
         let mut last = None;
         for _ in 0..START_ATTEMPTS {
             let port = free_port()?;
-            match spawn_ready(&binary, port, dir.path()) {
+            match spawn_ready(&binary, port, dir.path(), &[]) {
                 Ok((child, client)) => {
                     return Ok(Self {
                         binary,
@@ -274,7 +291,7 @@ impl RedisServer {
     }
 
     fn spawn_again(&mut self) -> Result<(), TestkitError> {
-        let (child, client) = spawn_ready(&self.binary, self.port, self.dir.path())?;
+        let (child, client) = spawn_ready(&self.binary, self.port, self.dir.path(), &[])?;
         self.pid = child.id();
         self.client = client;
         self.child = Some(child);
@@ -309,6 +326,215 @@ impl Drop for RedisServer {
         if let Some(mut child) = self.child.take() {
             resume_child(&child);
             kill_and_reap(&mut child);
+        }
+    }
+}
+
+/// Primaries of a [`RedisCluster`].
+pub const CLUSTER_PRIMARIES: usize = 3;
+
+/// A private Redis Cluster of [`CLUSTER_PRIMARIES`] primaries (no replicas), each a
+/// `redis-server` child on free loopback ports, owned by the test that started it.
+///
+/// Dropping it kills and reaps every node and removes their directories.
+#[derive(Debug)]
+pub struct RedisCluster {
+    nodes: Vec<ClusterNode>,
+    // Declared last: dropped after the children are reaped in `Drop`.
+    dir: TempDir,
+}
+
+/// One node of a [`RedisCluster`].
+#[derive(Debug)]
+struct ClusterNode {
+    port: u16,
+    client: redis::Client,
+    child: Child,
+}
+
+impl RedisCluster {
+    /// Starts [`CLUSTER_PRIMARIES`] cluster-enabled `redis-server`s, joins them with
+    /// `redis-cli --cluster create` (the slots split evenly) and returns once every node reports
+    /// `cluster_state:ok` (within 10 s).
+    ///
+    /// # Errors
+    ///
+    /// [`TestkitError::NotInstalled`] when `redis-server` or `redis-cli` is not on `PATH`;
+    /// [`TestkitError::StartFailed`] when a node did not come up; [`TestkitError::ClusterCreate`]
+    /// when `redis-cli` failed; [`TestkitError::ClusterNotReady`] when the cluster did not settle.
+    pub fn start() -> Result<Self, TestkitError> {
+        let server = find_on_path("redis-server").ok_or(TestkitError::NotInstalled)?;
+        let cli = find_on_path("redis-cli").ok_or(TestkitError::NotInstalled)?;
+        let dir = tempfile::Builder::new()
+            .prefix("hunt-redis-cluster-")
+            .tempdir()
+            .map_err(TestkitError::io("creating the redis cluster directory"))?;
+        let mut cluster = Self {
+            nodes: Vec::with_capacity(CLUSTER_PRIMARIES),
+            dir,
+        };
+        for index in 0..CLUSTER_PRIMARIES {
+            let node = cluster.start_node(&server, index)?;
+            cluster.nodes.push(node);
+        }
+        cluster.create(&cli)?;
+        cluster.wait_settled()?;
+        Ok(cluster)
+    }
+
+    /// The seed list for cluster mode: every node's URL, comma-separated.
+    #[must_use]
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|node| redis_url(node.port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The nodes' loopback ports.
+    #[must_use]
+    pub fn ports(&self) -> Vec<u16> {
+        self.nodes.iter().map(|node| node.port).collect()
+    }
+
+    /// A client for the node at `index` alone (no cluster routing).
+    ///
+    /// # Panics
+    /// When `index` is not below [`CLUSTER_PRIMARIES`].
+    #[must_use]
+    pub fn node_client(&self, index: usize) -> redis::Client {
+        self.nodes[index].client.clone()
+    }
+
+    /// The cluster as a [`crate::connection::RedisTarget`].
+    ///
+    /// # Errors
+    ///
+    /// [`TestkitError::Redis`] when the seed list is refused.
+    pub fn target(&self) -> Result<crate::connection::RedisTarget, TestkitError> {
+        Ok(crate::connection::RedisTarget::open(&self.urls(), true)?)
+    }
+
+    /// The index of the node serving `key`: the one that answers for it instead of redirecting.
+    ///
+    /// # Errors
+    ///
+    /// [`TestkitError::Redis`] when a node cannot be reached; [`TestkitError::NotRunning`] when
+    /// no node serves the key.
+    pub fn node_of(&self, key: &str) -> Result<usize, TestkitError> {
+        for (index, node) in self.nodes.iter().enumerate() {
+            let mut connection = node.client.get_connection_with_timeout(READY_TIMEOUT)?;
+            match redis::cmd("EXISTS").arg(key).query::<i64>(&mut connection) {
+                Ok(_) => return Ok(index),
+                Err(error) if error.code() == Some("MOVED") => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(TestkitError::NotRunning)
+    }
+
+    fn start_node(&self, binary: &Path, index: usize) -> Result<ClusterNode, TestkitError> {
+        let dir = self.dir.path().join(format!("node-{index}"));
+        fs::create_dir_all(&dir).map_err(TestkitError::io("creating a node directory"))?;
+        let mut last = None;
+        for _ in 0..START_ATTEMPTS {
+            let port = free_port()?;
+            // The cluster bus gets a port of its own: port + 10000 may not exist.
+            let bus_port = free_port()?;
+            let extra = [
+                "--cluster-enabled".to_owned(),
+                "yes".to_owned(),
+                "--cluster-config-file".to_owned(),
+                dir.join(format!("nodes-{index}.conf"))
+                    .display()
+                    .to_string(),
+                "--cluster-port".to_owned(),
+                bus_port.to_string(),
+                "--cluster-node-timeout".to_owned(),
+                "5000".to_owned(),
+            ];
+            match spawn_ready(binary, port, &dir, &extra) {
+                Ok((child, client)) => {
+                    return Ok(ClusterNode {
+                        port,
+                        client,
+                        child,
+                    });
+                }
+                Err(error) => last = Some(error),
+            }
+        }
+        Err(TestkitError::StartFailed {
+            attempts: START_ATTEMPTS,
+            last: Box::new(last.unwrap_or(TestkitError::NotRunning)),
+        })
+    }
+
+    /// `redis-cli --cluster create`: assigns the slots and introduces the nodes to each other.
+    fn create(&self, cli: &Path) -> Result<(), TestkitError> {
+        let output = Command::new(cli)
+            .arg("--cluster")
+            .arg("create")
+            .args(
+                self.nodes
+                    .iter()
+                    .map(|node| format!("127.0.0.1:{}", node.port)),
+            )
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(TestkitError::io("running redis-cli --cluster create"))?;
+        if output.status.success() {
+            return Ok(());
+        }
+        Err(TestkitError::ClusterCreate {
+            status: output.status,
+            output: format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ),
+        })
+    }
+
+    /// Polls `CLUSTER INFO` on every node until each reports `cluster_state:ok` and knows every
+    /// other node.
+    fn wait_settled(&self) -> Result<(), TestkitError> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let settled = |node: &ClusterNode| -> Option<String> {
+            let mut connection = node
+                .client
+                .get_connection_with_timeout(PROBE_TIMEOUT)
+                .ok()?;
+            let info: String = redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query(&mut connection)
+                .ok()?;
+            let known = format!("cluster_known_nodes:{CLUSTER_PRIMARIES}");
+            let ok = info.lines().any(|line| line.trim() == "cluster_state:ok")
+                && info.lines().any(|line| line.trim() == known);
+            (!ok).then_some(info)
+        };
+        loop {
+            let Some(info) = self.nodes.iter().find_map(settled) else {
+                return Ok(());
+            };
+            if Instant::now() >= deadline {
+                return Err(TestkitError::ClusterNotReady {
+                    timeout: READY_TIMEOUT,
+                    info,
+                });
+            }
+            thread::sleep(POLL_INTERVAL);
+        }
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            kill_and_reap(&mut node.child);
         }
     }
 }
@@ -349,8 +575,10 @@ fn spawn_ready(
     binary: &Path,
     port: u16,
     dir: &Path,
+    extra: &[String],
 ) -> Result<(Child, redis::Client), TestkitError> {
     let mut child = Command::new(binary)
+        .args(extra)
         .arg("--port")
         .arg(port.to_string())
         .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])

@@ -23,8 +23,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use leaderboard_proto::claims::{self, ClueClaim};
+use leaderboard_proto::connection::Connection;
 use leaderboard_proto::{functions, keys};
-use redis::aio::MultiplexedConnection;
 use tokio_util::sync::CancellationToken;
 
 use crate::open_loop::{self, Outcome, millis};
@@ -93,7 +93,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
             .await
             .context("connecting to Redis")?;
         functions::ensure_loaded(&mut conn).await?;
-        connections.push(conn);
+        connections.push(Connection::from(conn));
     }
     let duration = Duration::from_secs(args.seconds);
     println!(
@@ -221,7 +221,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
 
 /// Phase 4: one sweep over `awards` pending awards, beside settling one award per step.
 async fn sweep(
-    conn: &mut MultiplexedConnection,
+    conn: &mut Connection,
     awards: u64,
     saga_batch: u64,
     baseline_awards: u64,
@@ -257,7 +257,7 @@ const BASELINE_TIER: u32 = 2;
 /// times saga steps of `saga_batch` until none waits; checks that half were confirmed and half
 /// compensated. Returns the awards settled and the time taken.
 async fn settle_all(
-    conn: &mut MultiplexedConnection,
+    conn: &mut Connection,
     tier: u32,
     awards: u64,
     saga_batch: u64,
@@ -329,7 +329,7 @@ async fn settle_all(
 }
 
 /// Opens `wave` on every clue, in one pipeline.
-async fn open_wave(conn: &mut MultiplexedConnection, clues: u32, wave: u64) -> anyhow::Result<()> {
+async fn open_wave(conn: &mut Connection, clues: u32, wave: u64) -> anyhow::Result<()> {
     let mut pipe = redis::pipe();
     for clue in 0..u64::from(clues) {
         let mut cmd =
@@ -343,7 +343,7 @@ async fn open_wave(conn: &mut MultiplexedConnection, clues: u32, wave: u64) -> a
 
 /// Opens a new wave every `every` until stopped; returns the last wave opened.
 async fn open_waves(
-    mut conn: MultiplexedConnection,
+    mut conn: Connection,
     clues: u32,
     every: Duration,
     stop: CancellationToken,
@@ -381,11 +381,7 @@ fn check_winners(winners: &Winners) -> anyhow::Result<()> {
 }
 
 /// The old systems' claim: a lock with a time to live around a read and a write of the holder.
-async fn lock_based_claim(
-    conn: &mut MultiplexedConnection,
-    clue: &str,
-    hunter: &str,
-) -> anyhow::Result<()> {
+async fn lock_based_claim(conn: &mut Connection, clue: &str, hunter: &str) -> anyhow::Result<()> {
     let lock = keys::baseline_clue_lock(clue);
     let locked: Option<String> = redis::cmd("SET")
         .arg(&lock)

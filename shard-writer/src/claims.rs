@@ -23,13 +23,13 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use leaderboard_proto::claims::{self, TokenCheck};
+use leaderboard_proto::connection::Connection;
 use leaderboard_proto::functions::{self, name};
 use leaderboard_proto::v1::hunt_event::Kind;
 use leaderboard_proto::v1::{HuntEvent, WaveReset};
 use leaderboard_proto::validate::{self, ValidationError};
 use leaderboard_proto::{keys, rewards};
 use redis::RedisError;
-use redis::aio::MultiplexedConnection;
 
 pub use leaderboard_proto::claims::{ChestClaim, ClueClaim};
 
@@ -237,7 +237,7 @@ impl ShardWriter {
     /// Runs `op` on the claims connection within `claim_timeout`.
     async fn redis_call<T, F, Fut>(&self, op: F) -> Result<T, ClaimError>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: FnOnce(Connection) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
         let link = self.inner.claims.as_ref().ok_or(ClaimError::NoRedis)?;

@@ -4,6 +4,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use leaderboard_proto::connection::RedisTarget;
+pub use leaderboard_proto::connection::redact_url;
+
 use crate::clock::{Clock, SystemClock};
 use crate::error::ConfigError;
 
@@ -45,6 +48,9 @@ pub struct WriterConfig {
     /// Redis to relay to (`redis://[:password@]host:port/`). `None` keeps the writer local: events
     /// are committed and wait in the outbox until a writer with Redis opens the file.
     pub redis_url: Option<String>,
+    /// Whether `redis_url` is a comma-separated list of Redis Cluster seed node URLs rather than
+    /// one Redis.
+    pub redis_cluster: bool,
     /// `synchronous` for append commits.
     pub synchronous: Synchronous,
     /// Appends waiting for group commit; past it `append` waits and `try_append` is refused.
@@ -108,6 +114,7 @@ impl WriterConfig {
             path: path.into(),
             shard_id,
             redis_url: None,
+            redis_cluster: false,
             synchronous: Synchronous::Normal,
             queue_capacity: 65_536,
             max_commit_batch: 4_096,
@@ -137,6 +144,16 @@ impl WriterConfig {
     #[must_use]
     pub fn with_redis(mut self, redis_url: impl Into<String>) -> Self {
         self.redis_url = Some(redis_url.into());
+        self.redis_cluster = false;
+        self
+    }
+
+    /// The same configuration relaying to the Redis Cluster found through `seeds`: one or more
+    /// node URLs, comma-separated.
+    #[must_use]
+    pub fn with_redis_cluster(mut self, seeds: impl Into<String>) -> Self {
+        self.redis_url = Some(seeds.into());
+        self.redis_cluster = true;
         self
     }
 
@@ -210,27 +227,12 @@ impl WriterConfig {
             });
         }
         if let Some(url) = &self.redis_url {
-            redis::Client::open(url.as_str()).map_err(|err| ConfigError::Invalid {
+            RedisTarget::open(url, self.redis_cluster).map_err(|err| ConfigError::Invalid {
                 field: "redis_url",
                 reason: format!("{} ({err_kind:?})", redact_url(url), err_kind = err.kind()),
             })?;
         }
         Ok(())
-    }
-}
-
-/// `url` with any password replaced by `***`, fit for logs and error messages.
-#[must_use]
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return "<redis url>".to_owned();
-    };
-    match rest.split_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
-            None => format!("{scheme}://***@{host}"),
-        },
-        None => url.to_owned(),
     }
 }
 

@@ -14,9 +14,9 @@
 use std::future::Future;
 use std::time::Duration;
 
+use leaderboard_proto::connection::{Connection, RedisTarget, Timeouts};
 use leaderboard_proto::functions;
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, ErrorKind, RedisError, RetryMethod};
+use redis::{ErrorKind, RedisError, RetryMethod};
 
 use crate::config::{WriterConfig, redact_url};
 
@@ -33,12 +33,12 @@ pub(crate) enum CallError {
 #[derive(Default)]
 struct Slot {
     generation: u64,
-    conn: Option<MultiplexedConnection>,
+    conn: Option<Connection>,
 }
 
 /// A lazily opened Redis connection that is replaced after any failure that may have broken it.
 pub(crate) struct Reconnecting {
-    client: redis::Client,
+    client: RedisTarget,
     connect_timeout: Duration,
     /// The Redis URL with its password redacted, for messages.
     redis: String,
@@ -54,8 +54,9 @@ impl std::fmt::Debug for Reconnecting {
 }
 
 impl Reconnecting {
-    /// A connection to `client`'s Redis, opened on first use with `config`'s connect timeout.
-    pub(crate) fn new(client: redis::Client, config: &WriterConfig) -> Self {
+    /// A connection to `client` (one Redis or a cluster), opened on first use with `config`'s
+    /// connect timeout.
+    pub(crate) fn new(client: RedisTarget, config: &WriterConfig) -> Self {
         Self {
             client,
             connect_timeout: config.redis_connect_timeout,
@@ -72,7 +73,7 @@ impl Reconnecting {
     /// Runs `op` on the connection (opening it first if needed), all within `deadline`.
     pub(crate) async fn call<T, F, Fut>(&self, deadline: Duration, op: F) -> Result<T, CallError>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: FnOnce(Connection) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
         let mut used = None;
@@ -101,19 +102,17 @@ impl Reconnecting {
     }
 
     /// The current connection, opened (with the function library loaded) if there is none.
-    async fn connection(&self) -> Result<(u64, MultiplexedConnection), RedisError> {
+    async fn connection(&self) -> Result<(u64, Connection), RedisError> {
         let mut slot = self.slot.lock().await;
         if let Some(conn) = &slot.conn {
             return Ok((slot.generation, conn.clone()));
         }
         // Responses are bounded by each call's deadline, not by the connection.
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.connect_timeout))
-            .set_response_timeout(None);
-        let mut conn = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
+        let timeouts = Timeouts {
+            connect: Some(self.connect_timeout),
+            response: None,
+        };
+        let mut conn = self.client.connect(timeouts).await?;
         functions::ensure_loaded(&mut conn).await?;
         slot.generation += 1;
         slot.conn = Some(conn.clone());
@@ -160,7 +159,7 @@ mod tests {
         // Port 1 on loopback: nothing listens, the connection is refused at once.
         let url = "redis://:s3cret@127.0.0.1:1/";
         let config = WriterConfig::new("/tmp/unused.sqlite", 1).with_redis(url);
-        let Ok(client) = redis::Client::open(url) else {
+        let Ok(client) = RedisTarget::open(url, false) else {
             panic!("a valid URL");
         };
         let link = Reconnecting::new(client, &config);

@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use leaderboard_proto::{keys, rewards};
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
+use leaderboard_proto::connection::{RedisTarget, Timeouts};
+
 use crate::config::redact_url;
 use crate::wal::{RESTORED, to_u64};
 
@@ -216,21 +218,23 @@ impl ShardState {
         })
     }
 
-    /// Adds what Redis at `redis_url` holds for this shard: its epoch, and per tier the
-    /// published and applied marks and any replay request. Waits at most `timeout`.
+    /// Adds what Redis at `redis_url` (with `cluster`, a comma-separated list of Redis Cluster
+    /// seed URLs) holds for this shard: its epoch, and per tier the published and applied marks
+    /// and any replay request. Waits at most `timeout`.
     ///
     /// # Errors
     /// [`InspectError::Redis`] when Redis cannot be reached or refuses.
     pub async fn with_redis(
         mut self,
         redis_url: &str,
+        cluster: bool,
         timeout: std::time::Duration,
     ) -> Result<Self, InspectError> {
         let redis_error = |reason: String| InspectError::Redis {
             redis: redact_url(redis_url),
             reason,
         };
-        let client = redis::Client::open(redis_url)
+        let client = RedisTarget::open(redis_url, cluster)
             .map_err(|err| redis_error(format!("{:?}", err.kind())))?;
         let field = keys::shard_field(self.shard_id);
         let mut pipe = redis::pipe();
@@ -241,11 +245,11 @@ impl ShardState {
                 .hget(keys::tier_replay(tier.tier), &field);
         }
         let query = async {
-            let config = redis::AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(timeout))
-                .set_response_timeout(Some(timeout));
             let mut conn = client
-                .get_multiplexed_async_connection_with_config(&config)
+                .connect(Timeouts {
+                    connect: Some(timeout),
+                    response: Some(timeout),
+                })
                 .await?;
             let (epoch, marks): (Option<u64>, Vec<Option<u64>>) = {
                 let values: Vec<Option<u64>> = pipe.query_async(&mut conn).await?;

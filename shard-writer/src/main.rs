@@ -72,6 +72,10 @@ struct ServeArgs {
     /// and claims answer UNAVAILABLE.
     #[arg(long, env = "HUNT_REDIS_URL", hide_env_values = true)]
     redis_url: Option<String>,
+    /// Whether --redis-url lists Redis Cluster seed nodes (comma-separated) instead of naming
+    /// one Redis.
+    #[arg(long, env = "HUNT_REDIS_CLUSTER")]
+    redis_cluster: bool,
     /// Where gRPC listens.
     #[arg(long, env = "HUNT_GRPC_ADDR", default_value = "0.0.0.0:50052")]
     grpc_addr: SocketAddr,
@@ -97,6 +101,10 @@ struct InspectArgs {
     /// Also read the shard's marks in this Redis.
     #[arg(long, env = "HUNT_REDIS_URL", hide_env_values = true)]
     redis_url: Option<String>,
+    /// Whether --redis-url lists Redis Cluster seed nodes (comma-separated) instead of naming
+    /// one Redis.
+    #[arg(long, env = "HUNT_REDIS_CLUSTER")]
+    redis_cluster: bool,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -110,6 +118,10 @@ struct ReplayArgs {
     /// The Redis the shard's writer relays to.
     #[arg(long, env = "HUNT_REDIS_URL", hide_env_values = true)]
     redis_url: String,
+    /// Whether --redis-url lists Redis Cluster seed nodes (comma-separated) instead of naming
+    /// one Redis.
+    #[arg(long, env = "HUNT_REDIS_CLUSTER")]
+    redis_cluster: bool,
     /// The tier to re-send.
     #[arg(long)]
     tier: u32,
@@ -149,6 +161,10 @@ struct GenerateArgs {
     /// Redis to relay to; without it events stay in the file.
     #[arg(long, env = "HUNT_REDIS_URL", hide_env_values = true)]
     redis_url: Option<String>,
+    /// Whether --redis-url lists Redis Cluster seed nodes (comma-separated) instead of naming
+    /// one Redis.
+    #[arg(long, env = "HUNT_REDIS_CLUSTER")]
+    redis_cluster: bool,
     /// Events to append; 0 appends until interrupted.
     #[arg(long, default_value_t = 1000)]
     count: u64,
@@ -216,6 +232,7 @@ fn config_error(err: &ConfigError) -> ExitCode {
 async fn serve(args: ServeArgs) -> ExitCode {
     let mut writer = WriterConfig::new(&args.db, args.shard_id);
     writer.redis_url = args.redis_url;
+    writer.redis_cluster = args.redis_cluster;
     writer.queue_capacity = args.queue_capacity;
     writer.shutdown_grace = Duration::from_millis(args.shutdown_grace_ms);
     let mut config = IngestConfig::new(writer);
@@ -262,7 +279,10 @@ async fn inspect(args: InspectArgs) -> ExitCode {
         }
     };
     let state = match &args.redis_url {
-        Some(url) => match state.with_redis(url, Duration::from_secs(2)).await {
+        Some(url) => match state
+            .with_redis(url, args.redis_cluster, Duration::from_secs(2))
+            .await
+        {
             Ok(state) => state,
             Err(err) => {
                 eprintln!("error: {err}");
@@ -283,6 +303,7 @@ async fn run_replay(args: ReplayArgs) -> ExitCode {
     match replay::request_replay(
         &args.db,
         &args.redis_url,
+        args.redis_cluster,
         args.tier,
         args.from,
         Duration::from_secs(2),
@@ -379,6 +400,7 @@ async fn wait_for_signal() {
 async fn generate(args: GenerateArgs) -> ExitCode {
     let mut config = WriterConfig::new(&args.db, args.shard);
     config.redis_url = args.redis_url;
+    config.redis_cluster = args.redis_cluster;
     if let Err(err) = config.validate() {
         return config_error(&err);
     }

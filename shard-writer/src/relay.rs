@@ -38,11 +38,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use leaderboard_proto::connection::{Connection as RedisConnection, RedisTarget, Timeouts};
 use leaderboard_proto::functions::{self, name};
 use leaderboard_proto::{keys, rewards};
 use rand::Rng;
-use redis::aio::{ConnectionLike, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, RedisError};
+use redis::RedisError;
+use redis::aio::ConnectionLike;
 use rusqlite::{Connection, params};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -85,16 +86,17 @@ struct TierState {
     replay_acted: Option<(u64, Instant)>,
 }
 
-/// Connects to Redis with the writer's timeouts.
+/// Connects to Redis (one node or a cluster) with the writer's timeouts, and makes sure the
+/// library is loaded on every primary.
 pub(crate) async fn connect(
-    client: &redis::Client,
+    client: &RedisTarget,
     config: &WriterConfig,
-) -> Result<MultiplexedConnection, RedisError> {
-    let connection = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(config.redis_connect_timeout))
-        .set_response_timeout(Some(config.redis_response_timeout));
+) -> Result<RedisConnection, RedisError> {
     let mut conn = client
-        .get_multiplexed_async_connection_with_config(&connection)
+        .connect(Timeouts {
+            connect: Some(config.redis_connect_timeout),
+            response: Some(config.redis_response_timeout),
+        })
         .await?;
     functions::ensure_loaded(&mut conn).await?;
     Ok(conn)
@@ -159,7 +161,7 @@ struct Batch {
 pub(crate) struct Relay {
     shard_id: u32,
     field: String,
-    client: redis::Client,
+    client: RedisTarget,
     config: WriterConfig,
     reader: Arc<Mutex<(Connection, WalSync)>>,
     jobs: mpsc::Sender<Job>,
@@ -172,7 +174,7 @@ pub(crate) struct Relay {
 impl Relay {
     pub(crate) fn new(
         config: &WriterConfig,
-        client: redis::Client,
+        client: RedisTarget,
         reader: Connection,
         jobs: mpsc::Sender<Job>,
         progress: Arc<Progress>,
@@ -262,7 +264,7 @@ impl Relay {
     }
 
     /// Serves one connection until it fails, or until drained.
-    async fn serve(&mut self, mut conn: MultiplexedConnection) -> Result<(), RelayError> {
+    async fn serve(&mut self, mut conn: RedisConnection) -> Result<(), RelayError> {
         let published = published_marks(&mut conn, self.shard_id).await?;
         self.confirm(&published).await?;
         self.poll_acks(&mut conn).await?;
@@ -338,7 +340,7 @@ impl Relay {
     }
 
     /// Sends one batch per tier that has committed events not yet sent. Returns the events sent.
-    async fn publish_round(&mut self, conn: &mut MultiplexedConnection) -> Result<u64, RelayError> {
+    async fn publish_round(&mut self, conn: &mut RedisConnection) -> Result<u64, RelayError> {
         let mut wanted = Vec::new();
         for (slot, tier) in self.tiers.iter().enumerate() {
             if !self.progress.confirmed(tier.index) {
@@ -488,7 +490,7 @@ impl Relay {
 
     /// Reads the router's watermarks and replay requests; stores new acknowledgements; decides
     /// re-sends.
-    async fn poll_acks(&mut self, conn: &mut MultiplexedConnection) -> Result<(), RelayError> {
+    async fn poll_acks(&mut self, conn: &mut RedisConnection) -> Result<(), RelayError> {
         let mut pipe = redis::pipe();
         for tier in &self.tiers {
             pipe.hget(&tier.applied_key, &self.field);

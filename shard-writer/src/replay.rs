@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use leaderboard_proto::{keys, rewards};
 
+use leaderboard_proto::connection::{RedisTarget, Timeouts};
+
 use crate::config::redact_url;
 use crate::inspect::{InspectError, ShardState};
 
@@ -67,7 +69,8 @@ pub struct ReplayRequest {
 }
 
 /// Records a request that the writer of shard file `db` re-send `tier` from `from`, in the
-/// Redis at `redis_url`, waiting at most `timeout`.
+/// Redis at `redis_url` (with `cluster`, a comma-separated list of Redis Cluster seed URLs),
+/// waiting at most `timeout`.
 ///
 /// # Errors
 /// [`ReplayError`]: the file unreadable, an unknown tier, `from` outside 1 to the highest
@@ -75,6 +78,7 @@ pub struct ReplayRequest {
 pub async fn request_replay(
     db: &Path,
     redis_url: &str,
+    cluster: bool,
     tier: u32,
     from: u64,
     timeout: Duration,
@@ -105,14 +109,14 @@ pub async fn request_replay(
         redis: redact_url(redis_url),
         reason,
     };
-    let client =
-        redis::Client::open(redis_url).map_err(|err| redis_error(format!("{:?}", err.kind())))?;
+    let client = RedisTarget::open(redis_url, cluster)
+        .map_err(|err| redis_error(format!("{:?}", err.kind())))?;
     let record = async {
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout));
         let mut conn = client
-            .get_multiplexed_async_connection_with_config(&config)
+            .connect(Timeouts {
+                connect: Some(timeout),
+                response: Some(timeout),
+            })
             .await?;
         redis::cmd("HSET")
             .arg(keys::tier_replay(tier))

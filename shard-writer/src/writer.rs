@@ -1,5 +1,6 @@
 //! [`ShardWriter`]: the handle a shard process appends through.
 
+use leaderboard_proto::connection::RedisTarget;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -64,7 +65,7 @@ pub(crate) struct Inner {
     drain: CancellationToken,
     tasks: Mutex<Option<Tasks>>,
     /// Redis, for claims and compensations (`None` without a Redis URL).
-    pub(crate) client: Option<redis::Client>,
+    pub(crate) client: Option<RedisTarget>,
     /// The claims connection, apart from the relay's so a publish never delays a claim.
     pub(crate) claims: Option<Reconnecting>,
     /// The `n` of the next award id `<shard>.<epoch>.a<n>`.
@@ -138,7 +139,7 @@ impl ShardWriter {
         })??;
 
         let client = match &config.redis_url {
-            Some(url) => Some(redis::Client::open(url.as_str()).map_err(|err| {
+            Some(url) => Some(RedisTarget::open(url, config.redis_cluster).map_err(|err| {
                 OpenError::Config(crate::error::ConfigError::Invalid {
                     field: "redis_url",
                     reason: format!("{}: {:?}", redact_url(url), err.kind()),
@@ -534,7 +535,7 @@ pub(crate) enum BatchRejected {
 
 /// The epoch and the published marks, read from Redis at open.
 async fn redis_open_state(
-    client: &redis::Client,
+    client: &RedisTarget,
     config: &WriterConfig,
     floor: u64,
 ) -> Result<(u64, Vec<u64>), redis::RedisError> {

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use leaderboard_proto::connection::{RedisTarget, Timeouts};
 use leaderboard_proto::rewards;
 use leaderboard_proto::v1::leaderboard_server::LeaderboardServer;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -47,7 +48,7 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct App {
     config: RouterConfig,
-    client: redis::Client,
+    client: RedisTarget,
     grpc: TcpListener,
     grpc_addr: SocketAddr,
     http: TcpListener,
@@ -65,7 +66,7 @@ impl App {
     /// [`StartError`]: bad configuration, a port taken, Redis unreachable.
     pub async fn build(config: RouterConfig) -> Result<Self, StartError> {
         config.validate()?;
-        let client = redis::Client::open(config.redis_url.as_str())?;
+        let client = config.redis_target()?;
         let (grpc, grpc_addr) = bind(config.grpc_addr).await?;
         let (http, http_addr) = bind(config.http_addr).await?;
         let reflection = tonic_reflection::server::Builder::configure()
@@ -76,9 +77,10 @@ impl App {
             .map_err(|err| StartError::Reflection(err.to_string()))?;
         let reads = crate::grpc::Reads::new(
             client.clone(),
-            redis::AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(config.redis_connect_timeout))
-                .set_response_timeout(Some(config.redis_response_timeout)),
+            Timeouts {
+                connect: Some(config.redis_connect_timeout),
+                response: Some(config.redis_response_timeout),
+            },
             apply::connect(&client, &config, Some(config.redis_response_timeout)).await?,
         );
         crate::metrics::describe();
@@ -254,7 +256,7 @@ async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError>
 /// the other routers take the tiers at once.
 async fn heartbeat(
     config: RouterConfig,
-    client: redis::Client,
+    client: RedisTarget,
     view: watch::Sender<Vec<String>>,
     workers: TaskTracker,
     cancel: CancellationToken,

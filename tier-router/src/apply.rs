@@ -22,12 +22,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use leaderboard_proto::connection::{Connection, RedisTarget, Timeouts};
 use leaderboard_proto::functions::{self, ApplyEntry};
 use leaderboard_proto::v1::HuntEvent;
 use leaderboard_proto::{keys, stream};
 use rand::Rng;
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, RedisError};
+use redis::RedisError;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -55,7 +55,7 @@ pub fn score_change(event: &HuntEvent, tier: u32) -> (&str, i64) {
 /// # Errors
 /// The Redis error; a stale token fails with the server error code `FENCED`.
 pub async fn apply_batch(
-    conn: &mut MultiplexedConnection,
+    conn: &mut Connection,
     tier: u32,
     token: &str,
     cursor: &str,
@@ -74,17 +74,18 @@ pub fn is_fenced(err: &RedisError) -> bool {
     err.code() == Some("FENCED")
 }
 
-/// Connects to Redis with the router's timeouts.
+/// Connects to Redis (one node or a cluster) with the router's timeouts, and makes sure the
+/// library is loaded on every primary.
 pub(crate) async fn connect(
-    client: &redis::Client,
+    target: &RedisTarget,
     config: &RouterConfig,
     response_timeout: Option<Duration>,
-) -> redis::RedisResult<MultiplexedConnection> {
-    let settings = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(config.redis_connect_timeout))
-        .set_response_timeout(response_timeout);
-    let mut conn = client
-        .get_multiplexed_async_connection_with_config(&settings)
+) -> redis::RedisResult<Connection> {
+    let mut conn = target
+        .connect(Timeouts {
+            connect: Some(config.redis_connect_timeout),
+            response: response_timeout,
+        })
         .await?;
     functions::ensure_loaded(&mut conn).await?;
     Ok(conn)
@@ -96,7 +97,7 @@ pub(crate) struct TierWorker {
     /// The tier's 0-based position in the reward table, which decides its fair owner.
     pub(crate) tier_index: usize,
     pub(crate) config: RouterConfig,
-    pub(crate) client: redis::Client,
+    pub(crate) client: RedisTarget,
     pub(crate) cache: Arc<Cache>,
     pub(crate) view: View,
     pub(crate) cancel: CancellationToken,
@@ -304,11 +305,7 @@ impl TierWorker {
 
     /// Takes the lease (or finds this router already holds it), reading the stored cursor when
     /// the token is new.
-    async fn take_lease(
-        &self,
-        conn: &mut MultiplexedConnection,
-        state: &mut State,
-    ) -> redis::RedisResult<()> {
+    async fn take_lease(&self, conn: &mut Connection, state: &mut State) -> redis::RedisResult<()> {
         let now = Instant::now();
         let lease = lease::acquire(
             conn,
@@ -355,7 +352,7 @@ impl TierWorker {
     /// its fair owner (that router is alive but not serving it): then any router takes it.
     async fn lease_abandoned(
         &self,
-        conn: &mut MultiplexedConnection,
+        conn: &mut Connection,
         state: &mut State,
         now: Instant,
     ) -> redis::RedisResult<bool> {
@@ -382,8 +379,8 @@ impl TierWorker {
     /// Reads one batch from the cursor and applies it.
     async fn step(
         &self,
-        conn: &mut MultiplexedConnection,
-        reader: &mut MultiplexedConnection,
+        conn: &mut Connection,
+        reader: &mut Connection,
         held: &mut Owned,
     ) -> redis::RedisResult<()> {
         let mut read = redis::cmd("XREAD");
@@ -459,11 +456,7 @@ impl TierWorker {
 
     /// Runs at most one saga step, if one is due: the next step of a sweep in progress, a new
     /// sweep, or an inline step for awards recorded since the last one.
-    async fn saga(
-        &self,
-        conn: &mut MultiplexedConnection,
-        held: &mut Owned,
-    ) -> redis::RedisResult<()> {
+    async fn saga(&self, conn: &mut Connection, held: &mut Owned) -> redis::RedisResult<()> {
         let now = Instant::now();
         let schedule = &mut held.saga;
         if schedule.sweep.is_none() && now >= schedule.next_sweep {
@@ -507,7 +500,7 @@ impl TierWorker {
     }
 
     /// Reads the tier's top into the cache.
-    async fn refresh(&self, conn: &mut MultiplexedConnection) -> redis::RedisResult<()> {
+    async fn refresh(&self, conn: &mut Connection) -> redis::RedisResult<()> {
         let top = cache::read_range(conn, self.tier, 0, CACHED_TOP as u64 - 1).await?;
         self.cache.publish(self.tier, top);
         Ok(())

@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use leaderboard_proto::connection::RedisTarget;
+
 /// Why a configuration is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid {field}: {reason}")]
@@ -16,8 +18,11 @@ pub struct ConfigError {
 /// How a router runs. Build it with [`RouterConfig::new`] and adjust fields.
 #[derive(Debug, Clone)]
 pub struct RouterConfig {
-    /// Redis (`redis://[:password@]host:port/`).
+    /// Redis (`redis://[:password@]host:port/`); with [`redis_cluster`](Self::redis_cluster),
+    /// a comma-separated list of Redis Cluster seed node URLs.
     pub redis_url: String,
+    /// Whether `redis_url` names a Redis Cluster (by its seed nodes) instead of one Redis.
+    pub redis_cluster: bool,
     /// Where gRPC listens; port 0 picks a free one.
     pub grpc_addr: SocketAddr,
     /// This router instance's name in leases and fence tokens; unique per process start.
@@ -163,6 +168,7 @@ impl RouterConfig {
     pub fn new(redis_url: impl Into<String>) -> Self {
         Self {
             redis_url: redis_url.into(),
+            redis_cluster: false,
             grpc_addr: SocketAddr::from(([0, 0, 0, 0], 50051)),
             router_id: random_router_id(),
             lease_ttl: Duration::from_secs(5),
@@ -187,6 +193,14 @@ impl RouterConfig {
         }
     }
 
+    /// The Redis this router talks to: one node, or a cluster through its seeds.
+    ///
+    /// # Errors
+    /// The Redis error when `redis_url` cannot be parsed.
+    pub fn redis_target(&self) -> redis::RedisResult<RedisTarget> {
+        RedisTarget::open(&self.redis_url, self.redis_cluster)
+    }
+
     /// Checks every bound.
     ///
     /// # Errors
@@ -196,8 +210,14 @@ impl RouterConfig {
             field,
             reason: reason.to_owned(),
         };
-        redis::Client::open(self.redis_url.as_str())
-            .map_err(|_| invalid("redis_url", "not a redis:// or rediss:// URL"))?;
+        self.redis_target().map_err(|_| {
+            let reason = if self.redis_cluster {
+                "not a comma-separated list of redis:// or rediss:// seed URLs"
+            } else {
+                "not a redis:// or rediss:// URL"
+            };
+            invalid("redis_url", reason)
+        })?;
         if self.router_id.is_empty()
             || self.router_id.len() > 64
             || !self

@@ -4,6 +4,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use leaderboard_proto::claims::{self, AwardRecord};
+use leaderboard_proto::connection::{Connection, RedisTarget, Timeouts};
 use leaderboard_proto::v1::leaderboard_server::Leaderboard;
 use leaderboard_proto::v1::{
     Award, AwardState, Delta, Entry, GetAwardRequest, GetAwardResponse, GetChestRequest,
@@ -12,7 +13,6 @@ use leaderboard_proto::v1::{
     watch_update,
 };
 use leaderboard_proto::{keys, rewards, validate};
-use redis::aio::MultiplexedConnection;
 use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -25,9 +25,9 @@ use crate::metrics as m;
 /// the next read connects afresh, so reads recover as soon as Redis is back.
 #[derive(Clone)]
 pub struct Reads {
-    client: redis::Client,
-    settings: redis::AsyncConnectionConfig,
-    current: Arc<std::sync::Mutex<MultiplexedConnection>>,
+    client: RedisTarget,
+    settings: Timeouts,
+    current: Arc<std::sync::Mutex<Connection>>,
     broken: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -38,13 +38,9 @@ impl std::fmt::Debug for Reads {
 }
 
 impl Reads {
-    /// Reads through `conn`, reconnecting with `client` and `settings` once it is lost.
+    /// Reads through `conn`, reconnecting to `client` with `settings` once it is lost.
     #[must_use]
-    pub fn new(
-        client: redis::Client,
-        settings: redis::AsyncConnectionConfig,
-        conn: MultiplexedConnection,
-    ) -> Self {
+    pub fn new(client: RedisTarget, settings: Timeouts, conn: Connection) -> Self {
         Self {
             client,
             settings,
@@ -54,13 +50,10 @@ impl Reads {
     }
 
     /// The connection to read through: the current one, or a fresh one after a loss.
-    async fn conn(&self) -> redis::RedisResult<MultiplexedConnection> {
+    async fn conn(&self) -> redis::RedisResult<Connection> {
         use std::sync::atomic::Ordering;
         if self.broken.load(Ordering::SeqCst) {
-            let fresh = self
-                .client
-                .get_multiplexed_async_connection_with_config(&self.settings)
-                .await?;
+            let fresh = self.client.connect(self.settings).await?;
             *self
                 .current
                 .lock()
@@ -474,7 +467,7 @@ fn snapshot_of(snapshot: &Snapshot) -> watch_update::Update {
 
 /// The player's entry and its neighbours, or `None` when the player has no score.
 async fn player_from_redis(
-    conn: &mut MultiplexedConnection,
+    conn: &mut Connection,
     tier: u32,
     player_id: &str,
     around: u64,

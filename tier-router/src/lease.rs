@@ -9,9 +9,9 @@
 
 use std::time::Duration;
 
+use leaderboard_proto::connection::Primaries;
 use leaderboard_proto::functions::{self, name};
 use leaderboard_proto::keys;
-use redis::aio::ConnectionLike;
 
 /// The outcome of asking for a tier's lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,7 +26,7 @@ pub enum Lease {
 ///
 /// # Errors
 /// The Redis error.
-pub async fn acquire<C: ConnectionLike + Send>(
+pub async fn acquire<C: Primaries>(
     conn: &mut C,
     tier: u32,
     router: &str,
@@ -51,7 +51,7 @@ pub async fn acquire<C: ConnectionLike + Send>(
 /// # Errors
 /// The Redis error; when the tier's fence has moved past `token`, the server error code
 /// `FENCED` (see [`crate::apply::is_fenced`]).
-pub async fn renew<C: ConnectionLike + Send>(
+pub async fn renew<C: Primaries>(
     conn: &mut C,
     tier: u32,
     router: &str,
@@ -73,7 +73,7 @@ pub async fn renew<C: ConnectionLike + Send>(
 ///
 /// # Errors
 /// The Redis error.
-pub async fn release<C: ConnectionLike + Send>(
+pub async fn release<C: Primaries>(
     conn: &mut C,
     tier: u32,
     router: &str,

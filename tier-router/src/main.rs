@@ -13,9 +13,13 @@ const EXIT_CONFIG: u8 = 64;
 #[derive(Debug, Parser)]
 #[command(name = "tier-router", version, about = "hunt-pipeline tier router")]
 struct Args {
-    /// Redis (redis://[:password@]host:port/).
+    /// Redis (redis://[:password@]host:port/); with --redis-cluster, a comma-separated list of
+    /// Redis Cluster seed node URLs.
     #[arg(long, env = "HUNT_REDIS_URL", hide_env_values = true)]
     redis_url: String,
+    /// Talk to a Redis Cluster: --redis-url lists seed nodes.
+    #[arg(long, env = "HUNT_REDIS_CLUSTER")]
+    redis_cluster: bool,
     /// Where gRPC listens.
     #[arg(long, env = "HUNT_GRPC_ADDR", default_value = "0.0.0.0:50051")]
     grpc_addr: SocketAddr,
@@ -120,6 +124,7 @@ fn main() -> ExitCode {
         LogFormat::Json => logs.json().init(),
     }
     let mut config = RouterConfig::new(args.redis_url);
+    config.redis_cluster = args.redis_cluster;
     config.grpc_addr = args.grpc_addr;
     config.lease_ttl = Duration::from_millis(args.lease_ttl_ms);
     config.apply_batch = args.apply_batch;

@@ -43,12 +43,12 @@
 use std::time::Duration;
 
 use leaderboard_proto::claims::{self, AwardRecord, AwardState, ChestClaim};
+use leaderboard_proto::connection::Connection;
 use leaderboard_proto::functions::{self, Waiting, name};
 use leaderboard_proto::keys;
 use leaderboard_proto::v1::hunt_event::Kind;
 use leaderboard_proto::v1::{AwardRevoked, HuntEvent};
 use prost::Message;
-use redis::aio::MultiplexedConnection;
 use redis::{FromRedisValue, Pipeline, RedisResult, Value};
 
 use crate::cache::{self, Cache};
@@ -98,7 +98,7 @@ impl StepReport {
 /// (see [`crate::apply::is_fenced`]). An inbox that is full is not an error: the award waits for
 /// a later step.
 pub async fn step(
-    conn: &mut MultiplexedConnection,
+    conn: &mut Connection,
     tier: u32,
     token: &str,
     config: &RouterConfig,
@@ -180,11 +180,7 @@ pub async fn step(
 ///
 /// # Errors
 /// The Redis error.
-pub async fn expire(
-    conn: &mut MultiplexedConnection,
-    tier: u32,
-    config: &RouterConfig,
-) -> RedisResult<u64> {
+pub async fn expire(conn: &mut Connection, tier: u32, config: &RouterConfig) -> RedisResult<u64> {
     let mut cmd = functions::fcall_cmd(
         name::AWARD_EXPIRE,
         &[&keys::tier_awards(tier), &keys::tier_awards_settled(tier)],
@@ -197,7 +193,7 @@ pub async fn expire(
 /// The number of awards of `tier` waiting for the saga (pending and revoked), and the oldest
 /// `limit` of each set, with their records. A record that cannot be read is logged and left out.
 async fn read_waiting(
-    conn: &mut MultiplexedConnection,
+    conn: &mut Connection,
     tier: u32,
     limit: usize,
 ) -> RedisResult<(u64, Vec<(String, AwardRecord)>)> {
@@ -228,7 +224,7 @@ async fn read_waiting(
 
 /// Claims the chest of each pending award in one pipeline; returns (award id, chest holder).
 async fn claim_chests<'a>(
-    conn: &mut MultiplexedConnection,
+    conn: &mut Connection,
     pending: &[&'a (String, AwardRecord)],
 ) -> RedisResult<Vec<(&'a str, String)>> {
     let mut pipe = redis::pipe();
@@ -285,7 +281,7 @@ impl FromRedisValue for Settled {
 
 /// Settles each (award id, chest holder) pair under `token`.
 async fn settle(
-    conn: &mut MultiplexedConnection,
+    conn: &mut Connection,
     tier: u32,
     token: &str,
     holders: &[(&str, String)],
@@ -301,7 +297,7 @@ async fn settle(
 /// awards whose shard now has it (sent now, or already before). An award whose shard's inbox is
 /// full is counted, logged and left for a later step.
 async fn compensate<'a>(
-    conn: &mut MultiplexedConnection,
+    conn: &mut Connection,
     tier: u32,
     config: &RouterConfig,
     revoked: &[(&'a str, &AwardRecord)],
@@ -374,10 +370,7 @@ async fn compensate<'a>(
 
 /// Runs `pipe`; when Redis has lost the library, loads it and runs `pipe` once more (every
 /// command the saga pipelines is idempotent).
-async fn query_pipe<T: FromRedisValue>(
-    conn: &mut MultiplexedConnection,
-    pipe: &Pipeline,
-) -> RedisResult<T> {
+async fn query_pipe<T: FromRedisValue>(conn: &mut Connection, pipe: &Pipeline) -> RedisResult<T> {
     match pipe.query_async(conn).await {
         Err(err) if functions::is_function_missing(&err) => {
             functions::ensure_loaded(conn).await?;

@@ -56,7 +56,7 @@ hunt-pipeline/redis-client: "true"
 
 {{/*
 Checks the settings no JSON schema can: the drain must end before Kubernetes kills the pod,
-external Redis needs somewhere to connect, and Redis Cluster is refused with the reason.
+external Redis needs somewhere to connect, and Redis Cluster has only database 0.
 */}}
 {{- define "hunt-pipeline.checks" -}}
 {{- $router := .Values.router }}
@@ -68,8 +68,8 @@ external Redis needs somewhere to connect, and Redis Cluster is refused with the
 {{- end }}
 {{- if eq .Values.redis.mode "external" }}
 {{- $external := .Values.redis.external }}
-{{- if $external.cluster }}
-{{- fail "redis.external.cluster=true: Redis Cluster is not supported yet. tier-router and shard-writer use a single-node Redis client (every call's keys share one hash tag, so they are cluster-safe, but the client does not follow MOVED redirections nor load the Functions library on every primary). Point redis.external at a single primary (with replicas and Sentinel/managed failover), and see docs/OPERATIONS.md, \"Redis Cluster\"." }}
+{{- if and $external.cluster (ne (int $external.db) 0) }}
+{{- fail "redis.external.cluster=true needs redis.external.db 0: Redis Cluster has only database 0" }}
 {{- end }}
 {{- if and $external.urlKey (not $external.existingSecret) }}
 {{- fail "redis.external.urlKey needs redis.external.existingSecret: the Secret that holds the URL" }}
@@ -86,7 +86,8 @@ external Redis needs somewhere to connect, and Redis Cluster is refused with the
 {{/*
 The env entries that hand a binary its Redis URL as HUNT_REDIS_URL. A password comes from a
 Secret into REDIS_PASSWORD and is spliced into the URL by Kubernetes's $(VAR) expansion, so it
-never appears in a rendered manifest.
+never appears in a rendered manifest. With redis.external.cluster, HUNT_REDIS_CLUSTER=true makes
+the URL a seed of a Redis Cluster (a urlKey Secret may hold several, comma-separated).
 */}}
 {{- define "hunt-pipeline.redisEnv" -}}
 {{- if eq .Values.redis.mode "bundled" }}
@@ -114,6 +115,10 @@ never appears in a rendered manifest.
 {{- end }}
 - name: HUNT_REDIS_URL
   value: {{ printf "redis://%s%s:%v/%v" $credentials $external.host (int $external.port) (int $external.db) | quote }}
+{{- end }}
+{{- if $external.cluster }}
+- name: HUNT_REDIS_CLUSTER
+  value: "true"
 {{- end }}
 {{- end }}
 {{- end }}

@@ -4,5 +4,6 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod claims;
+mod cluster;
 mod functions;
 mod testkit;

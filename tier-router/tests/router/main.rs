@@ -7,6 +7,7 @@
 mod support;
 
 mod browser;
+mod cluster;
 mod end_to_end;
 mod faults;
 mod observability;
