@@ -212,6 +212,7 @@ def test_redis_cluster_mode_reaches_the_router_and_the_sidecar(chart):
     [
         ({"router": {"terminationGracePeriodSeconds": 10}}, "must be longer than router.shutdownGraceMs"),
         ({"router": {"readBlockMs": 2000}}, "readBlockMs must be shorter than a third"),
+        ({"router": {"applyBatch": 300, "maxApplyBatch": 200}}, "maxApplyBatch must be at least router.applyBatch"),
         ({"redis": {"mode": "external"}}, "needs redis.external.host"),
         ({"redis": {"mode": "external", "external": {"urlKey": "url"}}}, "urlKey needs redis.external.existingSecret"),
         ({"redis": {"mode": "external", "external": {"host": "r", "passwordKey": "p"}}}, "passwordKey needs"),

@@ -65,6 +65,7 @@ BAD_VALUES = {
     "replicas as text": {"router": {"replicas": "two"}},
     "log format": {"router": {"logFormat": "xml"}},
     "apply batch past 1000": {"router": {"applyBatch": 1001}},
+    "max apply batch past 1000": {"router": {"maxApplyBatch": 1001}},
     "lease under 300 ms": {"router": {"leaseTtlMs": 100}},
     "saga batch past 10000": {"router": {"saga": {"batch": 20000}}},
     "fractional grace": {"router": {"terminationGracePeriodSeconds": 1.5}},

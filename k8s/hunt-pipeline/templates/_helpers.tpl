@@ -66,6 +66,9 @@ external Redis needs somewhere to connect, and Redis Cluster has only database 0
 {{- if ge (mul (int $router.readBlockMs) 3) (int $router.leaseTtlMs) }}
 {{- fail "router.readBlockMs must be shorter than a third of router.leaseTtlMs" }}
 {{- end }}
+{{- if lt (int $router.maxApplyBatch) (int $router.applyBatch) }}
+{{- fail "router.maxApplyBatch must be at least router.applyBatch" }}
+{{- end }}
 {{- if eq .Values.redis.mode "external" }}
 {{- $external := .Values.redis.external }}
 {{- if and $external.cluster (ne (int $external.db) 0) }}
