@@ -11,6 +11,8 @@
 //! - [`keys`]: the Redis key schema, the only place that formats a Redis key.
 //! - [`stream`]: reading tier streams, entries decoded into events.
 //! - [`validate`]: the rules every event passes before it is committed anywhere.
+//! - `listener` (feature `server`): accepted connections bounded in number, for the gRPC and
+//!   HTTP servers of the router and the ingest sidecar.
 //! - `testkit` (feature `testkit`): a private `redis-server` for tests and demos; `recorded`:
 //!   what a test binary's code recorded through the `metrics` facade.
 
@@ -38,6 +40,8 @@ pub mod claims;
 pub mod connection;
 pub mod functions;
 pub mod keys;
+#[cfg(feature = "server")]
+pub mod listener;
 #[cfg(feature = "testkit")]
 pub mod recorded;
 pub mod rewards;

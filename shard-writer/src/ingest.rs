@@ -48,7 +48,6 @@ use crate::claims::{ChestClaim, ClueClaim};
 use crate::compensations::Compensations;
 use crate::config::WriterConfig;
 use crate::error::{AppendError, ClaimError, ConfigError, OpenError};
-use crate::listener;
 use crate::writer::{Appended, BatchRejected, ShardWriter};
 
 /// The largest gRPC message the sidecar reads or writes: 4 MiB.
@@ -283,7 +282,8 @@ impl Sidecar {
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let (health, health_service) = tonic_health::server::health_reporter();
-        let incoming = listener::bounded(self.listener, self.config.max_connections);
+        let incoming =
+            leaderboard_proto::listener::bounded(self.listener, self.config.max_connections);
         let shutdown = cancel.clone();
         tracker.spawn(async move {
             health.set_serving::<IngestServer<IngestService>>().await;

@@ -67,7 +67,6 @@ mod connection;
 mod error;
 pub mod ingest;
 pub mod inspect;
-mod listener;
 pub mod metrics;
 mod relay;
 pub mod replay;

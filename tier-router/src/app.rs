@@ -156,7 +156,8 @@ impl App {
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let shutdown = cancel.clone();
-        let incoming = listener::bounded(self.grpc, self.config.max_grpc_connections);
+        let incoming =
+            leaderboard_proto::listener::bounded(self.grpc, self.config.max_grpc_connections);
         let reflection = self.reflection;
         tracker.spawn(async move {
             health

@@ -1,143 +1,12 @@
-//! The gRPC and HTTP ports' connections, bounded in number.
-//!
-//! Design constraints:
-//! - At most `max` connections are open at once. At the cap the router stops accepting, and
-//!   newcomers wait in the kernel's backlog (or time out there) instead of costing memory here.
-//! - Each accepted socket has Nagle off: a reply is several small HTTP/2 frames and must not wait
-//!   for the peer's ACK.
-//! - A connection's permit lives as long as its socket, so closing it frees its place.
+//! The router's HTTP port: connections bounded like the gRPC port's
+//! ([`leaderboard_proto::listener`]), each with a bounded send buffer.
 
-use std::future::Future;
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio_stream::Stream;
-use tonic::transport::server::{Connected, TcpConnectInfo};
-
-/// An accepted connection holding one of the listener's places.
-#[derive(Debug)]
-pub(crate) struct Bounded {
-    stream: TcpStream,
-    _place: OwnedSemaphorePermit,
-}
-
-impl Connected for Bounded {
-    type ConnectInfo = TcpConnectInfo;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.stream.connect_info()
-    }
-}
-
-impl AsyncRead for Bounded {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Bounded {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-}
-
-/// The connections accepted on `listener`, at most `max` open at once.
-pub(crate) fn bounded(listener: TcpListener, max: usize) -> Incoming {
-    let places = Arc::new(Semaphore::new(max));
-    let listener = Arc::new(listener);
-    Incoming {
-        next: Box::pin(accept(Arc::clone(&places), Arc::clone(&listener))),
-        places,
-        listener,
-    }
-}
-
-/// The stream of accepted connections.
-pub(crate) struct Incoming {
-    next: Pin<Box<dyn Future<Output = io::Result<Bounded>> + Send>>,
-    places: Arc<Semaphore>,
-    listener: Arc<TcpListener>,
-}
-
-impl Stream for Incoming {
-    type Item = io::Result<Bounded>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let accepted = std::task::ready!(self.next.as_mut().poll(cx));
-        let next = accept(Arc::clone(&self.places), Arc::clone(&self.listener));
-        self.next = Box::pin(next);
-        Poll::Ready(Some(accepted))
-    }
-}
-
-/// Waits for a free place, then for a connection.
-async fn accept(places: Arc<Semaphore>, listener: Arc<TcpListener>) -> io::Result<Bounded> {
-    let place = places.acquire_owned().await.map_err(io::Error::other)?;
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                // Best effort: a socket that refuses it still works, only slower.
-                let _ = stream.set_nodelay(true);
-                return Ok(Bounded {
-                    stream,
-                    _place: place,
-                });
-            }
-            // A connection that died in the backlog, or a passing shortage of file descriptors:
-            // the listener itself is fine.
-            Err(err) if is_transient(&err) => {
-                tracing::warn!(error = %err, "gRPC accept failed; retrying");
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            }
-            Err(err) => return Err(err),
-        }
-    }
-}
-
-fn is_transient(err: &io::Error) -> bool {
-    matches!(
-        err.kind(),
-        io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::Interrupted
-            | io::ErrorKind::WouldBlock
-    ) || err
-        .raw_os_error()
-        .is_some_and(|code| code == 23 || code == 24) // ENFILE, EMFILE
-}
+use leaderboard_proto::listener::{Bounded, accept};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 /// The kernel's send buffer per HTTP connection. A spectator that stops reading fills it within
 /// a few updates, so its connection finds out in time (see `crate::ws`), and 10,000 spectators
@@ -171,11 +40,11 @@ impl axum::serve::Listener for BoundedHttp {
                 Ok(bounded) => {
                     // Best effort, like Nagle's: the connection works without it.
                     let _ = rustix::net::sockopt::set_socket_send_buffer_size(
-                        &bounded.stream,
+                        bounded.stream(),
                         HTTP_SEND_BUFFER_BYTES,
                     );
                     let peer = bounded
-                        .stream
+                        .stream()
                         .peer_addr()
                         .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
                     return (bounded, peer);

@@ -1,7 +1,8 @@
-//! The ingest sidecar's gRPC connections, bounded in number (the tier router's scheme).
+//! Accepted connections, bounded in number: the gRPC ports of the tier router and of the ingest
+//! sidecar, and the router's HTTP port (feature `server`).
 //!
 //! Design constraints:
-//! - At most `max` connections are open at once. At the cap the sidecar stops accepting, and
+//! - At most `max` connections are open at once. At the cap the server stops accepting, and
 //!   newcomers wait in the kernel's backlog (or time out there) instead of costing memory here.
 //! - Each accepted socket has Nagle off: a reply is several small HTTP/2 frames and must not wait
 //!   for the peer's ACK.
@@ -19,11 +20,19 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_stream::Stream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
-/// An accepted connection holding one of the listener's places.
+/// An accepted connection holding one of the listener's places until it is dropped.
 #[derive(Debug)]
-pub(crate) struct Bounded {
+pub struct Bounded {
     stream: TcpStream,
     _place: OwnedSemaphorePermit,
+}
+
+impl Bounded {
+    /// The accepted socket.
+    #[must_use]
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
 }
 
 impl Connected for Bounded {
@@ -75,7 +84,7 @@ impl AsyncWrite for Bounded {
 }
 
 /// The connections accepted on `listener`, at most `max` open at once.
-pub(crate) fn bounded(listener: TcpListener, max: usize) -> Incoming {
+pub fn bounded(listener: TcpListener, max: usize) -> Incoming {
     let places = Arc::new(Semaphore::new(max));
     let listener = Arc::new(listener);
     Incoming {
@@ -85,8 +94,8 @@ pub(crate) fn bounded(listener: TcpListener, max: usize) -> Incoming {
     }
 }
 
-/// The stream of accepted connections.
-pub(crate) struct Incoming {
+/// The stream of accepted connections, for `tonic`'s `serve_with_incoming`.
+pub struct Incoming {
     next: Pin<Box<dyn Future<Output = io::Result<Bounded>> + Send>>,
     places: Arc<Semaphore>,
     listener: Arc<TcpListener>,
@@ -103,8 +112,12 @@ impl Stream for Incoming {
     }
 }
 
-/// Waits for a free place, then for a connection.
-async fn accept(places: Arc<Semaphore>, listener: Arc<TcpListener>) -> io::Result<Bounded> {
+/// Waits for a free place, then for a connection (retrying errors that leave the listener
+/// usable).
+///
+/// # Errors
+/// The listener's error when it is not transient, or the semaphore closed.
+pub async fn accept(places: Arc<Semaphore>, listener: Arc<TcpListener>) -> io::Result<Bounded> {
     let place = places.acquire_owned().await.map_err(io::Error::other)?;
     loop {
         match listener.accept().await {
@@ -119,7 +132,7 @@ async fn accept(places: Arc<Semaphore>, listener: Arc<TcpListener>) -> io::Resul
             // A connection that died in the backlog, or a passing shortage of file descriptors:
             // the listener itself is fine.
             Err(err) if is_transient(&err) => {
-                tracing::warn!(error = %err, "gRPC accept failed; retrying");
+                tracing::warn!(error = %err, "accept failed; retrying");
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             }
             Err(err) => return Err(err),
