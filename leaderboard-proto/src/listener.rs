@@ -151,3 +151,15 @@ fn is_transient(err: &io::Error) -> bool {
         .raw_os_error()
         .is_some_and(|code| code == 23 || code == 24) // ENFILE, EMFILE
 }
+
+/// A gRPC server builder with the bounds every hunt-pipeline gRPC port keeps: at most
+/// `max_streams` streams open and requests in service per connection, and dead peers found by
+/// HTTP/2 pings (every 30 s, 10 s to answer).
+#[must_use]
+pub fn grpc_server(max_streams: u32) -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .max_concurrent_streams(max_streams)
+        .concurrency_limit_per_connection(max_streams as usize)
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
+}

@@ -296,11 +296,7 @@ impl Sidecar {
                         .await;
                 }
             };
-            let served = tonic::transport::Server::builder()
-                .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
-                .concurrency_limit_per_connection(MAX_STREAMS_PER_CONNECTION as usize)
-                .http2_keepalive_interval(Some(Duration::from_secs(30)))
-                .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            let served = leaderboard_proto::listener::grpc_server(MAX_STREAMS_PER_CONNECTION)
                 .add_service(health_service)
                 .add_service(server)
                 .serve_with_incoming_shutdown(incoming, stopping)

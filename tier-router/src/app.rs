@@ -172,13 +172,8 @@ impl App {
                         .await;
                 }
             };
-            let served = tonic::transport::Server::builder()
-                // Bounds per connection: streams open at once (each Watch is one) and requests
-                // in service; dead peers are found by HTTP/2 pings.
-                .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
-                .concurrency_limit_per_connection(MAX_STREAMS_PER_CONNECTION as usize)
-                .http2_keepalive_interval(Some(Duration::from_secs(30)))
-                .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            // Each Watch is one stream of a connection's bound.
+            let served = leaderboard_proto::listener::grpc_server(MAX_STREAMS_PER_CONNECTION)
                 .add_routes(reflection)
                 .add_service(health_service)
                 .add_service(service)
