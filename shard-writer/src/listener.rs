@@ -1,4 +1,4 @@
-//! The ingest sidecar's gRPC connections, bounded in number (the tier router's scheme).
+//! The ingest sidecar's gRPC and metrics connections, bounded in number (the tier router's scheme).
 //!
 //! Design constraints:
 //! - At most `max` connections are open at once. At the cap the sidecar stops accepting, and
@@ -24,6 +24,13 @@ use tonic::transport::server::{Connected, TcpConnectInfo};
 pub(crate) struct Bounded {
     stream: TcpStream,
     _place: OwnedSemaphorePermit,
+}
+
+impl Bounded {
+    /// The peer's address.
+    pub(crate) fn peer_addr(&self) -> io::Result<std::net::SocketAddr> {
+        self.stream.peer_addr()
+    }
 }
 
 impl Connected for Bounded {
@@ -119,7 +126,7 @@ async fn accept(places: Arc<Semaphore>, listener: Arc<TcpListener>) -> io::Resul
             // A connection that died in the backlog, or a passing shortage of file descriptors:
             // the listener itself is fine.
             Err(err) if is_transient(&err) => {
-                tracing::warn!(error = %err, "gRPC accept failed; retrying");
+                tracing::warn!(error = %err, "accept failed; retrying");
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             }
             Err(err) => return Err(err),
