@@ -99,6 +99,10 @@ VARIANTS: dict[str, dict] = {
         "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
                     "dashboard": {"enabled": True}},
     },
+    "service-monitor-with-shard": {
+        "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
+        "shardExample": {"enabled": True, "shardId": 5},
+    },
     "everything-off": {
         "networkPolicy": {"enabled": False},
         "serviceAccount": {"create": False},

@@ -24,8 +24,10 @@ from conftest import (
     router_env_vars,
 )
 
-# kubernetes-validate ships no schemas for CRDs: the ServiceMonitor is checked against this
-# subset of monitoring.coreos.com/v1 (the fields the chart sets, with their types).
+# kubernetes-validate ships no schemas for CRDs: the ServiceMonitor and the PodMonitor are
+# checked against this subset of monitoring.coreos.com/v1 (the fields the chart sets, with their
+# types).
+DURATION = {"type": "string", "pattern": "^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"}
 SERVICE_MONITOR_SHAPE = {
     "type": "object",
     "required": ["apiVersion", "kind", "metadata", "spec"],
@@ -49,8 +51,37 @@ SERVICE_MONITOR_SHAPE = {
                         "port": {"type": "string"},
                         "path": {"type": "string", "pattern": "^/"},
                         "scheme": {"enum": ["http", "https"]},
-                        "interval": {"type": "string", "pattern": "^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"},
-                        "scrapeTimeout": {"type": "string", "pattern": "^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"},
+                        "interval": DURATION,
+                        "scrapeTimeout": DURATION,
+                    }}},
+            },
+        },
+    },
+}
+
+
+POD_MONITOR_SHAPE = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "kind": {"const": "PodMonitor"},
+        "metadata": SERVICE_MONITOR_SHAPE["properties"]["metadata"],
+        "spec": {
+            "type": "object",
+            "required": ["selector", "podMetricsEndpoints"],
+            "additionalProperties": False,
+            "properties": {
+                "selector": SERVICE_MONITOR_SHAPE["properties"]["spec"]["properties"]["selector"],
+                "namespaceSelector": SERVICE_MONITOR_SHAPE["properties"]["spec"]["properties"]["namespaceSelector"],
+                "podMetricsEndpoints": {"type": "array", "minItems": 1, "items": {
+                    "type": "object", "additionalProperties": False, "required": ["port"],
+                    "properties": {
+                        "port": {"type": "string"},
+                        "path": {"type": "string", "pattern": "^/"},
+                        "scheme": {"enum": ["http", "https"]},
+                        "interval": DURATION,
+                        "scrapeTimeout": DURATION,
                     }}},
             },
         },
@@ -73,6 +104,9 @@ def test_every_manifest_is_valid_for_kubernetes_1_28(chart, variant):
     for obj in objects:
         if obj["kind"] == "ServiceMonitor":
             jsonschema.validate(obj, SERVICE_MONITOR_SHAPE)
+            continue
+        if obj["kind"] == "PodMonitor":
+            jsonschema.validate(obj, POD_MONITOR_SHAPE)
             continue
         # Strict: an unknown field is an error, as a server-side apply would report it.
         kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
@@ -239,7 +273,11 @@ def test_sidecar_example(chart):
     assert args[0] == "serve"
     flags = dict(zip(args[1::2], args[2::2]))
     assert flags == {"--db": "/data/shard.sqlite", "--shard-id": "7", "--redis-url": "$(HUNT_REDIS_URL)",
-                     "--grpc-addr": "0.0.0.0:50052"}
+                     "--grpc-addr": "0.0.0.0:50052", "--metrics-addr": "0.0.0.0:9102"}
+    ports = {p["name"]: p["containerPort"] for p in sidecar["ports"]}
+    assert ports == {"ingest": 50052, "metrics": 9102}
+    # Without the ServiceMonitor switch nothing scrapes it.
+    assert "PodMonitor" not in kinds(objects)
     assert "HUNT_REDIS_URL" in env_of(sidecar)
     assert env_of(containers["game"])["HUNT_INGEST_ADDR"]["value"] == "http://127.0.0.1:50052"
     # Only the writer sees the shard file.
@@ -277,6 +315,25 @@ def test_service_monitor_scrapes_the_http_service(chart):
     assert monitor["spec"]["namespaceSelector"]["matchNames"] == [NAMESPACE]
     dashboard = find(objects, "ConfigMap", "-dashboard")
     assert json.loads(dashboard["data"]["hunt-pipeline.json"])["uid"] == "hunt-pipeline"
+
+
+def test_service_monitor_also_scrapes_the_shard_example(chart):
+    objects = all_objects(chart, VARIANTS["service-monitor-with-shard"])
+    find(objects, "ServiceMonitor", "-router")
+    monitor = find(objects, "PodMonitor", "-shard-writer")
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    shard = find(objects, "Deployment", "-shard-5")
+    pod_labels = shard["spec"]["template"]["metadata"]["labels"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    router = find(objects, "Deployment", "-router")
+    assert not monitor["spec"]["selector"]["matchLabels"].items() <= router["spec"]["template"]["metadata"]["labels"].items()
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    assert endpoint["path"] == "/metrics"
+    sidecar = next(c for c in pod_spec(shard)["containers"] if c["name"] == "shard-writer")
+    assert endpoint["port"] in {p["name"] for p in sidecar["ports"]}
+    assert monitor["spec"]["namespaceSelector"]["matchNames"] == [NAMESPACE]
+    # The ServiceMonitor alone (no shard example) renders no PodMonitor.
+    assert "PodMonitor" not in kinds(all_objects(chart, VARIANTS["service-monitor"]))
 
 
 def test_switches_remove_what_they_name(chart):

@@ -22,6 +22,9 @@
 //!   again on the next stream, never on the same one.
 //! - Shutdown: the health status turns `NOT_SERVING`, the server stops accepting and finishes
 //!   the requests in service, then the writer drains ([`ShardWriter::shutdown`]).
+//! - Metrics (`hunt_writer_*`, see [`crate::metrics`]) are served as Prometheus text on
+//!   `metrics_addr` when it is set and the process handed over its recorder
+//!   ([`Sidecar::with_metrics`]); the metrics port stops with the gRPC port.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -37,6 +40,7 @@ use leaderboard_proto::v1::{
     OpenWaveResponse,
 };
 use leaderboard_proto::validate::ValidationError;
+use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::Stream;
@@ -48,6 +52,7 @@ use crate::claims::{ChestClaim, ClueClaim};
 use crate::compensations::Compensations;
 use crate::config::WriterConfig;
 use crate::error::{AppendError, ClaimError, ConfigError, OpenError};
+use crate::http;
 use crate::writer::{Appended, BatchRejected, ShardWriter};
 
 /// The largest gRPC message the sidecar reads or writes: 4 MiB.
@@ -71,10 +76,14 @@ pub struct IngestConfig {
     /// How long one read of the compensation inbox waits before it looks again (bounds how long
     /// a closed `Compensations` stream holds the inbox).
     pub compensation_wait: Duration,
+    /// Where Prometheus metrics (`/metrics`) and liveness (`/healthz`) are served over HTTP;
+    /// `None` (the default) serves none. Port 0 picks a free one; ask
+    /// [`Sidecar::metrics_addr`].
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl IngestConfig {
-    /// Every default (gRPC on `0.0.0.0:50052`) around `writer`.
+    /// Every default (gRPC on `0.0.0.0:50052`, no metrics port) around `writer`.
     #[must_use]
     pub fn new(writer: WriterConfig) -> Self {
         let max_batch = writer.queue_capacity.min(1_000);
@@ -84,6 +93,7 @@ impl IngestConfig {
             max_connections: 1_024,
             max_batch,
             compensation_wait: Duration::from_secs(1),
+            metrics_addr: None,
         }
     }
 
@@ -131,6 +141,14 @@ pub enum StartError {
     /// The gRPC port could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The metrics port could not be bound.
+    #[error("cannot listen for metrics on {addr}: {source}")]
+    BindMetrics {
         /// The address.
         addr: SocketAddr,
         /// The OS error.
@@ -227,35 +245,60 @@ pub struct Sidecar {
     writer: ShardWriter,
     listener: TcpListener,
     local_addr: SocketAddr,
+    /// The metrics port and the address it got, when `metrics_addr` is set.
+    metrics_listener: Option<(TcpListener, SocketAddr)>,
+    metrics: Option<PrometheusHandle>,
 }
 
 impl Sidecar {
-    /// Validates `config`, binds the gRPC port and opens the shard's writer.
+    /// Validates `config`, binds the gRPC port (and the metrics port, if set) and opens the
+    /// shard's writer.
     ///
     /// # Errors
-    /// [`StartError`]: bad configuration, the port taken, the shard file refused.
+    /// [`StartError`]: bad configuration, a port taken, the shard file refused.
     pub async fn build(config: IngestConfig) -> Result<Self, StartError> {
         config.validate()?;
         let addr = config.grpc_addr;
-        let listener = TcpListener::bind(addr)
+        let (listener, local_addr) = bind(addr)
             .await
             .map_err(|source| StartError::Bind { addr, source })?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|source| StartError::Bind { addr, source })?;
+        let metrics_listener = match config.metrics_addr {
+            Some(addr) => Some(
+                bind(addr)
+                    .await
+                    .map_err(|source| StartError::BindMetrics { addr, source })?,
+            ),
+            None => None,
+        };
         let writer = ShardWriter::open(config.writer.clone()).await?;
         Ok(Self {
             config,
             writer,
             listener,
             local_addr,
+            metrics_listener,
+            metrics: None,
         })
+    }
+
+    /// Serves `handle`'s rendering on the metrics port's `/metrics` (the Prometheus recorder
+    /// the process installed), and runs its upkeep while the sidecar serves.
+    #[must_use]
+    pub fn with_metrics(mut self, handle: PrometheusHandle) -> Self {
+        self.metrics = Some(handle);
+        self
     }
 
     /// Where gRPC listens.
     #[must_use]
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where metrics are served, if `metrics_addr` was set.
+    #[must_use]
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().map(|(_, addr)| *addr)
     }
 
     /// The writer it serves.
@@ -305,10 +348,38 @@ impl Sidecar {
                 tracing::error!(error = %err, "gRPC server failed");
             }
         });
+        if let Some(handle) = self.metrics.clone() {
+            // The recorder's histograms are drained by upkeep, which is the caller's to run.
+            let stop = cancel.clone();
+            tracker.spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        _ = every.tick() => handle.run_upkeep(),
+                    }
+                }
+            });
+        }
+        let metrics_addr = self.metrics_listener.as_ref().map(|(_, addr)| *addr);
+        if let Some((metrics_listener, metrics_addr)) = self.metrics_listener {
+            let routes = http::routes(self.metrics);
+            let listener = http::MetricsListener::new(metrics_listener, metrics_addr);
+            let stop = cancel.clone();
+            tracker.spawn(async move {
+                let served = axum::serve(listener, routes)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await;
+                if let Err(err) = served {
+                    tracing::error!(error = %err, "metrics server failed");
+                }
+            });
+        }
         tracing::info!(
             shard = self.writer.shard_id(),
             epoch = self.writer.epoch(),
             grpc = %self.local_addr,
+            metrics = ?metrics_addr,
             "ingest sidecar serving"
         );
         SidecarHandle {
@@ -316,6 +387,7 @@ impl Sidecar {
             tracker,
             writer: self.writer,
             local_addr: self.local_addr,
+            metrics_addr,
         }
     }
 }
@@ -327,6 +399,7 @@ pub struct SidecarHandle {
     tracker: TaskTracker,
     writer: ShardWriter,
     local_addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
 }
 
 impl SidecarHandle {
@@ -334,6 +407,12 @@ impl SidecarHandle {
     #[must_use]
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where metrics are served, if they are.
+    #[must_use]
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// The writer it serves.
@@ -359,6 +438,13 @@ impl SidecarHandle {
         }
         self.writer.shutdown().await
     }
+}
+
+/// Binds `addr`, returning the listener and the address it got (a port 0 picks a free one).
+async fn bind(addr: SocketAddr) -> std::io::Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    Ok((listener, bound))
 }
 
 /// `hunt.v1.Ingest` over one writer.

@@ -65,6 +65,7 @@ mod compensations;
 mod config;
 mod connection;
 mod error;
+mod http;
 pub mod ingest;
 pub mod inspect;
 pub mod metrics;

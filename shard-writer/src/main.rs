@@ -79,6 +79,10 @@ struct ServeArgs {
     /// Where gRPC listens.
     #[arg(long, env = "HUNT_GRPC_ADDR", default_value = "0.0.0.0:50052")]
     grpc_addr: SocketAddr,
+    /// Where HTTP serves Prometheus metrics (`/metrics`) and liveness (`/healthz`); `off` (or
+    /// an empty value) serves none.
+    #[arg(long, env = "HUNT_METRICS_ADDR", default_value = "0.0.0.0:9102")]
+    metrics_addr: MetricsAddr,
     /// The most gRPC connections open at once.
     #[arg(long, env = "HUNT_MAX_CONNECTIONS", default_value_t = 1_024)]
     max_connections: usize,
@@ -91,6 +95,25 @@ struct ServeArgs {
     /// How long shutdown may spend finishing requests and publishing, in milliseconds.
     #[arg(long, env = "HUNT_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     shutdown_grace_ms: u64,
+}
+
+/// `--metrics-addr`: an address, or `off`.
+#[derive(Debug, Clone, Copy)]
+struct MetricsAddr(Option<SocketAddr>);
+
+impl std::str::FromStr for MetricsAddr {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        let value = value.trim();
+        if value.is_empty() || value.eq_ignore_ascii_case("off") {
+            return Ok(Self(None));
+        }
+        value
+            .parse()
+            .map(|addr| Self(Some(addr)))
+            .map_err(|err| format!("{err}: expected host:port (an IP address) or `off`"))
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -241,9 +264,21 @@ async fn serve(args: ServeArgs) -> ExitCode {
     if let Some(max_batch) = args.max_batch {
         config.max_batch = max_batch;
     }
+    config.metrics_addr = args.metrics_addr.0;
     if let Err(err) = config.validate() {
         return config_error(&err);
     }
+    // Installed before the writer opens, so metric descriptions reach it too.
+    let metrics = match config.metrics_addr {
+        Some(_) => match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
+            Ok(handle) => Some(handle),
+            Err(err) => {
+                eprintln!("error: cannot install the metrics recorder: {err}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
     let sidecar = match Sidecar::build(config).await {
         Ok(sidecar) => sidecar,
         Err(StartError::Config(err) | StartError::Open(OpenError::Config(err))) => {
@@ -254,7 +289,14 @@ async fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let sidecar = match metrics {
+        Some(handle) => sidecar.with_metrics(handle),
+        None => sidecar,
+    };
     println!("grpc {}", sidecar.local_addr());
+    if let Some(addr) = sidecar.metrics_addr() {
+        println!("metrics {addr}");
+    }
     let handle = sidecar.spawn();
     wait_for_signal().await;
     tracing::info!("draining: finishing requests, committing and publishing");

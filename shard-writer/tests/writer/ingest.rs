@@ -1,5 +1,6 @@
 //! The ingest sidecar over gRPC: appends reach the leaderboards, bad input is refused and never
-//! stored, a full commit queue answers RESOURCE_EXHAUSTED, claims map to their status codes.
+//! stored, a full commit queue answers RESOURCE_EXHAUSTED, claims map to their status codes,
+//! `serve` exports its metrics as Prometheus text.
 
 use std::time::Duration;
 
@@ -323,4 +324,170 @@ async fn a_full_commit_queue_answers_resource_exhausted_and_stores_nothing_of_it
         .await
         .expect("shutdown");
     assert_eq!(crate::support::rows(&path, 1).len(), committed);
+}
+
+/// A `shard-writer serve` process, killed on drop.
+struct ServeProcess {
+    child: std::process::Child,
+    grpc_addr: std::net::SocketAddr,
+    metrics_addr: std::net::SocketAddr,
+}
+
+impl ServeProcess {
+    /// Starts `shard-writer serve` with gRPC and metrics on free ports, and reads the addresses
+    /// it prints.
+    fn start(db: &std::path::Path, shard_id: u32, redis: &RedisServer) -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_shard-writer"))
+            .arg("serve")
+            .arg("--db")
+            .arg(db)
+            .args(["--shard-id", &shard_id.to_string()])
+            .args(["--redis-url", &redis.url()])
+            .args([
+                "--grpc-addr",
+                "127.0.0.1:0",
+                "--metrics-addr",
+                "127.0.0.1:0",
+            ])
+            .env_remove("HUNT_METRICS_ADDR")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn shard-writer serve");
+        let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        let mut address = |name: &str| -> std::net::SocketAddr {
+            let mut line = String::new();
+            stdout
+                .read_line(&mut line)
+                .expect("serve prints its addresses");
+            line.trim()
+                .strip_prefix(&format!("{name} "))
+                .and_then(|addr| addr.parse().ok())
+                .unwrap_or_else(|| panic!("expected `{name} <addr>`, got {line:?}"))
+        };
+        let grpc_addr = address("grpc");
+        let metrics_addr = address("metrics");
+        Self {
+            child,
+            grpc_addr,
+            metrics_addr,
+        }
+    }
+
+    /// SIGTERM, and the exit status once it has drained.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = rustix::process::Pid::from_child(&self.child);
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
+        self.child.wait().expect("wait")
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `GET path` from `addr` over plain HTTP/1.1: the status code and the body.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .expect("send");
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).await.expect("read");
+    let status = reply
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP reply: {reply:?}"));
+    let body = reply
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The value of the unlabelled sample `name` in a Prometheus text page.
+fn sample(page: &str, name: &str) -> Option<f64> {
+    page.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            line.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_exports_its_metrics_as_prometheus_text() {
+    let redis = RedisServer::start().expect("redis-server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("shard-63.sqlite");
+    let serve = ServeProcess::start(&db, 63, &redis);
+    let mut client = IngestClient::connect(format!("http://{}", serve.grpc_addr))
+        .await
+        .expect("connect to the sidecar");
+    let events: Vec<HuntEvent> = (0..5u32)
+        .map(|i| score(1 + i % 2, "ada", i64::from(i) + 1))
+        .collect();
+    let count = events.len() as f64;
+    client.append(append(events.clone())).await.expect("append");
+    client.append(append(events)).await.expect("append");
+
+    let page = eventually("the counters of both appends", || async {
+        let (status, page) = http_get(serve.metrics_addr, "/metrics").await;
+        assert_eq!(status, 200, "{page}");
+        let appended = sample(&page, "hunt_writer_appended_total")?;
+        let committed = sample(&page, "hunt_writer_committed_total")?;
+        (appended >= 2.0 * count && committed >= 2.0 * count).then_some(page)
+    })
+    .await;
+    assert!(
+        page.contains("# TYPE hunt_writer_appended_total counter"),
+        "{page}"
+    );
+    assert_eq!(
+        http_get(serve.metrics_addr, "/healthz").await,
+        (200, "ok\n".into())
+    );
+    assert_eq!(http_get(serve.metrics_addr, "/nowhere").await.0, 404);
+    assert!(serve.terminate().success(), "drains and exits 0");
+
+    // A bad value exits 64 naming the flag; a taken port exits 1 saying so.
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_shard-writer"))
+        .arg("serve")
+        .arg("--db")
+        .arg(&db)
+        .args(["--shard-id", "63", "--metrics-addr", "localhost"])
+        .env_remove("HUNT_REDIS_URL")
+        .output()
+        .expect("run shard-writer");
+    assert_eq!(bad.status.code(), Some(64), "{bad:?}");
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--metrics-addr"));
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let taken_addr = taken.local_addr().expect("address").to_string();
+    let failed = std::process::Command::new(env!("CARGO_BIN_EXE_shard-writer"))
+        .arg("serve")
+        .arg("--db")
+        .arg(&db)
+        .args(["--shard-id", "63", "--grpc-addr", "127.0.0.1:0"])
+        .args(["--metrics-addr", &taken_addr])
+        .env_remove("HUNT_REDIS_URL")
+        .output()
+        .expect("run shard-writer");
+    assert_eq!(failed.status.code(), Some(1), "{failed:?}");
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(
+        stderr.contains("cannot listen for metrics") && stderr.contains(&taken_addr),
+        "{stderr}"
+    );
 }
