@@ -579,7 +579,7 @@ async fn a_hung_or_stopped_redis_is_an_answer_and_claims_work_again_after() {
         }
     })
     .await;
-    writer
+    let reopened = writer
         .open_wave(1, 2, &clues(&["vault"]))
         .await
         .expect("open wave after the restart");
@@ -590,7 +590,17 @@ async fn a_hung_or_stopped_redis_is_an_answer_and_claims_work_again_after() {
     assert_eq!(reader.next(Duration::ZERO).await.expect("read"), None);
 
     // A library lost under a live connection is loaded again by the call that misses it, a
-    // pipelined wave opening included.
+    // pipelined wave opening included. First the relay must be past its reconnect (which loads
+    // the library too): it has published the wave's event.
+    eventually("the relay publishes again after the restart", || async {
+        let mark: Option<u64> = redis_conn(&redis)
+            .await
+            .hget(keys::tier_published(1), keys::shard_field(151))
+            .await
+            .expect("HGET");
+        (mark >= Some(reopened.tier_seq)).then_some(())
+    })
+    .await;
     let _: () = redis::cmd("FUNCTION")
         .arg("FLUSH")
         .query_async(&mut redis_conn(&redis).await)
