@@ -748,3 +748,25 @@ pub fn score(tier: u32, player: &str, points: i64) -> crate::v1::HuntEvent {
         ..crate::v1::HuntEvent::default()
     }
 }
+
+/// Reads the `<name> <address>` lines a server binary prints on start (`grpc 127.0.0.1:4100`),
+/// one per name, in order: how a test learns where a child it started on port 0 listens.
+///
+/// # Panics
+/// When a line cannot be read or is not `<name> <address>` for the name expected.
+pub fn printed_addresses(
+    stdout: &mut impl io::BufRead,
+    names: &[&str],
+) -> Vec<std::net::SocketAddr> {
+    names
+        .iter()
+        .map(|name| {
+            let mut line = String::new();
+            let read = stdout.read_line(&mut line);
+            line.trim()
+                .strip_prefix(&format!("{name} "))
+                .and_then(|addr| addr.parse().ok())
+                .unwrap_or_else(|| panic!("expected `{name} <addr>`, got {line:?} ({read:?})"))
+        })
+        .collect()
+}

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use leaderboard_proto::rewards;
-use leaderboard_proto::testkit::RedisServer;
+use leaderboard_proto::testkit::{RedisServer, printed_addresses};
 use leaderboard_proto::v1::ingest_client::IngestClient;
 use leaderboard_proto::v1::{
     AckCompensationRequest, AppendRequest, ClaimChestRequest, ClaimClueRequest, HuntEvent,
@@ -337,7 +337,6 @@ impl ServeProcess {
     /// Starts `shard-writer serve` with gRPC and metrics on free ports, and reads the addresses
     /// it prints.
     fn start(db: &std::path::Path, shard_id: u32, redis: &RedisServer) -> Self {
-        use std::io::BufRead;
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_shard-writer"))
             .arg("serve")
             .arg("--db")
@@ -356,18 +355,10 @@ impl ServeProcess {
             .spawn()
             .expect("spawn shard-writer serve");
         let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
-        let mut address = |name: &str| -> std::net::SocketAddr {
-            let mut line = String::new();
-            stdout
-                .read_line(&mut line)
-                .expect("serve prints its addresses");
-            line.trim()
-                .strip_prefix(&format!("{name} "))
-                .and_then(|addr| addr.parse().ok())
-                .unwrap_or_else(|| panic!("expected `{name} <addr>`, got {line:?}"))
+        let [grpc_addr, metrics_addr] = printed_addresses(&mut stdout, &["grpc", "metrics"])[..]
+        else {
+            unreachable!("one address per name")
         };
-        let grpc_addr = address("grpc");
-        let metrics_addr = address("metrics");
         Self {
             child,
             grpc_addr,

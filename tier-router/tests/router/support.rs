@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use leaderboard_proto::testkit::RedisServer;
+use leaderboard_proto::testkit::{RedisServer, printed_addresses};
 use leaderboard_proto::v1::leaderboard_client::LeaderboardClient;
 use tier_router::{App, AppHandle, RouterConfig};
 use tonic::transport::Channel;
@@ -84,7 +84,6 @@ impl RouterProcess {
         name: &str,
         extra: &[&str],
     ) -> Self {
-        use std::io::BufRead;
         let log = dir.join(format!("{name}.log"));
         let stderr = std::fs::File::create(&log).expect("router log file");
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tier-router"))
@@ -112,18 +111,9 @@ impl RouterProcess {
             .spawn()
             .expect("spawn tier-router");
         let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
-        let mut address = |name: &str| -> std::net::SocketAddr {
-            let mut line = String::new();
-            stdout
-                .read_line(&mut line)
-                .expect("the router prints its addresses");
-            line.trim()
-                .strip_prefix(&format!("{name} "))
-                .and_then(|addr| addr.parse().ok())
-                .unwrap_or_else(|| panic!("expected `{name} <addr>`, got {line:?}"))
+        let [grpc_addr, http_addr] = printed_addresses(&mut stdout, &["grpc", "http"])[..] else {
+            unreachable!("one address per name")
         };
-        let grpc_addr = address("grpc");
-        let http_addr = address("http");
         Self {
             child,
             grpc_addr,
