@@ -1,5 +1,6 @@
 //! Accepted connections, bounded in number: the gRPC ports of the tier router and of the ingest
-//! sidecar, and the router's HTTP port (feature `server`).
+//! sidecar, and the router's HTTP port (feature `server`); and the signal that starts a server's
+//! drain.
 //!
 //! Design constraints:
 //! - At most `max` connections are open at once. At the cap the server stops accepting, and
@@ -162,4 +163,20 @@ pub fn grpc_server(max_streams: u32) -> tonic::transport::Server {
         .concurrency_limit_per_connection(max_streams as usize)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
+}
+
+/// Resolves on Ctrl-C or SIGTERM: when a server begins its drain.
+pub async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
 }

@@ -298,7 +298,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
         println!("metrics {addr}");
     }
     let handle = sidecar.spawn();
-    wait_for_signal().await;
+    leaderboard_proto::listener::shutdown_signal().await;
     tracing::info!("draining: finishing requests, committing and publishing");
     match handle
         .shutdown(Duration::from_millis(args.shutdown_grace_ms))
@@ -420,22 +420,6 @@ fn run_restore(args: &RestoreArgs) -> ExitCode {
             eprintln!("error: {err}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// Ctrl-C or SIGTERM.
-async fn wait_for_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
     }
 }
 

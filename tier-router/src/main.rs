@@ -179,7 +179,7 @@ fn main() -> ExitCode {
         println!("grpc {}", app.grpc_addr());
         println!("http {}", app.http_addr());
         let handle = app.spawn();
-        wait_for_signal().await;
+        leaderboard_proto::listener::shutdown_signal().await;
         if handle
             .shutdown(Duration::from_millis(args.shutdown_grace_ms))
             .await
@@ -190,20 +190,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     })
-}
-
-/// Ctrl-C or SIGTERM.
-async fn wait_for_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
-    }
 }
