@@ -140,11 +140,25 @@ pub struct RedisServer {
     pid: u32,
     client: redis::Client,
     child: Option<Child>,
+    /// Whether the server runs in a process group of its own.
+    own_group: bool,
     // Declared last: dropped after the child is reaped in `Drop`.
     dir: TempDir,
 }
 
 impl RedisServer {
+    /// [`RedisServer::start`], with the server in a process group of its own: for a program a
+    /// person stops with Ctrl-C, so that the terminal's signal reaches only that program, which
+    /// then stops its writers and router while Redis still answers, and the server on drop.
+    /// Only for programs that handle Ctrl-C: one killed by it would leave the server running.
+    ///
+    /// # Errors
+    ///
+    /// As [`RedisServer::start`].
+    pub fn start_own_group() -> Result<Self, TestkitError> {
+        Self::start_in(true)
+    }
+
     /// Starts a private `redis-server` on a free loopback port with a fresh temporary directory,
     /// and returns once it answers `PING` (within 10 s). A port lost to a race is retried with a
     /// new one, up to 5 times.
@@ -155,6 +169,10 @@ impl RedisServer {
     /// [`TestkitError::StartFailed`] when no attempt came up; [`TestkitError::Io`] when the
     /// directory or a port could not be had.
     pub fn start() -> Result<Self, TestkitError> {
+        Self::start_in(false)
+    }
+
+    fn start_in(own_group: bool) -> Result<Self, TestkitError> {
         let binary = find_on_path("redis-server").ok_or(TestkitError::NotInstalled)?;
         let dir = tempfile::Builder::new()
             .prefix("hunt-redis-")
@@ -163,7 +181,7 @@ impl RedisServer {
         let mut last = None;
         for _ in 0..START_ATTEMPTS {
             let port = free_port()?;
-            match spawn_ready(&binary, port, dir.path(), &[]) {
+            match spawn_ready(&binary, port, dir.path(), &[], own_group) {
                 Ok((child, client)) => {
                     return Ok(Self {
                         binary,
@@ -171,6 +189,7 @@ impl RedisServer {
                         pid: child.id(),
                         client,
                         child: Some(child),
+                        own_group,
                         dir,
                     });
                 }
@@ -291,7 +310,13 @@ impl RedisServer {
     }
 
     fn spawn_again(&mut self) -> Result<(), TestkitError> {
-        let (child, client) = spawn_ready(&self.binary, self.port, self.dir.path(), &[])?;
+        let (child, client) = spawn_ready(
+            &self.binary,
+            self.port,
+            self.dir.path(),
+            &[],
+            self.own_group,
+        )?;
         self.pid = child.id();
         self.client = client;
         self.child = Some(child);
@@ -454,7 +479,7 @@ impl RedisCluster {
                 "--cluster-node-timeout".to_owned(),
                 "5000".to_owned(),
             ];
-            match spawn_ready(binary, port, &dir, &extra) {
+            match spawn_ready(binary, port, &dir, &extra, false) {
                 Ok((child, client)) => {
                     return Ok(ClusterNode {
                         port,
@@ -570,14 +595,20 @@ fn free_port() -> Result<u16, TestkitError> {
     }
 }
 
-/// Starts `redis-server` on `port` with `dir` and waits until this very process answers `PING`.
+/// Starts `redis-server` on `port` with `dir` (in a process group of its own when `own_group`)
+/// and waits until this very process answers `PING`.
 fn spawn_ready(
     binary: &Path,
     port: u16,
     dir: &Path,
     extra: &[String],
+    own_group: bool,
 ) -> Result<(Child, redis::Client), TestkitError> {
-    let mut child = Command::new(binary)
+    let mut command = Command::new(binary);
+    if own_group {
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    }
+    let mut child = command
         .args(extra)
         .arg("--port")
         .arg(port.to_string())

@@ -45,7 +45,7 @@ pub(crate) struct Args {
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
-    let redis = RedisTarget::new(args.redis_url)?;
+    let redis = RedisTarget::for_ctrl_c(args.redis_url)?;
     let dir = tempfile::tempdir().context("creating a directory for the shard files")?;
     let mut config = RouterConfig::new(redis.url.clone());
     config.grpc_addr = args.grpc_addr;
@@ -117,9 +117,13 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     ticker.tick().await;
+    // One Ctrl-C listener for the whole loop: a new one per turn would miss a Ctrl-C pressed
+    // while the tops are being printed.
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
     let interrupted = loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break true,
+            _ = &mut ctrl_c => break true,
             _ = ticker.tick() => {
                 print_tops(started.elapsed(), &mut grpc, &writers).await?;
                 if args.seconds > 0 && started.elapsed() >= Duration::from_secs(args.seconds) {
@@ -133,28 +137,24 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     while let Some(result) = producers.join_next().await {
         appended += result??;
     }
-    if !interrupted {
-        let client = redis::Client::open(redis.url.as_str())?;
-        let mut conn = client.get_multiplexed_async_connection().await?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !run::settled(&mut conn, &writers).await? && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        for writer in &writers {
-            writer.shutdown().await?;
-        }
-        let (checks, _) = ground_truth::verify(files, &mut conn, &mut grpc).await?;
-        run::fail_on_checks(&checks)?;
-        println!(
-            "{appended} events appended; every tier's leaderboard equals the totals of the shard \
-             logs (duplicate chest awards revoked by the saga): each event applied exactly once."
-        );
-    }
     if interrupted {
-        for writer in &writers {
-            writer.shutdown().await?;
-        }
+        println!("stopping: waiting for every event to be applied, then checking the leaderboards");
     }
+    let client = redis::Client::open(redis.url.as_str())?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !run::settled(&mut conn, &writers).await? && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for writer in &writers {
+        writer.shutdown().await?;
+    }
+    let (checks, _) = ground_truth::verify(files, &mut conn, &mut grpc).await?;
+    run::fail_on_checks(&checks)?;
+    println!(
+        "{appended} events appended; every tier's leaderboard equals the totals of the shard \
+         logs (duplicate chest awards revoked by the saga): each event applied exactly once."
+    );
     if !router.shutdown(Duration::from_secs(10)).await {
         bail!("the tier router did not stop within 10 s");
     }

@@ -12,10 +12,24 @@ pub(crate) struct RedisTarget {
 impl RedisTarget {
     /// Uses `url`, or starts a private `redis-server` on a free loopback port.
     pub(crate) fn new(url: Option<String>) -> anyhow::Result<Self> {
+        Self::start(url, RedisServer::start)
+    }
+
+    /// [`RedisTarget::new`] for a command that stops on Ctrl-C and then shuts down in order: the
+    /// private server runs in a process group of its own, so the terminal's Ctrl-C does not stop
+    /// it before the writers and the router are done with it.
+    pub(crate) fn for_ctrl_c(url: Option<String>) -> anyhow::Result<Self> {
+        Self::start(url, RedisServer::start_own_group)
+    }
+
+    fn start(
+        url: Option<String>,
+        start: fn() -> Result<RedisServer, leaderboard_proto::testkit::TestkitError>,
+    ) -> anyhow::Result<Self> {
         match url {
             Some(url) => Ok(Self { url, _server: None }),
             None => {
-                let server = RedisServer::start().context("starting a private redis-server")?;
+                let server = start().context("starting a private redis-server")?;
                 eprintln!(
                     "started a private redis-server on 127.0.0.1:{}",
                     server.port()

@@ -31,6 +31,80 @@ fn the_demo_runs_and_every_event_lands_exactly_once() {
     );
 }
 
+/// A terminal's Ctrl-C reaches the demo's whole process group; the demo's private Redis is in a
+/// group of its own, so the demo stops the load, checks the leaderboards and stops its shards and
+/// its router while Redis still answers, then stops Redis: a clean exit with no Redis left behind.
+#[test]
+fn ctrl_c_stops_the_demo_in_order_and_its_redis_with_it() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::os::unix::process::CommandExt;
+    use std::time::{Duration, Instant};
+
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args([
+            "demo",
+            "--rate",
+            "500",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .env_remove("HUNT_REDIS_URL")
+        .process_group(0)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start loadtest demo");
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut first = String::new();
+    stderr
+        .read_line(&mut first)
+        .expect("the demo says where Redis is");
+    let port: u16 = first
+        .trim()
+        .rsplit(':')
+        .next()
+        .and_then(|port| port.parse().ok())
+        .unwrap_or_else(|| panic!("expected the private Redis's address, got {first:?}"));
+    // Live: a second of tops has been printed. The pipe stays open (and is drained at the end):
+    // the demo goes on printing until it stops.
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    while !line.contains("events committed") {
+        line.clear();
+        let read = stdout.read_line(&mut line).expect("stdout");
+        assert!(read > 0, "the demo printed no tops");
+    }
+
+    let group = rustix::process::Pid::from_child(&child);
+    rustix::process::kill_process_group(group, rustix::process::Signal::INT).expect("SIGINT");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the demo did not stop on Ctrl-C");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).expect("stderr");
+    let mut printed = String::new();
+    stdout.read_to_string(&mut printed).expect("stdout");
+    assert!(status.success(), "{status}: {rest}");
+    assert!(!rest.contains("lost Redis"), "Redis went first: {rest}");
+    // It checked the leaderboards against the shard logs before it stopped Redis.
+    assert!(
+        printed.contains("each event applied exactly once"),
+        "{printed}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        assert!(Instant::now() < deadline, "the demo's Redis outlived it");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Runs the built `loadtest` with `args` plus a short, small hunt writing its reports into a
 /// temporary folder; returns stdout, and the folder.
 fn short_hunt(command: &str, extra: &[&str]) -> (String, tempfile::TempDir) {
