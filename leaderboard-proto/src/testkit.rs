@@ -801,3 +801,36 @@ pub fn printed_addresses(
         })
         .collect()
 }
+
+/// `GET path` from `addr` over plain HTTP/1.1: the status code and the body. For tests of the
+/// router's and the sidecar's HTTP ports.
+///
+/// # Panics
+/// When the connection fails or the reply is not HTTP.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|err| panic!("connect to {addr}: {err}"));
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap_or_else(|err| panic!("send to {addr}: {err}"));
+    let mut reply = String::new();
+    stream
+        .read_to_string(&mut reply)
+        .await
+        .unwrap_or_else(|err| panic!("read from {addr}: {err}"));
+    let status = reply
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP reply: {reply:?}"));
+    let body = reply
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use leaderboard_proto::rewards;
-use leaderboard_proto::testkit::{RedisServer, printed_addresses};
+use leaderboard_proto::testkit::{RedisServer, http_get, printed_addresses};
 use leaderboard_proto::v1::ingest_client::IngestClient;
 use leaderboard_proto::v1::{
     AckCompensationRequest, AppendRequest, ClaimChestRequest, ClaimClueRequest, HuntEvent,
@@ -379,30 +379,6 @@ impl Drop for ServeProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// `GET path` from `addr` over plain HTTP/1.1: the status code and the body.
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .expect("send");
-    let mut reply = String::new();
-    stream.read_to_string(&mut reply).await.expect("read");
-    let status = reply
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP reply: {reply:?}"));
-    let body = reply
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
-    (status, body)
 }
 
 /// The value of the unlabelled sample `name` in a Prometheus text page.
