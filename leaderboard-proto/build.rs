@@ -55,9 +55,11 @@ fn run() -> BuildResult<()> {
         compiler.encode_file_descriptor_set(),
     )?;
 
+    // No transport: the contract compiles no HTTP/2 stack; servers and clients bring their own.
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
+        .build_transport(false)
         .compile_fds(compiler.file_descriptor_set())?;
 
     let pool = compiler.descriptor_pool();

@@ -13,8 +13,7 @@
 //! - Award records (`hunt:{t<N>}:awards`) are `<state>\t<chest>\t<player>\t<points>\t<shard>`:
 //!   ids hold no control character, so a tab separates the fields.
 
-use crate::connection::Primaries;
-use redis::{FromRedisValue, RedisResult, Value};
+use redis::{FromRedisValue, Value};
 
 use crate::functions::{self, name};
 use crate::keys;
@@ -121,66 +120,12 @@ impl FromRedisValue for ChestClaim {
     }
 }
 
-/// Opens `clue_id` for `wave` (1 or more); returns whether it was opened (false when the clue is
-/// already open for this wave or a later one). Ids must be valid ([`crate::validate::id`]).
-///
-/// # Errors
-/// The Redis error.
-pub async fn open_clue<C: Primaries>(conn: &mut C, clue_id: &str, wave: u64) -> RedisResult<bool> {
-    let mut cmd = functions::fcall_cmd(name::OPEN_CLUE, &[&keys::clue(clue_id)]);
-    cmd.arg(wave);
-    let (opened, _wave): (i64, u64) = functions::fcall(conn, &cmd).await?;
-    Ok(opened == 1)
-}
-
-/// Claims `clue_id` for `hunter`, recording `solve_ms` (the shard's clock, for people).
-///
-/// # Errors
-/// The Redis error.
-pub async fn claim_clue<C: Primaries>(
-    conn: &mut C,
-    clue_id: &str,
-    hunter: &str,
-    solve_ms: i64,
-) -> RedisResult<ClueClaim> {
-    let mut cmd = functions::fcall_cmd(name::CLAIM_CLUE, &[&keys::clue(clue_id)]);
-    cmd.arg(hunter).arg(solve_ms);
-    functions::fcall(conn, &cmd).await
-}
-
-/// Checks the token a write of `hunter` on `clue_id` carries.
-///
-/// # Errors
-/// The Redis error.
-pub async fn check_clue<C: Primaries>(
-    conn: &mut C,
-    clue_id: &str,
-    hunter: &str,
-    token: u64,
-) -> RedisResult<TokenCheck> {
-    let mut cmd = functions::fcall_cmd(name::CHECK_CLUE, &[&keys::clue(clue_id)]);
-    cmd.arg(hunter).arg(token);
-    functions::fcall(conn, &cmd).await
-}
-
 /// The `FCALL hunt_claim_chest` of `chest_key` for `award_id`, held for [`CHEST_TTL_SECONDS`].
 #[must_use]
 pub fn claim_chest_cmd(chest_key: &str, award_id: &str) -> redis::Cmd {
     let mut cmd = functions::fcall_cmd(name::CLAIM_CHEST, &[&keys::chest(chest_key)]);
     cmd.arg(award_id).arg(CHEST_TTL_SECONDS);
     cmd
-}
-
-/// Claims `chest_key` for `award_id`.
-///
-/// # Errors
-/// The Redis error.
-pub async fn claim_chest<C: Primaries>(
-    conn: &mut C,
-    chest_key: &str,
-    award_id: &str,
-) -> RedisResult<ChestClaim> {
-    functions::fcall(conn, &claim_chest_cmd(chest_key, award_id)).await
 }
 
 /// Where an award stands in the dedup saga.

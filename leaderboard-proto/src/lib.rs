@@ -5,16 +5,13 @@
 //!   server reflection.
 //! - [`rewards`]: the reward table (`rewards/tiers.txtpb`), compiled into constants: tiers never
 //!   change at run time.
-//! - [`connection`]: one Redis or a Redis Cluster, behind one connection type.
-//! - [`functions`]: the Redis Functions library (`lua/hunt.lua`) and its loader.
+//! - [`functions`]: the Redis Functions library (`lua/hunt.lua`) and the commands that call it.
 //! - [`claims`]: clue and chest claims and award records, typed.
 //! - [`keys`]: the Redis key schema, the only place that formats a Redis key.
-//! - [`stream`]: reading tier streams, entries decoded into events.
 //! - [`validate`]: the rules every event passes before it is committed anywhere.
-//! - `listener` (feature `server`): accepted connections bounded in number, for the gRPC and
-//!   HTTP servers of the router and the ingest sidecar.
-//! - `testkit` (feature `testkit`): a private `redis-server` for tests and demos; `recorded`:
-//!   what a test binary's code recorded through the `metrics` facade.
+//!
+//! No runtime and no server: sending these commands is `hunt-redis`'s, serving these services
+//! is `hunt-serve`'s.
 
 #![forbid(unsafe_code)]
 
@@ -37,17 +34,9 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/hunt_descriptor.bin"));
 
 pub mod claims;
-pub mod connection;
 pub mod functions;
 pub mod keys;
-#[cfg(feature = "server")]
-pub mod listener;
-#[cfg(feature = "testkit")]
-pub mod recorded;
 pub mod rewards;
-pub mod stream;
-#[cfg(feature = "testkit")]
-pub mod testkit;
 pub mod validate;
 
 #[cfg(test)]

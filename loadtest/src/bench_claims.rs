@@ -22,8 +22,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use leaderboard_proto::claims::{self, ClueClaim};
-use leaderboard_proto::connection::Connection;
+use hunt_redis::claims;
+use hunt_redis::connection::Connection;
+use leaderboard_proto::claims::ClueClaim;
 use leaderboard_proto::{functions, keys};
 use tokio_util::sync::CancellationToken;
 
@@ -92,7 +93,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
             .get_multiplexed_async_connection()
             .await
             .context("connecting to Redis")?;
-        functions::ensure_loaded(&mut conn).await?;
+        hunt_redis::ensure_loaded(&mut conn).await?;
         connections.push(Connection::from(conn));
     }
     let duration = Duration::from_secs(args.seconds);
@@ -269,7 +270,7 @@ async fn settle_all(
         &[&keys::tier_lease(tier), &keys::tier_fence(tier)],
     );
     acquire.arg(&router).arg(600_000);
-    let (held, token): (i64, String) = functions::fcall(conn, &acquire).await?;
+    let (held, token): (i64, String) = hunt_redis::fcall(conn, &acquire).await?;
     if held != 1 {
         bail!("tier {tier} is leased to {token}: run the sweep on a Redis of its own");
     }
@@ -301,7 +302,7 @@ async fn settle_all(
                 .push(&mut cmd);
             }
         }
-        let _: functions::Applied = functions::fcall(conn, &cmd).await?;
+        let _: functions::Applied = hunt_redis::fcall(conn, &cmd).await?;
     }
     let mut config = tier_router::RouterConfig::new("redis://unused/");
     config.saga_batch = usize::try_from(saga_batch)?;

@@ -19,9 +19,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
+use hunt_redis::stream;
 use leaderboard_proto::v1::leaderboard_client::LeaderboardClient;
 use leaderboard_proto::v1::{GetTopRequest, WatchRequest, watch_update};
-use leaderboard_proto::{keys, rewards, stream};
+use leaderboard_proto::{keys, rewards};
 use shard_writer::synthetic::EventGenerator;
 use shard_writer::{ShardWriter, WriterConfig};
 use tier_router::apply::score_change;
@@ -514,11 +515,7 @@ async fn end_to_end(
             queue.push_back((scores[index], due, Instant::now()));
         }
         probe
-            .append(leaderboard_proto::testkit::score(
-                tier,
-                &probe_player(tier),
-                PROBE_POINTS,
-            ))
+            .append(hunt_testkit::score(tier, &probe_player(tier), PROBE_POINTS))
             .await?;
         probes += 1;
     }

@@ -103,7 +103,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     )
     .await?;
     probe
-        .append(leaderboard_proto::testkit::score(1, "probe", RECORD))
+        .append(hunt_testkit::score(1, "probe", RECORD))
         .await?;
 
     // Connect everyone, a few at a time, and wait for each one's snapshot.
@@ -173,9 +173,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         if let Ok(mut sent) = sent.lock() {
             sent.insert(RECORD + probes, due);
         }
-        probe
-            .append(leaderboard_proto::testkit::score(1, "probe", 1))
-            .await?;
+        probe.append(hunt_testkit::score(1, "probe", 1)).await?;
     }
     // The last probe reaches everyone, or the run fails.
     let expected = u64::try_from(probes)? * u64::from(args.connections);

@@ -52,8 +52,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     config.http_addr = args.http_addr;
     let app = match App::build(config).await {
         Ok(app) => app,
-        Err(StartError::Bind { addr, source }) => bail!(
-            "cannot listen on {addr} ({source}); pass --grpc-addr 127.0.0.1:0 and \
+        Err(StartError::Bind(err)) => bail!(
+            "{err}; pass --grpc-addr 127.0.0.1:0 and \
              --http-addr 127.0.0.1:0 for free ports"
         ),
         Err(err) => return Err(err).context("starting the tier router"),
@@ -111,9 +111,11 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         });
     }
 
-    let mut grpc = LeaderboardClient::connect(format!("http://{grpc_addr}"))
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc_addr}"))?
+        .connect()
         .await
         .context("connecting to the router's gRPC")?;
+    let mut grpc = LeaderboardClient::new(channel);
     let started = Instant::now();
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     ticker.tick().await;

@@ -132,11 +132,7 @@ pub(crate) async fn send(
             pending.insert(scores[index], due);
         }
         writer
-            .append(leaderboard_proto::testkit::score(
-                tier,
-                &probe_player(tier),
-                PROBE_POINTS,
-            ))
+            .append(hunt_testkit::score(tier, &probe_player(tier), PROBE_POINTS))
             .await?;
         sent += 1;
     }

@@ -1,7 +1,7 @@
 //! The Redis a run talks to: one given by URL, or a private `redis-server` child.
 
 use anyhow::Context;
-use leaderboard_proto::testkit::RedisServer;
+use hunt_testkit::RedisServer;
 
 /// A Redis URL, and the private server behind it when this process started one.
 pub(crate) struct RedisTarget {
@@ -24,7 +24,7 @@ impl RedisTarget {
 
     fn start(
         url: Option<String>,
-        start: fn() -> Result<RedisServer, leaderboard_proto::testkit::TestkitError>,
+        start: fn() -> Result<RedisServer, hunt_testkit::TestkitError>,
     ) -> anyhow::Result<Self> {
         match url {
             Some(url) => Ok(Self { url, _server: None }),

@@ -22,8 +22,9 @@ use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use leaderboard_proto::claims::{self, TokenCheck};
-use leaderboard_proto::connection::Connection;
+use hunt_redis::claims;
+use hunt_redis::connection::Connection;
+use leaderboard_proto::claims::TokenCheck;
 use leaderboard_proto::functions::{self, name};
 use leaderboard_proto::v1::hunt_event::Kind;
 use leaderboard_proto::v1::{HuntEvent, WaveReset};
@@ -33,10 +34,10 @@ use redis::RedisError;
 
 pub use leaderboard_proto::claims::{ChestClaim, ClueClaim};
 
-use crate::connection::{CallError, Reconnecting};
 use crate::error::ClaimError;
 use crate::metrics as m;
 use crate::writer::{Appended, ShardWriter};
+use hunt_redis::reconnecting::{CallError, Reconnecting};
 
 impl ShardWriter {
     /// Claims `clue_id` for `hunter`: [`ClueClaim::Won`] with the claim's fencing token (greater
@@ -155,13 +156,7 @@ impl ShardWriter {
                     if clue_ids.is_empty() {
                         return Ok(Vec::new());
                     }
-                    match pipe.query_async(&mut conn).await {
-                        Err(err) if functions::is_function_missing(&err) => {
-                            functions::ensure_loaded(&mut conn).await?;
-                            pipe.query_async(&mut conn).await
-                        }
-                        other => other,
-                    }
+                    hunt_redis::library::pipeline(&mut conn, pipe).await
                 })
                 .await?;
             let event = HuntEvent {

@@ -24,16 +24,17 @@
 
 use std::time::{Duration, Instant};
 
+use hunt_redis::stream;
 use leaderboard_proto::v1::AwardRevoked;
 use leaderboard_proto::v1::hunt_event::Kind;
-use leaderboard_proto::{keys, stream, validate};
+use leaderboard_proto::{keys, validate};
 use redis::{FromRedisValue, Value};
 
 use crate::claims::{claim_error, outcome_label, record};
-use crate::connection::{CallError, Reconnecting};
 use crate::error::ClaimError;
 use crate::metrics as m;
 use crate::writer::ShardWriter;
+use hunt_redis::reconnecting::{CallError, Reconnecting};
 
 /// The consumer group every shard reads its inbox through.
 pub const GROUP: &str = "shard";
@@ -86,7 +87,7 @@ impl ShardWriter {
                 .inner
                 .client
                 .as_ref()
-                .map(|client| Reconnecting::new(client.clone(), &self.inner.config)),
+                .map(|client| self.inner.config.reconnecting(client.clone())),
             inbox: keys::shard_inbox(self.inner.shard_id),
             claim_timeout: self.inner.config.claim_timeout,
             group_ready: false,

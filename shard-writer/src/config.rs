@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use leaderboard_proto::connection::RedisTarget;
-pub use leaderboard_proto::connection::redact_url;
+use hunt_redis::connection::RedisTarget;
+pub use hunt_redis::connection::redact_url;
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::ConfigError;
@@ -107,6 +107,16 @@ pub struct WriterConfig {
 }
 
 impl WriterConfig {
+    /// A self-healing connection to `client` for request/response calls (claims, the inbox),
+    /// opened within the configured connect timeout and named by the redacted URL.
+    pub(crate) fn reconnecting(&self, client: RedisTarget) -> hunt_redis::Reconnecting {
+        hunt_redis::Reconnecting::new(
+            client,
+            self.redis_connect_timeout,
+            redact_url(self.redis_url.as_deref().unwrap_or_default()),
+        )
+    }
+
     /// A configuration with every default: local file `path`, shard `shard_id`, no Redis.
     #[must_use]
     pub fn new(path: impl Into<PathBuf>, shard_id: u32) -> Self {

@@ -31,6 +31,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hunt_serve::{admin, listener};
 use leaderboard_proto::v1::hunt_event::Kind;
 use leaderboard_proto::v1::ingest_server::{Ingest, IngestServer};
 use leaderboard_proto::v1::{
@@ -46,17 +47,22 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tonic::server::NamedService;
+use tonic::service::Routes;
 use tonic::{Request, Response, Status};
 
 use crate::claims::{ChestClaim, ClueClaim};
 use crate::compensations::Compensations;
 use crate::config::WriterConfig;
 use crate::error::{AppendError, ClaimError, ConfigError, OpenError};
-use crate::http;
 use crate::writer::{Appended, BatchRejected, ShardWriter};
 
 /// The largest gRPC message the sidecar reads or writes: 4 MiB.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Connections open at once on the metrics port; past it, newcomers wait in the kernel's
+/// backlog.
+pub const MAX_METRICS_CONNECTIONS: usize = 16;
 
 /// Streams open at once and requests in service per connection.
 pub const MAX_STREAMS_PER_CONNECTION: u32 = 256;
@@ -139,21 +145,11 @@ pub enum StartError {
     #[error(transparent)]
     Open(#[from] OpenError),
     /// The gRPC port could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// The OS error.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(hunt_serve::BindError),
     /// The metrics port could not be bound.
-    #[error("cannot listen for metrics on {addr}: {source}")]
-    BindMetrics {
-        /// The address.
-        addr: SocketAddr,
-        /// The OS error.
-        source: std::io::Error,
-    },
+    #[error("cannot listen for metrics on {}: {}", .0.addr, .0.source)]
+    BindMetrics(hunt_serve::BindError),
 }
 
 /// Why an ingest call was refused; one conversion to a gRPC status.
@@ -258,15 +254,14 @@ impl Sidecar {
     /// [`StartError`]: bad configuration, a port taken, the shard file refused.
     pub async fn build(config: IngestConfig) -> Result<Self, StartError> {
         config.validate()?;
-        let addr = config.grpc_addr;
-        let (listener, local_addr) = bind(addr)
+        let (listener, local_addr) = hunt_serve::bind(config.grpc_addr)
             .await
-            .map_err(|source| StartError::Bind { addr, source })?;
+            .map_err(StartError::Bind)?;
         let metrics_listener = match config.metrics_addr {
             Some(addr) => Some(
-                bind(addr)
+                hunt_serve::bind(addr)
                     .await
-                    .map_err(|source| StartError::BindMetrics { addr, source })?,
+                    .map_err(StartError::BindMetrics)?,
             ),
             None => None,
         };
@@ -324,56 +319,35 @@ impl Sidecar {
         let server = IngestServer::new(service)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let (health, health_service) = tonic_health::server::health_reporter();
-        let incoming =
-            leaderboard_proto::listener::bounded(self.listener, self.config.max_connections);
+        let incoming = listener::bounded(self.listener, self.config.max_connections);
         let shutdown = cancel.clone();
         tracker.spawn(async move {
-            health.set_serving::<IngestServer<IngestService>>().await;
-            let stopping = {
-                let health = health.clone();
-                async move {
-                    shutdown.cancelled().await;
-                    health
-                        .set_not_serving::<IngestServer<IngestService>>()
-                        .await;
-                }
-            };
-            let served = leaderboard_proto::listener::grpc_server(MAX_STREAMS_PER_CONNECTION)
-                .add_service(health_service)
-                .add_service(server)
-                .serve_with_incoming_shutdown(incoming, stopping)
-                .await;
+            let served = hunt_serve::grpc::serve(
+                Routes::new(server),
+                <IngestServer<IngestService> as NamedService>::NAME,
+                incoming,
+                MAX_STREAMS_PER_CONNECTION,
+                shutdown,
+            )
+            .await;
             if let Err(err) = served {
                 tracing::error!(error = %err, "gRPC server failed");
             }
         });
         if let Some(handle) = self.metrics.clone() {
-            // The recorder's histograms are drained by upkeep, which is the caller's to run.
-            let stop = cancel.clone();
-            tracker.spawn(async move {
-                let mut every = tokio::time::interval(Duration::from_secs(5));
-                loop {
-                    tokio::select! {
-                        () = stop.cancelled() => return,
-                        _ = every.tick() => handle.run_upkeep(),
-                    }
-                }
-            });
+            tracker.spawn(admin::upkeep(handle, cancel.clone()));
         }
         let metrics_addr = self.metrics_listener.as_ref().map(|(_, addr)| *addr);
-        if let Some((metrics_listener, metrics_addr)) = self.metrics_listener {
-            let routes = http::routes(self.metrics);
-            let listener = http::MetricsListener::new(metrics_listener, metrics_addr);
-            let stop = cancel.clone();
-            tracker.spawn(async move {
-                let served = axum::serve(listener, routes)
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await;
-                if let Err(err) = served {
-                    tracing::error!(error = %err, "metrics server failed");
-                }
-            });
+        if let Some((metrics_listener, _)) = self.metrics_listener {
+            // Scrapers are few.
+            let listener = listener::HttpListener::new(metrics_listener, MAX_METRICS_CONNECTIONS);
+            let routes = admin::routes(self.metrics);
+            tracker.spawn(admin::serve_http(
+                listener,
+                routes,
+                cancel.clone(),
+                "metrics",
+            ));
         }
         tracing::info!(
             shard = self.writer.shard_id(),
@@ -438,13 +412,6 @@ impl SidecarHandle {
         }
         self.writer.shutdown().await
     }
-}
-
-/// Binds `addr`, returning the listener and the address it got (a port 0 picks a free one).
-async fn bind(addr: SocketAddr) -> std::io::Result<(TcpListener, SocketAddr)> {
-    let listener = TcpListener::bind(addr).await?;
-    let bound = listener.local_addr()?;
-    Ok((listener, bound))
 }
 
 /// `hunt.v1.Ingest` over one writer.

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use leaderboard_proto::{keys, rewards};
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
-use leaderboard_proto::connection::{RedisTarget, Timeouts};
+use hunt_redis::connection::{RedisTarget, Timeouts};
 
 use crate::config::redact_url;
 use crate::wal::{RESTORED, to_u64};

@@ -13,13 +13,12 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
+use hunt_serve::logging::{self, LogFormat};
+use hunt_serve::{admin, cli};
 use shard_writer::ingest::{IngestConfig, Sidecar, StartError};
 use shard_writer::inspect::ShardState;
 use shard_writer::synthetic::EventGenerator;
 use shard_writer::{ConfigError, OpenError, ShardWriter, WriterConfig, backup, replay};
-
-/// Exit code for bad configuration (EX_USAGE).
-const EXIT_CONFIG: u8 = 64;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -33,15 +32,6 @@ struct Cli {
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
-}
-
-/// Log line formats.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum LogFormat {
-    /// One human-readable line per event.
-    Text,
-    /// One JSON object per line, for log collectors.
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -206,34 +196,14 @@ struct GenerateArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli: Cli = match cli::parse() {
         Ok(cli) => cli,
-        Err(err) if !err.use_stderr() => {
-            // --help and --version.
-            let _ = err.print();
-            return ExitCode::SUCCESS;
-        }
-        Err(err) => {
-            let _ = err.print();
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(code) => return code,
     };
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Text => logs.init(),
-        LogFormat::Json => logs.json().init(),
-    }
-    let runtime = match tokio::runtime::Runtime::new() {
+    logging::init(cli.log_format);
+    let runtime = match cli::runtime() {
         Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("error: cannot start the runtime: {err}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
@@ -248,8 +218,10 @@ fn main() -> ExitCode {
 /// A configuration error, naming the command-line flag of the setting.
 fn config_error(err: &ConfigError) -> ExitCode {
     let ConfigError::Invalid { field, reason } = err;
-    eprintln!("error: invalid --{}: {reason}", field.replace('_', "-"));
-    ExitCode::from(EXIT_CONFIG)
+    cli::config_error(format_args!(
+        "invalid --{}: {reason}",
+        field.replace('_', "-")
+    ))
 }
 
 async fn serve(args: ServeArgs) -> ExitCode {
@@ -270,10 +242,10 @@ async fn serve(args: ServeArgs) -> ExitCode {
     }
     // Installed before the writer opens, so metric descriptions reach it too.
     let metrics = match config.metrics_addr {
-        Some(_) => match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
+        Some(_) => match admin::install_recorder() {
             Ok(handle) => Some(handle),
             Err(err) => {
-                eprintln!("error: cannot install the metrics recorder: {err}");
+                eprintln!("error: {err}");
                 return ExitCode::FAILURE;
             }
         },
@@ -298,7 +270,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
         println!("metrics {addr}");
     }
     let handle = sidecar.spawn();
-    leaderboard_proto::listener::shutdown_signal().await;
+    hunt_serve::signal::shutdown_signal().await;
     tracing::info!("draining: finishing requests, committing and publishing");
     match handle
         .shutdown(Duration::from_millis(args.shutdown_grace_ms))

@@ -38,7 +38,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use leaderboard_proto::connection::{Connection as RedisConnection, RedisTarget, Timeouts};
+use hunt_redis::connection::{Connection as RedisConnection, RedisTarget, Timeouts};
 use leaderboard_proto::functions::{self, name};
 use leaderboard_proto::{keys, rewards};
 use rand::Rng;
@@ -98,7 +98,7 @@ pub(crate) async fn connect(
             response: Some(config.redis_response_timeout),
         })
         .await?;
-    functions::ensure_loaded(&mut conn).await?;
+    hunt_redis::ensure_loaded(&mut conn).await?;
     Ok(conn)
 }
 
@@ -411,13 +411,13 @@ impl Relay {
         }
         let replies: Vec<(i64, u64)> = match pipe.query_async(conn).await {
             Ok(replies) => replies,
-            Err(err) if functions::is_function_missing(&err) => {
+            Err(err) if hunt_redis::is_function_missing(&err) => {
                 // Redis restarted without its data: reload, and continue above what it has.
                 tracing::warn!(
                     shard = self.shard_id,
                     "Redis lost the function library; reloading"
                 );
-                functions::ensure_loaded(conn).await?;
+                hunt_redis::ensure_loaded(conn).await?;
                 let published = published_marks(conn, self.shard_id).await?;
                 self.resync(&published);
                 return Ok(0);

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use leaderboard_proto::{keys, rewards};
 
-use leaderboard_proto::connection::{RedisTarget, Timeouts};
+use hunt_redis::connection::{RedisTarget, Timeouts};
 
 use crate::config::redact_url;
 use crate::inspect::{InspectError, ShardState};

@@ -1,6 +1,6 @@
 //! [`ShardWriter`]: the handle a shard process appends through.
 
-use leaderboard_proto::connection::RedisTarget;
+use hunt_redis::connection::RedisTarget;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -13,11 +13,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{WriterConfig, redact_url};
-use crate::connection::Reconnecting;
 use crate::error::{AppendError, Error, OpenError, Result};
 use crate::metrics as m;
 use crate::relay::{self, Relay};
 use crate::wal::{self, Committer, Job, Progress};
+use hunt_redis::reconnecting::Reconnecting;
 
 /// The identity of an event: unique without coordination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -211,7 +211,7 @@ impl ShardWriter {
         ));
         let claims = client
             .as_ref()
-            .map(|client| Reconnecting::new(client.clone(), &config));
+            .map(|client| config.reconnecting(client.clone()));
         let redis_client = client.clone();
         let relay = match client {
             Some(client) => {
@@ -545,7 +545,7 @@ async fn redis_open_state(
         &[keys::shard_epoch(config.shard_id).as_str()],
     );
     next_epoch.arg(floor);
-    let epoch: u64 = functions::fcall(&mut conn, &next_epoch).await?;
+    let epoch: u64 = hunt_redis::fcall(&mut conn, &next_epoch).await?;
     let published = relay::published_marks(&mut conn, config.shard_id).await?;
     Ok((epoch, published))
 }

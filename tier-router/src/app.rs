@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use leaderboard_proto::connection::{RedisTarget, Timeouts};
+use hunt_redis::connection::{RedisTarget, Timeouts};
 use leaderboard_proto::rewards;
 use leaderboard_proto::v1::leaderboard_server::LeaderboardServer;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -20,7 +20,9 @@ use crate::config::{MAX_MESSAGE_BYTES, MAX_STREAMS_PER_CONNECTION, RouterConfig}
 use crate::grpc::LeaderboardService;
 use crate::members;
 use crate::metrics as m;
-use crate::{http, listener, ws};
+use crate::{http, ws};
+use hunt_serve::{admin, listener};
+use tonic::server::NamedService;
 
 /// Why the router could not start.
 #[derive(Debug, thiserror::Error)]
@@ -29,13 +31,8 @@ pub enum StartError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     /// A port could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// The OS error.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] hunt_serve::BindError),
     /// Redis could not be reached at start.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
@@ -43,6 +40,11 @@ pub enum StartError {
     #[error("gRPC reflection: {0}")]
     Reflection(String),
 }
+
+/// The kernel's send buffer per HTTP connection. A spectator that stops reading fills it within
+/// a few updates, so its connection finds out in time (see `crate::ws`), and 10,000 spectators
+/// cannot pin gigabytes of socket memory.
+const HTTP_SEND_BUFFER_BYTES: usize = 256 * 1024;
 
 /// A router with its ports bound, not yet serving.
 #[derive(Debug)]
@@ -67,14 +69,10 @@ impl App {
     pub async fn build(config: RouterConfig) -> Result<Self, StartError> {
         config.validate()?;
         let client = config.redis_target()?;
-        let (grpc, grpc_addr) = bind(config.grpc_addr).await?;
-        let (http, http_addr) = bind(config.http_addr).await?;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(leaderboard_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .map(Routes::new)
-            .map_err(|err| StartError::Reflection(err.to_string()))?;
+        let (grpc, grpc_addr) = hunt_serve::bind(config.grpc_addr).await?;
+        let (http, http_addr) = hunt_serve::bind(config.http_addr).await?;
+        let reflection = hunt_serve::grpc::reflection(&[leaderboard_proto::FILE_DESCRIPTOR_SET])
+            .map_err(StartError::Reflection)?;
         let reads = crate::grpc::Reads::new(
             client.clone(),
             Timeouts {
@@ -147,7 +145,6 @@ impl App {
             workers,
             cancel.clone(),
         ));
-        let (health, health_service) = tonic_health::server::health_reporter();
         let service = LeaderboardServer::new(LeaderboardService::new(
             Arc::clone(&cache),
             self.reads,
@@ -156,45 +153,24 @@ impl App {
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let shutdown = cancel.clone();
-        let incoming =
-            leaderboard_proto::listener::bounded(self.grpc, self.config.max_grpc_connections);
-        let reflection = self.reflection;
+        let incoming = listener::bounded(self.grpc, self.config.max_grpc_connections);
+        let routes = self.reflection.add_service(service);
         tracker.spawn(async move {
-            health
-                .set_serving::<LeaderboardServer<LeaderboardService>>()
-                .await;
-            let stopping = {
-                let health = health.clone();
-                async move {
-                    shutdown.cancelled().await;
-                    health
-                        .set_not_serving::<LeaderboardServer<LeaderboardService>>()
-                        .await;
-                }
-            };
             // Each Watch is one stream of a connection's bound.
-            let served = leaderboard_proto::listener::grpc_server(MAX_STREAMS_PER_CONNECTION)
-                .add_routes(reflection)
-                .add_service(health_service)
-                .add_service(service)
-                .serve_with_incoming_shutdown(incoming, stopping)
-                .await;
+            let served = hunt_serve::grpc::serve(
+                routes,
+                <LeaderboardServer<LeaderboardService> as NamedService>::NAME,
+                incoming,
+                MAX_STREAMS_PER_CONNECTION,
+                shutdown,
+            )
+            .await;
             if let Err(err) = served {
                 tracing::error!(error = %err, "gRPC server failed");
             }
         });
         if let Some(handle) = self.metrics.clone() {
-            // The recorder's histograms are drained by upkeep, which is the caller's to run.
-            let stop = cancel.clone();
-            tracker.spawn(async move {
-                let mut every = tokio::time::interval(Duration::from_secs(5));
-                loop {
-                    tokio::select! {
-                        () = stop.cancelled() => return,
-                        _ = every.tick() => handle.run_upkeep(),
-                    }
-                }
-            });
+            tracker.spawn(admin::upkeep(handle, cancel.clone()));
         }
         let fanout = Arc::new(ws::Fanout::start(&cache, self.config.ws_coalesce, &cancel));
         let http = http::routes(
@@ -209,16 +185,15 @@ impl App {
                 stop: cancel.clone(),
             },
         );
-        let http_listener = listener::BoundedHttp::new(self.http, self.config.max_http_connections);
-        let http_shutdown = cancel.clone();
-        tracker.spawn(async move {
-            let served = axum::serve(http_listener, http)
-                .with_graceful_shutdown(http_shutdown.cancelled_owned())
-                .await;
-            if let Err(err) = served {
-                tracing::error!(error = %err, "HTTP server failed");
-            }
-        });
+        let http_listener =
+            listener::HttpListener::new(self.http, self.config.max_http_connections)
+                .with_send_buffer(HTTP_SEND_BUFFER_BYTES);
+        tracker.spawn(admin::serve_http(
+            http_listener,
+            http,
+            cancel.clone(),
+            "HTTP",
+        ));
         tracker.close();
         tracing::info!(
             router = %self.config.router_id,
@@ -234,17 +209,6 @@ impl App {
             http_addr: self.http_addr,
         }
     }
-}
-
-/// Binds `addr`, returning the listener and the address it got (a port 0 picks a free one).
-async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { addr, source })?;
-    let bound = listener
-        .local_addr()
-        .map_err(|source| StartError::Bind { addr, source })?;
-    Ok((listener, bound))
 }
 
 /// Sends this router's heartbeat every third of a lease TTL and shares the live routers with

@@ -22,10 +22,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use leaderboard_proto::connection::{Connection, RedisTarget, Timeouts};
+use hunt_redis::connection::{Connection, RedisTarget, Timeouts};
+use hunt_redis::stream;
 use leaderboard_proto::functions::{self, ApplyEntry};
+use leaderboard_proto::keys;
 use leaderboard_proto::v1::HuntEvent;
-use leaderboard_proto::{keys, stream};
 use rand::Rng;
 use redis::RedisError;
 use tokio::time::Instant;
@@ -65,7 +66,7 @@ pub async fn apply_batch(
     for event in events {
         ApplyEntry::of(event, tier).push(&mut cmd);
     }
-    functions::fcall(conn, &cmd).await
+    hunt_redis::fcall(conn, &cmd).await
 }
 
 /// Whether `err` is Redis refusing a stale fence token.
@@ -87,7 +88,7 @@ pub(crate) async fn connect(
             response: response_timeout,
         })
         .await?;
-    functions::ensure_loaded(&mut conn).await?;
+    hunt_redis::ensure_loaded(&mut conn).await?;
     Ok(conn)
 }
 

@@ -2,18 +2,15 @@
 //! and `/ws` (see [`crate::ws`]).
 //!
 //! Design constraints:
-//! - `/healthz` answers as long as the process serves at all: it never touches Redis.
+//! - `/healthz` and `/metrics` are the shared admin endpoints (`hunt_serve::admin`).
 //! - `/readyz` is 200 only when every tier's top has been read from Redis and the last read
 //!   worked, so a load balancer sends spectators only to a router with something to show.
-//! - `/metrics` renders what the process-wide Prometheus recorder holds; a process that
-//!   installed none (an embedding test, say) answers 404 rather than an empty page.
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -30,43 +27,23 @@ pub(crate) struct HttpState {
 /// The routes of the HTTP port.
 pub(crate) fn routes(state: HttpState, ws: ws::WsState) -> Router {
     Router::new()
-        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .route("/", get(page::index))
         .route("/app.js", get(page::script))
         .route("/style.css", get(page::style))
         .route("/tiers", get(page::tiers))
-        .with_state(state)
+        .with_state(state.cache)
+        .merge(hunt_serve::admin::routes(state.metrics))
         .merge(Router::new().route("/ws", get(ws::upgrade)).with_state(ws))
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
-}
-
-async fn readyz(State(state): State<HttpState>) -> (StatusCode, String) {
-    match state.cache.ready() {
+async fn readyz(State(cache): State<Arc<Cache>>) -> (StatusCode, String) {
+    match cache.ready() {
         Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
         Err(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: {why}\n"),
         ),
-    }
-}
-
-async fn metrics(State(state): State<HttpState>) -> Response {
-    match &state.metrics {
-        Some(handle) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            handle.render(),
-        )
-            .into_response(),
-        None => (
-            StatusCode::NOT_FOUND,
-            "this process records no Prometheus metrics\n",
-        )
-            .into_response(),
     }
 }
 

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use leaderboard_proto::connection::Primaries;
+use hunt_redis::connection::Primaries;
 use leaderboard_proto::functions::{self, name};
 use leaderboard_proto::keys;
 
@@ -38,7 +38,7 @@ pub async fn acquire<C: Primaries>(
     );
     cmd.arg(router)
         .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
-    let (held, value): (i64, String) = functions::fcall(conn, &cmd).await?;
+    let (held, value): (i64, String) = hunt_redis::fcall(conn, &cmd).await?;
     Ok(if held == 1 {
         Lease::Held(value)
     } else {
@@ -65,7 +65,7 @@ pub async fn renew<C: Primaries>(
     cmd.arg(router)
         .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
         .arg(token);
-    let _: String = functions::fcall(conn, &cmd).await?;
+    let _: String = hunt_redis::fcall(conn, &cmd).await?;
     Ok(())
 }
 
@@ -80,6 +80,6 @@ pub async fn release<C: Primaries>(
 ) -> redis::RedisResult<bool> {
     let mut cmd = functions::fcall_cmd(name::LEASE_RELEASE, &[&keys::tier_lease(tier)]);
     cmd.arg(router);
-    let released: i64 = functions::fcall(conn, &cmd).await?;
+    let released: i64 = hunt_redis::fcall(conn, &cmd).await?;
     Ok(released == 1)
 }

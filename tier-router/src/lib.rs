@@ -9,7 +9,6 @@ pub mod config;
 pub mod grpc;
 mod http;
 pub mod lease;
-mod listener;
 pub mod members;
 pub mod metrics;
 pub mod saga;

@@ -5,10 +5,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use hunt_serve::logging::{self, LogFormat};
+use hunt_serve::{admin, cli};
 use tier_router::{App, Failpoint, RouterConfig};
-
-/// Exit code for bad configuration (EX_USAGE).
-const EXIT_CONFIG: u8 = 64;
 
 #[derive(Debug, Parser)]
 #[command(name = "tier-router", version, about = "hunt-pipeline tier router")]
@@ -91,38 +90,12 @@ struct Args {
     log_format: LogFormat,
 }
 
-/// Log line formats.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum LogFormat {
-    /// One human-readable line per event.
-    Text,
-    /// One JSON object per line, for log collectors.
-    Json,
-}
-
 fn main() -> ExitCode {
-    let args = match Args::try_parse() {
+    let args: Args = match cli::parse() {
         Ok(args) => args,
-        Err(err) if !err.use_stderr() => {
-            // --help and --version.
-            let _ = err.print();
-            return ExitCode::SUCCESS;
-        }
-        Err(err) => {
-            let _ = err.print();
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(code) => return code,
     };
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr);
-    match args.log_format {
-        LogFormat::Text => logs.init(),
-        LogFormat::Json => logs.json().init(),
-    }
+    logging::init(args.log_format);
     let mut config = RouterConfig::new(args.redis_url);
     config.redis_cluster = args.redis_cluster;
     config.grpc_addr = args.grpc_addr;
@@ -148,23 +121,18 @@ fn main() -> ExitCode {
         config.router_id = router_id;
     }
     if let Err(err) = config.validate() {
-        eprintln!("error: {err}");
-        return ExitCode::from(EXIT_CONFIG);
+        return cli::config_error(err);
     }
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match cli::runtime() {
         Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("error: cannot start the runtime: {err}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async {
         // Installed before anything records, so metric descriptions reach it too.
-        let metrics = match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()
-        {
+        let metrics = match admin::install_recorder() {
             Ok(handle) => handle,
             Err(err) => {
-                eprintln!("error: cannot install the metrics recorder: {err}");
+                eprintln!("error: {err}");
                 return ExitCode::FAILURE;
             }
         };
@@ -179,7 +147,7 @@ fn main() -> ExitCode {
         println!("grpc {}", app.grpc_addr());
         println!("http {}", app.http_addr());
         let handle = app.spawn();
-        leaderboard_proto::listener::shutdown_signal().await;
+        hunt_serve::signal::shutdown_signal().await;
         if handle
             .shutdown(Duration::from_millis(args.shutdown_grace_ms))
             .await

@@ -42,8 +42,8 @@
 
 use std::time::Duration;
 
+use hunt_redis::connection::Connection;
 use leaderboard_proto::claims::{self, AwardRecord, AwardState, ChestClaim};
-use leaderboard_proto::connection::Connection;
 use leaderboard_proto::functions::{self, Waiting, name};
 use leaderboard_proto::keys;
 use leaderboard_proto::v1::hunt_event::Kind;
@@ -159,7 +159,7 @@ pub async fn step(
             for award_id in &sent {
                 cmd.arg(*award_id);
             }
-            report.finished = functions::fcall(conn, &cmd).await?;
+            report.finished = hunt_redis::fcall(conn, &cmd).await?;
         }
     }
     set_pending_gauge(tier, report.remaining());
@@ -187,7 +187,7 @@ pub async fn expire(conn: &mut Connection, tier: u32, config: &RouterConfig) -> 
     );
     cmd.arg(now_ms().saturating_sub(millis(config.record_ttl)))
         .arg(config.saga_batch);
-    functions::fcall(conn, &cmd).await
+    hunt_redis::fcall(conn, &cmd).await
 }
 
 /// The number of awards of `tier` waiting for the saga (pending and revoked), and the oldest
@@ -290,7 +290,7 @@ async fn settle(
     for (award_id, holder) in holders {
         cmd.arg(*award_id).arg(holder);
     }
-    functions::fcall(conn, &cmd).await
+    hunt_redis::fcall(conn, &cmd).await
 }
 
 /// Sends an `AwardRevoked` to the shard of each revoked award, in one pipeline; returns the
@@ -336,10 +336,10 @@ async fn compensate<'a>(
     let mut replies: Vec<RedisResult<i64>> = pipe.query_async(conn).await?;
     if replies
         .iter()
-        .any(|reply| reply.as_ref().is_err_and(functions::is_function_missing))
+        .any(|reply| reply.as_ref().is_err_and(hunt_redis::is_function_missing))
     {
         // Redis lost the library: nothing was sent, so sending it all again is safe.
-        functions::ensure_loaded(conn).await?;
+        hunt_redis::ensure_loaded(conn).await?;
         replies = pipe.query_async(conn).await?;
     }
     let mut sent = Vec::with_capacity(revoked.len());
@@ -372,8 +372,8 @@ async fn compensate<'a>(
 /// command the saga pipelines is idempotent).
 async fn query_pipe<T: FromRedisValue>(conn: &mut Connection, pipe: &Pipeline) -> RedisResult<T> {
     match pipe.query_async(conn).await {
-        Err(err) if functions::is_function_missing(&err) => {
-            functions::ensure_loaded(conn).await?;
+        Err(err) if hunt_redis::is_function_missing(&err) => {
+            hunt_redis::ensure_loaded(conn).await?;
             pipe.query_async(conn).await
         }
         other => other,

@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
 
+use hunt_testkit::RedisServer;
 use leaderboard_proto::keys;
-use leaderboard_proto::testkit::RedisServer;
 use leaderboard_proto::v1::HuntEvent;
 use redis::AsyncCommands;
 use shard_writer::inspect::ShardState;

@@ -3,9 +3,9 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use hunt_testkit::RedisServer;
+use hunt_testkit::recorded;
 use leaderboard_proto::functions::{self, name};
-use leaderboard_proto::recorded;
-use leaderboard_proto::testkit::RedisServer;
 use leaderboard_proto::v1::hunt_event::Kind;
 use leaderboard_proto::v1::{AwardRevoked, HuntEvent};
 use leaderboard_proto::validate::ValidationError;
@@ -360,7 +360,7 @@ async fn compensate(redis: &RedisServer, shard: u32, award_id: &str, points: i64
         .arg(1_700_000_000_000_i64)
         .arg(86_400_000_i64)
         .arg(100);
-    let added: i64 = functions::fcall(&mut redis_conn(redis).await, &cmd)
+    let added: i64 = hunt_redis::fcall(&mut redis_conn(redis).await, &cmd)
         .await
         .expect("hunt_compensate");
     assert_eq!(added, 1);
@@ -612,7 +612,7 @@ async fn a_hung_or_stopped_redis_is_an_answer_and_claims_work_again_after() {
         .query_async::<Vec<i64>>(&mut redis_conn(&redis).await)
         .await
         .expect_err("the library is gone");
-    assert!(functions::is_function_missing(&missing), "{missing}");
+    assert!(hunt_redis::is_function_missing(&missing), "{missing}");
     writer
         .open_wave(1, 3, &clues(&["vault", "cellar"]))
         .await

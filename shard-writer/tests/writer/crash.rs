@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
+use hunt_testkit::RedisServer;
 use leaderboard_proto::rewards;
-use leaderboard_proto::testkit::RedisServer;
 
 use crate::support::{config, contiguous, eventually, open, rows, score, stream_by_tier_seq};
 

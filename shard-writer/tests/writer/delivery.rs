@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use leaderboard_proto::testkit::RedisServer;
+use hunt_testkit::RedisServer;
 use leaderboard_proto::v1::hunt_event::Kind;
 use leaderboard_proto::{keys, rewards};
 use redis::AsyncCommands;

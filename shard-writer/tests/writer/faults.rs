@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use leaderboard_proto::testkit::RedisServer;
+use hunt_testkit::RedisServer;
 use leaderboard_proto::v1::HuntEvent;
 use leaderboard_proto::{keys, rewards};
 use shard_writer::{ShardWriter, WriterConfig};

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
+use hunt_testkit::{RedisServer, http_get, printed_addresses};
 use leaderboard_proto::rewards;
-use leaderboard_proto::testkit::{RedisServer, http_get, printed_addresses};
 use leaderboard_proto::v1::ingest_client::IngestClient;
 use leaderboard_proto::v1::{
     AckCompensationRequest, AppendRequest, ClaimChestRequest, ClaimClueRequest, HuntEvent,
@@ -25,9 +25,7 @@ async fn serve(config: IngestConfig) -> (SidecarHandle, IngestClient<Channel>) {
     config.grpc_addr = "127.0.0.1:0".parse().expect("address");
     let sidecar = Sidecar::build(config).await.expect("sidecar builds");
     let handle = sidecar.spawn();
-    let client = IngestClient::connect(format!("http://{}", handle.local_addr()))
-        .await
-        .expect("connect to the sidecar");
+    let client = IngestClient::new(hunt_testkit::grpc_channel(handle.local_addr()).await);
     (handle, client)
 }
 
@@ -400,9 +398,7 @@ async fn serve_exports_its_metrics_as_prometheus_text() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("shard-63.sqlite");
     let serve = ServeProcess::start(&db, 63, &redis);
-    let mut client = IngestClient::connect(format!("http://{}", serve.grpc_addr))
-        .await
-        .expect("connect to the sidecar");
+    let mut client = IngestClient::new(hunt_testkit::grpc_channel(serve.grpc_addr).await);
     let events: Vec<HuntEvent> = (0..5u32)
         .map(|i| score(1 + i % 2, "ada", i64::from(i) + 1))
         .collect();

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use leaderboard_proto::testkit::RedisServer;
+use hunt_testkit::RedisServer;
 use leaderboard_proto::v1::hunt_event::Kind;
 use leaderboard_proto::v1::{HuntEvent, ScoreGained, TreasureAwarded};
 use leaderboard_proto::validate::ValidationError;

@@ -1,8 +1,8 @@
 //! A property test against a simple model: random appends, writer crashes, Redis restarts (with
 //! and without its data) and acknowledgements; afterwards the model and the streams agree.
 
+use hunt_testkit::RedisServer;
 use leaderboard_proto::rewards;
-use leaderboard_proto::testkit::RedisServer;
 use leaderboard_proto::v1::hunt_event::Kind;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestRunner};

@@ -1,7 +1,7 @@
 //! The writer's metrics reach the installed recorder.
 
-use leaderboard_proto::recorded::{self, Total};
-use leaderboard_proto::testkit::RedisServer;
+use hunt_testkit::RedisServer;
+use hunt_testkit::recorded::{self, Total};
 use shard_writer::metrics as m;
 
 use crate::support::{config, eventually, open, score, set_applied, stream};

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use leaderboard_proto::testkit::RedisServer;
+use hunt_testkit::RedisServer;
 use shard_writer::clock::OffsetClock;
 
 use crate::support::{config, eventually, open, rows, score, set_applied, stream};

@@ -4,13 +4,13 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
+use hunt_testkit::RedisServer;
 use leaderboard_proto::keys;
-use leaderboard_proto::testkit::RedisServer;
 use leaderboard_proto::v1::HuntEvent;
 use redis::AsyncCommands;
 use shard_writer::{OpenError, ShardWriter, WriterConfig};
 
-pub(crate) use leaderboard_proto::testkit::{DEADLINE, eventually, score};
+pub(crate) use hunt_testkit::{DEADLINE, eventually, score};
 
 /// A writer configuration with short timers, relaying to `redis`.
 pub(crate) fn config(dir: &Path, shard_id: u32, redis: &RedisServer) -> WriterConfig {
@@ -57,7 +57,7 @@ pub(crate) async fn stream(redis: &RedisServer, tier: u32) -> Vec<HuntEvent> {
     let Ok(mut conn) = redis.client().get_multiplexed_async_connection().await else {
         return Vec::new();
     };
-    leaderboard_proto::stream::range(&mut conn, tier, "-", "+")
+    hunt_redis::stream::range(&mut conn, tier, "-", "+")
         .await
         .expect("stream entries decode")
         .into_iter()
@@ -139,7 +139,9 @@ pub(crate) async fn apply_stream(redis: &RedisServer, tier: u32) {
         for event in chunk {
             ApplyEntry::of(event, tier).push(&mut cmd);
         }
-        let _: Applied = functions::fcall(&mut conn, &cmd).await.expect("hunt_apply");
+        let _: Applied = hunt_redis::fcall(&mut conn, &cmd)
+            .await
+            .expect("hunt_apply");
     }
 }
 

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use leaderboard_proto::testkit::RedisServer;
+use hunt_testkit::RedisServer;
 
 use crate::support::{router, score};
 

@@ -4,13 +4,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use leaderboard_proto::connection::Timeouts;
-use leaderboard_proto::testkit::RedisCluster;
+use hunt_redis::connection::Timeouts;
+use hunt_testkit::RedisCluster;
 use leaderboard_proto::v1::hunt_event::Kind;
 use leaderboard_proto::v1::{
     AwardState, GetAwardRequest, GetTopRequest, HuntEvent, TreasureAwarded,
 };
-use leaderboard_proto::{claims, keys, rewards};
+use leaderboard_proto::{keys, rewards};
 use shard_writer::{ClueClaim, ShardWriter, WriterConfig};
 use tier_router::{App, RouterConfig};
 
@@ -166,13 +166,16 @@ async fn writers_and_a_router_in_cluster_mode_keep_every_guarantee() {
 
     // Clue claims through the writers, on a clue kept on another node than the chest.
     let clue = id_off_node(&cluster, "clue", keys::clue, &keys::chest(&chest));
-    let mut conn = cluster
-        .target()
+    let mut conn = hunt_redis::RedisTarget::open(&cluster.urls(), true)
         .expect("seeds")
         .connect(Timeouts::default())
         .await
         .expect("cluster connection");
-    assert!(claims::open_clue(&mut conn, &clue, 1).await.expect("open"));
+    assert!(
+        hunt_redis::claims::open_clue(&mut conn, &clue, 1)
+            .await
+            .expect("open")
+    );
     let first = writers[0].claim_clue(&clue, "ada").await.expect("claim");
     assert!(matches!(first, ClueClaim::Won { .. }), "{first:?}");
     let second = writers[1].claim_clue(&clue, "bob").await.expect("claim");

@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use hunt_testkit::RedisServer;
 use leaderboard_proto::rewards;
-use leaderboard_proto::testkit::RedisServer;
 use leaderboard_proto::v1::leaderboard_client::LeaderboardClient;
 use leaderboard_proto::v1::{
     Entry, GetPlayerRequest, GetTopRequest, WatchRequest, WatchUpdate, watch_update,

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use leaderboard_proto::testkit::RedisServer;
+use hunt_testkit::RedisServer;
 
 use crate::support::{Hunt, RouterProcess, eventually, router};
 
@@ -118,12 +118,9 @@ async fn a_router_paused_past_its_lease_is_fenced_off_when_it_resumes() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // Its clients see it through gRPC as before.
-    let mut grpc = leaderboard_proto::v1::leaderboard_client::LeaderboardClient::connect(format!(
-        "http://{}",
-        paused.grpc_addr
-    ))
-    .await
-    .expect("gRPC connect");
+    let mut grpc = leaderboard_proto::v1::leaderboard_client::LeaderboardClient::new(
+        hunt_testkit::grpc_channel(paused.grpc_addr).await,
+    );
     grpc.list_tiers(leaderboard_proto::v1::ListTiersRequest {})
         .await
         .expect("ListTiers");

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use hunt_testkit::RedisServer;
 use leaderboard_proto::rewards;
-use leaderboard_proto::testkit::RedisServer;
 use leaderboard_proto::v1::ingest_client::IngestClient;
 use leaderboard_proto::v1::leaderboard_client::LeaderboardClient;
 use leaderboard_proto::v1::{AppendRequest, GetTopRequest, HuntEvent};
@@ -69,9 +69,7 @@ async fn sidecar_appends_reach_get_top_exactly_and_a_refused_request_changes_not
         .await
         .expect("sidecar builds")
         .spawn();
-    let mut ingest = IngestClient::connect(format!("http://{}", sidecar.local_addr()))
-        .await
-        .expect("connect to the sidecar");
+    let mut ingest = IngestClient::new(hunt_testkit::grpc_channel(sidecar.local_addr()).await);
     let grpc = client(&router).await;
     let (low, high) = (rewards::TIERS[0].id, rewards::TIERS[1].id);
 

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
+use hunt_testkit::RedisServer;
+use hunt_testkit::recorded;
 use leaderboard_proto::keys;
-use leaderboard_proto::recorded;
-use leaderboard_proto::testkit::RedisServer;
 use leaderboard_proto::v1::HuntEvent;
 use prost::Message;
 use tier_router::metrics as m;

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use leaderboard_proto::testkit::RedisServer;
+use hunt_testkit::RedisServer;
 use leaderboard_proto::v1::{GetPlayerRequest, GetTopRequest, ListTiersRequest, WatchRequest};
 use tonic::Code;
 use tonic_health::ServingStatus;

@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use leaderboard_proto::claims::{self, AwardRecord, AwardState, ChestClaim, ClueClaim};
+use hunt_redis::claims;
+use hunt_testkit::RedisServer;
+use leaderboard_proto::claims::{AwardRecord, AwardState, ChestClaim, ClueClaim};
 use leaderboard_proto::keys;
-use leaderboard_proto::testkit::RedisServer;
 use leaderboard_proto::v1::hunt_event::Kind;
 use leaderboard_proto::v1::{
     ClueSolved, GetAwardRequest, GetChestRequest, HuntEvent, TreasureAwarded,
@@ -175,7 +176,7 @@ impl Outcome {
             }
         }
         for &shard_id in shards {
-            let entries: Vec<leaderboard_proto::stream::RawEntry> = redis::cmd("XRANGE")
+            let entries: Vec<hunt_redis::stream::RawEntry> = redis::cmd("XRANGE")
                 .arg(keys::shard_inbox(shard_id))
                 .arg("-")
                 .arg("+")
@@ -184,7 +185,7 @@ impl Outcome {
                 .expect("XRANGE");
             let mut inbox = Vec::new();
             for entry in entries {
-                let (_, event) = leaderboard_proto::stream::decode(entry).expect("decodes");
+                let (_, event) = hunt_redis::stream::decode(entry).expect("decodes");
                 assert_eq!(
                     event.shard_id, shard_id,
                     "an inbox holds its own shard's events"
@@ -914,10 +915,10 @@ async fn a_shard_that_never_reads_its_inbox_delays_only_its_own_compensations() 
 
     // The shard reads (acknowledges) its inbox: the rest arrive, one at a time.
     for _ in 0..3 {
-        let entries: Vec<leaderboard_proto::stream::RawEntry> = eventually("an entry", || {
+        let entries: Vec<hunt_redis::stream::RawEntry> = eventually("an entry", || {
             let mut conn = conn.clone();
             async move {
-                let entries: Vec<leaderboard_proto::stream::RawEntry> = redis::cmd("XRANGE")
+                let entries: Vec<hunt_redis::stream::RawEntry> = redis::cmd("XRANGE")
                     .arg(keys::shard_inbox(1))
                     .arg("-")
                     .arg("+")

@@ -2,12 +2,12 @@
 
 use std::time::Duration;
 
-use leaderboard_proto::testkit::{RedisServer, printed_addresses};
+use hunt_testkit::{RedisServer, printed_addresses};
 use leaderboard_proto::v1::leaderboard_client::LeaderboardClient;
 use tier_router::{App, AppHandle, RouterConfig};
 use tonic::transport::Channel;
 
-pub(crate) use leaderboard_proto::testkit::{DEADLINE, eventually, score};
+pub(crate) use hunt_testkit::{DEADLINE, eventually, score};
 
 /// Starts a router on a free port with short timers.
 pub(crate) async fn router(redis: &RedisServer) -> AppHandle {
@@ -56,9 +56,7 @@ pub(crate) async fn writer_with(
 
 /// A gRPC client of `router`.
 pub(crate) async fn client(router: &AppHandle) -> LeaderboardClient<Channel> {
-    LeaderboardClient::connect(format!("http://{}", router.grpc_addr()))
-        .await
-        .expect("gRPC connect")
+    LeaderboardClient::new(hunt_testkit::grpc_channel(router.grpc_addr()).await)
 }
 
 /// A `tier-router` process, killed on drop; its log goes to a file the test can read.
@@ -317,4 +315,4 @@ pub(crate) async fn assert_exactly_once(
     .await;
 }
 
-pub(crate) use leaderboard_proto::testkit::http_get;
+pub(crate) use hunt_testkit::http_get;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use leaderboard_proto::testkit::RedisServer;
+use hunt_testkit::RedisServer;
 use leaderboard_proto::v1::GetTopRequest;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;

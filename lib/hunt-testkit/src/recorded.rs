@@ -1,4 +1,4 @@
-//! What the code in a test binary recorded through the `metrics` facade (feature `testkit`).
+//! What the code in a test binary recorded through the `metrics` facade.
 //!
 //! Design constraints:
 //! - One recorder per process: the first call installs a `DebuggingRecorder`, and every test in

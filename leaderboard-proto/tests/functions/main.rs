@@ -1,9 +1,7 @@
-//! Integration tests of `leaderboard-proto` against a real `redis-server` (feature `testkit`).
+//! Every function of the `hunt` library on its own, against a private `redis-server`.
 
 // A test that cannot set itself up should stop right there, saying why.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod claims;
-mod cluster;
 mod functions;
-mod testkit;

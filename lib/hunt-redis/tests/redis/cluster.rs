@@ -4,10 +4,12 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use leaderboard_proto::claims::{self, ChestClaim, ClueClaim};
-use leaderboard_proto::connection::{Connection, Timeouts};
-use leaderboard_proto::functions::{self, Applied, ApplyEntry, ApplyKind, name};
-use leaderboard_proto::testkit::RedisCluster;
+use hunt_redis::claims;
+use hunt_redis::library as functions;
+use hunt_redis::{Connection, RedisTarget, Timeouts};
+use hunt_testkit::RedisCluster;
+use leaderboard_proto::claims::{ChestClaim, ClueClaim};
+use leaderboard_proto::functions::{Applied, ApplyEntry, ApplyKind, fcall_cmd, name};
 use leaderboard_proto::{keys, rewards};
 
 async fn connect(cluster: &RedisCluster) -> Connection {
@@ -15,8 +17,7 @@ async fn connect(cluster: &RedisCluster) -> Connection {
         connect: Some(Duration::from_secs(5)),
         response: Some(Duration::from_secs(5)),
     };
-    let conn = cluster
-        .target()
+    let conn = RedisTarget::open(&cluster.urls(), true)
         .expect("seed list")
         .connect(timeouts)
         .await
@@ -34,7 +35,7 @@ fn ids_on_every_node(cluster: &RedisCluster, prefix: &str, key: fn(&str) -> Stri
         if nodes.insert(cluster.node_of(&key(&id)).expect("node of key")) {
             ids.push(id);
         }
-        if nodes.len() == leaderboard_proto::testkit::CLUSTER_PRIMARIES {
+        if nodes.len() == hunt_testkit::CLUSTER_PRIMARIES {
             return ids;
         }
     }
@@ -56,7 +57,7 @@ async fn tiers_on_different_nodes_apply_and_claim_through_one_connection() {
         .await
         .expect("library loads");
     for tier in &tiers {
-        let mut acquire = functions::fcall_cmd(
+        let mut acquire = fcall_cmd(
             name::LEASE_ACQUIRE,
             &[&keys::tier_lease(*tier), &keys::tier_fence(*tier)],
         );
@@ -64,7 +65,7 @@ async fn tiers_on_different_nodes_apply_and_claim_through_one_connection() {
         let (won, token): (i64, String) =
             functions::fcall(&mut conn, &acquire).await.expect("lease");
         assert_eq!(won, 1);
-        let mut apply = functions::apply_cmd(*tier, &token, "1-0", 100);
+        let mut apply = leaderboard_proto::functions::apply_cmd(*tier, &token, "1-0", 100);
         ApplyEntry {
             shard_id: 7,
             tier_seq: 1,
@@ -95,7 +96,10 @@ async fn tiers_on_different_nodes_apply_and_claim_through_one_connection() {
     assert!(refused.is_err(), "{refused:?}");
     for (tier, top) in tiers.iter().zip(tops) {
         assert_eq!(top.len(), 1, "tier {tier}");
-        assert_eq!(functions::player_of_member(&top[0].0), Some("ada"));
+        assert_eq!(
+            leaderboard_proto::functions::player_of_member(&top[0].0),
+            Some("ada")
+        );
         assert_eq!(top[0].1, f64::from(*tier) * 10.0);
     }
 
@@ -161,14 +165,14 @@ async fn the_library_comes_back_on_a_node_that_lost_it() {
         let claim = claims::claim_chest(&mut conn, chest, "award-1").await;
         assert_eq!(claim.expect("claim"), ChestClaim::Won, "{chest}");
     }
-    for index in 0..leaderboard_proto::testkit::CLUSTER_PRIMARIES {
+    for index in 0..hunt_testkit::CLUSTER_PRIMARIES {
         let mut node = cluster
             .node_client(index)
             .get_connection_with_timeout(Duration::from_secs(5))
             .expect("node connection");
-        let version: i64 = functions::fcall_cmd(name::VERSION, &[])
+        let version: i64 = fcall_cmd(name::VERSION, &[])
             .query(&mut node)
             .expect("library on every node");
-        assert_eq!(version, functions::LIBRARY_VERSION);
+        assert_eq!(version, leaderboard_proto::functions::LIBRARY_VERSION);
     }
 }

@@ -1,8 +1,11 @@
 //! The private `redis-server` harness itself.
 
+// A test that cannot set itself up should stop right there, saying why.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 use std::time::{Duration, Instant};
 
-use leaderboard_proto::testkit::RedisServer;
+use crate::RedisServer;
 use rustix::process::{Pid, test_kill_process};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;

@@ -1,5 +1,7 @@
-//! A private `redis-server` for tests and demos (feature `testkit`), and a private Redis
-//! Cluster ([`RedisCluster`]) of three of them.
+//! The test harness of hunt-pipeline: a private `redis-server` for tests and demos, a private
+//! Redis Cluster ([`RedisCluster`]) of three of them, [`eventually`] (polling for an outcome
+//! with a deadline), and [`recorded`] metrics. A dev-dependency of every crate, and the load
+//! test's (its demo runs a private Redis).
 //!
 //! Design constraints:
 //! - Each [`RedisServer`] is its own child process on a free loopback port (never 6379) with its
@@ -22,6 +24,10 @@ use std::time::{Duration, Instant};
 
 use rustix::process::{Pid, Signal, kill_process};
 use tempfile::TempDir;
+
+pub mod recorded;
+#[cfg(test)]
+mod tests;
 
 /// How long a start or a shutdown may take before it counts as failed.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -432,15 +438,6 @@ impl RedisCluster {
         self.nodes[index].client.clone()
     }
 
-    /// The cluster as a [`crate::connection::RedisTarget`].
-    ///
-    /// # Errors
-    ///
-    /// [`TestkitError::Redis`] when the seed list is refused.
-    pub fn target(&self) -> Result<crate::connection::RedisTarget, TestkitError> {
-        Ok(crate::connection::RedisTarget::open(&self.urls(), true)?)
-    }
-
     /// The index of the node serving `key`: the one that answers for it instead of redirecting.
     ///
     /// # Errors
@@ -767,16 +764,16 @@ where
 
 /// A `ScoreGained` event of `player` in `tier`, as a shard would append it.
 #[must_use]
-pub fn score(tier: u32, player: &str, points: i64) -> crate::v1::HuntEvent {
-    crate::v1::HuntEvent {
+pub fn score(tier: u32, player: &str, points: i64) -> leaderboard_proto::v1::HuntEvent {
+    leaderboard_proto::v1::HuntEvent {
         tier,
-        kind: Some(crate::v1::hunt_event::Kind::ScoreGained(
-            crate::v1::ScoreGained {
+        kind: Some(leaderboard_proto::v1::hunt_event::Kind::ScoreGained(
+            leaderboard_proto::v1::ScoreGained {
                 player_id: player.to_owned(),
                 points,
             },
         )),
-        ..crate::v1::HuntEvent::default()
+        ..leaderboard_proto::v1::HuntEvent::default()
     }
 }
 
@@ -833,4 +830,16 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
         .map(|(_, body)| body.to_owned())
         .unwrap_or_default();
     (status, body)
+}
+
+/// A gRPC channel to a server a test started on `addr` (plain HTTP/2), connected.
+///
+/// # Panics
+/// When the server cannot be reached.
+pub async fn grpc_channel(addr: std::net::SocketAddr) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap_or_else(|err| panic!("endpoint {addr}: {err}"))
+        .connect()
+        .await
+        .unwrap_or_else(|err| panic!("gRPC connect to {addr}: {err}"))
 }

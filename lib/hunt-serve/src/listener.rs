@@ -1,6 +1,5 @@
 //! Accepted connections, bounded in number: the gRPC ports of the tier router and of the ingest
-//! sidecar, and the router's HTTP port (feature `server`); and the signal that starts a server's
-//! drain.
+//! sidecar ([`bounded`]), and the HTTP ports of both ([`HttpListener`]).
 //!
 //! Design constraints:
 //! - At most `max` connections are open at once. At the cap the server stops accepting, and
@@ -85,6 +84,7 @@ impl AsyncWrite for Bounded {
 }
 
 /// The connections accepted on `listener`, at most `max` open at once.
+#[must_use]
 pub fn bounded(listener: TcpListener, max: usize) -> Incoming {
     let places = Arc::new(Semaphore::new(max));
     let listener = Arc::new(listener);
@@ -153,30 +153,67 @@ fn is_transient(err: &io::Error) -> bool {
         .is_some_and(|code| code == 23 || code == 24) // ENFILE, EMFILE
 }
 
-/// A gRPC server builder with the bounds every hunt-pipeline gRPC port keeps: at most
-/// `max_streams` streams open and requests in service per connection, and dead peers found by
-/// HTTP/2 pings (every 30 s, 10 s to answer).
-#[must_use]
-pub fn grpc_server(max_streams: u32) -> tonic::transport::Server {
-    tonic::transport::Server::builder()
-        .max_concurrent_streams(max_streams)
-        .concurrency_limit_per_connection(max_streams as usize)
-        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
+/// An axum listener whose connections are bounded like [`bounded`]'s, each optionally with a
+/// bounded kernel send buffer.
+pub struct HttpListener {
+    places: Arc<Semaphore>,
+    listener: Arc<TcpListener>,
+    send_buffer: Option<usize>,
 }
 
-/// Resolves on Ctrl-C or SIGTERM: when a server begins its drain.
-pub async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+impl HttpListener {
+    /// Accepts on `listener`, at most `max` connections open at once.
+    #[must_use]
+    pub fn new(listener: TcpListener, max: usize) -> Self {
+        Self {
+            places: Arc::new(Semaphore::new(max)),
+            listener: Arc::new(listener),
+            send_buffer: None,
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
+    }
+
+    /// Gives each connection a kernel send buffer of `bytes`: a peer that stops reading fills
+    /// it within a few writes, so the server finds out in time, and many such peers cannot pin
+    /// gigabytes of socket memory.
+    #[must_use]
+    pub fn with_send_buffer(mut self, bytes: usize) -> Self {
+        self.send_buffer = Some(bytes);
+        self
+    }
+}
+
+impl axum::serve::Listener for HttpListener {
+    type Io = Bounded;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match accept(Arc::clone(&self.places), Arc::clone(&self.listener)).await {
+                Ok(bounded) => {
+                    if let Some(bytes) = self.send_buffer {
+                        // Best effort, like Nagle's: the connection works without it.
+                        let _ = rustix::net::sockopt::set_socket_send_buffer_size(
+                            bounded.stream(),
+                            bytes,
+                        );
+                    }
+                    let peer = bounded
+                        .stream()
+                        .peer_addr()
+                        .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+                    return (bounded, peer);
+                }
+                Err(err) => {
+                    // Not transient (see `accept`): back off, as axum's own listener does.
+                    // Shutdown drops this future, so the sleep never delays it.
+                    tracing::error!(error = %err, "HTTP accept failed");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.listener.local_addr()
     }
 }

@@ -4,8 +4,8 @@ use prost::Message;
 use redis::RedisError;
 use redis::aio::ConnectionLike;
 
-use crate::keys;
-use crate::v1::HuntEvent;
+use leaderboard_proto::keys;
+use leaderboard_proto::v1::HuntEvent;
 
 /// A stream entry as Redis returns it: its id and its field/value pairs.
 pub type RawEntry = (String, Vec<(String, Vec<u8>)>);

@@ -16,7 +16,7 @@
 //!   callers keep pipelining keys of many tiers, chests or clues. A transaction (`MULTI`/`EXEC`)
 //!   cannot be split: it must stay within one slot (redis-rs refuses it otherwise).
 //! - Functions live per node: [`Primaries`] reaches each primary on its own, so the library is
-//!   checked and loaded on every primary (see [`crate::functions::ensure_loaded`]).
+//!   checked and loaded on every primary (see [`crate::library::ensure_loaded`]).
 //! - Secrets never reach logs: [`redact_url`] hides passwords, in seed lists too.
 
 use std::collections::HashMap;
@@ -460,7 +460,7 @@ mod tests {
         pipe.cmd("HSET").arg("hunt:{t2}:published").arg("1").arg(1);
         pipe.cmd("HGET").arg("hunt:{t1}:published").arg("1");
         pipe.cmd("PING");
-        pipe.add_command(crate::functions::fcall_cmd(
+        pipe.add_command(leaderboard_proto::functions::fcall_cmd(
             "hunt_claim_chest",
             &["hunt:chest:{c1}"],
         ));

@@ -2,9 +2,9 @@
 
 use std::time::{Duration, Instant};
 
+use hunt_testkit::RedisServer;
 use leaderboard_proto::functions::{self, name, player_of_member};
 use leaderboard_proto::keys;
-use leaderboard_proto::testkit::RedisServer;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestRunner};
 

@@ -14,15 +14,14 @@
 use std::future::Future;
 use std::time::Duration;
 
-use leaderboard_proto::connection::{Connection, RedisTarget, Timeouts};
-use leaderboard_proto::functions;
 use redis::{ErrorKind, RedisError, RetryMethod};
 
-use crate::config::{WriterConfig, redact_url};
+use crate::connection::{Connection, RedisTarget, Timeouts};
+use crate::library;
 
 /// Why a call through [`Reconnecting`] failed.
 #[derive(Debug)]
-pub(crate) enum CallError {
+pub enum CallError {
     /// No answer within the deadline, or the connection failed; the reason has no secrets.
     Unreachable(String),
     /// Redis answered with an error.
@@ -37,7 +36,7 @@ struct Slot {
 }
 
 /// A lazily opened Redis connection that is replaced after any failure that may have broken it.
-pub(crate) struct Reconnecting {
+pub struct Reconnecting {
     client: RedisTarget,
     connect_timeout: Duration,
     /// The Redis URL with its password redacted, for messages.
@@ -54,24 +53,30 @@ impl std::fmt::Debug for Reconnecting {
 }
 
 impl Reconnecting {
-    /// A connection to `client` (one Redis or a cluster), opened on first use with `config`'s
-    /// connect timeout.
-    pub(crate) fn new(client: RedisTarget, config: &WriterConfig) -> Self {
+    /// A connection to `client` (one Redis or a cluster), opened on first use within
+    /// `connect_timeout`. `redis` names it in messages: a URL with its password redacted
+    /// ([`crate::redact_url`]).
+    #[must_use]
+    pub fn new(client: RedisTarget, connect_timeout: Duration, redis: String) -> Self {
         Self {
             client,
-            connect_timeout: config.redis_connect_timeout,
-            redis: redact_url(config.redis_url.as_deref().unwrap_or_default()),
+            connect_timeout,
+            redis,
             slot: tokio::sync::Mutex::new(Slot::default()),
         }
     }
 
     /// The Redis URL, password redacted.
-    pub(crate) fn redis(&self) -> &str {
+    pub fn redis(&self) -> &str {
         &self.redis
     }
 
     /// Runs `op` on the connection (opening it first if needed), all within `deadline`.
-    pub(crate) async fn call<T, F, Fut>(&self, deadline: Duration, op: F) -> Result<T, CallError>
+    ///
+    /// # Errors
+    /// [`CallError::Unreachable`] when Redis does not answer in time or the connection fails;
+    /// [`CallError::Redis`] when Redis answers with an error.
+    pub async fn call<T, F, Fut>(&self, deadline: Duration, op: F) -> Result<T, CallError>
     where
         F: FnOnce(Connection) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
@@ -113,7 +118,7 @@ impl Reconnecting {
             response: None,
         };
         let mut conn = self.client.connect(timeouts).await?;
-        functions::ensure_loaded(&mut conn).await?;
+        library::ensure_loaded(&mut conn).await?;
         slot.generation += 1;
         slot.conn = Some(conn.clone());
         Ok((slot.generation, conn))
@@ -158,11 +163,10 @@ mod tests {
     async fn a_refused_connection_is_unreachable_and_keeps_the_password_out() {
         // Port 1 on loopback: nothing listens, the connection is refused at once.
         let url = "redis://:s3cret@127.0.0.1:1/";
-        let config = WriterConfig::new("/tmp/unused.sqlite", 1).with_redis(url);
         let Ok(client) = RedisTarget::open(url, false) else {
             panic!("a valid URL");
         };
-        let link = Reconnecting::new(client, &config);
+        let link = Reconnecting::new(client, Duration::from_secs(2), crate::redact_url(url));
         let outcome = link
             .call(Duration::from_secs(2), |mut conn| async move {
                 redis::cmd("PING").query_async::<String>(&mut conn).await

@@ -1,0 +1,87 @@
+//! The admin endpoints every server has: liveness on `/healthz` and Prometheus text on
+//! `/metrics`.
+//!
+//! Design constraints:
+//! - Neither touches Redis, the disk or the work the server does: `/healthz` answers as long
+//!   as the process serves at all, and a scrape renders what the process-wide recorder holds,
+//!   so a slow disk or an unreachable Redis never makes a probe or a scrape hang.
+//! - A process that installed no recorder (an embedding test, say) answers `/metrics` with 404
+//!   rather than an empty page.
+//! - The recorder's histograms are drained by [`upkeep`], which runs while the server does.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::listener::HttpListener;
+
+/// `/healthz` and `/metrics`, rendering `metrics` (the recorder the process installed).
+pub fn routes(metrics: Option<PrometheusHandle>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(render))
+        .with_state(metrics)
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn render(State(metrics): State<Option<PrometheusHandle>>) -> Response {
+    match metrics {
+        Some(handle) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            handle.render(),
+        )
+            .into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            "this process records no Prometheus metrics\n",
+        )
+            .into_response(),
+    }
+}
+
+/// Installs the process-wide Prometheus recorder. Call it before anything records, so metric
+/// descriptions reach it too.
+///
+/// # Errors
+/// The exporter's error, in words, when a recorder is installed already.
+pub fn install_recorder() -> Result<PrometheusHandle, String> {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|err| format!("cannot install the metrics recorder: {err}"))
+}
+
+/// Drains `handle`'s histograms every 5 s until `stop` is cancelled.
+pub async fn upkeep(handle: PrometheusHandle, stop: CancellationToken) {
+    let mut every = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = every.tick() => handle.run_upkeep(),
+        }
+    }
+}
+
+/// Serves `routes` on `listener` until `stop` is cancelled, then finishes the requests in
+/// service. A failure is logged under `what` (`"HTTP"`, `"metrics"`).
+pub async fn serve_http(
+    listener: HttpListener,
+    routes: Router,
+    stop: CancellationToken,
+    what: &str,
+) {
+    let served = axum::serve(listener, routes)
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await;
+    if let Err(err) = served {
+        tracing::error!(error = %err, "{what} server failed");
+    }
+}

@@ -1,0 +1,40 @@
+//! What every server binary does before its own work: parse the command line, exiting 64 on
+//! bad configuration, and start the runtime.
+
+use std::process::ExitCode;
+
+/// Exit code for bad configuration (`EX_USAGE`).
+pub const EXIT_CONFIG: u8 = 64;
+
+/// The command line parsed as `T`. `--help` and `--version` print and exit 0; anything clap
+/// refuses prints why and exits [`EXIT_CONFIG`].
+///
+/// # Errors
+/// The exit code to return from `main` when the process should stop here.
+pub fn parse<T: clap::Parser>() -> Result<T, ExitCode> {
+    T::try_parse().map_err(|err| {
+        let _ = err.print();
+        if err.use_stderr() {
+            ExitCode::from(EXIT_CONFIG)
+        } else {
+            ExitCode::SUCCESS
+        }
+    })
+}
+
+/// A configuration error, printed as `error: <what>`, with [`EXIT_CONFIG`] to return.
+pub fn config_error(what: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {what}");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+/// The multi-threaded runtime a server runs on.
+///
+/// # Errors
+/// The exit code to return from `main` when the runtime cannot start (said on stderr).
+pub fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Runtime::new().map_err(|err| {
+        eprintln!("error: cannot start the runtime: {err}");
+        ExitCode::FAILURE
+    })
+}

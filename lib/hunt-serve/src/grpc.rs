@@ -1,0 +1,74 @@
+//! The gRPC server every hunt-pipeline gRPC port runs: per-connection bounds, health checking
+//! that follows the drain, and server reflection.
+//!
+//! Design constraints:
+//! - At most `max_streams` streams open and requests in service per connection, and dead peers
+//!   found by HTTP/2 pings (every 30 s, 10 s to answer).
+//! - Health (`grpc.health.v1`) says `SERVING` for the named service while it serves, and
+//!   `NOT_SERVING` from the moment the drain starts, so load balancers stop sending new calls
+//!   while the calls in service finish.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+use tonic_health::ServingStatus;
+
+use crate::listener::Incoming;
+
+/// A gRPC server builder with the bounds every hunt-pipeline gRPC port keeps: at most
+/// `max_streams` streams open and requests in service per connection, and dead peers found by
+/// HTTP/2 pings (every 30 s, 10 s to answer).
+#[must_use]
+pub fn server(max_streams: u32) -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .max_concurrent_streams(max_streams)
+        .concurrency_limit_per_connection(max_streams as usize)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+}
+
+/// The reflection service (`grpc.reflection.v1`) describing `descriptor_sets` and gRPC health.
+///
+/// # Errors
+/// A descriptor set that does not decode, said in words.
+pub fn reflection(descriptor_sets: &[&'static [u8]]) -> Result<Routes, String> {
+    let mut builder = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+    for set in descriptor_sets {
+        builder = builder.register_encoded_file_descriptor_set(set);
+    }
+    builder
+        .build_v1()
+        .map(Routes::new)
+        .map_err(|err| err.to_string())
+}
+
+/// Serves `routes` plus gRPC health on `incoming` until `shutdown` is cancelled, then finishes
+/// the calls in service. Health reports `service` (its full gRPC name, `hunt.v1.…`) `SERVING`
+/// until the drain starts and `NOT_SERVING` from then on.
+///
+/// # Errors
+/// The transport's error when the server fails.
+pub async fn serve(
+    routes: Routes,
+    service: &'static str,
+    incoming: Incoming,
+    max_streams: u32,
+    shutdown: CancellationToken,
+) -> Result<(), tonic::transport::Error> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status(service, ServingStatus::Serving)
+        .await;
+    let stopping = async move {
+        shutdown.cancelled().await;
+        health
+            .set_service_status(service, ServingStatus::NotServing)
+            .await;
+    };
+    server(max_streams)
+        .add_routes(routes.add_service(health_service))
+        .serve_with_incoming_shutdown(incoming, stopping)
+        .await
+}
