@@ -23,8 +23,16 @@ const PROTO_DIR: &str = "proto";
 const REWARD_TABLE: &str = "rewards/tiers.txtpb";
 /// Fully qualified name of the reward table's message.
 const REWARD_TABLE_MESSAGE: &str = "hunt.v1.RewardTable";
-/// Largest magnitude of points: a Redis score is a double, exact only up to 2^53 - 1.
-const MAX_POINTS: i64 = (1 << 53) - 1;
+/// The Lua library's source, with `{{NAME}}` placeholders for limits.
+const LUA_LIBRARY: &str = "lua/hunt.lua";
+
+/// The contract's limits, shared with the crate: the reward table is checked against them and
+/// the Lua library gets them written in.
+#[allow(dead_code)]
+mod limits {
+    include!("src/limits.rs");
+}
+use limits::MAX_POINTS;
 
 type BuildResult<T> = Result<T, Box<dyn Error>>;
 
@@ -38,6 +46,8 @@ fn main() {
 fn run() -> BuildResult<()> {
     println!("cargo:rerun-if-changed={PROTO_DIR}");
     println!("cargo:rerun-if-changed={REWARD_TABLE}");
+    println!("cargo:rerun-if-changed={LUA_LIBRARY}");
+    println!("cargo:rerun-if-changed=src/limits.rs");
 
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
@@ -66,7 +76,30 @@ fn run() -> BuildResult<()> {
     let table_path = manifest_dir.join(REWARD_TABLE);
     let tiers = reward_table(&pool, &table_path)?;
     fs::write(out_dir.join("rewards.rs"), rewards_source(&tiers))?;
+
+    let lua = fs::read_to_string(manifest_dir.join(LUA_LIBRARY))
+        .map_err(|error| format!("reading {LUA_LIBRARY}: {error}"))?;
+    fs::write(out_dir.join("hunt.lua"), lua_source(&lua)?)?;
     Ok(())
+}
+
+/// The Lua library with every `{{NAME}}` placeholder replaced by the limit of that name; a
+/// placeholder naming no limit fails the build.
+fn lua_source(template: &str) -> BuildResult<String> {
+    let values = [
+        ("MAX_POINTS", limits::MAX_POINTS.to_string()),
+        ("MEMBER_ORDER_WIDTH", limits::MEMBER_ORDER_WIDTH.to_string()),
+    ];
+    let mut source = template.to_owned();
+    for (name, value) in &values {
+        source = source.replace(&format!("{{{{{name}}}}}"), value);
+    }
+    if let Some(at) = source.find("{{") {
+        let rest = &source[at..];
+        let placeholder = rest.split("}}").next().unwrap_or(rest);
+        return Err(format!("{LUA_LIBRARY}: unknown placeholder {placeholder}}}}}").into());
+    }
+    Ok(source)
 }
 
 /// The `.proto` files under `dir`, as names relative to it (`hunt/v1/events.proto`), sorted so

@@ -66,7 +66,7 @@ local function next_epoch(keys, args)
 end
 
 -- The largest integer a Redis score (a double) holds exactly; points and totals stay within it.
-local MAX_POINTS = 9007199254740991
+local MAX_POINTS = {{MAX_POINTS}}
 
 -- Integers go to Redis formatted by hand: Lua's own number-to-string conversion keeps only 14
 -- significant digits.
@@ -201,7 +201,7 @@ local function write_board(scores, members, top_size, players, delta)
     local removed, added, renamed = {}, {}, {}
     for k, update in ipairs(updates) do
       local player, member, total = update[1], update[2], update[3]
-      local fresh = string.format('%016d', MAX_POINTS - (first + k)) .. player
+      local fresh = string.format('%0{{MEMBER_ORDER_WIDTH}}d', MAX_POINTS - (first + k)) .. player
       if member then
         removed[#removed + 1] = member
       end

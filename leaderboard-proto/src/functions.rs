@@ -12,7 +12,7 @@ use redis::{Cmd, FromRedisValue};
 pub const LIBRARY_NAME: &str = "hunt";
 
 /// The Lua source of the library.
-pub const LIBRARY: &str = include_str!("../lua/hunt.lua");
+pub const LIBRARY: &str = include_str!(concat!(env!("OUT_DIR"), "/hunt.lua"));
 
 /// The version the embedded source reports through `hunt_version`.
 pub const LIBRARY_VERSION: i64 = 6;
@@ -84,9 +84,7 @@ pub const ALL: &[&str] = &[
     name::AWARD_EXPIRE,
 ];
 
-/// Digits of the order prefix of a leaderboard member (`hunt:{t<N>}:scores`): a member is the
-/// prefix followed by the player id, written by `hunt_apply`.
-pub const MEMBER_ORDER_WIDTH: usize = 16;
+pub use crate::limits::MEMBER_ORDER_WIDTH;
 
 /// The player id inside a leaderboard member, or `None` for a member `hunt_apply` did not write.
 #[must_use]

@@ -7,6 +7,8 @@
 //!   change at run time.
 //! - [`functions`]: the Redis Functions library (`lua/hunt.lua`) and the commands that call it.
 //! - [`claims`]: clue and chest claims and award records, typed.
+//! - [`limits`]: every bound of the contract (points, ids, waves, messages), also compiled
+//!   into the build script and the Lua library.
 //! - [`keys`]: the Redis key schema, the only place that formats a Redis key.
 //! - [`validate`]: the rules every event passes before it is committed anywhere.
 //!
@@ -36,6 +38,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 pub mod claims;
 pub mod functions;
 pub mod keys;
+pub mod limits;
 pub mod rewards;
 pub mod validate;
 

@@ -7,8 +7,8 @@
 //! types with unique non-empty names worth 1 to [`MAX_POINTS`] points. Tiers never change at run
 //! time.
 
+use crate::limits::MAX_POINTS;
 use crate::v1;
-use crate::validate::MAX_POINTS;
 
 /// A chest type of a tier and the points it is worth.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,18 +12,10 @@
 //!   exact only up to there.
 //! - `tier_seq` is assigned by the writer's relay; a caller that sets it is refused.
 
+pub use crate::limits::{MAX_ID_BYTES, MAX_POINTS, MAX_WAVE_CLUES};
 use crate::rewards;
 use crate::v1::HuntEvent;
 use crate::v1::hunt_event::Kind;
-
-/// The largest magnitude of points in an event or a total: 2^53 − 1.
-pub const MAX_POINTS: i64 = (1 << 53) - 1;
-
-/// The longest id, in UTF-8 bytes.
-pub const MAX_ID_BYTES: usize = 64;
-
-/// The most clues one wave opens.
-pub const MAX_WAVE_CLUES: usize = 1_000;
 
 /// Why an event or one of its fields was refused. `field` names the protobuf field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
