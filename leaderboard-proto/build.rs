@@ -28,7 +28,7 @@ const LUA_LIBRARY: &str = "lua/hunt.lua";
 
 /// The contract's limits, shared with the crate: the reward table is checked against them and
 /// the Lua library gets them written in.
-#[allow(dead_code)]
+#[allow(dead_code, unreachable_pub)]
 mod limits {
     include!("src/limits.rs");
 }
