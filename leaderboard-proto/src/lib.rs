@@ -38,6 +38,8 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 pub mod claims;
 pub mod functions;
 pub mod keys;
+/// Every bound of the contract: points, ids, waves, messages. The build script compiles the same
+/// file, so the reward table is checked against these and the Lua library gets them written in.
 pub mod limits;
 pub mod rewards;
 pub mod validate;
