@@ -1,12 +1,119 @@
-//! The `hunt` Redis Functions library and the commands that call it.
+//! The `hunt` Redis Functions library and one typed binding per function.
 //!
-//! The Lua source lives in `lua/hunt.lua` and is embedded here: it is the only Lua in the
-//! workspace. Calling it (with the reload a Redis that lost its data needs) is `hunt-redis`'s.
+//! The Lua source lives in `lua/hunt.lua` (limits written in at build time) and is embedded
+//! here: it is the only Lua in the workspace. Every function has one binding with the same
+//! verbs: a command builder (`new`, plus a method per repeated argument), the [`Function`]
+//! trait naming its reply type and the error codes it may answer ([`ErrorCode`]). Sending a
+//! binding, with the reload a Redis that lost its data needs, is `hunt-redis`'s.
+//!
+//! | group | functions |
+//! | --- | --- |
+//! | [`publish`] | `hunt_publish` |
+//! | [`epoch`] | `hunt_next_epoch` |
+//! | [`lease`] | `hunt_lease_acquire`, `hunt_lease_renew`, `hunt_lease_release` |
+//! | [`apply`] | `hunt_apply` |
+//! | [`clue`] | `hunt_open_clue`, `hunt_claim_clue`, `hunt_check_clue` |
+//! | [`chest`] | `hunt_claim_chest` |
+//! | [`award`] | `hunt_award_pending`, `hunt_award_settle`, `hunt_award_finish`, `hunt_award_expire` |
+//! | [`compensate`] | `hunt_compensate` |
+//!
+//! Design constraints:
+//! - Every key a function touches is passed in `KEYS`, and all keys of one call share a hash
+//!   tag, so each call is single-slot and runs unchanged on Redis Cluster.
+//! - No function reads the clock to decide anything: ordering comes from counters and fences.
 
-use crate::v1::HuntEvent;
-use crate::v1::hunt_event::Kind;
-use crate::{keys, validate};
-use redis::{Cmd, FromRedisValue};
+use redis::{Cmd, FromRedisValue, RedisError};
+
+pub mod apply;
+pub mod award;
+pub mod chest;
+pub mod clue;
+pub mod compensate;
+pub mod epoch;
+pub mod lease;
+pub mod publish;
+
+pub use apply::{Applied, Apply, ApplyEntry, ApplyKind};
+pub use award::{
+    AwardExpire, AwardFinish, AwardRecord, AwardSettle, AwardState, AwardsWaiting, Settled, Waiting,
+};
+pub use chest::{CHEST_TTL_SECONDS, ChestClaim, ClaimChest};
+pub use clue::{CheckClue, ClaimClue, ClueClaim, ClueOpened, OpenClue, TokenCheck};
+pub use compensate::Compensate;
+pub use epoch::NextEpoch;
+pub use lease::{LeaseAcquire, LeaseAcquired, LeaseRelease, LeaseRenew};
+pub use publish::{Publish, Published};
+
+/// One function of the library, called with one `FCALL`.
+pub trait Function {
+    /// The function's name, as registered by the library.
+    const NAME: &'static str;
+    /// Its reply, decoded.
+    type Reply: FromRedisValue;
+    /// The error codes it may answer besides Redis's own.
+    const ERRORS: &'static [ErrorCode] = &[];
+
+    /// The `FCALL` to send (sent again as it is after a library reload).
+    fn cmd(&self) -> &Cmd;
+}
+
+/// An error a library function answers on purpose: the first word of its error reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// The fence token is not the tier's current one: another router owns the tier now (or
+    /// Redis lost the fence). The caller drops the tier.
+    Fenced,
+    /// The shard's compensation inbox is full: the compensation waits for a later step.
+    InboxFull,
+}
+
+impl ErrorCode {
+    /// The code as Redis sends it.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Fenced => "FENCED",
+            Self::InboxFull => "INBOX_FULL",
+        }
+    }
+
+    /// The code `err` carries, if it is one of the library's.
+    #[must_use]
+    pub fn of(err: &RedisError) -> Option<Self> {
+        match err.code()? {
+            "FENCED" => Some(Self::Fenced),
+            "INBOX_FULL" => Some(Self::InboxFull),
+            _ => None,
+        }
+    }
+}
+
+/// `hunt_version() -> integer`: the version of the library Redis holds.
+#[derive(Debug, Clone)]
+pub struct Version(Cmd);
+
+impl Version {
+    /// Asks for the version.
+    #[must_use]
+    pub fn new() -> Self {
+        Self(fcall_cmd(name::VERSION, &[]))
+    }
+}
+
+impl Default for Version {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Function for Version {
+    const NAME: &'static str = name::VERSION;
+    type Reply = i64;
+
+    fn cmd(&self) -> &Cmd {
+        &self.0
+    }
+}
 
 /// The library's name, as given in the source's `#!lua name=` line.
 pub const LIBRARY_NAME: &str = "hunt";
@@ -93,7 +200,7 @@ pub fn player_of_member(member: &str) -> Option<&str> {
     (order.bytes().all(|b| b.is_ascii_digit()) && !player.is_empty()).then_some(player)
 }
 
-/// Builds an `FCALL` of `function` with `keys`; the caller adds the arguments with `.arg(..)`.
+/// Builds an `FCALL` of `function` with `keys`; the bindings add the arguments.
 #[must_use]
 pub fn fcall_cmd(function: &str, keys: &[&str]) -> Cmd {
     let mut cmd = redis::cmd("FCALL");
@@ -102,261 +209,6 @@ pub fn fcall_cmd(function: &str, keys: &[&str]) -> Cmd {
         cmd.arg(*key);
     }
     cmd
-}
-
-/// Builds the `FCALL hunt_apply` of `tier` under fence `token`, storing `cursor`, reporting
-/// changes to the first `top_size` ranks; the caller adds each entry with [`ApplyEntry::push`].
-#[must_use]
-pub fn apply_cmd(tier: u32, token: &str, cursor: &str, top_size: u64) -> Cmd {
-    let mut cmd = fcall_cmd(
-        name::APPLY,
-        &[
-            &keys::tier_fence(tier),
-            &keys::tier_applied(tier),
-            &keys::tier_replay(tier),
-            &keys::tier_scores(tier),
-            &keys::tier_members(tier),
-            &keys::tier_cursor(tier),
-            &keys::tier_clues(tier),
-            &keys::tier_awards(tier),
-            &keys::tier_awards_pending(tier),
-        ],
-    );
-    cmd.arg(token).arg(cursor).arg(top_size);
-    cmd
-}
-
-/// Which of a tier's waiting awards [`awards_waiting_cmd`] reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Waiting {
-    /// Scored, their chests not yet claimed by the saga (`hunt:{t<N>}:awards:pending`).
-    Pending,
-    /// Revoked, their shards not yet told (`hunt:{t<N>}:awards:revoked`).
-    Revoked,
-}
-
-impl Waiting {
-    /// The sorted set holding these awards of `tier`, in apply order.
-    #[must_use]
-    pub fn key(self, tier: u32) -> String {
-        match self {
-            Self::Pending => keys::tier_awards_pending(tier),
-            Self::Revoked => keys::tier_awards_revoked(tier),
-        }
-    }
-}
-
-/// Builds the `FCALL hunt_award_pending` reading the oldest `limit` awards of `tier` that are
-/// `waiting`, with their records.
-#[must_use]
-pub fn awards_waiting_cmd(tier: u32, waiting: Waiting, limit: usize) -> Cmd {
-    let mut cmd = fcall_cmd(
-        name::AWARD_PENDING,
-        &[&keys::tier_awards(tier), &waiting.key(tier)],
-    );
-    cmd.arg(limit);
-    cmd
-}
-
-/// Builds the `FCALL hunt_award_settle` of `tier` under fence `token` at `now_ms` (the router's
-/// clock, for record expiry only), reporting changes to the first `top_size` ranks; the caller
-/// adds each `(award_id, chest_holder)` pair.
-#[must_use]
-pub fn award_settle_cmd(tier: u32, token: &str, now_ms: i64, top_size: u64) -> Cmd {
-    let mut cmd = fcall_cmd(
-        name::AWARD_SETTLE,
-        &[
-            &keys::tier_fence(tier),
-            &keys::tier_awards(tier),
-            &keys::tier_awards_pending(tier),
-            &keys::tier_awards_settled(tier),
-            &keys::tier_scores(tier),
-            &keys::tier_members(tier),
-            &keys::tier_awards_revoked(tier),
-        ],
-    );
-    cmd.arg(token).arg(now_ms).arg(top_size);
-    cmd
-}
-
-/// Builds the `FCALL hunt_award_finish` of `tier` under fence `token` at `now_ms`; the caller
-/// adds the award ids whose shards have been told.
-#[must_use]
-pub fn award_finish_cmd(tier: u32, token: &str, now_ms: i64) -> Cmd {
-    let mut cmd = fcall_cmd(
-        name::AWARD_FINISH,
-        &[
-            &keys::tier_fence(tier),
-            &keys::tier_awards(tier),
-            &keys::tier_awards_revoked(tier),
-            &keys::tier_awards_settled(tier),
-        ],
-    );
-    cmd.arg(token).arg(now_ms);
-    cmd
-}
-
-/// What `hunt_apply` does with one stream entry, beyond moving its shard's watermark.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ApplyKind<'a> {
-    /// Points for the player (none when the player is empty: a wave reset).
-    Points,
-    /// A clue solve: scores only with a token above every one applied for the clue in the tier.
-    Clue {
-        /// The clue solved.
-        clue_id: &'a str,
-        /// The claim's fencing token.
-        token: u64,
-    },
-    /// A chest award: scores once per award id and waits for the saga as pending.
-    Award {
-        /// The award's id.
-        award_id: &'a str,
-        /// The chest it claims.
-        chest_key: &'a str,
-    },
-    /// The shard withdrawing one of its own awards: a pending award's points are taken back.
-    Withdraw {
-        /// The award withdrawn.
-        award_id: &'a str,
-    },
-}
-
-/// One stream entry as `hunt_apply` takes it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ApplyEntry<'a> {
-    /// The shard that recorded the entry.
-    pub shard_id: u32,
-    /// Its place in the (shard, tier) sequence.
-    pub tier_seq: u64,
-    /// The player it scores for; empty when it scores nothing.
-    pub player: &'a str,
-    /// The points it adds (for [`ApplyKind::Withdraw`], ignored: the award's record decides).
-    pub points: i64,
-    /// What else it does.
-    pub kind: ApplyKind<'a>,
-}
-
-impl<'a> ApplyEntry<'a> {
-    /// The entry for `event` read from `tier`'s stream. An event that scores nothing in this tier
-    /// (a wave reset, another tier, invalid ids or points) still moves its shard's watermark.
-    #[must_use]
-    pub fn of(event: &'a HuntEvent, tier: u32) -> Self {
-        let nothing = Self {
-            shard_id: event.shard_id,
-            tier_seq: event.tier_seq,
-            player: "",
-            points: 0,
-            kind: ApplyKind::Points,
-        };
-        if event.tier != tier {
-            return nothing;
-        }
-        let (player, points, kind) = match &event.kind {
-            Some(Kind::ScoreGained(e)) => (e.player_id.as_str(), e.points, ApplyKind::Points),
-            Some(Kind::ClueSolved(e)) => {
-                if validate::id("clue_id", &e.clue_id).is_err() || e.token == 0 {
-                    return nothing;
-                }
-                let kind = ApplyKind::Clue {
-                    clue_id: &e.clue_id,
-                    token: e.token,
-                };
-                (e.player_id.as_str(), e.points, kind)
-            }
-            Some(Kind::TreasureAwarded(e)) => {
-                if validate::id("award_id", &e.award_id).is_err()
-                    || validate::id("chest_key", &e.chest_key).is_err()
-                {
-                    return nothing;
-                }
-                let kind = ApplyKind::Award {
-                    award_id: &e.award_id,
-                    chest_key: &e.chest_key,
-                };
-                (e.player_id.as_str(), e.points, kind)
-            }
-            Some(Kind::AwardRevoked(e)) => {
-                if validate::id("award_id", &e.award_id).is_err() {
-                    return nothing;
-                }
-                let kind = ApplyKind::Withdraw {
-                    award_id: &e.award_id,
-                };
-                (e.player_id.as_str(), 0, kind)
-            }
-            Some(Kind::WaveReset(_)) | None => return nothing,
-        };
-        if validate::id("player_id", player).is_err() || validate::points("points", points).is_err()
-        {
-            return nothing;
-        }
-        Self {
-            player,
-            points,
-            kind,
-            ..nothing
-        }
-    }
-
-    /// Adds the entry's seven arguments to a command built by [`apply_cmd`].
-    pub fn push(&self, cmd: &mut Cmd) {
-        cmd.arg(keys::shard_field(self.shard_id))
-            .arg(self.tier_seq)
-            .arg(self.player)
-            .arg(self.points);
-        match self.kind {
-            ApplyKind::Points => cmd.arg("").arg("").arg(""),
-            ApplyKind::Clue { clue_id, token } => cmd.arg("c").arg(clue_id).arg(token),
-            ApplyKind::Award {
-                award_id,
-                chest_key,
-            } => cmd.arg("a").arg(award_id).arg(chest_key),
-            ApplyKind::Withdraw { award_id } => cmd.arg("r").arg(award_id).arg(""),
-        };
-    }
-}
-
-/// What one `hunt_apply` call did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Applied {
-    /// Entries applied.
-    pub applied: u64,
-    /// Entries skipped as already applied.
-    pub duplicates: u64,
-    /// Shards whose entries had a gap (a replay request was recorded).
-    pub gaps: u64,
-    /// Player totals refused because they would leave the exact range.
-    pub rejected: u64,
-    /// Whether the batch may have changed the tier's first `top_size` ranks.
-    pub top_changed: bool,
-    /// Chest awards recorded as pending for the saga.
-    pub awards: u64,
-    /// Clue solves that scored nothing: their token was not above every one applied before.
-    pub stale: u64,
-}
-
-impl FromRedisValue for Applied {
-    fn from_redis_value(value: redis::Value) -> Result<Self, redis::ParsingError> {
-        let (applied, duplicates, gaps, rejected, top, awards, stale): (
-            u64,
-            u64,
-            u64,
-            u64,
-            u64,
-            u64,
-            u64,
-        ) = FromRedisValue::from_redis_value(value)?;
-        Ok(Self {
-            applied,
-            duplicates,
-            gaps,
-            rejected,
-            top_changed: top == 1,
-            awards,
-            stale,
-        })
-    }
 }
 
 #[cfg(test)]
@@ -369,6 +221,38 @@ mod tests {
         assert_eq!(player_of_member("9007199254740990"), None);
         assert_eq!(player_of_member("90071992547409x0ada"), None);
         assert_eq!(player_of_member("short"), None);
+    }
+
+    #[test]
+    fn kind_codes_are_the_ones_the_library_reads() {
+        for code in [apply::kind::CLUE, apply::kind::AWARD, apply::kind::WITHDRAW] {
+            assert!(
+                LIBRARY.contains(&format!("kind == '{code}'")),
+                "hunt_apply does not read kind {code:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn error_codes_are_the_ones_the_library_raises() {
+        for code in [ErrorCode::Fenced, ErrorCode::InboxFull] {
+            assert!(
+                LIBRARY.contains(&format!("error_reply('{} ", code.as_str())),
+                "{code:?}"
+            );
+        }
+        let raised: Vec<&str> = LIBRARY
+            .match_indices("error_reply('")
+            .filter_map(|(at, found)| LIBRARY[at + found.len()..].split(' ').next())
+            .collect();
+        for code in raised {
+            assert!(
+                [ErrorCode::Fenced, ErrorCode::InboxFull]
+                    .iter()
+                    .any(|known| known.as_str() == code),
+                "the library raises {code}, which ErrorCode does not name"
+            );
+        }
     }
 
     #[test]

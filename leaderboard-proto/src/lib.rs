@@ -6,7 +6,6 @@
 //! - [`rewards`]: the reward table (`rewards/tiers.txtpb`), compiled into constants: tiers never
 //!   change at run time.
 //! - [`functions`]: the Redis Functions library (`lua/hunt.lua`) and the commands that call it.
-//! - [`claims`]: clue and chest claims and award records, typed.
 //! - [`limits`]: every bound of the contract (points, ids, waves, messages), also compiled
 //!   into the build script and the Lua library.
 //! - [`keys`]: the Redis key schema, the only place that formats a Redis key.
@@ -35,7 +34,6 @@ pub mod v1 {
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/hunt_descriptor.bin"));
 
-pub mod claims;
 pub mod functions;
 pub mod keys;
 /// Every bound of the contract: points, ids, waves, messages. The build script compiles the same

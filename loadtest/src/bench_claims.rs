@@ -22,10 +22,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use hunt_redis::claims;
 use hunt_redis::connection::Connection;
-use leaderboard_proto::claims::ClueClaim;
-use leaderboard_proto::{functions, keys};
+use leaderboard_proto::functions::{
+    self, Apply, ClaimClue, ClueClaim, Function, LeaseAcquire, LeaseAcquired, OpenClue,
+};
+use leaderboard_proto::keys;
 use tokio_util::sync::CancellationToken;
 
 use crate::open_loop::{self, Outcome, millis};
@@ -119,7 +120,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         let hunter = hunter_id(n % u64::from(args.claimants));
         let winners = Arc::clone(&winners);
         async move {
-            let claim = claims::claim_clue(&mut conn, &clue_id(clue), &hunter, 0).await?;
+            let claim =
+                hunt_redis::call(&mut conn, &ClaimClue::new(&clue_id(clue), &hunter, 0)).await?;
             match claim {
                 ClueClaim::Won { token, wave } => {
                     let mut winners = winners.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
@@ -265,15 +267,13 @@ async fn settle_all(
     prefix: &str,
 ) -> anyhow::Result<(u64, Duration)> {
     let router = format!("bench-{prefix}");
-    let mut acquire = functions::fcall_cmd(
-        functions::name::LEASE_ACQUIRE,
-        &[&keys::tier_lease(tier), &keys::tier_fence(tier)],
-    );
-    acquire.arg(&router).arg(600_000);
-    let (held, token): (i64, String) = hunt_redis::fcall(conn, &acquire).await?;
-    if held != 1 {
-        bail!("tier {tier} is leased to {token}: run the sweep on a Redis of its own");
-    }
+    let acquire = LeaseAcquire::new(tier, &router, Duration::from_secs(600));
+    let token = match hunt_redis::call(conn, &acquire).await? {
+        LeaseAcquired::Held(token) => token,
+        LeaseAcquired::Taken { holder } => {
+            bail!("tier {tier} is leased to {holder}: run the sweep on a Redis of its own")
+        }
+    };
     let chests = awards / 2;
     let ids: Vec<(String, String, String)> = (0..chests)
         .map(|chest| {
@@ -285,11 +285,11 @@ async fn settle_all(
         })
         .collect();
     for (batch, slice) in ids.chunks(250).enumerate() {
-        let mut cmd = functions::apply_cmd(tier, &token, "0-1", 100);
+        let mut apply = Apply::new(tier, &token, "0-1", 100);
         for (k, (chest_key, first, second)) in slice.iter().enumerate() {
             let tier_seq = (batch * 250 + k + 1) as u64;
             for (shard_id, award_id) in [(1, first), (2, second)] {
-                functions::ApplyEntry {
+                apply.entry(&functions::ApplyEntry {
                     shard_id,
                     tier_seq,
                     player: award_id,
@@ -298,11 +298,10 @@ async fn settle_all(
                         award_id,
                         chest_key,
                     },
-                }
-                .push(&mut cmd);
+                });
             }
         }
-        let _: functions::Applied = hunt_redis::fcall(conn, &cmd).await?;
+        hunt_redis::call(conn, &apply).await?;
     }
     let mut config = tier_router::RouterConfig::new("redis://unused/");
     config.saga_batch = usize::try_from(saga_batch)?;
@@ -333,12 +332,9 @@ async fn settle_all(
 async fn open_wave(conn: &mut Connection, clues: u32, wave: u64) -> anyhow::Result<()> {
     let mut pipe = redis::pipe();
     for clue in 0..u64::from(clues) {
-        let mut cmd =
-            functions::fcall_cmd(functions::name::OPEN_CLUE, &[&keys::clue(&clue_id(clue))]);
-        cmd.arg(wave);
-        pipe.add_command(cmd);
+        pipe.add_command(OpenClue::new(&clue_id(clue), wave).cmd().clone());
     }
-    let _: Vec<(i64, u64)> = pipe.query_async(conn).await?;
+    let _: Vec<functions::ClueOpened> = pipe.query_async(conn).await?;
     Ok(())
 }
 

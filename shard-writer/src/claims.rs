@@ -22,17 +22,17 @@ use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use hunt_redis::claims;
 use hunt_redis::connection::Connection;
-use leaderboard_proto::claims::TokenCheck;
-use leaderboard_proto::functions::{self, name};
+use leaderboard_proto::functions::{
+    CheckClue, ClaimChest, ClaimClue, Function, OpenClue, TokenCheck,
+};
+use leaderboard_proto::rewards;
 use leaderboard_proto::v1::hunt_event::Kind;
 use leaderboard_proto::v1::{HuntEvent, WaveReset};
 use leaderboard_proto::validate::{self, ValidationError};
-use leaderboard_proto::{keys, rewards};
 use redis::RedisError;
 
-pub use leaderboard_proto::claims::{ChestClaim, ClueClaim};
+pub use leaderboard_proto::functions::{ChestClaim, ClueClaim};
 
 use crate::error::ClaimError;
 use crate::metrics as m;
@@ -59,7 +59,7 @@ impl ShardWriter {
             let solve_ms = self.inner.config.clock.now_ms();
             let claim = self
                 .redis_call(move |mut conn| async move {
-                    claims::claim_clue(&mut conn, clue_id, hunter, solve_ms).await
+                    hunt_redis::call(&mut conn, &ClaimClue::new(clue_id, hunter, solve_ms)).await
                 })
                 .await?;
             match claim {
@@ -104,7 +104,7 @@ impl ShardWriter {
             }
             let check = self
                 .redis_call(move |mut conn| async move {
-                    claims::check_clue(&mut conn, clue_id, hunter, token).await
+                    hunt_redis::call(&mut conn, &CheckClue::new(clue_id, hunter, token)).await
                 })
                 .await?;
             match check {
@@ -146,9 +146,7 @@ impl ShardWriter {
             validate::wave(wave, clue_ids)?;
             let mut pipe = redis::pipe();
             for clue_id in clue_ids {
-                let mut cmd = functions::fcall_cmd(name::OPEN_CLUE, &[&keys::clue(clue_id)]);
-                cmd.arg(wave);
-                pipe.add_command(cmd);
+                pipe.add_command(OpenClue::new(clue_id, u64::from(wave)).cmd().clone());
             }
             let pipe = &pipe;
             let _opened: Vec<(i64, u64)> = self
@@ -213,7 +211,7 @@ impl ShardWriter {
             validate::id("chest_key", chest_key)?;
             validate::id("award_id", award_id)?;
             self.redis_call(move |mut conn| async move {
-                claims::claim_chest(&mut conn, chest_key, award_id).await
+                hunt_redis::call(&mut conn, &ClaimChest::new(chest_key, award_id)).await
             })
             .await
         }

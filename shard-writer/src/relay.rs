@@ -39,7 +39,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hunt_redis::connection::{Connection as RedisConnection, RedisTarget, Timeouts};
-use leaderboard_proto::functions::{self, name};
+use leaderboard_proto::functions::{Function, Publish, Published};
 use leaderboard_proto::{keys, rewards};
 use rand::Rng;
 use redis::RedisError;
@@ -68,8 +68,6 @@ pub(crate) enum RelayError {
 #[derive(Debug)]
 struct TierState {
     index: usize,
-    stream_key: String,
-    published_key: String,
     applied_key: String,
     replay_key: String,
     /// The next `tier_seq` to send.
@@ -189,8 +187,6 @@ impl Relay {
             .enumerate()
             .map(|(index, tier)| TierState {
                 index,
-                stream_key: keys::tier_stream(tier.id),
-                published_key: keys::tier_published(tier.id),
                 applied_key: keys::tier_applied(tier.id),
                 replay_key: keys::tier_replay(tier.id),
                 next: 1,
@@ -392,24 +388,23 @@ impl Relay {
                 first_row - 1
             };
             let highest = batch.rows.last().map_or(first_row, |row| row.0);
-            let mut cmd = functions::fcall_cmd(
-                name::PUBLISH,
-                &[tier.stream_key.as_str(), tier.published_key.as_str()],
+            let mut publish = Publish::new(
+                rewards::TIERS[tier.index].id,
+                self.shard_id,
+                self.config.stream_cap,
+                floor,
+                highest,
             );
-            cmd.arg(&self.field)
-                .arg(self.config.stream_cap)
-                .arg(floor)
-                .arg(highest);
             for (_, payload) in &batch.rows {
-                cmd.arg(payload.as_slice());
+                publish.payload(payload);
             }
-            pipe.add_command(cmd);
+            pipe.add_command(publish.cmd().clone());
             sent.push((batch.slot, highest, batch.rows.len() as u64));
         }
         if sent.is_empty() {
             return Ok(0);
         }
-        let replies: Vec<(i64, u64)> = match pipe.query_async(conn).await {
+        let replies: Vec<Published> = match pipe.query_async(conn).await {
             Ok(replies) => replies,
             Err(err) if hunt_redis::is_function_missing(&err) => {
                 // Redis restarted without its data: reload, and continue above what it has.
@@ -425,11 +420,11 @@ impl Relay {
             Err(err) => return Err(err.into()),
         };
         let mut total = 0;
-        for ((slot, highest, count), (added, mark)) in sent.into_iter().zip(replies) {
+        for ((slot, highest, count), Published { added, mark }) in sent.into_iter().zip(replies) {
             let Some(tier) = self.tiers.get_mut(slot) else {
                 continue;
             };
-            if added == 1 {
+            if added {
                 match tier.resend {
                     Some((_, to)) if highest < to => tier.resend = Some((highest + 1, to)),
                     Some(_) => tier.resend = None,

@@ -5,9 +5,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use leaderboard_proto::functions::NextEpoch;
 use leaderboard_proto::v1::HuntEvent;
 use leaderboard_proto::v1::hunt_event::Kind;
-use leaderboard_proto::{functions, keys, rewards, validate};
+use leaderboard_proto::{rewards, validate};
 use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -540,12 +541,7 @@ async fn redis_open_state(
     floor: u64,
 ) -> Result<(u64, Vec<u64>), redis::RedisError> {
     let mut conn = relay::connect(client, config).await?;
-    let mut next_epoch = functions::fcall_cmd(
-        functions::name::NEXT_EPOCH,
-        &[keys::shard_epoch(config.shard_id).as_str()],
-    );
-    next_epoch.arg(floor);
-    let epoch: u64 = hunt_redis::fcall(&mut conn, &next_epoch).await?;
+    let epoch = hunt_redis::call(&mut conn, &NextEpoch::new(config.shard_id, floor)).await?;
     let published = relay::published_marks(&mut conn, config.shard_id).await?;
     Ok((epoch, published))
 }

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use hunt_redis::connection::{Connection, RedisTarget, Timeouts};
 use hunt_redis::stream;
-use leaderboard_proto::functions::{self, ApplyEntry};
+use leaderboard_proto::functions::{Apply, ApplyEntry, ErrorCode};
 use leaderboard_proto::keys;
 use leaderboard_proto::v1::HuntEvent;
 use rand::Rng;
@@ -62,17 +62,17 @@ pub async fn apply_batch(
     cursor: &str,
     events: &[HuntEvent],
 ) -> redis::RedisResult<Applied> {
-    let mut cmd = functions::apply_cmd(tier, token, cursor, CACHED_TOP as u64);
+    let mut apply = Apply::new(tier, token, cursor, CACHED_TOP as u64);
     for event in events {
-        ApplyEntry::of(event, tier).push(&mut cmd);
+        apply.entry(&ApplyEntry::of(event, tier));
     }
-    hunt_redis::fcall(conn, &cmd).await
+    hunt_redis::call(conn, &apply).await
 }
 
 /// Whether `err` is Redis refusing a stale fence token.
 #[must_use]
 pub fn is_fenced(err: &RedisError) -> bool {
-    err.code() == Some("FENCED")
+    ErrorCode::of(err) == Some(ErrorCode::Fenced)
 }
 
 /// Connects to Redis (one node or a cluster) with the router's timeouts, and makes sure the

@@ -4,7 +4,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use hunt_redis::connection::{Connection, RedisTarget, Timeouts};
-use leaderboard_proto::claims::{self, AwardRecord};
+use leaderboard_proto::functions::{self as claims, AwardRecord};
 use leaderboard_proto::v1::leaderboard_server::Leaderboard;
 use leaderboard_proto::v1::{
     Award, AwardState, Delta, Entry, GetAwardRequest, GetAwardResponse, GetChestRequest,

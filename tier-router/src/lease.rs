@@ -10,8 +10,7 @@
 use std::time::Duration;
 
 use hunt_redis::connection::Primaries;
-use leaderboard_proto::functions::{self, name};
-use leaderboard_proto::keys;
+use leaderboard_proto::functions::{LeaseAcquire, LeaseAcquired, LeaseRelease, LeaseRenew};
 
 /// The outcome of asking for a tier's lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,18 +31,12 @@ pub async fn acquire<C: Primaries>(
     router: &str,
     ttl: Duration,
 ) -> redis::RedisResult<Lease> {
-    let mut cmd = functions::fcall_cmd(
-        name::LEASE_ACQUIRE,
-        &[&keys::tier_lease(tier), &keys::tier_fence(tier)],
-    );
-    cmd.arg(router)
-        .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
-    let (held, value): (i64, String) = hunt_redis::fcall(conn, &cmd).await?;
-    Ok(if held == 1 {
-        Lease::Held(value)
-    } else {
-        Lease::Elsewhere(value)
-    })
+    Ok(
+        match hunt_redis::call(conn, &LeaseAcquire::new(tier, router, ttl)).await? {
+            LeaseAcquired::Held(token) => Lease::Held(token),
+            LeaseAcquired::Taken { holder } => Lease::Elsewhere(holder),
+        },
+    )
 }
 
 /// Keeps `tier`'s lease for `router`, which holds `token`, for another `ttl`.
@@ -58,14 +51,7 @@ pub async fn renew<C: Primaries>(
     ttl: Duration,
     token: &str,
 ) -> redis::RedisResult<()> {
-    let mut cmd = functions::fcall_cmd(
-        name::LEASE_RENEW,
-        &[&keys::tier_lease(tier), &keys::tier_fence(tier)],
-    );
-    cmd.arg(router)
-        .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
-        .arg(token);
-    let _: String = hunt_redis::fcall(conn, &cmd).await?;
+    hunt_redis::call(conn, &LeaseRenew::new(tier, router, ttl, token)).await?;
     Ok(())
 }
 
@@ -78,8 +64,5 @@ pub async fn release<C: Primaries>(
     tier: u32,
     router: &str,
 ) -> redis::RedisResult<bool> {
-    let mut cmd = functions::fcall_cmd(name::LEASE_RELEASE, &[&keys::tier_lease(tier)]);
-    cmd.arg(router);
-    let released: i64 = hunt_redis::fcall(conn, &cmd).await?;
-    Ok(released == 1)
+    hunt_redis::call(conn, &LeaseRelease::new(tier, router)).await
 }

@@ -43,13 +43,14 @@
 use std::time::Duration;
 
 use hunt_redis::connection::Connection;
-use leaderboard_proto::claims::{self, AwardRecord, AwardState, ChestClaim};
-use leaderboard_proto::functions::{self, Waiting, name};
-use leaderboard_proto::keys;
+use leaderboard_proto::functions::{
+    AwardExpire, AwardFinish, AwardRecord, AwardSettle, AwardState, AwardsWaiting, ChestClaim,
+    ClaimChest, Compensate, ErrorCode, Function, Settled, Waiting,
+};
 use leaderboard_proto::v1::hunt_event::Kind;
 use leaderboard_proto::v1::{AwardRevoked, HuntEvent};
 use prost::Message;
-use redis::{FromRedisValue, Pipeline, RedisResult, Value};
+use redis::RedisResult;
 
 use crate::cache::{self, Cache};
 use crate::config::{CACHED_TOP, Failpoint, RouterConfig};
@@ -155,11 +156,11 @@ pub async fn step(
             .collect();
         let sent = compensate(conn, tier, config, &to_send, &mut report).await?;
         if !sent.is_empty() {
-            let mut cmd = functions::award_finish_cmd(tier, token, now_ms());
+            let mut finish = AwardFinish::new(tier, token, now_ms());
             for award_id in &sent {
-                cmd.arg(*award_id);
+                finish.award(award_id);
             }
-            report.finished = hunt_redis::fcall(conn, &cmd).await?;
+            report.finished = hunt_redis::call(conn, &finish).await?;
         }
     }
     set_pending_gauge(tier, report.remaining());
@@ -181,13 +182,8 @@ pub async fn step(
 /// # Errors
 /// The Redis error.
 pub async fn expire(conn: &mut Connection, tier: u32, config: &RouterConfig) -> RedisResult<u64> {
-    let mut cmd = functions::fcall_cmd(
-        name::AWARD_EXPIRE,
-        &[&keys::tier_awards(tier), &keys::tier_awards_settled(tier)],
-    );
-    cmd.arg(now_ms().saturating_sub(millis(config.record_ttl)))
-        .arg(config.saga_batch);
-    hunt_redis::fcall(conn, &cmd).await
+    let before_ms = now_ms().saturating_sub(millis(config.record_ttl));
+    hunt_redis::call(conn, &AwardExpire::new(tier, before_ms, config.saga_batch)).await
 }
 
 /// The number of awards of `tier` waiting for the saga (pending and revoked), and the oldest
@@ -200,18 +196,23 @@ async fn read_waiting(
     let mut pipe = redis::pipe();
     pipe.zcard(Waiting::Pending.key(tier))
         .zcard(Waiting::Revoked.key(tier))
-        .add_command(functions::awards_waiting_cmd(tier, Waiting::Pending, limit))
-        .add_command(functions::awards_waiting_cmd(tier, Waiting::Revoked, limit));
-    let (pending, revoked, pending_flat, revoked_flat): (u64, u64, Vec<String>, Vec<String>) =
-        query_pipe(conn, &pipe).await?;
-    let mut awards = Vec::with_capacity((pending_flat.len() + revoked_flat.len()) / 2);
-    for pair in pending_flat
-        .chunks_exact(2)
-        .chain(revoked_flat.chunks_exact(2))
-    {
-        let [award_id, record] = pair else { continue };
-        match AwardRecord::parse(record) {
-            Some(parsed) => awards.push((award_id.clone(), parsed)),
+        .add_command(
+            AwardsWaiting::new(tier, Waiting::Pending, limit)
+                .cmd()
+                .clone(),
+        )
+        .add_command(
+            AwardsWaiting::new(tier, Waiting::Revoked, limit)
+                .cmd()
+                .clone(),
+        );
+    type Awards = <AwardsWaiting as Function>::Reply;
+    let (pending, revoked, pending_awards, revoked_awards): (u64, u64, Awards, Awards) =
+        hunt_redis::pipeline(conn, &pipe).await?;
+    let mut awards = Vec::with_capacity(pending_awards.len() + revoked_awards.len());
+    for (award_id, record) in pending_awards.into_iter().chain(revoked_awards) {
+        match AwardRecord::parse(&record) {
+            Some(parsed) => awards.push((award_id, parsed)),
             None => tracing::error!(
                 tier,
                 award_id = %award_id,
@@ -229,9 +230,9 @@ async fn claim_chests<'a>(
 ) -> RedisResult<Vec<(&'a str, String)>> {
     let mut pipe = redis::pipe();
     for (award_id, record) in pending {
-        pipe.add_command(claims::claim_chest_cmd(&record.chest_key, award_id));
+        pipe.add_command(ClaimChest::new(&record.chest_key, award_id).cmd().clone());
     }
-    let claims: Vec<ChestClaim> = query_pipe(conn, &pipe).await?;
+    let claims: Vec<ChestClaim> = hunt_redis::pipeline(conn, &pipe).await?;
     Ok(pending
         .iter()
         .zip(claims)
@@ -245,40 +246,6 @@ async fn claim_chests<'a>(
         .collect())
 }
 
-/// What `hunt_award_settle` did.
-struct Settled {
-    confirmed: u64,
-    rejected: u64,
-    top_changed: bool,
-    revoked_ids: Vec<String>,
-}
-
-impl FromRedisValue for Settled {
-    fn from_redis_value(value: Value) -> Result<Self, redis::ParsingError> {
-        let reply: Vec<Value> = FromRedisValue::from_redis_value(value)?;
-        let mut fields = reply.into_iter();
-        let mut number = |what: &str| -> Result<u64, redis::ParsingError> {
-            match fields.next() {
-                Some(value) => FromRedisValue::from_redis_value(value),
-                None => Err(format!("hunt_award_settle returned no {what}").into()),
-            }
-        };
-        let confirmed = number("confirmed count")?;
-        let _revoked = number("revoked count")?;
-        let rejected = number("rejected count")?;
-        let top = number("top flag")?;
-        let revoked_ids = fields
-            .map(FromRedisValue::from_redis_value)
-            .collect::<Result<_, _>>()?;
-        Ok(Self {
-            confirmed,
-            rejected,
-            top_changed: top == 1,
-            revoked_ids,
-        })
-    }
-}
-
 /// Settles each (award id, chest holder) pair under `token`.
 async fn settle(
     conn: &mut Connection,
@@ -286,11 +253,11 @@ async fn settle(
     token: &str,
     holders: &[(&str, String)],
 ) -> RedisResult<Settled> {
-    let mut cmd = functions::award_settle_cmd(tier, token, now_ms(), CACHED_TOP as u64);
+    let mut settle = AwardSettle::new(tier, token, now_ms(), CACHED_TOP as u64);
     for (award_id, holder) in holders {
-        cmd.arg(*award_id).arg(holder);
+        settle.holder(award_id, holder);
     }
-    hunt_redis::fcall(conn, &cmd).await
+    hunt_redis::call(conn, &settle).await
 }
 
 /// Sends an `AwardRevoked` to the shard of each revoked award, in one pipeline; returns the
@@ -305,7 +272,6 @@ async fn compensate<'a>(
 ) -> RedisResult<Vec<&'a str>> {
     let now = now_ms();
     let mut pipe = redis::pipe();
-    pipe.ignore_errors();
     for (award_id, record) in revoked {
         let event = HuntEvent {
             shard_id: record.shard_id,
@@ -319,40 +285,29 @@ async fn compensate<'a>(
             })),
             ..HuntEvent::default()
         };
-        let mut cmd = functions::fcall_cmd(
-            name::COMPENSATE,
-            &[
-                &keys::shard_inbox(record.shard_id),
-                &keys::shard_inbox_sent(record.shard_id),
-            ],
+        let compensate = Compensate::new(
+            record.shard_id,
+            award_id,
+            &event.encode_to_vec(),
+            now,
+            millis(config.record_ttl),
+            config.inbox_cap,
         );
-        cmd.arg(*award_id)
-            .arg(event.encode_to_vec())
-            .arg(now)
-            .arg(millis(config.record_ttl))
-            .arg(config.inbox_cap);
-        pipe.add_command(cmd);
+        pipe.add_command(compensate.cmd().clone());
     }
-    let mut replies: Vec<RedisResult<i64>> = pipe.query_async(conn).await?;
-    if replies
-        .iter()
-        .any(|reply| reply.as_ref().is_err_and(hunt_redis::is_function_missing))
-    {
-        // Redis lost the library: nothing was sent, so sending it all again is safe.
-        hunt_redis::ensure_loaded(conn).await?;
-        replies = pipe.query_async(conn).await?;
-    }
+    // Compensating is idempotent per award id: after a library reload it all goes again.
+    let replies: Vec<RedisResult<bool>> = hunt_redis::pipeline_each(conn, &pipe).await?;
     let mut sent = Vec::with_capacity(revoked.len());
     for ((award_id, record), reply) in revoked.iter().zip(replies) {
         match reply {
             Ok(added) => {
-                if added == 1 {
+                if added {
                     report.compensated += 1;
                     metrics::counter!(m::COMPENSATIONS).increment(1);
                 }
                 sent.push(*award_id);
             }
-            Err(err) if err.code() == Some("INBOX_FULL") => {
+            Err(err) if ErrorCode::of(&err) == Some(ErrorCode::InboxFull) => {
                 report.inbox_full += 1;
                 metrics::counter!(m::INBOX_FULL).increment(1);
                 tracing::warn!(
@@ -366,18 +321,6 @@ async fn compensate<'a>(
         }
     }
     Ok(sent)
-}
-
-/// Runs `pipe`; when Redis has lost the library, loads it and runs `pipe` once more (every
-/// command the saga pipelines is idempotent).
-async fn query_pipe<T: FromRedisValue>(conn: &mut Connection, pipe: &Pipeline) -> RedisResult<T> {
-    match pipe.query_async(conn).await {
-        Err(err) if hunt_redis::is_function_missing(&err) => {
-            hunt_redis::ensure_loaded(conn).await?;
-            pipe.query_async(conn).await
-        }
-        other => other,
-    }
 }
 
 /// Aborts the process when `config` names `point`: a crash at a known place, for tests.

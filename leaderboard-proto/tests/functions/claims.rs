@@ -1,32 +1,40 @@
 //! Claims, awards and the saga's functions against a real Redis: first solver wins, fencing
 //! tokens, awards recorded once, settled once, compensated once.
 
-use leaderboard_proto::claims::{AwardRecord, AwardState, ChestClaim, ClueClaim, TokenCheck};
-use leaderboard_proto::functions::{self, Applied, ApplyEntry, ApplyKind, Waiting, name};
+use leaderboard_proto::functions::{
+    Applied, Apply, ApplyEntry, ApplyKind, AwardExpire, AwardFinish, AwardRecord, AwardSettle,
+    AwardState, AwardsWaiting, CheckClue, ChestClaim, ClaimChest, ClaimClue, ClueClaim, Compensate,
+    Function, OpenClue, TokenCheck, Waiting,
+};
 use leaderboard_proto::keys;
 
 use super::functions::{acquire, board, setup};
 
 fn open(conn: &mut redis::Connection, clue: &str, wave: u64) -> (i64, u64) {
-    let mut cmd = functions::fcall_cmd(name::OPEN_CLUE, &[&keys::clue(clue)]);
-    cmd.arg(wave);
-    cmd.query(conn).expect("open clue")
+    let opened = OpenClue::new(clue, wave)
+        .cmd()
+        .query::<leaderboard_proto::functions::ClueOpened>(conn)
+        .expect("open clue");
+    (i64::from(opened.opened), opened.wave)
 }
 
 fn claim(conn: &mut redis::Connection, clue: &str, hunter: &str) -> ClueClaim {
-    let mut cmd = functions::fcall_cmd(name::CLAIM_CLUE, &[&keys::clue(clue)]);
-    cmd.arg(hunter).arg(1_700_000_000_000_i64);
-    cmd.query(conn).expect("claim clue")
+    ClaimClue::new(clue, hunter, 1_700_000_000_000)
+        .cmd()
+        .query(conn)
+        .expect("claim clue")
 }
 
 fn check(conn: &mut redis::Connection, clue: &str, hunter: &str, token: u64) -> TokenCheck {
-    let mut cmd = functions::fcall_cmd(name::CHECK_CLUE, &[&keys::clue(clue)]);
-    cmd.arg(hunter).arg(token);
-    cmd.query(conn).expect("check clue")
+    CheckClue::new(clue, hunter, token)
+        .cmd()
+        .query(conn)
+        .expect("check clue")
 }
 
 fn chest(conn: &mut redis::Connection, chest: &str, award: &str) -> ChestClaim {
-    leaderboard_proto::claims::claim_chest_cmd(chest, award)
+    ClaimChest::new(chest, award)
+        .cmd()
         .query(conn)
         .expect("claim chest")
 }
@@ -64,11 +72,11 @@ fn apply(
     token: &str,
     entries: &[ApplyEntry<'_>],
 ) -> redis::RedisResult<Applied> {
-    let mut cmd = functions::apply_cmd(tier, token, "1-0", 100);
+    let mut call = Apply::new(tier, token, "1-0", 100);
     for entry in entries {
-        entry.push(&mut cmd);
+        call.entry(entry);
     }
-    cmd.query(conn)
+    call.cmd().query(conn)
 }
 
 fn record(conn: &mut redis::Connection, tier: u32, award: &str) -> Option<AwardRecord> {
@@ -90,7 +98,8 @@ fn waiting(
     which: Waiting,
     limit: usize,
 ) -> Vec<(String, String)> {
-    functions::awards_waiting_cmd(tier, which, limit)
+    AwardsWaiting::new(tier, which, limit)
+        .cmd()
         .query(conn)
         .expect("waiting awards")
 }
@@ -106,20 +115,13 @@ fn settle(
     token: &str,
     pairs: &[(&str, &str)],
 ) -> redis::RedisResult<(u64, u64, Vec<String>)> {
-    let mut cmd = functions::award_settle_cmd(tier, token, 1_000, 100);
+    let mut call = AwardSettle::new(tier, token, 1_000, 100);
     for (award, holder) in pairs {
-        cmd.arg(*award).arg(*holder);
+        call.holder(award, holder);
     }
-    let reply: Vec<redis::Value> = cmd.query(conn)?;
-    let mut fields = reply.into_iter();
-    let mut number = || -> u64 {
-        redis::FromRedisValue::from_redis_value(fields.next().expect("field")).expect("number")
-    };
-    let (confirmed, revoked, _rejected, _top) = (number(), number(), number(), number());
-    let ids = fields
-        .map(|v| redis::FromRedisValue::from_redis_value(v).expect("id"))
-        .collect();
-    Ok((confirmed, revoked, ids))
+    let settled: leaderboard_proto::functions::Settled = call.cmd().query(conn)?;
+    let revoked = settled.revoked_ids.len() as u64;
+    Ok((settled.confirmed, revoked, settled.revoked_ids))
 }
 
 fn compensate(
@@ -129,16 +131,11 @@ fn compensate(
     now_ms: i64,
     cap: u64,
 ) -> redis::RedisResult<i64> {
-    let mut cmd = functions::fcall_cmd(
-        name::COMPENSATE,
-        &[&keys::shard_inbox(shard), &keys::shard_inbox_sent(shard)],
-    );
-    cmd.arg(award)
-        .arg(format!("payload-{award}"))
-        .arg(now_ms)
-        .arg(86_400_000)
-        .arg(cap);
-    cmd.query(conn)
+    let payload = format!("payload-{award}");
+    let added: bool = Compensate::new(shard, award, payload.as_bytes(), now_ms, 86_400_000, cap)
+        .cmd()
+        .query(conn)?;
+    Ok(i64::from(added))
 }
 
 fn finish(
@@ -147,11 +144,11 @@ fn finish(
     token: &str,
     awards: &[&str],
 ) -> redis::RedisResult<u64> {
-    let mut cmd = functions::award_finish_cmd(tier, token, 2_000);
+    let mut call = AwardFinish::new(tier, token, 2_000);
     for award in awards {
-        cmd.arg(*award);
+        call.award(award);
     }
-    cmd.query(conn)
+    call.cmd().query(conn)
 }
 
 #[test]
@@ -406,12 +403,8 @@ fn the_saga_settles_each_award_once_and_tells_each_loser_once() {
     assert!(waiting(&mut conn, 3, Waiting::Revoked, 10).is_empty());
 
     // Settled records are forgotten after their time: a2 settled at 1000, a1 and a3 at 2000.
-    let mut expire = functions::fcall_cmd(
-        name::AWARD_EXPIRE,
-        &[&keys::tier_awards(3), &keys::tier_awards_settled(3)],
-    );
-    expire.arg(1_500).arg(100);
-    assert_eq!(expire.query::<u64>(&mut conn).expect("expire"), 1);
+    let expire = AwardExpire::new(3, 1_500, 100);
+    assert_eq!(expire.cmd().query::<u64>(&mut conn).expect("expire"), 1);
     assert_eq!(state(&mut conn, 3, "a2"), None);
     assert_eq!(state(&mut conn, 3, "a1"), Some(AwardState::Compensated));
 }

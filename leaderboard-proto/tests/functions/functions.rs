@@ -3,7 +3,10 @@
 use std::time::{Duration, Instant};
 
 use hunt_testkit::RedisServer;
-use leaderboard_proto::functions::{self, name, player_of_member};
+use leaderboard_proto::functions::{
+    self, Applied, Apply, ApplyEntry, ApplyKind, Function, LeaseAcquire, LeaseAcquired,
+    LeaseRelease, LeaseRenew, player_of_member,
+};
 use leaderboard_proto::keys;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestRunner};
@@ -32,12 +35,14 @@ pub(crate) fn acquire(
     router: &str,
     ttl_ms: u64,
 ) -> (i64, String) {
-    let mut cmd = functions::fcall_cmd(
-        name::LEASE_ACQUIRE,
-        &[&keys::tier_lease(tier), &keys::tier_fence(tier)],
-    );
-    cmd.arg(router).arg(ttl_ms);
-    cmd.query(conn).expect("lease acquire")
+    let acquired: LeaseAcquired = LeaseAcquire::new(tier, router, Duration::from_millis(ttl_ms))
+        .cmd()
+        .query(conn)
+        .expect("lease acquire");
+    match acquired {
+        LeaseAcquired::Held(token) => (1, token),
+        LeaseAcquired::Taken { holder } => (0, holder),
+    }
 }
 
 fn apply(
@@ -60,18 +65,17 @@ fn apply_with_top(
     top_size: u64,
     entries: &[Entry<'_>],
 ) -> redis::RedisResult<(u64, u64, u64, u64, u64)> {
-    let mut cmd = functions::apply_cmd(tier, token, cursor, top_size);
+    let mut call = Apply::new(tier, token, cursor, top_size);
     for (shard_id, tier_seq, player, points) in entries {
-        functions::ApplyEntry {
+        call.entry(&ApplyEntry {
             shard_id: *shard_id,
             tier_seq: *tier_seq,
             player,
             points: *points,
-            kind: functions::ApplyKind::Points,
-        }
-        .push(&mut cmd);
+            kind: ApplyKind::Points,
+        });
     }
-    let applied: functions::Applied = cmd.query(conn)?;
+    let applied: Applied = call.cmd().query(conn)?;
     Ok((
         applied.applied,
         applied.duplicates,
@@ -121,16 +125,13 @@ fn a_lease_has_one_holder_and_each_new_holder_a_greater_fence() {
         "renewal keeps the token"
     );
 
-    let mut release = functions::fcall_cmd(name::LEASE_RELEASE, &[&keys::tier_lease(1)]);
-    release.arg("router-b");
-    assert_eq!(
-        release.query::<i64>(&mut conn).expect("release"),
-        0,
+    let release = LeaseRelease::new(1, "router-b");
+    assert!(
+        !release.cmd().query::<bool>(&mut conn).expect("release"),
         "only the holder releases"
     );
-    let mut release = functions::fcall_cmd(name::LEASE_RELEASE, &[&keys::tier_lease(1)]);
-    release.arg("router-a");
-    assert_eq!(release.query::<i64>(&mut conn).expect("release"), 1);
+    let release = LeaseRelease::new(1, "router-a");
+    assert!(release.cmd().query::<bool>(&mut conn).expect("release"));
     assert_eq!(
         acquire(&mut conn, 1, "router-b", 50),
         (1, "2:router-b".to_owned())
@@ -177,12 +178,9 @@ fn renew(
     router: &str,
     token: &str,
 ) -> redis::RedisResult<String> {
-    let mut cmd = functions::fcall_cmd(
-        name::LEASE_RENEW,
-        &[&keys::tier_lease(tier), &keys::tier_fence(tier)],
-    );
-    cmd.arg(router).arg(60_000).arg(token);
-    cmd.query(conn)
+    LeaseRenew::new(tier, router, Duration::from_secs(60), token)
+        .cmd()
+        .query(conn)
 }
 
 #[test]

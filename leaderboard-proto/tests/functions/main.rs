@@ -5,3 +5,4 @@
 
 mod claims;
 mod functions;
+mod publish;

@@ -3,11 +3,11 @@
 //!
 //! - [`connection`]: one Redis or a Redis Cluster behind one connection type, with pipelines
 //!   split per slot on a cluster; [`redact_url`] for anything that names Redis in a log.
-//! - [`library`]: the `hunt` Functions library loaded on every primary, and [`fcall`], the one
-//!   call that reloads it when Redis has lost it and retries.
+//! - [`library`]: the `hunt` Functions library loaded on every primary, and [`call`], the one
+//!   call of a typed binding (`leaderboard_proto::functions`) that reloads the library when
+//!   Redis has lost it and retries.
 //! - [`reconnecting`]: a connection for request/response calls that heals itself, every call
 //!   bounded by a deadline.
-//! - [`claims`]: clue and chest claims sent.
 //! - [`stream`]: tier stream entries read and decoded into events.
 //!
 //! What the commands and replies are is the contract's (`leaderboard_proto::functions`,
@@ -15,12 +15,11 @@
 
 #![forbid(unsafe_code)]
 
-pub mod claims;
 pub mod connection;
 pub mod library;
 pub mod reconnecting;
 pub mod stream;
 
 pub use connection::{Connection, Primaries, RedisTarget, Timeouts, redact_url};
-pub use library::{ensure_loaded, fcall, is_function_missing};
+pub use library::{call, ensure_loaded, is_function_missing, pipeline, pipeline_each};
 pub use reconnecting::{CallError, Reconnecting};

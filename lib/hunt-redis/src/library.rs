@@ -1,15 +1,15 @@
 //! Loading the `hunt` Functions library and calling it.
 //!
 //! A Redis restarted without its data has lost every function, so each caller goes through
-//! [`fcall`] (or [`pipeline`]), which reloads the library on `Function not found` and retries
-//! once.
+//! [`call`] (or [`pipeline`]), which reloads the library on `Function not found` and retries
+//! once: the one reload-and-retry of the workspace.
 //!
 //! Design constraints:
 //! - Loading is idempotent: `FUNCTION LOAD REPLACE` of the same source changes nothing.
 //! - An older process never replaces a newer library: [`ensure_loaded`] compares
 //!   `hunt_version` with [`LIBRARY_VERSION`] and loads only when Redis has none or an older one.
 
-use leaderboard_proto::functions::{LIBRARY, LIBRARY_VERSION, fcall_cmd, name};
+use leaderboard_proto::functions::{Function, LIBRARY, LIBRARY_VERSION, Version};
 use redis::aio::ConnectionLike;
 use redis::{Cmd, FromRedisValue, RedisError, RedisResult};
 
@@ -29,9 +29,7 @@ pub fn is_function_missing(err: &RedisError) -> bool {
 /// # Errors
 /// The Redis error when Redis cannot be reached or refuses the library.
 pub async fn ensure_loaded<C: Primaries>(conn: &mut C) -> RedisResult<()> {
-    let versions = conn
-        .query_each_primary(&fcall_cmd(name::VERSION, &[]))
-        .await?;
+    let versions = conn.query_each_primary(Version::new().cmd()).await?;
     for (node, version) in versions {
         let loaded = version.and_then(|value| Ok(i64::from_redis_value(value)?));
         match loaded {
@@ -68,7 +66,7 @@ pub async fn load<C: ConnectionLike + Send>(conn: &mut C) -> RedisResult<()> {
     Ok(())
 }
 
-/// Runs `pipe` (of `FCALL`s built with [`fcall_cmd`]); when Redis has lost the library,
+/// Runs `pipe` (of library calls); when Redis has lost the library,
 /// loads it where it is missing and runs the whole pipeline once more. Only for pipelines whose
 /// every call may safely run twice (idempotent functions).
 ///
@@ -87,13 +85,37 @@ pub async fn pipeline<T: FromRedisValue, C: Primaries>(
     }
 }
 
-/// Runs `cmd` (an `FCALL` built with [`fcall_cmd`]); when Redis (on a cluster: the primary the
-/// call was routed to) has lost the library, loads it where it is missing and runs `cmd` once
-/// more.
+/// Runs `pipe` (of library calls) with every command's reply or error on its own (the pipeline
+/// is sent with `ignore_errors`); when any command found the library missing, loads it and runs
+/// the whole pipeline once more. Only for pipelines whose every call may safely run twice.
 ///
 /// # Errors
-/// The Redis error of the call, or of the reload.
-pub async fn fcall<T: FromRedisValue, C: Primaries>(conn: &mut C, cmd: &Cmd) -> RedisResult<T> {
+/// The Redis error when the pipeline as a whole fails, or the reload does.
+pub async fn pipeline_each<T: FromRedisValue, C: Primaries>(
+    conn: &mut C,
+    pipe: &redis::Pipeline,
+) -> RedisResult<Vec<RedisResult<T>>> {
+    let mut pipe = pipe.clone();
+    pipe.ignore_errors();
+    let replies: Vec<RedisResult<T>> = pipe.query_async(conn).await?;
+    if replies
+        .iter()
+        .any(|reply| reply.as_ref().is_err_and(is_function_missing))
+    {
+        ensure_loaded(conn).await?;
+        return pipe.query_async(conn).await;
+    }
+    Ok(replies)
+}
+
+/// Calls `function`; when Redis (on a cluster: the primary the call was routed to) has lost
+/// the library, loads it where it is missing and calls once more.
+///
+/// # Errors
+/// The Redis error of the call (a library error code is read with
+/// `leaderboard_proto::functions::ErrorCode::of`), or of the reload.
+pub async fn call<F: Function, C: Primaries>(conn: &mut C, function: &F) -> RedisResult<F::Reply> {
+    let cmd = function.cmd();
     match cmd.query_async(conn).await {
         Err(err) if is_function_missing(&err) => {
             ensure_loaded(conn).await?;

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use hunt_testkit::RedisServer;
 use hunt_testkit::recorded;
-use leaderboard_proto::functions::{self, name};
+use leaderboard_proto::functions::{Compensate, Function, Version};
 use leaderboard_proto::v1::hunt_event::Kind;
 use leaderboard_proto::v1::{AwardRevoked, HuntEvent};
 use leaderboard_proto::validate::ValidationError;
@@ -352,18 +352,18 @@ async fn compensate(redis: &RedisServer, shard: u32, award_id: &str, points: i64
         })),
         ..HuntEvent::default()
     };
-    let inbox = keys::shard_inbox(shard);
-    let sent = keys::shard_inbox_sent(shard);
-    let mut cmd = functions::fcall_cmd(name::COMPENSATE, &[&inbox, &sent]);
-    cmd.arg(award_id)
-        .arg(event.encode_to_vec())
-        .arg(1_700_000_000_000_i64)
-        .arg(86_400_000_i64)
-        .arg(100);
-    let added: i64 = hunt_redis::fcall(&mut redis_conn(redis).await, &cmd)
+    let compensate = Compensate::new(
+        shard,
+        award_id,
+        &event.encode_to_vec(),
+        1_700_000_000_000,
+        86_400_000,
+        100,
+    );
+    let added = hunt_redis::call(&mut redis_conn(redis).await, &compensate)
         .await
         .expect("hunt_compensate");
-    assert_eq!(added, 1);
+    assert!(added);
 }
 
 /// The inbox's length: its unacknowledged entries.
@@ -607,7 +607,7 @@ async fn a_hung_or_stopped_redis_is_an_answer_and_claims_work_again_after() {
         .await
         .expect("FUNCTION FLUSH");
     let mut pipe = redis::pipe();
-    pipe.add_command(functions::fcall_cmd(name::VERSION, &[]));
+    pipe.add_command(Version::new().cmd().clone());
     let missing = pipe
         .query_async::<Vec<i64>>(&mut redis_conn(&redis).await)
         .await

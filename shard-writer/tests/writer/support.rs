@@ -127,7 +127,7 @@ const TEST_ROUTER: &str = "test-router:1";
 /// Applies every entry of `tier`'s stream, from its start, exactly as a router would
 /// (`hunt_apply`, fenced, de-duplicated by `tier_seq` inside Redis).
 pub(crate) async fn apply_stream(redis: &RedisServer, tier: u32) {
-    use leaderboard_proto::functions::{self, Applied, ApplyEntry};
+    use leaderboard_proto::functions::{Apply, ApplyEntry};
     let mut conn = redis_conn(redis).await;
     let _: () = conn
         .set(keys::tier_fence(tier), TEST_ROUTER)
@@ -135,11 +135,11 @@ pub(crate) async fn apply_stream(redis: &RedisServer, tier: u32) {
         .expect("SET fence");
     let events = stream(redis, tier).await;
     for chunk in events.chunks(100) {
-        let mut cmd = functions::apply_cmd(tier, TEST_ROUTER, "0-0", 100);
+        let mut apply = Apply::new(tier, TEST_ROUTER, "0-0", 100);
         for event in chunk {
-            ApplyEntry::of(event, tier).push(&mut cmd);
+            apply.entry(&ApplyEntry::of(event, tier));
         }
-        let _: Applied = hunt_redis::fcall(&mut conn, &cmd)
+        hunt_redis::call(&mut conn, &apply)
             .await
             .expect("hunt_apply");
     }

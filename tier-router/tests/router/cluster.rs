@@ -172,9 +172,13 @@ async fn writers_and_a_router_in_cluster_mode_keep_every_guarantee() {
         .await
         .expect("cluster connection");
     assert!(
-        hunt_redis::claims::open_clue(&mut conn, &clue, 1)
-            .await
-            .expect("open")
+        hunt_redis::call(
+            &mut conn,
+            &leaderboard_proto::functions::OpenClue::new(&clue, 1)
+        )
+        .await
+        .map(|opened| opened.opened)
+        .expect("open")
     );
     let first = writers[0].claim_clue(&clue, "ada").await.expect("claim");
     assert!(matches!(first, ClueClaim::Won { .. }), "{first:?}");

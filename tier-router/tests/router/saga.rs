@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hunt_redis::claims;
 use hunt_testkit::RedisServer;
-use leaderboard_proto::claims::{AwardRecord, AwardState, ChestClaim, ClueClaim};
+use leaderboard_proto::functions::{
+    AwardRecord, AwardState, ChestClaim, ClaimChest, ClaimClue, ClueClaim, OpenClue,
+};
 use leaderboard_proto::keys;
 use leaderboard_proto::v1::hunt_event::Kind;
 use leaderboard_proto::v1::{
@@ -466,7 +467,7 @@ async fn an_award_whose_shard_claimed_the_chest_first_wins_over_blind_duplicates
     }
     // Shard 2 claims the chest on the fast path, then takes its time to award it.
     assert_eq!(
-        claims::claim_chest(&mut conn, "gate", "fast")
+        hunt_redis::call(&mut conn, &ClaimChest::new("gate", "fast"))
             .await
             .expect("claim"),
         ChestClaim::Won
@@ -615,7 +616,7 @@ async fn crash_run(failpoint: Option<&str>) -> (Outcome, String) {
         writers.push(shard(&redis, dir.path(), shard_id, None).await);
     }
     assert_eq!(
-        claims::claim_chest(&mut conn, "crypt", "a4")
+        hunt_redis::call(&mut conn, &ClaimChest::new("crypt", "a4"))
             .await
             .expect("claim"),
         ChestClaim::Won
@@ -729,7 +730,7 @@ async fn skewed_run(offsets: [i64; 3]) -> Outcome {
         let solve_ms = clocks[clock].now_ms();
         let mut conn = conn.clone();
         async move {
-            claims::claim_clue(&mut conn, "riddle", player, solve_ms)
+            hunt_redis::call(&mut conn, &ClaimClue::new("riddle", player, solve_ms))
                 .await
                 .expect("claim")
         }
@@ -737,8 +738,9 @@ async fn skewed_run(offsets: [i64; 3]) -> Outcome {
 
     // Wave 1: shard 1's player solves the riddle first; shard 2's finds it taken.
     assert!(
-        claims::open_clue(&mut conn, "riddle", 1)
+        hunt_redis::call(&mut conn, &OpenClue::new("riddle", 1))
             .await
+            .map(|opened| opened.opened)
             .expect("open")
     );
     let ClueClaim::Won { token: first, .. } = claim(&mut conn, "p1", 0).await else {
@@ -758,7 +760,7 @@ async fn skewed_run(offsets: [i64; 3]) -> Outcome {
     // The vault is awarded blind by shards 2, 3 and 1, in that order: the first applied wins.
     // The crypt is claimed by shard 3 before either shard awards it.
     assert_eq!(
-        claims::claim_chest(&mut conn, "crypt", "k-3")
+        hunt_redis::call(&mut conn, &ClaimChest::new("crypt", "k-3"))
             .await
             .expect("claim"),
         ChestClaim::Won
@@ -794,8 +796,9 @@ async fn skewed_run(offsets: [i64; 3]) -> Outcome {
     // Wave 2: shard 3's player solves the reopened riddle; shard 2 then writes a solve under the
     // first wave's token, which scores nothing.
     assert!(
-        claims::open_clue(&mut conn, "riddle", 2)
+        hunt_redis::call(&mut conn, &OpenClue::new("riddle", 2))
             .await
+            .map(|opened| opened.opened)
             .expect("open")
     );
     let ClueClaim::Won { token: second, .. } = claim(&mut conn, "p3", 2).await else {
@@ -861,9 +864,12 @@ async fn a_shard_that_never_reads_its_inbox_delays_only_its_own_compensations() 
     let mut lost = Vec::new();
     for n in 1..=3 {
         let chest = format!("lost-{n}");
-        claims::claim_chest(&mut conn, &chest, &format!("elsewhere-{n}"))
-            .await
-            .expect("claim");
+        hunt_redis::call(
+            &mut conn,
+            &ClaimChest::new(&chest, &format!("elsewhere-{n}")),
+        )
+        .await
+        .expect("claim");
         lost.push(awarded(1, &chest, &format!("lost-award-{n}"), "p1", 10));
     }
     append_in_order(&redis, &loser, lost).await;

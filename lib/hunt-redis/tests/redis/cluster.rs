@@ -4,12 +4,14 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use hunt_redis::claims;
 use hunt_redis::library as functions;
 use hunt_redis::{Connection, RedisTarget, Timeouts};
 use hunt_testkit::RedisCluster;
-use leaderboard_proto::claims::{ChestClaim, ClueClaim};
-use leaderboard_proto::functions::{Applied, ApplyEntry, ApplyKind, fcall_cmd, name};
+use leaderboard_proto::functions::Function;
+use leaderboard_proto::functions::{
+    Applied, Apply, ApplyEntry, ApplyKind, ChestClaim, ClaimChest, ClaimClue, ClueClaim,
+    LeaseAcquire, LeaseAcquired, OpenClue, Version,
+};
 use leaderboard_proto::{keys, rewards};
 
 async fn connect(cluster: &RedisCluster) -> Connection {
@@ -57,24 +59,21 @@ async fn tiers_on_different_nodes_apply_and_claim_through_one_connection() {
         .await
         .expect("library loads");
     for tier in &tiers {
-        let mut acquire = fcall_cmd(
-            name::LEASE_ACQUIRE,
-            &[&keys::tier_lease(*tier), &keys::tier_fence(*tier)],
-        );
-        acquire.arg("router-a").arg(5_000);
-        let (won, token): (i64, String) =
-            functions::fcall(&mut conn, &acquire).await.expect("lease");
-        assert_eq!(won, 1);
-        let mut apply = leaderboard_proto::functions::apply_cmd(*tier, &token, "1-0", 100);
-        ApplyEntry {
+        let acquire = LeaseAcquire::new(*tier, "router-a", Duration::from_secs(5));
+        let LeaseAcquired::Held(token) =
+            hunt_redis::call(&mut conn, &acquire).await.expect("lease")
+        else {
+            panic!("tier {tier} is leased elsewhere");
+        };
+        let mut apply = Apply::new(*tier, &token, "1-0", 100);
+        apply.entry(&ApplyEntry {
             shard_id: 7,
             tier_seq: 1,
             player: "ada",
             points: i64::from(*tier) * 10,
             kind: ApplyKind::Points,
-        }
-        .push(&mut apply);
-        let applied: Applied = functions::fcall(&mut conn, &apply).await.expect("apply");
+        });
+        let applied: Applied = hunt_redis::call(&mut conn, &apply).await.expect("apply");
         assert_eq!(applied.applied, 1, "tier {tier}");
     }
 
@@ -105,9 +104,9 @@ async fn tiers_on_different_nodes_apply_and_claim_through_one_connection() {
 
     // Chests and clues spread over every node.
     for chest in ids_on_every_node(&cluster, "chest-", keys::chest) {
-        let won = claims::claim_chest(&mut conn, &chest, "award-1").await;
+        let won = hunt_redis::call(&mut conn, &ClaimChest::new(&chest, "award-1")).await;
         assert_eq!(won.expect("claim"), ChestClaim::Won);
-        let held = claims::claim_chest(&mut conn, &chest, "award-2").await;
+        let held = hunt_redis::call(&mut conn, &ClaimChest::new(&chest, "award-2")).await;
         assert_eq!(
             held.expect("claim"),
             ChestClaim::Held {
@@ -116,10 +115,15 @@ async fn tiers_on_different_nodes_apply_and_claim_through_one_connection() {
         );
     }
     for clue in ids_on_every_node(&cluster, "clue-", keys::clue) {
-        assert!(claims::open_clue(&mut conn, &clue, 1).await.expect("open"));
-        let first = claims::claim_clue(&mut conn, &clue, "ada", 1).await;
+        assert!(
+            hunt_redis::call(&mut conn, &OpenClue::new(&clue, 1))
+                .await
+                .map(|opened| opened.opened)
+                .expect("open")
+        );
+        let first = hunt_redis::call(&mut conn, &ClaimClue::new(&clue, "ada", 1)).await;
         assert!(matches!(first.expect("claim"), ClueClaim::Won { .. }));
-        let second = claims::claim_clue(&mut conn, &clue, "bob", 2).await;
+        let second = hunt_redis::call(&mut conn, &ClaimClue::new(&clue, "bob", 2)).await;
         assert!(
             matches!(second.expect("claim"), ClueClaim::Held { hunter, .. } if hunter == "ada")
         );
@@ -162,7 +166,7 @@ async fn the_library_comes_back_on_a_node_that_lost_it() {
 
     // The call routed to that node finds no library, reloads it there and succeeds.
     for chest in &chests {
-        let claim = claims::claim_chest(&mut conn, chest, "award-1").await;
+        let claim = hunt_redis::call(&mut conn, &ClaimChest::new(chest, "award-1")).await;
         assert_eq!(claim.expect("claim"), ChestClaim::Won, "{chest}");
     }
     for index in 0..hunt_testkit::CLUSTER_PRIMARIES {
@@ -170,7 +174,8 @@ async fn the_library_comes_back_on_a_node_that_lost_it() {
             .node_client(index)
             .get_connection_with_timeout(Duration::from_secs(5))
             .expect("node connection");
-        let version: i64 = fcall_cmd(name::VERSION, &[])
+        let version: i64 = Version::new()
+            .cmd()
             .query(&mut node)
             .expect("library on every node");
         assert_eq!(version, leaderboard_proto::functions::LIBRARY_VERSION);
