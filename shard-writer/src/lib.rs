@@ -10,6 +10,8 @@
 //! - [`ShardWriter::try_append`] never waits: it queues, or hands the event back.
 //! - [`BlockingShardWriter`] wraps both (and the claims) for game loops without an async
 //!   runtime.
+//! - [`wal::reader::ShardFile`] reads a shard file, read-only and safe beside its running
+//!   writer: the one reader of the file's format, for tools and checkers.
 //!
 //! Claims go to Redis directly, on the writer's own connection (apart from the relay's), each
 //! bounded by `claim_timeout` (1 s by default): an unreachable or hung Redis answers
@@ -70,7 +72,7 @@ pub mod metrics;
 mod relay;
 pub mod replay;
 pub mod synthetic;
-mod wal;
+pub mod wal;
 mod writer;
 
 pub use blocking::BlockingShardWriter;

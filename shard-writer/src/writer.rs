@@ -16,7 +16,10 @@ use crate::config::{WriterConfig, redact_url};
 use crate::error::{AppendError, Error, OpenError, Result};
 use crate::metrics as m;
 use crate::relay::{self, Relay};
-use crate::wal::{self, Committer, Job, Progress};
+use crate::wal::checkpoint::checkpoint_loop;
+use crate::wal::committer::{Committer, Job, Progress};
+use crate::wal::reader::ShardFile;
+use crate::wal::{lock, schema};
 use hunt_redis::reconnecting::Reconnecting;
 
 /// The identity of an event: unique without coordination.
@@ -124,12 +127,12 @@ impl ShardWriter {
     pub async fn open(config: WriterConfig) -> Result<Self, OpenError> {
         config.validate()?;
         let path = config.path.clone();
-        wal::check_filesystem(&path)?;
-        let (lock, _lock_path) = wal::lock(&path)?;
+        lock::check_filesystem(&path)?;
+        let (lock, _lock_path) = lock::lock(&path)?;
         let setup_config = config.clone();
         let (mut conn, mut loaded) = tokio::task::spawn_blocking(move || {
-            let mut conn = wal::connect(&setup_config.path, &setup_config)?;
-            let loaded = wal::init(&mut conn, &setup_config.path, setup_config.shard_id)?;
+            let mut conn = schema::connect(&setup_config.path, &setup_config)?;
+            let loaded = schema::init(&mut conn, &setup_config.path, setup_config.shard_id)?;
             Ok::<_, OpenError>((conn, loaded))
         })
         .await
@@ -160,7 +163,7 @@ impl ShardWriter {
                 Ok(Ok((redis_epoch, published))) => {
                     epoch = redis_epoch.max(floor);
                     for (row, mark) in loaded.tiers.iter_mut().zip(published) {
-                        wal::confirm_tier(&mut conn, row, mark).map_err(|source| {
+                        schema::confirm_tier(&mut conn, row, mark).map_err(|source| {
                             OpenError::Sqlite {
                                 path: path.clone(),
                                 source,
@@ -187,7 +190,7 @@ impl ShardWriter {
             // file never saw: only Redis knows a fresh epoch and the marks to continue above.
             return Err(OpenError::RestoredNeedsRedis { path });
         }
-        wal::store_epoch(&conn, &path, epoch, reconciled)?;
+        schema::store_epoch(&conn, &path, epoch, reconciled)?;
 
         let (jobs, rx) = mpsc::channel(config.queue_capacity);
         let (committer, progress) = Committer::new(conn, rx, &loaded, &config);
@@ -204,8 +207,8 @@ impl ShardWriter {
             })?;
 
         let drain = CancellationToken::new();
-        let checkpointer = tokio::spawn(wal::checkpoint_loop(
-            wal::connect(&path, &config)?,
+        let checkpointer = tokio::spawn(checkpoint_loop(
+            schema::connect(&path, &config)?,
             config.checkpoint_interval,
             drain.clone(),
         ));
@@ -215,7 +218,7 @@ impl ShardWriter {
         let redis_client = client.clone();
         let relay = match client {
             Some(client) => {
-                let reader = wal::connect(&path, &config)?;
+                let reader = ShardFile::with_connection(schema::connect(&path, &config)?, &path);
                 let acknowledged: Vec<u64> = loaded.tiers.iter().map(|t| t.acknowledged).collect();
                 let relay = Relay::new(
                     &config,
