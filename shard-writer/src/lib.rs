@@ -57,6 +57,17 @@
 //! writer.shutdown().await?;
 //! # Ok(()) }
 //! ```
+//!
+//! # Features
+//! - `sidecar`: the `ingest` module, the gRPC sidecar (`hunt.v1.Ingest`) for shards written in
+//!   other languages, with health checking and a Prometheus metrics port (`hunt-serve`, tonic's
+//!   transport, the Prometheus exporter).
+//! - `cli` (default): the `shard-writer` binary, the sidecar and the admin commands (`clap`);
+//!   includes `sidecar`.
+//!
+//! A game process embedding the writer depends on it with `default-features = false`: the
+//! writer, its relay, the claims, the compensation inbox, [`BlockingShardWriter`] and the admin
+//! functions ([`inspect`], [`backup`], [`replay`]) build without any server, HTTP or CLI crate.
 #![forbid(unsafe_code)]
 
 pub mod backup;
@@ -66,6 +77,7 @@ pub mod clock;
 mod compensations;
 mod config;
 mod error;
+#[cfg(feature = "sidecar")]
 pub mod ingest;
 pub mod inspect;
 pub mod metrics;

@@ -36,7 +36,7 @@ use crate::error::{AppendError, Error, OpenError, Result};
 use crate::metrics as m;
 use crate::relay::{self, Relay};
 use crate::wal::checkpoint::checkpoint_loop;
-use crate::wal::committer::{Committer, Job, Progress};
+use crate::wal::committer::{AppendReply, Committer, Job, Progress};
 use crate::wal::reader::{Loaded, ShardFile};
 use crate::wal::{lock, schema};
 use hunt_redis::reconnecting::Reconnecting;
@@ -185,14 +185,7 @@ impl ShardWriter {
         let Ok(permit) = self.inner.jobs.reserve().await else {
             return Err(self.closed(event));
         };
-        let id = self.stamp(&mut event);
-        let (reply, committed) = oneshot::channel();
-        permit.send(Job::Append {
-            seq: id.seq,
-            tier_index,
-            payload: event.encode_to_vec(),
-            reply: Some(reply),
-        });
+        let (id, committed) = self.queue(permit, &mut event, tier_index);
         metrics::counter!(m::APPENDED).increment(1);
         match committed.await {
             Ok(Ok(commit)) => Ok(Appended {
@@ -247,6 +240,7 @@ impl ShardWriter {
     ///
     /// The events are queued next to each other, so they usually share one group commit; a
     /// batch larger than `max_commit_batch`, or one that meets a commit failure, may be split.
+    #[cfg(feature = "sidecar")]
     pub(crate) async fn append_batch(
         &self,
         events: Vec<HuntEvent>,
@@ -275,14 +269,7 @@ impl ShardWriter {
         };
         let mut waiting = Vec::with_capacity(prepared.len());
         for ((mut event, tier_index), permit) in prepared.into_iter().zip(permits) {
-            let id = self.stamp(&mut event);
-            let (reply, committed) = oneshot::channel();
-            permit.send(Job::Append {
-                seq: id.seq,
-                tier_index,
-                payload: event.encode_to_vec(),
-                reply: Some(reply),
-            });
+            let (id, committed) = self.queue(permit, &mut event, tier_index);
             waiting.push((id, event.tier, committed));
         }
         metrics::counter!(m::APPENDED).increment(waiting.len() as u64);
@@ -386,6 +373,25 @@ impl ShardWriter {
         Ok((event, tier_index))
     }
 
+    /// Stamps `event` and queues it on `permit`; the receiver answers once it is committed (or
+    /// hands the payload back with the error).
+    fn queue(
+        &self,
+        permit: mpsc::Permit<'_, Job>,
+        event: &mut HuntEvent,
+        tier_index: usize,
+    ) -> (EventId, oneshot::Receiver<AppendReply>) {
+        let id = self.stamp(event);
+        let (reply, committed) = oneshot::channel();
+        permit.send(Job::Append {
+            seq: id.seq,
+            tier_index,
+            payload: event.encode_to_vec(),
+            reply: Some(reply),
+        });
+        (id, committed)
+    }
+
     /// Assigns the event its `seq` (and a derived award id where it has none).
     fn stamp(&self, event: &mut HuntEvent) -> EventId {
         let seq = self.inner.next_seq.fetch_add(1, Ordering::Relaxed);
@@ -412,6 +418,7 @@ impl ShardWriter {
 }
 
 /// Why [`ShardWriter::append_batch`] did not commit a whole batch.
+#[cfg(feature = "sidecar")]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum BatchRejected {
     /// The event at `index` is invalid; nothing was stored.
