@@ -8,11 +8,13 @@
 //!   read beside the file's own counters (never written).
 
 use std::fmt;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use leaderboard_proto::keys;
 
-use hunt_redis::connection::{RedisTarget, Timeouts};
+use hunt_redis::connection::{Connection, RedisTarget, Timeouts};
 
 use crate::config::redact_url;
 use crate::wal::reader::{ReadError, ShardFile};
@@ -132,14 +134,8 @@ impl ShardState {
         mut self,
         redis_url: &str,
         cluster: bool,
-        timeout: std::time::Duration,
+        timeout: Duration,
     ) -> Result<Self, InspectError> {
-        let redis_error = |reason: String| InspectError::Redis {
-            redis: redact_url(redis_url),
-            reason,
-        };
-        let client = RedisTarget::open(redis_url, cluster)
-            .map_err(|err| redis_error(format!("{:?}", err.kind())))?;
         let field = keys::shard_field(self.shard_id);
         let mut pipe = redis::pipe();
         pipe.get(keys::shard_epoch(self.shard_id));
@@ -148,24 +144,18 @@ impl ShardState {
                 .hget(keys::tier_applied(tier.tier), &field)
                 .hget(keys::tier_replay(tier.tier), &field);
         }
-        let query = async {
-            let mut conn = client
-                .connect(Timeouts {
-                    connect: Some(timeout),
-                    response: Some(timeout),
-                })
-                .await?;
-            let (epoch, marks): (Option<u64>, Vec<Option<u64>>) = {
-                let values: Vec<Option<u64>> = pipe.query_async(&mut conn).await?;
-                let mut values = values.into_iter();
-                (values.next().flatten(), values.collect())
-            };
-            Ok::<_, redis::RedisError>((epoch, marks))
-        };
-        let (epoch, marks) = tokio::time::timeout(timeout * 2, query)
+        let values: Vec<Option<u64>> =
+            ask_redis(redis_url, cluster, timeout, |mut conn| async move {
+                pipe.query_async(&mut conn).await
+            })
             .await
-            .map_err(|_| redis_error("did not answer in time".into()))?
-            .map_err(|err| redis_error(err.to_string()))?;
+            .map_err(|reason| InspectError::Redis {
+                redis: redact_url(redis_url),
+                reason,
+            })?;
+        let mut values = values.into_iter();
+        let epoch = values.next().flatten();
+        let marks: Vec<Option<u64>> = values.collect();
         self.redis_epoch = epoch;
         for (tier, marks) in self.tiers.iter_mut().zip(marks.chunks(3)) {
             let mark = |i: usize| marks.get(i).copied().flatten();
@@ -218,6 +208,39 @@ impl ShardState {
             "tiers": tiers,
         })
     }
+}
+
+/// Sends one request to the Redis at `redis_url` (with `cluster`, a comma-separated list of
+/// Redis Cluster seed URLs) for an admin command, on a connection of its own: connecting and
+/// the answer each wait at most `timeout`, the whole at most twice that.
+///
+/// # Errors
+/// Why Redis did not answer, for a message beside the (redacted) URL.
+pub(crate) async fn ask_redis<T, F, Fut>(
+    redis_url: &str,
+    cluster: bool,
+    timeout: Duration,
+    request: F,
+) -> Result<T, String>
+where
+    F: FnOnce(Connection) -> Fut,
+    Fut: Future<Output = redis::RedisResult<T>>,
+{
+    let client =
+        RedisTarget::open(redis_url, cluster).map_err(|err| format!("{:?}", err.kind()))?;
+    let answer = async {
+        let conn = client
+            .connect(Timeouts {
+                connect: Some(timeout),
+                response: Some(timeout),
+            })
+            .await?;
+        request(conn).await
+    };
+    tokio::time::timeout(timeout * 2, answer)
+        .await
+        .map_err(|_| "did not answer in time".to_owned())?
+        .map_err(|err| err.to_string())
 }
 
 impl fmt::Display for ShardState {
