@@ -29,8 +29,8 @@
 //!   counters raised to the published marks), so it can never reuse an event id or a
 //!   `tier_seq` its shard handed out after the backup.
 //! - `events(seq INTEGER PRIMARY KEY, tier, tier_seq, committed_ms, payload)`: `payload` is the
-//!   `hunt.v1.HuntEvent` protobuf with every field but `tier_seq`, which the relay appends as a
-//!   trailing field when it publishes. Unique on `(tier, tier_seq)`.
+//!   `hunt.v1.HuntEvent` protobuf with every field but `tier_seq`, which the reader appends as a
+//!   trailing field for the relay to publish. Unique on `(tier, tier_seq)`.
 //! - `tiers(tier INTEGER PRIMARY KEY, assigned, confirmed, acknowledged)`: the highest assigned
 //!   `tier_seq` as of the last pruning or reconciliation (the rows themselves tell the rest),
 //!   whether it is reconciled with Redis, and the highest acknowledged one.

@@ -6,7 +6,7 @@
 //! - Group commit: the thread takes every job queued while the previous transaction ran (up to
 //!   `max_commit_batch`) and commits their appends in one transaction; each waiting `append`
 //!   is answered after that commit. A `try_append` whose commit failed is retried before
-//!   anything new, never dropped.
+//!   anything new, until the writer closes.
 //! - A `Stop` commits what is already queued, refuses the rest, and ends the thread; dropping
 //!   every sender does the same.
 
