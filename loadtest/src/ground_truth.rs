@@ -9,13 +9,12 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::PathBuf;
 
-use anyhow::Context;
 use leaderboard_proto::keys;
 use leaderboard_proto::v1::HuntEvent;
 use leaderboard_proto::v1::hunt_event::Kind;
 use leaderboard_proto::v1::leaderboard_client::LeaderboardClient;
-use prost::Message;
 use serde::Serialize;
+use shard_writer::wal::reader::ShardFile;
 use tonic::transport::Channel;
 
 use crate::demo::board;
@@ -125,19 +124,9 @@ impl Logs {
 fn read_logs(files: &[(u32, PathBuf)]) -> anyhow::Result<Logs> {
     let mut logs = Logs::default();
     for (shard, path) in files {
-        let db =
-            rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-                .with_context(|| format!("opening {}", path.display()))?;
-        let mut rows = db.prepare("SELECT tier, tier_seq, payload FROM events ORDER BY seq")?;
-        let mut rows = rows.query([])?;
-        while let Some(row) = rows.next()? {
-            let (tier, tier_seq, payload): (u32, Option<i64>, Vec<u8>) =
-                (row.get(0)?, row.get(1)?, row.get(2)?);
-            let tier_seq = tier_seq.and_then(|s| u64::try_from(s).ok());
-            let event = HuntEvent::decode(payload.as_slice())
-                .with_context(|| format!("decoding an event of {}", path.display()))?;
-            logs.add(*shard, tier, tier_seq.unwrap_or(0), event);
-        }
+        ShardFile::open(path)?.for_each_event(|stored| {
+            logs.add(*shard, stored.tier, stored.tier_seq, stored.event);
+        })?;
     }
     Ok(logs)
 }

@@ -20,10 +20,9 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, OpenFlags};
-
 use crate::inspect::{InspectError, ShardState};
-use crate::wal::RESTORED;
+use crate::wal::reader::ShardFile;
+use crate::wal::schema;
 
 /// Why a backup or a restore did not happen. Nothing was left at the target.
 #[derive(Debug, thiserror::Error)]
@@ -72,25 +71,13 @@ pub fn backup(db: &Path, to: &Path) -> Result<ShardState, BackupError> {
     ShardState::read(db)?;
     let partial = partial_path(to);
     let result = (|| {
-        let conn = Connection::open_with_flags(
-            db,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|source| BackupError::Sqlite {
-            path: db.to_path_buf(),
-            source,
-        })?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
+        ShardFile::open(db)
+            .map_err(InspectError::from)?
+            .copy_to(&partial)
             .map_err(|source| BackupError::Sqlite {
                 path: db.to_path_buf(),
                 source,
             })?;
-        conn.execute("VACUUM INTO ?1", [partial.to_string_lossy()])
-            .map_err(|source| BackupError::Sqlite {
-                path: db.to_path_buf(),
-                source,
-            })?;
-        drop(conn);
         let state = ShardState::read(&partial)?;
         remove_log(&partial);
         publish(&partial, to)?;
@@ -121,22 +108,10 @@ pub fn restore(from: &Path, db: &Path) -> Result<ShardState, BackupError> {
             path: partial.clone(),
             source,
         })?;
-        let sqlite = |source| BackupError::Sqlite {
+        schema::mark_restored(&partial).map_err(|source| BackupError::Sqlite {
             path: partial.clone(),
             source,
-        };
-        let conn = Connection::open(&partial).map_err(sqlite)?;
-        // A rollback journal while it is a temporary file: no log left behind under its name.
-        let _mode: String = conn
-            .query_row("PRAGMA journal_mode = DELETE", [], |row| row.get(0))
-            .map_err(sqlite)?;
-        conn.execute(
-            "INSERT INTO meta (name, value) VALUES (?1, 1)
-             ON CONFLICT (name) DO UPDATE SET value = 1",
-            [RESTORED],
-        )
-        .map_err(sqlite)?;
-        conn.close().map_err(|(_, source)| sqlite(source))?;
+        })?;
         let state = ShardState::read(&partial)?;
         remove_log(&partial);
         publish(&partial, db)?;

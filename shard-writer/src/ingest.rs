@@ -1,5 +1,6 @@
 //! The ingest sidecar: [`ShardWriter`] served over gRPC (`hunt.v1.Ingest`) for shard processes
-//! written in other languages. One sidecar owns one shard file.
+//! written in other languages. One sidecar owns one shard file. Built with the `sidecar` feature
+//! (part of the default `cli`).
 //!
 //! Design constraints:
 //! - `Append` validates every event of a request before it stores any: a bad one answers

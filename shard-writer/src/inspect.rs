@@ -1,49 +1,31 @@
 //! A shard file's state, read without disturbing the writer that may have it open.
 //!
 //! Design constraints:
-//! - Read-only: the file is opened with `SQLITE_OPEN_READ_ONLY` and the writer's lock file is
-//!   never taken, so `inspect` is safe beside a running writer. Everything is read in one
-//!   transaction: one consistent snapshot of the file.
+//! - Read-only: the file is read through [`ShardFile`], opened with `SQLITE_OPEN_READ_ONLY` and
+//!   without the writer's lock file, so `inspect` is safe beside a running writer. Everything is
+//!   read in one transaction: one consistent snapshot of the file.
 //! - With a Redis URL, the shard's published and applied marks and pending replay requests are
 //!   read beside the file's own counters (never written).
 
 use std::fmt;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use leaderboard_proto::{keys, rewards};
-use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use leaderboard_proto::keys;
 
-use hunt_redis::connection::{RedisTarget, Timeouts};
+use hunt_redis::connection::{Connection, RedisTarget, Timeouts};
 
 use crate::config::redact_url;
-use crate::wal::{RESTORED, to_u64};
+use crate::wal::reader::{ReadError, ShardFile};
 
 /// Why a shard file could not be read.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum InspectError {
-    /// No file at the path.
-    #[error("{path}: no such shard file")]
-    NotFound {
-        /// The path given.
-        path: PathBuf,
-    },
-    /// The file is not a shard file (no writer schema in it).
-    #[error("{path}: not a shard file ({reason})")]
-    NotAShardFile {
-        /// The path given.
-        path: PathBuf,
-        /// What is missing.
-        reason: String,
-    },
-    /// SQLite failed.
-    #[error("{path}: {source}")]
-    Sqlite {
-        /// The shard file.
-        path: PathBuf,
-        /// SQLite's error.
-        source: rusqlite::Error,
-    },
+    /// The shard file could not be read.
+    #[error(transparent)]
+    File(#[from] ReadError),
     /// Redis did not answer.
     #[error("Redis at {redis}: {reason}")]
     Redis {
@@ -111,108 +93,32 @@ impl ShardState {
     /// Reads `path` read-only, in one snapshot.
     ///
     /// # Errors
-    /// [`InspectError`]: no file, not a shard file, SQLite failing.
+    /// [`InspectError::File`]: no file, not a shard file, SQLite failing.
     pub fn read(path: &Path) -> Result<Self, InspectError> {
-        if !path.is_file() {
-            return Err(InspectError::NotFound {
-                path: path.to_path_buf(),
-            });
-        }
-        let sqlite = |source| InspectError::Sqlite {
-            path: path.to_path_buf(),
-            source,
-        };
-        let mut conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(sqlite)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(sqlite)?;
-        let tx = conn.transaction().map_err(sqlite)?;
-        let has_meta: bool = tx
-            .query_row(
-                "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table' AND name IN ('meta', 'events', 'tiers')",
-                [],
-                |row| row.get::<_, i64>(0),
-            )
-            .map(|count| count == 3)
-            .map_err(|source| match source {
-                rusqlite::Error::SqliteFailure(err, _)
-                    if err.code == rusqlite::ErrorCode::NotADatabase =>
-                {
-                    InspectError::NotAShardFile {
-                        path: path.to_path_buf(),
-                        reason: "not an SQLite database".into(),
-                    }
-                }
-                source => sqlite(source),
-            })?;
-        if !has_meta {
-            return Err(InspectError::NotAShardFile {
-                path: path.to_path_buf(),
-                reason: "no meta, events and tiers tables".into(),
-            });
-        }
-        let meta = |name: &str| -> Result<Option<i64>, InspectError> {
-            tx.query_row("SELECT value FROM meta WHERE name = ?1", [name], |row| {
-                row.get(0)
-            })
-            .optional()
-            .map_err(sqlite)
-        };
-        let Some(shard_id) = meta("shard_id")? else {
-            return Err(InspectError::NotAShardFile {
-                path: path.to_path_buf(),
-                reason: "no shard_id".into(),
-            });
-        };
-        let schema_version = meta("schema_version")?.unwrap_or(0);
-        let epoch = to_u64(meta("epoch")?.unwrap_or(0));
-        let restored = meta(RESTORED)?.unwrap_or(0) != 0;
-        let max_seq: Option<i64> = tx
-            .query_row("SELECT MAX(seq) FROM events", [], |row| row.get(0))
-            .map_err(sqlite)?;
-        let last_seq = to_u64(meta("last_seq")?.unwrap_or(0)).max(to_u64(max_seq.unwrap_or(0)));
-        let mut tiers = Vec::with_capacity(rewards::TIERS.len());
-        for tier in rewards::TIERS {
-            let stored: Option<(i64, bool, i64)> = tx
-                .query_row(
-                    "SELECT assigned, confirmed, acknowledged FROM tiers WHERE tier = ?1",
-                    [tier.id],
-                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-                )
-                .optional()
-                .map_err(sqlite)?;
-            let (assigned, confirmed, acknowledged) = stored.unwrap_or((0, false, 0));
-            let (retained, first, last): (i64, Option<i64>, Option<i64>) = tx
-                .query_row(
-                    "SELECT COUNT(*), MIN(tier_seq), MAX(tier_seq) FROM events WHERE tier = ?1",
-                    [tier.id],
-                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-                )
-                .map_err(sqlite)?;
-            let committed = to_u64(assigned).max(to_u64(last.unwrap_or(0)));
-            let acknowledged = to_u64(acknowledged);
-            tiers.push(TierState {
-                tier: tier.id,
-                committed,
-                confirmed,
-                acknowledged,
-                outbox: committed.saturating_sub(acknowledged),
-                retained: to_u64(retained),
-                first_retained: first.map(to_u64),
+        let snapshot = ShardFile::open(path)?.snapshot()?;
+        let tiers = snapshot
+            .loaded
+            .tiers
+            .iter()
+            .zip(&snapshot.retained)
+            .map(|(row, retained)| TierState {
+                tier: row.tier,
+                committed: row.assigned,
+                confirmed: row.confirmed,
+                acknowledged: row.acknowledged,
+                outbox: row.assigned.saturating_sub(row.acknowledged),
+                retained: retained.rows,
+                first_retained: retained.first,
                 redis: None,
-            });
-        }
-        tx.commit().map_err(sqlite)?;
+            })
+            .collect();
         Ok(Self {
             path: path.to_path_buf(),
-            shard_id: u32::try_from(shard_id).unwrap_or(u32::MAX),
-            schema_version,
-            epoch,
-            last_seq,
-            restored,
+            shard_id: snapshot.shard_id,
+            schema_version: snapshot.schema_version,
+            epoch: snapshot.loaded.epoch,
+            last_seq: snapshot.loaded.last_seq,
+            restored: snapshot.loaded.restored,
             tiers,
             redis_epoch: None,
         })
@@ -228,14 +134,8 @@ impl ShardState {
         mut self,
         redis_url: &str,
         cluster: bool,
-        timeout: std::time::Duration,
+        timeout: Duration,
     ) -> Result<Self, InspectError> {
-        let redis_error = |reason: String| InspectError::Redis {
-            redis: redact_url(redis_url),
-            reason,
-        };
-        let client = RedisTarget::open(redis_url, cluster)
-            .map_err(|err| redis_error(format!("{:?}", err.kind())))?;
         let field = keys::shard_field(self.shard_id);
         let mut pipe = redis::pipe();
         pipe.get(keys::shard_epoch(self.shard_id));
@@ -244,24 +144,18 @@ impl ShardState {
                 .hget(keys::tier_applied(tier.tier), &field)
                 .hget(keys::tier_replay(tier.tier), &field);
         }
-        let query = async {
-            let mut conn = client
-                .connect(Timeouts {
-                    connect: Some(timeout),
-                    response: Some(timeout),
-                })
-                .await?;
-            let (epoch, marks): (Option<u64>, Vec<Option<u64>>) = {
-                let values: Vec<Option<u64>> = pipe.query_async(&mut conn).await?;
-                let mut values = values.into_iter();
-                (values.next().flatten(), values.collect())
-            };
-            Ok::<_, redis::RedisError>((epoch, marks))
-        };
-        let (epoch, marks) = tokio::time::timeout(timeout * 2, query)
+        let values: Vec<Option<u64>> =
+            ask_redis(redis_url, cluster, timeout, |mut conn| async move {
+                pipe.query_async(&mut conn).await
+            })
             .await
-            .map_err(|_| redis_error("did not answer in time".into()))?
-            .map_err(|err| redis_error(err.to_string()))?;
+            .map_err(|reason| InspectError::Redis {
+                redis: redact_url(redis_url),
+                reason,
+            })?;
+        let mut values = values.into_iter();
+        let epoch = values.next().flatten();
+        let marks: Vec<Option<u64>> = values.collect();
         self.redis_epoch = epoch;
         for (tier, marks) in self.tiers.iter_mut().zip(marks.chunks(3)) {
             let mark = |i: usize| marks.get(i).copied().flatten();
@@ -314,6 +208,39 @@ impl ShardState {
             "tiers": tiers,
         })
     }
+}
+
+/// Sends one request to the Redis at `redis_url` (with `cluster`, a comma-separated list of
+/// Redis Cluster seed URLs) for an admin command, on a connection of its own: connecting and
+/// the answer each wait at most `timeout`, the whole at most twice that.
+///
+/// # Errors
+/// Why Redis did not answer, for a message beside the (redacted) URL.
+pub(crate) async fn ask_redis<T, F, Fut>(
+    redis_url: &str,
+    cluster: bool,
+    timeout: Duration,
+    request: F,
+) -> Result<T, String>
+where
+    F: FnOnce(Connection) -> Fut,
+    Fut: Future<Output = redis::RedisResult<T>>,
+{
+    let client =
+        RedisTarget::open(redis_url, cluster).map_err(|err| format!("{:?}", err.kind()))?;
+    let answer = async {
+        let conn = client
+            .connect(Timeouts {
+                connect: Some(timeout),
+                response: Some(timeout),
+            })
+            .await?;
+        request(conn).await
+    };
+    tokio::time::timeout(timeout * 2, answer)
+        .await
+        .map_err(|_| "did not answer in time".to_owned())?
+        .map_err(|err| err.to_string())
 }
 
 impl fmt::Display for ShardState {

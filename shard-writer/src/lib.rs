@@ -10,6 +10,8 @@
 //! - [`ShardWriter::try_append`] never waits: it queues, or hands the event back.
 //! - [`BlockingShardWriter`] wraps both (and the claims) for game loops without an async
 //!   runtime.
+//! - [`wal::reader::ShardFile`] reads a shard file, read-only and safe beside its running
+//!   writer: the one reader of the file's format, for tools and checkers.
 //!
 //! Claims go to Redis directly, on the writer's own connection (apart from the relay's), each
 //! bounded by `claim_timeout` (1 s by default): an unreachable or hung Redis answers
@@ -55,6 +57,17 @@
 //! writer.shutdown().await?;
 //! # Ok(()) }
 //! ```
+//!
+//! # Features
+//! - `sidecar`: the `ingest` module, the gRPC sidecar (`hunt.v1.Ingest`) for shards written in
+//!   other languages, with health checking and a Prometheus metrics port (`hunt-serve`, tonic's
+//!   transport, the Prometheus exporter).
+//! - `cli` (default): the `shard-writer` binary, the sidecar and the admin commands (`clap`);
+//!   includes `sidecar`.
+//!
+//! A game process embedding the writer depends on it with `default-features = false`: the
+//! writer, its relay, the claims, the compensation inbox, [`BlockingShardWriter`] and the admin
+//! functions ([`inspect`], [`backup`], [`replay`]) build without any server, HTTP or CLI crate.
 #![forbid(unsafe_code)]
 
 pub mod backup;
@@ -64,13 +77,14 @@ pub mod clock;
 mod compensations;
 mod config;
 mod error;
+#[cfg(feature = "sidecar")]
 pub mod ingest;
 pub mod inspect;
 pub mod metrics;
 mod relay;
 pub mod replay;
 pub mod synthetic;
-mod wal;
+pub mod wal;
 mod writer;
 
 pub use blocking::BlockingShardWriter;

@@ -32,9 +32,6 @@
 //! - A lost connection is retried with capped exponential back-off and full jitter; appends keep
 //!   landing in SQLite meanwhile. Every wait selects on cancellation.
 
-use std::fs::File;
-use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -44,14 +41,14 @@ use leaderboard_proto::{keys, rewards};
 use rand::Rng;
 use redis::RedisError;
 use redis::aio::ConnectionLike;
-use rusqlite::{Connection, params};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Synchronous, WriterConfig, redact_url};
 use crate::metrics as m;
-use crate::wal::{Job, Progress, to_i64, to_u64};
+use crate::wal::committer::{Job, Progress};
+use crate::wal::reader::ShardFile;
 
 /// Why one connection of the relay ended.
 #[derive(Debug, thiserror::Error)]
@@ -114,39 +111,6 @@ pub(crate) async fn published_marks<C: ConnectionLike + Send>(
     Ok(marks.into_iter().map(Option::unwrap_or_default).collect())
 }
 
-/// Appends `tier_seq` (field 5, varint) to an encoded `HuntEvent` that lacks it. Protobuf
-/// merges a trailing scalar field over the message, so this equals encoding the full event.
-pub(crate) fn with_tier_seq(payload: &[u8], tier_seq: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(payload.len() + 11);
-    out.extend_from_slice(payload);
-    out.push(5 << 3);
-    prost::encoding::encode_varint(tier_seq, &mut out);
-    out
-}
-
-/// fsyncs SQLite's write-ahead log, reopening it when SQLite has replaced the file.
-#[derive(Debug)]
-struct WalSync {
-    path: PathBuf,
-    file: Option<File>,
-}
-
-impl WalSync {
-    fn sync(&mut self) -> std::io::Result<()> {
-        let on_disk = match std::fs::metadata(&self.path) {
-            Ok(meta) => meta,
-            // No log yet: nothing has been written that is not already in the database file.
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(err) => return Err(err),
-        };
-        let current = match &self.file {
-            Some(file) if file.metadata()?.ino() == on_disk.ino() => file,
-            _ => self.file.insert(File::open(&self.path)?),
-        };
-        current.sync_data()
-    }
-}
-
 /// What a publish round read from the shard file for one tier.
 struct Batch {
     slot: usize,
@@ -161,7 +125,7 @@ pub(crate) struct Relay {
     field: String,
     client: RedisTarget,
     config: WriterConfig,
-    reader: Arc<Mutex<(Connection, WalSync)>>,
+    reader: Arc<Mutex<ShardFile>>,
     jobs: mpsc::Sender<Job>,
     progress: Arc<Progress>,
     /// Set by `shutdown`: publish what is committed, then stop.
@@ -173,14 +137,12 @@ impl Relay {
     pub(crate) fn new(
         config: &WriterConfig,
         client: RedisTarget,
-        reader: Connection,
+        reader: ShardFile,
         jobs: mpsc::Sender<Job>,
         progress: Arc<Progress>,
         acknowledged: &[u64],
         drain: CancellationToken,
     ) -> Self {
-        let mut wal_path = config.path.as_os_str().to_owned();
-        wal_path.push("-wal");
         let now = Instant::now();
         let tiers = rewards::TIERS
             .iter()
@@ -203,13 +165,7 @@ impl Relay {
             field: keys::shard_field(config.shard_id),
             client,
             config: config.clone(),
-            reader: Arc::new(Mutex::new((
-                reader,
-                WalSync {
-                    path: PathBuf::from(wal_path),
-                    file: None,
-                },
-            ))),
+            reader: Arc::new(Mutex::new(reader)),
             jobs,
             progress,
             drain,
@@ -451,28 +407,16 @@ impl Relay {
         let reader = Arc::clone(&self.reader);
         let needs_sync = self.config.synchronous != Synchronous::Full;
         let result = tokio::task::spawn_blocking(move || -> Result<Vec<Batch>, String> {
-            let mut guard = reader.lock().map_err(|_| "reader poisoned".to_owned())?;
-            let (conn, wal) = &mut *guard;
+            let mut reader = reader.lock().map_err(|_| "reader poisoned".to_owned())?;
             if needs_sync {
-                wal.sync()
+                reader
+                    .sync_log()
                     .map_err(|err| format!("fsync of the log: {err}"))?;
             }
-            let mut select = conn
-                .prepare_cached(
-                    "SELECT tier_seq, payload FROM events
-                     WHERE tier = ?1 AND tier_seq >= ?2 AND tier_seq <= ?3
-                     ORDER BY tier_seq",
-                )
-                .map_err(|err| err.to_string())?;
             let mut batches = Vec::with_capacity(wanted.len());
             for (slot, tier, first, last) in wanted {
-                let rows = select
-                    .query_map(params![tier, to_i64(first), to_i64(last)], |row| {
-                        let tier_seq = to_u64(row.get(0)?);
-                        let payload: Vec<u8> = row.get(1)?;
-                        Ok((tier_seq, with_tier_seq(&payload, tier_seq)))
-                    })
-                    .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+                let rows = reader
+                    .publishable(tier, first, last)
                     .map_err(|err| err.to_string())?;
                 batches.push(Batch { slot, first, rows });
             }
@@ -613,30 +557,6 @@ fn full_jitter(backoff: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use leaderboard_proto::v1::{HuntEvent, ScoreGained, hunt_event::Kind};
-    use prost::Message;
-
-    #[test]
-    fn appending_tier_seq_equals_encoding_it() {
-        let mut event = HuntEvent {
-            shard_id: 7,
-            epoch: 3,
-            seq: 99,
-            tier: 2,
-            tier_seq: 0,
-            occurred_at_ms: 1_700_000_000_000,
-            kind: Some(Kind::ScoreGained(ScoreGained {
-                player_id: "ada".into(),
-                points: -5,
-            })),
-        };
-        let stored = event.encode_to_vec();
-        for tier_seq in [1, 127, 128, 1 << 40, u64::MAX] {
-            event.tier_seq = tier_seq;
-            let decoded = HuntEvent::decode(with_tier_seq(&stored, tier_seq).as_slice());
-            assert_eq!(decoded.ok(), Some(event.clone()));
-        }
-    }
 
     #[test]
     fn jitter_stays_within_the_backoff() {

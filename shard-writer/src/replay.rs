@@ -16,10 +16,8 @@ use std::time::Duration;
 
 use leaderboard_proto::{keys, rewards};
 
-use hunt_redis::connection::{RedisTarget, Timeouts};
-
 use crate::config::redact_url;
-use crate::inspect::{InspectError, ShardState};
+use crate::inspect::{InspectError, ShardState, ask_redis};
 
 /// Why a replay request was not recorded.
 #[derive(Debug, thiserror::Error)]
@@ -105,30 +103,19 @@ pub async fn request_replay(
         .find(|t| t.tier == tier)
         .and_then(|t| t.first_retained)
         .filter(|first| *first > from);
-    let redis_error = |reason: String| ReplayError::Redis {
+    let mut record = redis::cmd("HSET");
+    record
+        .arg(keys::tier_replay(tier))
+        .arg(keys::shard_field(state.shard_id))
+        .arg(from);
+    ask_redis(redis_url, cluster, timeout, |mut conn| async move {
+        record.query_async::<()>(&mut conn).await
+    })
+    .await
+    .map_err(|reason| ReplayError::Redis {
         redis: redact_url(redis_url),
         reason,
-    };
-    let client = RedisTarget::open(redis_url, cluster)
-        .map_err(|err| redis_error(format!("{:?}", err.kind())))?;
-    let record = async {
-        let mut conn = client
-            .connect(Timeouts {
-                connect: Some(timeout),
-                response: Some(timeout),
-            })
-            .await?;
-        redis::cmd("HSET")
-            .arg(keys::tier_replay(tier))
-            .arg(keys::shard_field(state.shard_id))
-            .arg(from)
-            .query_async::<()>(&mut conn)
-            .await
-    };
-    tokio::time::timeout(timeout * 2, record)
-        .await
-        .map_err(|_| redis_error("did not answer in time".into()))?
-        .map_err(|err| redis_error(err.to_string()))?;
+    })?;
     Ok(ReplayRequest {
         shard_id: state.shard_id,
         tier,

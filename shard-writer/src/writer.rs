@@ -1,6 +1,25 @@
-//! [`ShardWriter`]: the handle a shard process appends through.
+//! [`ShardWriter`]: the handle a shard process appends through, and how it opens.
+//!
+//! Design constraints:
+//! - `open` runs three steps, in order, each once: [`recover_file`] (filesystem check, lock,
+//!   settings, schema, counters read back from the rows), [`reconcile`] (one round with Redis:
+//!   epoch and published marks, written into the file), then [`start`] (commit thread,
+//!   checkpoint, relay, claims connection). No task runs before the file holds its epoch; later
+//!   reconciliations, after Redis comes back, are the relay's.
+//! - An epoch is never reused: it is above every epoch the file has used, and taken from
+//!   `hunt:shard:{<id>}:epoch` (never below the file's) whenever Redis answers at open, so event
+//!   ids and award ids never repeat.
+//! - A `tier_seq` is never reused: a tier reconciled at open continues above Redis's published
+//!   mark; one Redis did not confirm stays provisional (and unpublished) until the relay has
+//!   reconciled it.
+//! - Redis never holds `open` for long: it waits at most `redis_connect_timeout +
+//!   redis_response_timeout`, then opens on the file's own state. A file restored from a backup
+//!   is the exception: without Redis it is refused ([`OpenError::RestoredNeedsRedis`]).
+//! - The file's lock is released only after the commit thread has closed its connection, on
+//!   every path (a failed open included).
 
 use hunt_redis::connection::RedisTarget;
+use std::fs::File;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -17,7 +36,10 @@ use crate::config::{WriterConfig, redact_url};
 use crate::error::{AppendError, Error, OpenError, Result};
 use crate::metrics as m;
 use crate::relay::{self, Relay};
-use crate::wal::{self, Committer, Job, Progress};
+use crate::wal::checkpoint::checkpoint_loop;
+use crate::wal::committer::{AppendReply, Committer, Job, Progress};
+use crate::wal::reader::{Loaded, ShardFile};
+use crate::wal::{lock, schema};
 use hunt_redis::reconnecting::Reconnecting;
 
 /// The identity of an event: unique without coordination.
@@ -118,146 +140,18 @@ impl ShardWriter {
     /// counters are reconciled with its published marks. Otherwise the writer opens anyway on
     /// the file's own state, and the relay reconciles once it connects.
     ///
+    /// Three steps, in order, each run once: the file is recovered, reconciled with Redis once,
+    /// and only then are the tasks started.
+    ///
     /// # Errors
     /// [`OpenError`]: invalid configuration, the file held by another writer, a network
     /// filesystem, SQLite refusing WAL or the configured `synchronous`, a file of another shard
     /// or schema version, or an I/O error.
     pub async fn open(config: WriterConfig) -> Result<Self, OpenError> {
         config.validate()?;
-        let path = config.path.clone();
-        wal::check_filesystem(&path)?;
-        let (lock, _lock_path) = wal::lock(&path)?;
-        let setup_config = config.clone();
-        let (mut conn, mut loaded) = tokio::task::spawn_blocking(move || {
-            let mut conn = wal::connect(&setup_config.path, &setup_config)?;
-            let loaded = wal::init(&mut conn, &setup_config.path, setup_config.shard_id)?;
-            Ok::<_, OpenError>((conn, loaded))
-        })
-        .await
-        .map_err(|err| OpenError::Io {
-            path: path.clone(),
-            source: std::io::Error::other(err),
-        })??;
-
-        let client = match &config.redis_url {
-            Some(url) => Some(RedisTarget::open(url, config.redis_cluster).map_err(|err| {
-                OpenError::Config(crate::error::ConfigError::Invalid {
-                    field: "redis_url",
-                    reason: format!("{}: {:?}", redact_url(url), err.kind()),
-                })
-            })?),
-            None => None,
-        };
-        let floor = loaded.epoch + 1;
-        let mut epoch = floor;
-        let mut reconciled = false;
-        if let Some(client) = &client {
-            match tokio::time::timeout(
-                config.redis_connect_timeout + config.redis_response_timeout,
-                redis_open_state(client, &config, floor),
-            )
-            .await
-            {
-                Ok(Ok((redis_epoch, published))) => {
-                    epoch = redis_epoch.max(floor);
-                    for (row, mark) in loaded.tiers.iter_mut().zip(published) {
-                        wal::confirm_tier(&mut conn, row, mark).map_err(|source| {
-                            OpenError::Sqlite {
-                                path: path.clone(),
-                                source,
-                            }
-                        })?;
-                    }
-                    reconciled = true;
-                }
-                Ok(Err(err)) => tracing::warn!(
-                    shard = config.shard_id,
-                    redis = %redact_url(config.redis_url.as_deref().unwrap_or_default()),
-                    error = %err,
-                    "Redis unreachable at open; using the shard file's own epoch and counters"
-                ),
-                Err(_) => tracing::warn!(
-                    shard = config.shard_id,
-                    redis = %redact_url(config.redis_url.as_deref().unwrap_or_default()),
-                    "Redis did not answer at open; using the shard file's own epoch and counters"
-                ),
-            }
-        }
-        if loaded.restored && !reconciled {
-            // A restored file may lag behind what its shard already published under epochs the
-            // file never saw: only Redis knows a fresh epoch and the marks to continue above.
-            return Err(OpenError::RestoredNeedsRedis { path });
-        }
-        wal::store_epoch(&conn, &path, epoch, reconciled)?;
-
-        let (jobs, rx) = mpsc::channel(config.queue_capacity);
-        let (committer, progress) = Committer::new(conn, rx, &loaded, &config);
-        let committer = std::thread::Builder::new()
-            .name(format!("shard-{}-commit", config.shard_id))
-            .spawn(move || {
-                // The lock is released only after the connection is closed.
-                let _lock = lock;
-                committer.run();
-            })
-            .map_err(|source| OpenError::Io {
-                path: path.clone(),
-                source,
-            })?;
-
-        let drain = CancellationToken::new();
-        let checkpointer = tokio::spawn(wal::checkpoint_loop(
-            wal::connect(&path, &config)?,
-            config.checkpoint_interval,
-            drain.clone(),
-        ));
-        let claims = client
-            .as_ref()
-            .map(|client| config.reconnecting(client.clone()));
-        let redis_client = client.clone();
-        let relay = match client {
-            Some(client) => {
-                let reader = wal::connect(&path, &config)?;
-                let acknowledged: Vec<u64> = loaded.tiers.iter().map(|t| t.acknowledged).collect();
-                let relay = Relay::new(
-                    &config,
-                    client,
-                    reader,
-                    jobs.clone(),
-                    Arc::clone(&progress),
-                    &acknowledged,
-                    drain.clone(),
-                );
-                Some(tokio::spawn(relay.run()))
-            }
-            None => None,
-        };
-        m::describe();
-        tracing::info!(
-            shard = config.shard_id,
-            epoch,
-            path = %path.display(),
-            "shard writer open"
-        );
-        Ok(Self {
-            inner: Arc::new(Inner {
-                shard_id: config.shard_id,
-                epoch,
-                next_seq: AtomicU64::new(loaded.last_seq + 1),
-                jobs,
-                closed: AtomicBool::new(false),
-                progress,
-                config,
-                drain,
-                tasks: Mutex::new(Some(Tasks {
-                    committer,
-                    relay,
-                    checkpointer,
-                })),
-                client: redis_client,
-                claims,
-                next_award: AtomicU64::new(1),
-            }),
-        })
+        let mut file = recover_file(&config).await?;
+        let reconciled = reconcile(&config, &mut file).await?;
+        start(config, file, reconciled)
     }
 
     /// The shard's id.
@@ -292,14 +186,7 @@ impl ShardWriter {
         let Ok(permit) = self.inner.jobs.reserve().await else {
             return Err(self.closed(event));
         };
-        let id = self.stamp(&mut event);
-        let (reply, committed) = oneshot::channel();
-        permit.send(Job::Append {
-            seq: id.seq,
-            tier_index,
-            payload: event.encode_to_vec(),
-            reply: Some(reply),
-        });
+        let (id, committed) = self.queue(permit, &mut event, tier_index);
         metrics::counter!(m::APPENDED).increment(1);
         match committed.await {
             Ok(Ok(commit)) => Ok(Appended {
@@ -354,6 +241,7 @@ impl ShardWriter {
     ///
     /// The events are queued next to each other, so they usually share one group commit; a
     /// batch larger than `max_commit_batch`, or one that meets a commit failure, may be split.
+    #[cfg(feature = "sidecar")]
     pub(crate) async fn append_batch(
         &self,
         events: Vec<HuntEvent>,
@@ -382,14 +270,7 @@ impl ShardWriter {
         };
         let mut waiting = Vec::with_capacity(prepared.len());
         for ((mut event, tier_index), permit) in prepared.into_iter().zip(permits) {
-            let id = self.stamp(&mut event);
-            let (reply, committed) = oneshot::channel();
-            permit.send(Job::Append {
-                seq: id.seq,
-                tier_index,
-                payload: event.encode_to_vec(),
-                reply: Some(reply),
-            });
+            let (id, committed) = self.queue(permit, &mut event, tier_index);
             waiting.push((id, event.tier, committed));
         }
         metrics::counter!(m::APPENDED).increment(waiting.len() as u64);
@@ -493,6 +374,25 @@ impl ShardWriter {
         Ok((event, tier_index))
     }
 
+    /// Stamps `event` and queues it on `permit`; the receiver answers once it is committed (or
+    /// hands the payload back with the error).
+    fn queue(
+        &self,
+        permit: mpsc::Permit<'_, Job>,
+        event: &mut HuntEvent,
+        tier_index: usize,
+    ) -> (EventId, oneshot::Receiver<AppendReply>) {
+        let id = self.stamp(event);
+        let (reply, committed) = oneshot::channel();
+        permit.send(Job::Append {
+            seq: id.seq,
+            tier_index,
+            payload: event.encode_to_vec(),
+            reply: Some(reply),
+        });
+        (id, committed)
+    }
+
     /// Assigns the event its `seq` (and a derived award id where it has none).
     fn stamp(&self, event: &mut HuntEvent) -> EventId {
         let seq = self.inner.next_seq.fetch_add(1, Ordering::Relaxed);
@@ -519,6 +419,7 @@ impl ShardWriter {
 }
 
 /// Why [`ShardWriter::append_batch`] did not commit a whole batch.
+#[cfg(feature = "sidecar")]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum BatchRejected {
     /// The event at `index` is invalid; nothing was stored.
@@ -532,6 +433,196 @@ pub(crate) enum BatchRejected {
     Closed,
     /// The events at `failed` (indices) were not committed; the others were.
     Storage { failed: Vec<usize>, reason: String },
+}
+
+/// The shard file after step one of [`ShardWriter::open`]: locked, opened with the writer's
+/// settings, its schema checked and its counters recovered.
+struct RecoveredFile {
+    /// The commit thread's connection. Declared before `lock`, so that on an early return the
+    /// connection closes before the lock is released.
+    conn: rusqlite::Connection,
+    /// The exclusive lock on the file, held until the commit thread has closed `conn`.
+    lock: File,
+    /// What the file holds.
+    loaded: Loaded,
+}
+
+/// What step two of [`ShardWriter::open`] settled with Redis.
+struct Reconciled {
+    /// The epoch this writer runs under, already stored in the file.
+    epoch: u64,
+    /// Redis, for the relay and the claims (`None` without a Redis URL).
+    client: Option<RedisTarget>,
+}
+
+/// Step one of [`ShardWriter::open`]: refuses a network filesystem, takes the file's lock, opens
+/// it with the configured settings, creates or checks its schema (version, shard) and reads its
+/// state back, counters recovered from the rows. Nothing else is touched yet.
+async fn recover_file(config: &WriterConfig) -> Result<RecoveredFile, OpenError> {
+    let path = config.path.clone();
+    lock::check_filesystem(&path)?;
+    let (lock, _lock_path) = lock::lock(&path)?;
+    let setup_config = config.clone();
+    let (conn, loaded) = tokio::task::spawn_blocking(move || {
+        let mut conn = schema::connect(&setup_config.path, &setup_config)?;
+        let loaded = schema::init(&mut conn, &setup_config.path, setup_config.shard_id)?;
+        Ok::<_, OpenError>((conn, loaded))
+    })
+    .await
+    .map_err(|err| OpenError::Io {
+        path: path.clone(),
+        source: std::io::Error::other(err),
+    })??;
+    Ok(RecoveredFile { conn, lock, loaded })
+}
+
+/// Step two of [`ShardWriter::open`]: asks Redis once, within `redis_connect_timeout +
+/// redis_response_timeout`, for this incarnation's epoch and the shard's published marks, and
+/// writes what it settles into the file before any task starts.
+///
+/// - The epoch is above every epoch the file has used (`floor`), and Redis's when it answers,
+///   so an epoch (and every event id and award id under it) is never reused.
+/// - Each tier's counter is reconciled with Redis's published mark, so a `tier_seq` is never
+///   reused; a tier Redis did not confirm stays provisional until the relay reconciles it.
+/// - A file restored from a backup is refused when Redis does not answer: only Redis knows a
+///   fresh epoch and the marks to continue above.
+async fn reconcile(
+    config: &WriterConfig,
+    file: &mut RecoveredFile,
+) -> Result<Reconciled, OpenError> {
+    let path = config.path.clone();
+    let client = match &config.redis_url {
+        Some(url) => Some(RedisTarget::open(url, config.redis_cluster).map_err(|err| {
+            OpenError::Config(crate::error::ConfigError::Invalid {
+                field: "redis_url",
+                reason: format!("{}: {:?}", redact_url(url), err.kind()),
+            })
+        })?),
+        None => None,
+    };
+    let floor = file.loaded.epoch + 1;
+    let mut epoch = floor;
+    let mut reconciled = false;
+    if let Some(client) = &client {
+        match tokio::time::timeout(
+            config.redis_connect_timeout + config.redis_response_timeout,
+            redis_open_state(client, config, floor),
+        )
+        .await
+        {
+            Ok(Ok((redis_epoch, published))) => {
+                epoch = redis_epoch.max(floor);
+                for (row, mark) in file.loaded.tiers.iter_mut().zip(published) {
+                    schema::confirm_tier(&mut file.conn, row, mark).map_err(|source| {
+                        OpenError::Sqlite {
+                            path: path.clone(),
+                            source,
+                        }
+                    })?;
+                }
+                reconciled = true;
+            }
+            Ok(Err(err)) => tracing::warn!(
+                shard = config.shard_id,
+                redis = %redact_url(config.redis_url.as_deref().unwrap_or_default()),
+                error = %err,
+                "Redis unreachable at open; using the shard file's own epoch and counters"
+            ),
+            Err(_) => tracing::warn!(
+                shard = config.shard_id,
+                redis = %redact_url(config.redis_url.as_deref().unwrap_or_default()),
+                "Redis did not answer at open; using the shard file's own epoch and counters"
+            ),
+        }
+    }
+    if file.loaded.restored && !reconciled {
+        // A restored file may lag behind what its shard already published under epochs the
+        // file never saw: only Redis knows a fresh epoch and the marks to continue above.
+        return Err(OpenError::RestoredNeedsRedis { path });
+    }
+    schema::store_epoch(&file.conn, &path, epoch, reconciled)?;
+    Ok(Reconciled { epoch, client })
+}
+
+/// Step three of [`ShardWriter::open`]: starts the tasks on the recovered, reconciled file: the
+/// commit thread (which owns the file's lock until its connection is closed), the background
+/// checkpoint and, with Redis, the relay and the claims connection.
+fn start(
+    config: WriterConfig,
+    file: RecoveredFile,
+    reconciled: Reconciled,
+) -> Result<ShardWriter, OpenError> {
+    let RecoveredFile { conn, lock, loaded } = file;
+    let Reconciled { epoch, client } = reconciled;
+    let path = config.path.clone();
+    let (jobs, rx) = mpsc::channel(config.queue_capacity);
+    let (committer, progress) = Committer::new(conn, rx, &loaded, &config);
+    let committer = std::thread::Builder::new()
+        .name(format!("shard-{}-commit", config.shard_id))
+        .spawn(move || {
+            // The lock is released only after the connection is closed.
+            let _lock = lock;
+            committer.run();
+        })
+        .map_err(|source| OpenError::Io {
+            path: path.clone(),
+            source,
+        })?;
+
+    let drain = CancellationToken::new();
+    let checkpointer = tokio::spawn(checkpoint_loop(
+        schema::connect(&path, &config)?,
+        config.checkpoint_interval,
+        drain.clone(),
+    ));
+    let claims = client
+        .as_ref()
+        .map(|client| config.reconnecting(client.clone()));
+    let redis_client = client.clone();
+    let relay = match client {
+        Some(client) => {
+            let reader = ShardFile::with_connection(schema::connect(&path, &config)?, &path);
+            let acknowledged: Vec<u64> = loaded.tiers.iter().map(|t| t.acknowledged).collect();
+            let relay = Relay::new(
+                &config,
+                client,
+                reader,
+                jobs.clone(),
+                Arc::clone(&progress),
+                &acknowledged,
+                drain.clone(),
+            );
+            Some(tokio::spawn(relay.run()))
+        }
+        None => None,
+    };
+    m::describe();
+    tracing::info!(
+        shard = config.shard_id,
+        epoch,
+        path = %path.display(),
+        "shard writer open"
+    );
+    Ok(ShardWriter {
+        inner: Arc::new(Inner {
+            shard_id: config.shard_id,
+            epoch,
+            next_seq: AtomicU64::new(loaded.last_seq + 1),
+            jobs,
+            closed: AtomicBool::new(false),
+            progress,
+            config,
+            drain,
+            tasks: Mutex::new(Some(Tasks {
+                committer,
+                relay,
+                checkpointer,
+            })),
+            client: redis_client,
+            claims,
+            next_award: AtomicU64::new(1),
+        }),
+    })
 }
 
 /// The epoch and the published marks, read from Redis at open.
