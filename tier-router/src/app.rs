@@ -14,12 +14,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::service::Routes;
 
-use crate::apply::{self, TierWorker};
+use crate::apply;
 use crate::cache::Cache;
 use crate::config::{MAX_MESSAGE_BYTES, MAX_STREAMS_PER_CONNECTION, RouterConfig};
 use crate::grpc::LeaderboardService;
 use crate::members;
 use crate::metrics as m;
+use crate::worker::TierWorker;
 use crate::{http, ws};
 use hunt_serve::{admin, listener};
 use tonic::server::NamedService;

@@ -12,6 +12,7 @@ pub mod lease;
 pub mod members;
 pub mod metrics;
 pub mod saga;
+mod worker;
 mod ws;
 
 pub use app::{App, AppHandle, StartError};
