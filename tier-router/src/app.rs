@@ -150,6 +150,7 @@ impl App {
             Arc::clone(&cache),
             self.reads,
             cancel.clone(),
+            tracker.clone(),
         ))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
