@@ -174,7 +174,12 @@ impl App {
         if let Some(handle) = self.metrics.clone() {
             tracker.spawn(admin::upkeep(handle, cancel.clone()));
         }
-        let fanout = Arc::new(ws::Fanout::start(&cache, self.config.ws_coalesce, &cancel));
+        let fanout = Arc::new(ws::Fanout::start(
+            &cache,
+            self.config.ws_coalesce,
+            &cancel,
+            &tracker,
+        ));
         let http = http::routes(
             http::HttpState {
                 cache: Arc::clone(&cache),
@@ -185,6 +190,7 @@ impl App {
                 limits: self.config.ws,
                 connections: Arc::new(tokio::sync::Semaphore::new(self.config.ws.max_connections)),
                 stop: cancel.clone(),
+                tasks: tracker.clone(),
             },
         );
         let http_listener =

@@ -13,7 +13,7 @@ pub mod members;
 pub mod metrics;
 pub mod saga;
 mod worker;
-mod ws;
+pub mod ws;
 
 pub use app::{App, AppHandle, StartError};
 pub use config::{Failpoint, RouterConfig, WsLimits};
