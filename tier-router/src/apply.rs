@@ -38,22 +38,6 @@ pub fn score_change(event: &HuntEvent, tier: u32) -> (&str, i64) {
     (entry.player, entry.points)
 }
 
-/// The events of `entries`, read from `tier`'s stream, in stream order. An entry that does not
-/// decode is logged, counted and left out.
-pub(crate) fn decode(tier: u32, entries: Vec<stream::RawEntry>) -> Vec<HuntEvent> {
-    let mut events = Vec::with_capacity(entries.len());
-    for entry in entries {
-        match stream::decode(entry) {
-            Ok((_, event)) => events.push(event),
-            Err(err) => {
-                metrics::counter!(m::MALFORMED).increment(1);
-                tracing::error!(tier, error = %err, "skipping a malformed stream entry");
-            }
-        }
-    }
-    events
-}
-
 /// Applies `events` (all of `tier`) under `token` and stores `cursor`; tells whether the top
 /// [`CACHED_TOP`] ranks may have changed, and how many awards now wait for the saga.
 ///
@@ -77,6 +61,22 @@ pub async fn apply_batch(
 #[must_use]
 pub fn is_fenced(err: &RedisError) -> bool {
     err.code() == Some("FENCED")
+}
+
+/// The events of `entries`, read from `tier`'s stream, in stream order. An entry that does not
+/// decode is logged, counted and left out.
+pub(crate) fn decode(tier: u32, entries: Vec<stream::RawEntry>) -> Vec<HuntEvent> {
+    let mut events = Vec::with_capacity(entries.len());
+    for entry in entries {
+        match stream::decode(entry) {
+            Ok((_, event)) => events.push(event),
+            Err(err) => {
+                metrics::counter!(m::MALFORMED).increment(1);
+                tracing::error!(tier, error = %err, "skipping a malformed stream entry");
+            }
+        }
+    }
+    events
 }
 
 /// Connects to Redis (one node or a cluster) with the router's timeouts, and makes sure the
