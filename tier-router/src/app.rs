@@ -14,12 +14,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::service::Routes;
 
-use crate::apply::{self, TierWorker};
+use crate::apply;
 use crate::cache::Cache;
 use crate::config::{MAX_MESSAGE_BYTES, MAX_STREAMS_PER_CONNECTION, RouterConfig};
 use crate::grpc::LeaderboardService;
 use crate::members;
 use crate::metrics as m;
+use crate::worker::TierWorker;
 use crate::{http, ws};
 use hunt_serve::{admin, listener};
 use tonic::server::NamedService;
@@ -149,6 +150,7 @@ impl App {
             Arc::clone(&cache),
             self.reads,
             cancel.clone(),
+            tracker.clone(),
         ))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -172,7 +174,12 @@ impl App {
         if let Some(handle) = self.metrics.clone() {
             tracker.spawn(admin::upkeep(handle, cancel.clone()));
         }
-        let fanout = Arc::new(ws::Fanout::start(&cache, self.config.ws_coalesce, &cancel));
+        let fanout = Arc::new(ws::Fanout::start(
+            &cache,
+            self.config.ws_coalesce,
+            &cancel,
+            &tracker,
+        ));
         let http = http::routes(
             http::HttpState {
                 cache: Arc::clone(&cache),
@@ -183,6 +190,7 @@ impl App {
                 limits: self.config.ws,
                 connections: Arc::new(tokio::sync::Semaphore::new(self.config.ws.max_connections)),
                 stop: cancel.clone(),
+                tasks: tracker.clone(),
             },
         );
         let http_listener =

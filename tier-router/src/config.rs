@@ -1,6 +1,6 @@
 //! Router configuration: every default and limit of the tier router lives here.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
 use hunt_redis::connection::RedisTarget;
@@ -14,6 +14,48 @@ pub struct ConfigError {
     /// What is wrong with it.
     pub reason: String,
 }
+
+/// Where gRPC listens by default: every interface, port 50051.
+pub const DEFAULT_GRPC_ADDR: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 50051));
+/// Where HTTP listens by default: every interface, port 8080.
+pub const DEFAULT_HTTP_ADDR: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 8080));
+/// The default tier lease time-to-live.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(5);
+/// Stream entries per `hunt_apply` call by default while a tier keeps up.
+pub const DEFAULT_APPLY_BATCH: usize = 100;
+/// Stream entries per `hunt_apply` call at most by default while a tier is behind.
+pub const DEFAULT_MAX_APPLY_BATCH: usize = 500;
+/// How long one stream read waits for new entries by default.
+pub const DEFAULT_READ_BLOCK: Duration = Duration::from_millis(100);
+/// How often by default a tier this router does not own refreshes its cached top.
+pub const DEFAULT_FOLLOWER_REFRESH: Duration = Duration::from_millis(200);
+/// How long a Redis command may take by default.
+pub const DEFAULT_REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a connection attempt to Redis may take by default.
+pub const DEFAULT_REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The first wait after a Redis failure by default.
+pub const DEFAULT_BACKOFF: Duration = Duration::from_millis(100);
+/// The cap of the back-off by default.
+pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// The most gRPC connections open at once by default.
+pub const DEFAULT_MAX_GRPC_CONNECTIONS: usize = 4_096;
+/// The most HTTP connections open at once by default.
+pub const DEFAULT_MAX_HTTP_CONNECTIONS: usize = 16_384;
+/// How often at most by default a tier's WebSocket spectators get an update.
+pub const DEFAULT_WS_COALESCE: Duration = Duration::from_millis(100);
+/// How often by default a tier's owner sweeps every pending award through the dedup saga.
+pub const DEFAULT_SAGA_INTERVAL: Duration = Duration::from_secs(30);
+/// Awards one saga step settles at most by default.
+pub const DEFAULT_SAGA_BATCH: usize = 500;
+/// How long settled award records are kept by default.
+pub const DEFAULT_RECORD_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+/// Unacknowledged entries a shard's compensation inbox may hold by default.
+pub const DEFAULT_INBOX_CAP: u64 = 100_000;
+/// How long the binary's shutdown may take by default (shorter than the pod's termination
+/// grace period).
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// How a router runs. Build it with [`RouterConfig::new`] and adjust fields.
 #[derive(Debug, Clone)]
@@ -137,19 +179,24 @@ pub struct WsLimits {
     pub idle_timeout: Duration,
 }
 
+impl WsLimits {
+    /// The default limits.
+    pub const DEFAULT: Self = Self {
+        max_connections: 10_000,
+        max_frame_bytes: 4 * 1024,
+        max_subscriptions: 16,
+        max_frames_per_second: 20,
+        queue: 64,
+        send_timeout: Duration::from_secs(10),
+        max_resyncs: 10,
+        ping_interval: Duration::from_secs(20),
+        idle_timeout: Duration::from_secs(60),
+    };
+}
+
 impl Default for WsLimits {
     fn default() -> Self {
-        Self {
-            max_connections: 10_000,
-            max_frame_bytes: 4 * 1024,
-            max_subscriptions: 16,
-            max_frames_per_second: 20,
-            queue: 64,
-            send_timeout: Duration::from_secs(10),
-            max_resyncs: 10,
-            ping_interval: Duration::from_secs(20),
-            idle_timeout: Duration::from_secs(60),
-        }
+        Self::DEFAULT
     }
 }
 
@@ -169,26 +216,26 @@ impl RouterConfig {
         Self {
             redis_url: redis_url.into(),
             redis_cluster: false,
-            grpc_addr: SocketAddr::from(([0, 0, 0, 0], 50051)),
+            grpc_addr: DEFAULT_GRPC_ADDR,
             router_id: random_router_id(),
-            lease_ttl: Duration::from_secs(5),
-            apply_batch: 100,
-            max_apply_batch: 500,
-            read_block: Duration::from_millis(100),
-            follower_refresh: Duration::from_millis(200),
-            redis_response_timeout: Duration::from_secs(5),
-            redis_connect_timeout: Duration::from_secs(2),
-            backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(5),
-            max_grpc_connections: 4_096,
-            http_addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
-            max_http_connections: 16_384,
-            ws_coalesce: Duration::from_millis(100),
-            ws: WsLimits::default(),
-            saga_interval: Duration::from_secs(30),
-            saga_batch: 500,
-            record_ttl: Duration::from_secs(24 * 60 * 60),
-            inbox_cap: 100_000,
+            lease_ttl: DEFAULT_LEASE_TTL,
+            apply_batch: DEFAULT_APPLY_BATCH,
+            max_apply_batch: DEFAULT_MAX_APPLY_BATCH,
+            read_block: DEFAULT_READ_BLOCK,
+            follower_refresh: DEFAULT_FOLLOWER_REFRESH,
+            redis_response_timeout: DEFAULT_REDIS_RESPONSE_TIMEOUT,
+            redis_connect_timeout: DEFAULT_REDIS_CONNECT_TIMEOUT,
+            backoff: DEFAULT_BACKOFF,
+            max_backoff: DEFAULT_MAX_BACKOFF,
+            max_grpc_connections: DEFAULT_MAX_GRPC_CONNECTIONS,
+            http_addr: DEFAULT_HTTP_ADDR,
+            max_http_connections: DEFAULT_MAX_HTTP_CONNECTIONS,
+            ws_coalesce: DEFAULT_WS_COALESCE,
+            ws: WsLimits::DEFAULT,
+            saga_interval: DEFAULT_SAGA_INTERVAL,
+            saga_batch: DEFAULT_SAGA_BATCH,
+            record_ttl: DEFAULT_RECORD_TTL,
+            inbox_cap: DEFAULT_INBOX_CAP,
             failpoint: None,
         }
     }

@@ -1,4 +1,8 @@
 //! `hunt.v1.Leaderboard` over gRPC: reads from the cache, ranks past it from Redis.
+//!
+//! Every refusal is an [`Error`], turned into a `Status` in one place (its `From` impl), so a
+//! kind of refusal always reaches clients with the same gRPC code: a bad argument
+//! `INVALID_ARGUMENT`, an unknown tier or a missing record `NOT_FOUND`, Redis down `UNAVAILABLE`.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,11 +19,16 @@ use leaderboard_proto::v1::{
 use leaderboard_proto::{keys, rewards, validate};
 use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status};
 
 use crate::cache::{self, Cache, Diff, Snapshot};
 use crate::config::{CACHED_TOP, MAX_AROUND, MAX_LIMIT};
 use crate::metrics as m;
+
+mod error;
+
+pub use error::Error;
 
 /// The connection gRPC reads Redis through. Redis dropping it (a restart) marks it broken, and
 /// the next read connects afresh, so reads recover as soon as Redis is back.
@@ -68,8 +77,8 @@ impl Reads {
             .clone())
     }
 
-    /// The status for a failed read; a lost connection is replaced on the next read.
-    fn failed(&self, err: &redis::RedisError) -> Status {
+    /// The refusal for a failed read; a lost connection is replaced on the next read.
+    fn failed(&self, err: redis::RedisError) -> Error {
         if err.is_connection_dropped()
             || err.is_unrecoverable_error()
             || err.is_io_error()
@@ -77,7 +86,7 @@ impl Reads {
         {
             self.broken.store(true, std::sync::atomic::Ordering::SeqCst);
         }
-        unavailable(err)
+        Error::Redis(err)
     }
 }
 
@@ -87,6 +96,7 @@ pub struct LeaderboardService {
     cache: Arc<Cache>,
     redis: Reads,
     shutdown: CancellationToken,
+    tasks: TaskTracker,
 }
 
 impl std::fmt::Debug for LeaderboardService {
@@ -97,45 +107,36 @@ impl std::fmt::Debug for LeaderboardService {
 
 impl LeaderboardService {
     /// A service reading `cache`, and Redis through `redis` for what the cache does not hold.
-    /// Its `Watch` streams end when `shutdown` is cancelled, so the server can drain.
+    /// Its `Watch` streams run as tasks of `tasks` and end when `shutdown` is cancelled, so
+    /// the server can drain.
     #[must_use]
-    pub fn new(cache: Arc<Cache>, redis: Reads, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        cache: Arc<Cache>,
+        redis: Reads,
+        shutdown: CancellationToken,
+        tasks: TaskTracker,
+    ) -> Self {
         Self {
             cache,
             redis,
             shutdown,
+            tasks,
         }
     }
 }
 
-fn refuse(status: Status) -> Status {
+/// The status a refused request gets, counted by its code.
+fn refuse(err: Error) -> Status {
+    let status = Status::from(err);
     metrics::counter!(m::GRPC_REFUSED, "code" => format!("{:?}", status.code())).increment(1);
     status
 }
 
-fn known_tier(tier: u32) -> Result<(), Status> {
+fn known_tier(tier: u32) -> Result<(), Error> {
     if rewards::tier(tier).is_none() {
-        return Err(refuse(Status::not_found(format!("unknown tier {tier}"))));
+        return Err(Error::UnknownTier(tier));
     }
     Ok(())
-}
-
-fn unavailable(err: &redis::RedisError) -> Status {
-    refuse(Status::unavailable(format!(
-        "redis unavailable: {}",
-        err.kind_name()
-    )))
-}
-
-/// A short name of a Redis error's kind, without anything the server said.
-trait KindName {
-    fn kind_name(&self) -> String;
-}
-
-impl KindName for redis::RedisError {
-    fn kind_name(&self) -> String {
-        format!("{:?}", self.kind())
-    }
 }
 
 #[tonic::async_trait]
@@ -153,16 +154,67 @@ impl Leaderboard for LeaderboardService {
         &self,
         request: Request<GetTopRequest>,
     ) -> Result<Response<GetTopResponse>, Status> {
+        self.top(request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(refuse)
+    }
+
+    async fn get_player(
+        &self,
+        request: Request<GetPlayerRequest>,
+    ) -> Result<Response<GetPlayerResponse>, Status> {
+        self.player(request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(refuse)
+    }
+
+    async fn get_award(
+        &self,
+        request: Request<GetAwardRequest>,
+    ) -> Result<Response<GetAwardResponse>, Status> {
+        self.award(request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(refuse)
+    }
+
+    async fn get_chest(
+        &self,
+        request: Request<GetChestRequest>,
+    ) -> Result<Response<GetChestResponse>, Status> {
+        self.chest(request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(refuse)
+    }
+
+    type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchUpdate, Status>> + Send + 'static>>;
+
+    async fn watch(
+        &self,
+        request: Request<WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        self.watch_tier(request.into_inner())
+            .map(Response::new)
+            .map_err(refuse)
+    }
+}
+
+impl LeaderboardService {
+    async fn top(&self, request: GetTopRequest) -> Result<GetTopResponse, Error> {
         let GetTopRequest {
             tier,
             offset,
             limit,
-        } = request.into_inner();
+        } = request;
         known_tier(tier)?;
         if !(1..=MAX_LIMIT).contains(&limit) {
-            return Err(refuse(Status::invalid_argument(format!(
-                "limit must be between 1 and {MAX_LIMIT}, not {limit}"
-            ))));
+            return Err(Error::InvalidArgument {
+                field: "limit",
+                reason: format!("must be between 1 and {MAX_LIMIT}, not {limit}"),
+            });
         }
         let snapshot = self.cache.get(tier).unwrap_or_default();
         let (offset, limit) = (u64::from(offset), u64::from(limit));
@@ -174,61 +226,56 @@ impl Leaderboard for LeaderboardService {
                 .take(limit as usize)
                 .cloned()
                 .collect();
-            return Ok(Response::new(GetTopResponse {
+            return Ok(GetTopResponse {
                 tier,
                 version: snapshot.version,
                 entries,
                 stale: snapshot.stale,
-            }));
+            });
         }
         let mut conn = self
             .redis
             .conn()
             .await
-            .map_err(|err| self.redis.failed(&err))?;
+            .map_err(|err| self.redis.failed(err))?;
         let entries = cache::read_range(&mut conn, tier, offset, offset + limit - 1)
             .await
-            .map_err(|err| self.redis.failed(&err))?;
-        Ok(Response::new(GetTopResponse {
+            .map_err(|err| self.redis.failed(err))?;
+        Ok(GetTopResponse {
             tier,
             version: snapshot.version,
             entries,
             stale: false,
-        }))
+        })
     }
 
-    async fn get_player(
-        &self,
-        request: Request<GetPlayerRequest>,
-    ) -> Result<Response<GetPlayerResponse>, Status> {
+    async fn player(&self, request: GetPlayerRequest) -> Result<GetPlayerResponse, Error> {
         let GetPlayerRequest {
             tier,
             player_id,
             around,
-        } = request.into_inner();
+        } = request;
         known_tier(tier)?;
-        validate::id("player_id", &player_id)
-            .map_err(|err| refuse(Status::invalid_argument(err.to_string())))?;
+        validate::id("player_id", &player_id)?;
         if around > MAX_AROUND {
-            return Err(refuse(Status::invalid_argument(format!(
-                "around must be at most {MAX_AROUND}, not {around}"
-            ))));
+            return Err(Error::InvalidArgument {
+                field: "around",
+                reason: format!("must be at most {MAX_AROUND}, not {around}"),
+            });
         }
         let mut conn = self
             .redis
             .conn()
             .await
-            .map_err(|err| self.redis.failed(&err))?;
+            .map_err(|err| self.redis.failed(err))?;
         match player_from_redis(&mut conn, tier, &player_id, u64::from(around)).await {
-            Ok(Some((player, neighbours))) => Ok(Response::new(GetPlayerResponse {
+            Ok(Some((player, neighbours))) => Ok(GetPlayerResponse {
                 tier,
                 player: Some(player),
                 neighbours,
                 stale: false,
-            })),
-            Ok(None) => Err(refuse(Status::not_found(format!(
-                "player {player_id} has no score in tier {tier}"
-            )))),
+            }),
+            Ok(None) => Err(Error::UnknownPlayer { tier, player_id }),
             Err(err) => {
                 // Redis down: the cached top still answers for the players in it.
                 let snapshot = self.cache.get(tier).unwrap_or_default();
@@ -237,7 +284,7 @@ impl Leaderboard for LeaderboardService {
                     .iter()
                     .position(|e| e.player_id == player_id)
                 else {
-                    return Err(self.redis.failed(&err));
+                    return Err(self.redis.failed(err));
                 };
                 let around = around as usize;
                 let first = position.saturating_sub(around);
@@ -250,26 +297,22 @@ impl Leaderboard for LeaderboardService {
                     .filter(|(i, _)| *i != position)
                     .map(|(_, e)| e.clone())
                     .collect();
-                Ok(Response::new(GetPlayerResponse {
+                Ok(GetPlayerResponse {
                     tier,
                     player: snapshot.entries.get(position).cloned(),
                     neighbours,
                     stale: true,
-                }))
+                })
             }
         }
     }
 
-    async fn get_award(
-        &self,
-        request: Request<GetAwardRequest>,
-    ) -> Result<Response<GetAwardResponse>, Status> {
-        let GetAwardRequest { tier, award_id } = request.into_inner();
+    async fn award(&self, request: GetAwardRequest) -> Result<GetAwardResponse, Error> {
+        let GetAwardRequest { tier, award_id } = request;
         if tier != 0 {
             known_tier(tier)?;
         }
-        validate::id("award_id", &award_id)
-            .map_err(|err| refuse(Status::invalid_argument(err.to_string())))?;
+        validate::id("award_id", &award_id)?;
         let tiers: Vec<u32> = if tier == 0 {
             rewards::tier_ids().collect()
         } else {
@@ -279,7 +322,7 @@ impl Leaderboard for LeaderboardService {
             .redis
             .conn()
             .await
-            .map_err(|err| self.redis.failed(&err))?;
+            .map_err(|err| self.redis.failed(err))?;
         let mut pipe = redis::pipe();
         for tier in &tiers {
             pipe.hget(keys::tier_awards(*tier), &award_id);
@@ -287,20 +330,16 @@ impl Leaderboard for LeaderboardService {
         let records: Vec<Option<String>> = pipe
             .query_async(&mut conn)
             .await
-            .map_err(|err| self.redis.failed(&err))?;
+            .map_err(|err| self.redis.failed(err))?;
         let Some((tier, record)) = tiers
             .iter()
             .zip(records)
             .find_map(|(tier, record)| Some((*tier, record?)))
         else {
-            return Err(refuse(Status::not_found(format!(
-                "no award {award_id} is recorded"
-            ))));
+            return Err(Error::UnknownAward(award_id));
         };
         let Some(record) = AwardRecord::parse(&record) else {
-            return Err(refuse(Status::internal(format!(
-                "award {award_id} has a record this router cannot read"
-            ))));
+            return Err(Error::UnreadableAward(award_id));
         };
         let chest_holder: Option<String> = if record.chest_key.is_empty() {
             None
@@ -309,9 +348,9 @@ impl Leaderboard for LeaderboardService {
                 .arg(keys::chest(&record.chest_key))
                 .query_async(&mut conn)
                 .await
-                .map_err(|err| self.redis.failed(&err))?
+                .map_err(|err| self.redis.failed(err))?
         };
-        Ok(Response::new(GetAwardResponse {
+        Ok(GetAwardResponse {
             award: Some(Award {
                 award_id,
                 tier,
@@ -322,56 +361,47 @@ impl Leaderboard for LeaderboardService {
                 shard_id: record.shard_id,
             }),
             chest_holder: chest_holder.unwrap_or_default(),
-        }))
+        })
     }
 
-    async fn get_chest(
-        &self,
-        request: Request<GetChestRequest>,
-    ) -> Result<Response<GetChestResponse>, Status> {
-        let GetChestRequest { chest_key } = request.into_inner();
-        validate::id("chest_key", &chest_key)
-            .map_err(|err| refuse(Status::invalid_argument(err.to_string())))?;
+    async fn chest(&self, request: GetChestRequest) -> Result<GetChestResponse, Error> {
+        let GetChestRequest { chest_key } = request;
+        validate::id("chest_key", &chest_key)?;
         let mut conn = self
             .redis
             .conn()
             .await
-            .map_err(|err| self.redis.failed(&err))?;
+            .map_err(|err| self.redis.failed(err))?;
         let key = keys::chest(&chest_key);
         let (holder, ttl_seconds): (Option<String>, i64) = redis::pipe()
             .get(&key)
             .ttl(&key)
             .query_async(&mut conn)
             .await
-            .map_err(|err| self.redis.failed(&err))?;
+            .map_err(|err| self.redis.failed(err))?;
         let Some(holder_award_id) = holder else {
-            return Err(refuse(Status::not_found(format!(
-                "no award holds chest {chest_key}"
-            ))));
+            return Err(Error::UnclaimedChest(chest_key));
         };
-        Ok(Response::new(GetChestResponse {
+        Ok(GetChestResponse {
             chest_key,
             holder_award_id,
             ttl_seconds,
-        }))
+        })
     }
 
-    type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchUpdate, Status>> + Send + 'static>>;
-
-    async fn watch(
+    /// Starts feeding a `Watch` stream of `request`'s tier.
+    fn watch_tier(
         &self,
-        request: Request<WatchRequest>,
-    ) -> Result<Response<Self::WatchStream>, Status> {
-        let tier = request.into_inner().tier;
+        request: WatchRequest,
+    ) -> Result<<Self as Leaderboard>::WatchStream, Error> {
+        let tier = request.tier;
         known_tier(tier)?;
-        let changes = self
-            .cache
-            .subscribe(tier)
-            .ok_or_else(|| refuse(Status::not_found(format!("unknown tier {tier}"))))?;
+        let changes = self.cache.subscribe(tier).ok_or(Error::UnknownTier(tier))?;
         let (updates, receiver) = tokio::sync::mpsc::channel(WATCH_QUEUE);
-        tokio::spawn(follow(tier, changes, updates, self.shutdown.clone()));
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(receiver),
+        self.tasks
+            .spawn(follow(tier, changes, updates, self.shutdown.clone()));
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(
+            receiver,
         )))
     }
 }
@@ -436,8 +466,7 @@ async fn follow(
                 () = updates.closed() => return,
                 () = shutdown.cancelled() => {
                     // Never waits: a watcher that does not read still lets the server drain.
-                    let _ = updates
-                        .try_send(Err(Status::unavailable("the router is shutting down")));
+                    let _ = updates.try_send(Err(Error::ShuttingDown.into()));
                     return;
                 }
             }

@@ -12,7 +12,8 @@ pub mod lease;
 pub mod members;
 pub mod metrics;
 pub mod saga;
-mod ws;
+mod worker;
+pub mod ws;
 
 pub use app::{App, AppHandle, StartError};
 pub use config::{Failpoint, RouterConfig, WsLimits};

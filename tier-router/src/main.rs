@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 use hunt_serve::logging::{self, LogFormat};
 use hunt_serve::{admin, cli};
+use tier_router::config::{self, WsLimits};
 use tier_router::{App, Failpoint, RouterConfig};
 
 #[derive(Debug, Parser)]
@@ -20,74 +21,79 @@ struct Args {
     #[arg(long, env = "HUNT_REDIS_CLUSTER")]
     redis_cluster: bool,
     /// Where gRPC listens.
-    #[arg(long, env = "HUNT_GRPC_ADDR", default_value = "0.0.0.0:50051")]
+    #[arg(long, env = "HUNT_GRPC_ADDR", default_value_t = config::DEFAULT_GRPC_ADDR)]
     grpc_addr: SocketAddr,
     /// Where HTTP (`/healthz`, `/readyz`, `/metrics`) listens.
-    #[arg(long, env = "HUNT_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    #[arg(long, env = "HUNT_HTTP_ADDR", default_value_t = config::DEFAULT_HTTP_ADDR)]
     http_addr: SocketAddr,
     /// Tier lease time-to-live, in milliseconds.
-    #[arg(long, env = "HUNT_LEASE_TTL_MS", default_value_t = 5_000)]
+    #[arg(long, env = "HUNT_LEASE_TTL_MS", default_value_t = millis(config::DEFAULT_LEASE_TTL))]
     lease_ttl_ms: u64,
     /// Stream entries per apply call (1 to 1000).
-    #[arg(long, env = "HUNT_APPLY_BATCH", default_value_t = 100)]
+    #[arg(long, env = "HUNT_APPLY_BATCH", default_value_t = config::DEFAULT_APPLY_BATCH)]
     apply_batch: usize,
     /// Stream entries per apply call at most while a tier is behind (apply batch to 1000).
-    #[arg(long, env = "HUNT_MAX_APPLY_BATCH", default_value_t = 500)]
+    #[arg(long, env = "HUNT_MAX_APPLY_BATCH", default_value_t = config::DEFAULT_MAX_APPLY_BATCH)]
     max_apply_batch: usize,
     /// How long one stream read waits for new entries, in milliseconds (under a third of the
     /// lease TTL).
-    #[arg(long, env = "HUNT_READ_BLOCK_MS", default_value_t = 100)]
+    #[arg(long, env = "HUNT_READ_BLOCK_MS", default_value_t = millis(config::DEFAULT_READ_BLOCK))]
     read_block_ms: u64,
     /// How often a router that does not own a tier refreshes its cached top, in milliseconds.
-    #[arg(long, env = "HUNT_FOLLOWER_REFRESH_MS", default_value_t = 200)]
+    #[arg(long, env = "HUNT_FOLLOWER_REFRESH_MS", default_value_t = millis(config::DEFAULT_FOLLOWER_REFRESH))]
     follower_refresh_ms: u64,
     /// How long a Redis command may take before the connection counts as lost, in milliseconds.
-    #[arg(long, env = "HUNT_REDIS_TIMEOUT_MS", default_value_t = 5_000)]
+    #[arg(long, env = "HUNT_REDIS_TIMEOUT_MS", default_value_t = millis(config::DEFAULT_REDIS_RESPONSE_TIMEOUT))]
     redis_timeout_ms: u64,
     /// This router's id in leases and fence tokens (ASCII letters, digits, '-', '_'); a fresh
     /// random one by default, which is what fencing wants: one id per process start.
     #[arg(long, env = "HUNT_ROUTER_ID")]
     router_id: Option<String>,
     /// How long shutdown may take, in milliseconds.
-    #[arg(long, env = "HUNT_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
+    #[arg(long, env = "HUNT_SHUTDOWN_GRACE_MS", default_value_t = millis(config::DEFAULT_SHUTDOWN_GRACE))]
     shutdown_grace_ms: u64,
     /// The most gRPC connections open at once.
-    #[arg(long, env = "HUNT_MAX_GRPC_CONNECTIONS", default_value_t = 4_096)]
+    #[arg(long, env = "HUNT_MAX_GRPC_CONNECTIONS", default_value_t = config::DEFAULT_MAX_GRPC_CONNECTIONS)]
     max_grpc_connections: usize,
     /// The most HTTP connections open at once.
-    #[arg(long, env = "HUNT_MAX_HTTP_CONNECTIONS", default_value_t = 16_384)]
+    #[arg(long, env = "HUNT_MAX_HTTP_CONNECTIONS", default_value_t = config::DEFAULT_MAX_HTTP_CONNECTIONS)]
     max_http_connections: usize,
     /// How often at most a tier's WebSocket spectators get an update, in milliseconds.
-    #[arg(long, env = "HUNT_WS_COALESCE_MS", default_value_t = 100)]
+    #[arg(long, env = "HUNT_WS_COALESCE_MS", default_value_t = millis(config::DEFAULT_WS_COALESCE))]
     ws_coalesce_ms: u64,
     /// Spectators connected to /ws at once; past it, upgrades get 503.
-    #[arg(long, env = "HUNT_WS_MAX_CONNECTIONS", default_value_t = 10_000)]
+    #[arg(long, env = "HUNT_WS_MAX_CONNECTIONS", default_value_t = WsLimits::DEFAULT.max_connections)]
     ws_max_connections: usize,
     /// Tiers one spectator may follow at once.
-    #[arg(long, env = "HUNT_WS_MAX_SUBSCRIPTIONS", default_value_t = 16)]
+    #[arg(long, env = "HUNT_WS_MAX_SUBSCRIPTIONS", default_value_t = WsLimits::DEFAULT.max_subscriptions)]
     ws_max_subscriptions: usize,
     /// Frames per second a spectator may send (a burst of twice that).
-    #[arg(long, env = "HUNT_WS_MAX_FRAMES_PER_SECOND", default_value_t = 20)]
+    #[arg(long, env = "HUNT_WS_MAX_FRAMES_PER_SECOND", default_value_t = WsLimits::DEFAULT.max_frames_per_second)]
     ws_max_frames_per_second: u32,
     /// How often a tier's owner sweeps every pending award through the dedup saga, in
     /// milliseconds.
-    #[arg(long, env = "HUNT_SAGA_INTERVAL_MS", default_value_t = 30_000)]
+    #[arg(long, env = "HUNT_SAGA_INTERVAL_MS", default_value_t = millis(config::DEFAULT_SAGA_INTERVAL))]
     saga_interval_ms: u64,
     /// Awards one saga step settles at most (1 to 10000).
-    #[arg(long, env = "HUNT_SAGA_BATCH", default_value_t = 500)]
+    #[arg(long, env = "HUNT_SAGA_BATCH", default_value_t = config::DEFAULT_SAGA_BATCH)]
     saga_batch: usize,
     /// How long settled award records and sent-compensation marks are kept, in seconds.
-    #[arg(long, env = "HUNT_RECORD_TTL_S", default_value_t = 86_400)]
+    #[arg(long, env = "HUNT_RECORD_TTL_S", default_value_t = config::DEFAULT_RECORD_TTL.as_secs())]
     record_ttl_s: u64,
     /// Unacknowledged entries a shard's compensation inbox may hold before compensations wait.
-    #[arg(long, env = "HUNT_INBOX_CAP", default_value_t = 100_000)]
+    #[arg(long, env = "HUNT_INBOX_CAP", default_value_t = config::DEFAULT_INBOX_CAP)]
     inbox_cap: u64,
     /// Aborts the process the first time it reaches this point (crash tests only).
     #[arg(long, hide = true)]
     failpoint: Option<Failpoint>,
     /// How logs are written to stderr (the level comes from `RUST_LOG`, `info` by default).
-    #[arg(long, env = "HUNT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, env = "HUNT_LOG_FORMAT", value_enum, default_value_t)]
     log_format: LogFormat,
+}
+
+/// `duration` in whole milliseconds, as the flags take it.
+const fn millis(duration: Duration) -> u64 {
+    duration.as_millis() as u64
 }
 
 fn main() -> ExitCode {

@@ -2,8 +2,9 @@
 //!
 //! Client → server: `{"op":"subscribe","tier":N}` (with `"version":V` to resume from the last
 //! version seen: the deltas since, when the router still has them, a snapshot otherwise),
-//! `{"op":"unsubscribe","tier":N}`, `{"op":"ping"}`. Server → client: `snapshot` (tier, version, entries), then `delta` (tier,
-//! version, base, upserts, removals), `pong`, and `error` (code, message).
+//! `{"op":"unsubscribe","tier":N}`, `{"op":"ping"}`. Server → client: `snapshot` (tier,
+//! version, entries), then `delta` (tier, version, base, upserts, removals), `pong`, and `error`
+//! (code, message); see [`Published`] for the update frames.
 //!
 //! Design constraints:
 //! - One serialization per tier update, shared by every subscriber: a publisher per tier
@@ -17,214 +18,33 @@
 //! - Every queue is bounded: the broadcast per tier, and the outgoing queue per connection.
 //! - A malformed text frame gets an `error` frame and the connection stays; a binary frame is
 //!   closed with the policy-violation code.
+//! - The connection logic is generic over the socket (any `Sink` of messages that is also a
+//!   `Stream` of them), so it is tested with channels as well as over a real socket.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocketUpgrade, close_code};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use leaderboard_proto::rewards;
-use leaderboard_proto::v1::Entry;
-use serde::{Deserialize, Serialize};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use crate::cache::{Cache, Diff, Snapshot};
 use crate::config::WsLimits;
 
-/// One tier update, encoded once for every subscriber.
-#[derive(Debug)]
-pub(crate) struct Published {
-    version: u64,
-    /// The version `delta` applies to; `None` for the first update published.
-    base: Option<u64>,
-    snapshot: Utf8Bytes,
-    delta: Option<Utf8Bytes>,
-}
+mod fanout;
+mod frame;
+#[cfg(test)]
+mod tests;
 
-/// One tier's published updates: the broadcast, and the latest update for newcomers.
-#[derive(Debug)]
-struct TierFeed {
-    updates: broadcast::Sender<Arc<Published>>,
-    latest: tokio::sync::watch::Receiver<Arc<Published>>,
-    /// The last [`HISTORY`] updates, oldest first, for spectators resuming from a version.
-    history: Arc<std::sync::Mutex<VecDeque<Arc<Published>>>>,
-}
+pub(crate) use fanout::Fanout;
+pub use frame::Published;
 
-/// Updates kept per tier for resuming spectators.
-const HISTORY: usize = 64;
-
-/// The publishers' output, per tier.
-#[derive(Debug)]
-pub(crate) struct Fanout {
-    tiers: HashMap<u32, TierFeed>,
-}
-
-/// Updates kept per tier for subscribers that are behind.
-const BROADCAST_CAPACITY: usize = 16;
-
-impl Fanout {
-    /// Starts a publisher per tier on `cache`, publishing at most once per `coalesce`, until
-    /// `stop`.
-    pub(crate) fn start(cache: &Arc<Cache>, coalesce: Duration, stop: &CancellationToken) -> Self {
-        let mut tiers = HashMap::new();
-        for tier in rewards::tier_ids() {
-            let Some(mut changes) = cache.subscribe(tier) else {
-                continue;
-            };
-            let first = changes.borrow_and_update().clone();
-            let (sender, _) = broadcast::channel(BROADCAST_CAPACITY);
-            let (latest_tx, latest) =
-                tokio::sync::watch::channel(Arc::new(encode(tier, None, &first)));
-            let (broadcast_tx, stop) = (sender.clone(), stop.clone());
-            let history = Arc::new(std::sync::Mutex::new(VecDeque::with_capacity(HISTORY)));
-            let kept = Arc::clone(&history);
-            tokio::spawn(async move {
-                let mut last = first;
-                let now = tokio::time::Instant::now();
-                let mut published_at = now.checked_sub(coalesce).unwrap_or(now);
-                loop {
-                    tokio::select! {
-                        () = stop.cancelled() => return,
-                        changed = changes.changed() => if changed.is_err() { return },
-                    }
-                    // Coalesce: at most one update per interval. A change after a quiet interval
-                    // goes out at once; one soon after an update waits for the interval's end,
-                    // with whatever else arrives meanwhile.
-                    tokio::select! {
-                        () = stop.cancelled() => return,
-                        () = tokio::time::sleep_until(published_at + coalesce) => {}
-                    }
-                    let current = changes.borrow_and_update().clone();
-                    if current.version == last.version {
-                        continue;
-                    }
-                    published_at = tokio::time::Instant::now();
-                    let update = Arc::new(encode(tier, Some(&last), &current));
-                    if let Ok(mut kept) = kept.lock() {
-                        if kept.len() == HISTORY {
-                            kept.pop_front();
-                        }
-                        kept.push_back(Arc::clone(&update));
-                    }
-                    latest_tx.send_replace(Arc::clone(&update));
-                    // No subscriber is not an error.
-                    let _ = broadcast_tx.send(update);
-                    last = current;
-                }
-            });
-            tiers.insert(
-                tier,
-                TierFeed {
-                    updates: sender,
-                    latest,
-                    history,
-                },
-            );
-        }
-        Self { tiers }
-    }
-}
-
-/// Entries as spectators see them.
-#[derive(Debug, Serialize)]
-struct WsEntry<'a> {
-    rank: u64,
-    player: &'a str,
-    score: i64,
-}
-
-fn entries(entries: &[Entry]) -> Vec<WsEntry<'_>> {
-    entries
-        .iter()
-        .map(|e| WsEntry {
-            rank: e.rank,
-            player: &e.player_id,
-            score: e.score,
-        })
-        .collect()
-}
-
-/// Frames the server sends.
-#[derive(Debug, Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum ServerFrame<'a> {
-    Snapshot {
-        tier: u32,
-        version: u64,
-        entries: Vec<WsEntry<'a>>,
-    },
-    Delta {
-        tier: u32,
-        version: u64,
-        base: u64,
-        upserts: Vec<WsEntry<'a>>,
-        removals: &'a [String],
-    },
-    Pong,
-    Error {
-        code: &'a str,
-        message: String,
-    },
-}
-
-fn to_text(frame: &ServerFrame<'_>) -> Utf8Bytes {
-    // Serializing these plain structs cannot fail; an empty frame would be the only symptom.
-    Utf8Bytes::from(serde_json::to_string(frame).unwrap_or_default())
-}
-
-fn encode(tier: u32, before: Option<&Snapshot>, now: &Snapshot) -> Published {
-    let snapshot = to_text(&ServerFrame::Snapshot {
-        tier,
-        version: now.version,
-        entries: entries(&now.entries),
-    });
-    let (base, delta) = match before {
-        Some(before) => {
-            let diff = Diff::between(&before.entries, &now.entries);
-            let delta = to_text(&ServerFrame::Delta {
-                tier,
-                version: now.version,
-                base: before.version,
-                upserts: entries(&diff.upserts),
-                removals: &diff.removals,
-            });
-            (Some(before.version), Some(delta))
-        }
-        None => (None, None),
-    };
-    Published {
-        version: now.version,
-        base,
-        snapshot,
-        delta,
-    }
-}
-
-/// Frames clients send.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
-enum ClientFrame {
-    /// `version`: the last version this client saw, to resume from.
-    Subscribe {
-        tier: u32,
-        version: Option<u64>,
-    },
-    Unsubscribe {
-        tier: u32,
-    },
-    Ping,
-}
-
-fn error(code: &str, message: impl Into<String>) -> Utf8Bytes {
-    to_text(&ServerFrame::Error {
-        code,
-        message: message.into(),
-    })
-}
+use frame::{ClientFrame, ServerFrame, error, to_text};
 
 /// What the `/ws` handler needs.
 #[derive(Debug, Clone)]
@@ -234,6 +54,8 @@ pub(crate) struct WsState {
     /// One permit per connected spectator.
     pub(crate) connections: Arc<tokio::sync::Semaphore>,
     pub(crate) stop: CancellationToken,
+    /// Where each subscription's feeder runs.
+    pub(crate) tasks: TaskTracker,
 }
 
 /// `GET /ws`: upgrades and serves one spectator; past the connection cap, 503.
@@ -309,7 +131,12 @@ impl RateLimit {
     }
 }
 
-async fn serve(mut socket: WebSocket, state: WsState) {
+/// Serves one spectator on `socket` until either side closes it, `state.stop` is cancelled or
+/// the spectator breaks a limit; closes it with a close frame saying why, when the server ends it.
+async fn serve<S, E>(mut socket: S, state: WsState)
+where
+    S: Sink<Message> + Stream<Item = Result<Message, E>> + Unpin,
+{
     let limits = state.limits;
     let (frames, mut outgoing) = mpsc::channel::<Utf8Bytes>(limits.queue);
     let resyncs = Arc::new(std::sync::atomic::AtomicU32::new(0));
@@ -342,7 +169,7 @@ async fn serve(mut socket: WebSocket, state: WsState) {
                     break Some(Closing::Policy("too slow: fell behind too often"));
                 }
             }
-            received = socket.recv() => {
+            received = socket.next() => {
                 let Some(Ok(message)) = received else { break None };
                 heard = tokio::time::Instant::now();
                 match message {
@@ -396,7 +223,7 @@ async fn serve(mut socket: WebSocket, state: WsState) {
         // The closing handshake: wait (briefly) for the client's close, so it reads ours
         // before the connection goes.
         let _ = tokio::time::timeout(CLOSE_WAIT, async {
-            while let Some(Ok(message)) = socket.recv().await {
+            while let Some(Ok(message)) = socket.next().await {
                 if matches!(message, Message::Close(_)) {
                     break;
                 }
@@ -446,8 +273,8 @@ fn handle(
             subscriptions.insert(tier, stop.clone());
             // Subscribed before the history is read, so nothing falls between the two.
             let updates = feed.updates.subscribe();
-            let resume = version.and_then(|from| resume_from(feed, from));
-            tokio::spawn(forward(
+            let resume = version.and_then(|from| feed.resume_from(from));
+            state.tasks.spawn(forward(
                 updates,
                 resume,
                 feed.latest.clone(),
@@ -510,23 +337,6 @@ async fn forward(
             return;
         }
     }
-}
-
-/// The deltas that bring a spectator from `version` to the latest update, and that latest
-/// version; `None` when the history no longer reaches back to `version` (a snapshot then).
-fn resume_from(feed: &TierFeed, version: u64) -> Option<(u64, Vec<Utf8Bytes>)> {
-    let latest = feed.latest.borrow().version;
-    if version == latest {
-        return Some((latest, Vec::new()));
-    }
-    let history = feed.history.lock().ok()?;
-    let start = history.iter().position(|u| u.base == Some(version))?;
-    let deltas: Option<Vec<Utf8Bytes>> = history
-        .iter()
-        .skip(start)
-        .map(|u| u.delta.clone())
-        .collect();
-    Some((history.back()?.version, deltas?))
 }
 
 /// Queues `frame`, waiting for room (which lets the broadcast run ahead if the client is slow).

@@ -1,0 +1,134 @@
+//! [`Error`]: why a gRPC request is refused, and the one place it becomes a `Status`.
+
+use leaderboard_proto::validate::ValidationError;
+use tonic::Status;
+
+/// Why a gRPC request is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An argument is out of range (`INVALID_ARGUMENT`).
+    #[error("{field} {reason}")]
+    InvalidArgument {
+        /// The request field.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An id in the request is not a valid id (`INVALID_ARGUMENT`).
+    #[error(transparent)]
+    InvalidId(#[from] ValidationError),
+    /// The tier is not in the reward table (`NOT_FOUND`).
+    #[error("unknown tier {0}")]
+    UnknownTier(u32),
+    /// The player has no score in the tier (`NOT_FOUND`).
+    #[error("player {player_id} has no score in tier {tier}")]
+    UnknownPlayer {
+        /// The tier asked about.
+        tier: u32,
+        /// The player asked about.
+        player_id: String,
+    },
+    /// No tier records the award (`NOT_FOUND`).
+    #[error("no award {0} is recorded")]
+    UnknownAward(String),
+    /// No award holds the chest (`NOT_FOUND`).
+    #[error("no award holds chest {0}")]
+    UnclaimedChest(String),
+    /// The award's record in Redis does not parse (`INTERNAL`).
+    #[error("award {0} has a record this router cannot read")]
+    UnreadableAward(String),
+    /// Redis did not answer (`UNAVAILABLE`). Only the error's kind reaches the client, never
+    /// what the server said.
+    #[error("redis unavailable: {:?}", .0.kind())]
+    Redis(#[source] redis::RedisError),
+    /// The router is shutting down (`UNAVAILABLE`): ends a `Watch` stream.
+    #[error("the router is shutting down")]
+    ShuttingDown,
+}
+
+impl From<Error> for Status {
+    fn from(err: Error) -> Self {
+        let message = err.to_string();
+        match err {
+            Error::InvalidArgument { .. } | Error::InvalidId(_) => {
+                Status::invalid_argument(message)
+            }
+            Error::UnknownTier(_)
+            | Error::UnknownPlayer { .. }
+            | Error::UnknownAward(_)
+            | Error::UnclaimedChest(_) => Status::not_found(message),
+            Error::UnreadableAward(_) => Status::internal(message),
+            Error::Redis(_) | Error::ShuttingDown => Status::unavailable(message),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::expect_used)]
+mod tests {
+    use leaderboard_proto::validate;
+
+    use super::*;
+    use crate::config::MAX_LIMIT;
+
+    #[test]
+    fn each_refusal_keeps_its_code_and_message() {
+        let refusals = [
+            (
+                Error::InvalidArgument {
+                    field: "limit",
+                    reason: format!("must be between 1 and {MAX_LIMIT}, not 0"),
+                },
+                tonic::Code::InvalidArgument,
+                "limit must be between 1 and 1000, not 0",
+            ),
+            (
+                Error::from(validate::id("player_id", "").expect_err("empty id")),
+                tonic::Code::InvalidArgument,
+                "player_id must not be empty",
+            ),
+            (
+                Error::UnknownTier(99),
+                tonic::Code::NotFound,
+                "unknown tier 99",
+            ),
+            (
+                Error::UnknownPlayer {
+                    tier: 1,
+                    player_id: "ada".into(),
+                },
+                tonic::Code::NotFound,
+                "player ada has no score in tier 1",
+            ),
+            (
+                Error::UnknownAward("a1".into()),
+                tonic::Code::NotFound,
+                "no award a1 is recorded",
+            ),
+            (
+                Error::UnclaimedChest("c1".into()),
+                tonic::Code::NotFound,
+                "no award holds chest c1",
+            ),
+            (
+                Error::UnreadableAward("a1".into()),
+                tonic::Code::Internal,
+                "award a1 has a record this router cannot read",
+            ),
+            (
+                Error::Redis(redis::RedisError::from(std::io::Error::other("gone"))),
+                tonic::Code::Unavailable,
+                "redis unavailable: Io",
+            ),
+            (
+                Error::ShuttingDown,
+                tonic::Code::Unavailable,
+                "the router is shutting down",
+            ),
+        ];
+        for (err, code, message) in refusals {
+            let status = Status::from(err);
+            assert_eq!((status.code(), status.message()), (code, message));
+        }
+    }
+}
