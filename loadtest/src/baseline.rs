@@ -17,37 +17,40 @@ use anyhow::Context;
 use leaderboard_proto::{keys, rewards};
 use tokio_util::sync::CancellationToken;
 
-use crate::bench_writer::new_histogram;
-use crate::open_loop;
-use crate::redis_target::RedisTarget;
-use crate::report::{Baseline, Latency};
-use crate::run::{self, Draw, hunters_of};
+use crate::harness::histogram;
+use crate::harness::hunt::{self, Draw, hunters_of};
+use crate::harness::open_loop;
+use crate::harness::redis_target::RedisTarget;
+use crate::harness::report::{Baseline, Latency};
 
 /// Options of `loadtest baseline`.
 #[derive(Debug, clap::Args)]
-#[group(id = "baseline_args")]
 pub(crate) struct Args {
     #[command(flatten)]
-    run: run::Args,
+    hunt: hunt::Options,
     /// Seconds of the naive run (its offered rate is `--rate`).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3_600))]
     baseline_seconds: u64,
 }
 
+/// `loadtest baseline`: the hunt, then the naive run, reported side by side.
+///
+/// # Errors
+/// When a part cannot be started or reached, a report cannot be written, or a check failed.
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
-    let mut report = run::execute(&args.run).await?;
+    let mut report = hunt::execute(&args.hunt).await?;
     report.baseline = Some(naive(&args).await?);
-    run::finish(&report, &args.run)
+    report.finish(&args.hunt.json, &args.hunt.svg)
 }
 
 async fn naive(args: &Args) -> anyhow::Result<Baseline> {
-    let redis = RedisTarget::new(args.run.redis_url.clone())?;
-    let client = redis::Client::open(redis.url.as_str())?;
+    let redis = RedisTarget::new(args.hunt.redis_url.clone())?;
+    let client = redis.client()?;
     let dir = tempfile::tempdir().context("creating a folder for the naive shard files")?;
     let epoch = Instant::now();
     let stop = CancellationToken::new();
     let applied = Arc::new(AtomicU64::new(0));
-    let end_to_end = Arc::new(Mutex::new(new_histogram()?));
+    let end_to_end = Arc::new(Mutex::new(histogram::new()?));
     let mut consumers = tokio::task::JoinSet::new();
     for tier in rewards::tier_ids() {
         let mut conn = client.get_multiplexed_async_connection().await?;
@@ -91,11 +94,11 @@ async fn naive(args: &Args) -> anyhow::Result<Baseline> {
     }
 
     let duration = Duration::from_secs(args.baseline_seconds);
-    let per_shard = (args.run.rate / u64::from(args.run.shards)).max(1);
+    let per_shard = (args.hunt.rate / u64::from(args.hunt.shards)).max(1);
     let started = Instant::now();
     let offset = started.duration_since(epoch);
     let mut shards = tokio::task::JoinSet::new();
-    for index in 0..args.run.shards {
+    for index in 0..args.hunt.shards {
         let db = rusqlite::Connection::open(dir.path().join(format!("naive-{index}.sqlite")))?;
         db.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
@@ -103,7 +106,7 @@ async fn naive(args: &Args) -> anyhow::Result<Baseline> {
         )?;
         let db = Arc::new(Mutex::new(db));
         let hunters: Arc<HashMap<usize, (String, u32, i64)>> = Arc::new(
-            hunters_of(index, args.run.shards, args.run.hunters)
+            hunters_of(index, args.hunt.shards, args.hunt.hunters)
                 .into_iter()
                 .enumerate()
                 .map(|(i, (player, tier))| (i, (player, tier.id, i64::from(tier.point_multiplier))))
@@ -113,7 +116,7 @@ async fn naive(args: &Args) -> anyhow::Result<Baseline> {
         // not share (and so pipeline) one connection.
         let (conn, seed) = (
             client.get_multiplexed_async_connection().await?,
-            args.run.seed,
+            args.hunt.seed,
         );
         shards.spawn(open_loop::run(per_shard, duration, 1, move |n| {
             let (db, hunters, mut conn) = (Arc::clone(&db), Arc::clone(&hunters), conn.clone());
@@ -146,7 +149,7 @@ async fn naive(args: &Args) -> anyhow::Result<Baseline> {
             }
         }));
     }
-    let mut append = new_histogram()?;
+    let mut append = histogram::new()?;
     let mut committed = 0;
     while let Some(outcome) = shards.join_next().await {
         let outcome = outcome??;
@@ -154,7 +157,7 @@ async fn naive(args: &Args) -> anyhow::Result<Baseline> {
         committed += outcome.latency.len();
     }
     let load = started.elapsed();
-    let deadline = Instant::now() + Duration::from_secs(args.run.settle_seconds);
+    let deadline = Instant::now() + Duration::from_secs(args.hunt.settle_seconds);
     while applied.load(Ordering::Relaxed) < committed && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -163,10 +166,7 @@ async fn naive(args: &Args) -> anyhow::Result<Baseline> {
     while let Some(done) = consumers.join_next().await {
         done??;
     }
-    let end_to_end = end_to_end
-        .lock()
-        .map(|h| h.clone())
-        .map_err(|_| anyhow::anyhow!("poisoned"))?;
+    let end_to_end = histogram::snapshot(&end_to_end)?;
     Ok(Baseline {
         seconds: load.as_secs_f64(),
         committed_per_s: committed as f64 / load.as_secs_f64(),

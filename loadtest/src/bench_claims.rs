@@ -28,8 +28,9 @@ use leaderboard_proto::claims::ClueClaim;
 use leaderboard_proto::{functions, keys};
 use tokio_util::sync::CancellationToken;
 
-use crate::open_loop::{self, Outcome, millis};
-use crate::redis_target::RedisTarget;
+use crate::harness::histogram::{max_millis, millis};
+use crate::harness::open_loop::{self, Outcome};
+use crate::harness::redis_target::RedisTarget;
 
 /// Options of `loadtest bench-claims`.
 #[derive(Debug, clap::Args)]
@@ -84,6 +85,11 @@ struct Winners {
     conflicts: u64,
 }
 
+/// `loadtest bench-claims`: the phases in order, their table, and the sweep.
+///
+/// # Errors
+/// When Redis cannot be reached, a winner is wrong, an operation failed, or the sweep does not
+/// settle every award.
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let redis = RedisTarget::new(args.redis_url.clone())?;
     let client = redis::Client::open(redis.url.as_str())?;
@@ -189,7 +195,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         });
     }
     row("latency max", &|o| {
-        format!("{:.3} ms", o.latency.max() as f64 / 1e6)
+        format!("{:.3} ms", max_millis(&o.latency))
     });
     for (name, q) in [("p50", 0.5), ("p99", 0.99)] {
         row(&format!("from actual send {name}"), &|o| {

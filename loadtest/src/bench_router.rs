@@ -17,21 +17,25 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use hdrhistogram::Histogram;
 use hunt_redis::stream;
+use leaderboard_proto::v1::WatchRequest;
 use leaderboard_proto::v1::leaderboard_client::LeaderboardClient;
-use leaderboard_proto::v1::{GetTopRequest, WatchRequest, watch_update};
 use leaderboard_proto::{keys, rewards};
 use shard_writer::synthetic::EventGenerator;
 use shard_writer::{ShardWriter, WriterConfig};
 use tier_router::apply::score_change;
-use tier_router::{App, AppHandle, RouterConfig};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
-use crate::bench_writer::new_histogram;
-use crate::redis_target::RedisTarget;
+use crate::harness::histogram::{self, max_millis, millis};
+use crate::harness::leaderboard::get_top_load;
+use crate::harness::marks::{self, committed_total};
+use crate::harness::open_loop::Outcome;
+use crate::harness::pipeline::{self, Router, Shards};
+use crate::harness::probe::{PROBE_POINTS, probe_player, watched_score};
+use crate::harness::redis_target::RedisTarget;
 
 /// Options of `loadtest bench-router`.
 #[derive(Debug, clap::Args)]
@@ -65,17 +69,21 @@ pub(crate) struct Args {
     seconds: u64,
 }
 
+/// `loadtest bench-router`: the three phases, then their table.
+///
+/// # Errors
+/// When a part cannot be started or reached, marks do not catch up, or probes go missing.
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let redis = RedisTarget::new(args.redis_url.clone())?;
-    let dir = tempfile::tempdir().context("creating a directory for the shard files")?;
-    let client = redis::Client::open(redis.url.as_str())?;
+    let client = redis.client()?;
     let mut conn = client.get_multiplexed_async_connection().await?;
 
     // Phase 1: fill the streams, then time the router's catch-up.
-    let writers = open_writers(&redis.url, dir.path(), args.shards).await?;
+    let shards = Shards::open(&redis.url, 1..=args.shards).await?;
+    let writers = &shards.writers;
     let filled = Instant::now();
-    fill(&writers, args.events, args.players).await?;
-    wait_published(&mut conn, &writers).await?;
+    fill(writers, args.events, args.players).await?;
+    wait_published(&mut conn, writers).await?;
     println!(
         "phase 1: {} events in the streams ({} shards, {} players) in {:.1} s",
         args.events,
@@ -90,14 +98,12 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
             .query_async(&mut conn)
             .await?;
     }
-    let mut config = RouterConfig::new(redis.url.clone());
-    config.grpc_addr = "127.0.0.1:0".parse()?;
-    config.http_addr = "127.0.0.1:0".parse()?;
+    let mut config = pipeline::loopback_router(&redis.url)?;
     config.apply_batch = usize::try_from(args.apply_batch)?;
     config.max_apply_batch = config.max_apply_batch.max(config.apply_batch);
     let started = Instant::now();
-    let router = App::build(config).await?.spawn();
-    let total = wait_applied(&mut conn, &writers).await?;
+    let router = Router::embedded(config).await?;
+    let total = wait_applied(&mut conn, writers).await?;
     let apply_elapsed = started.elapsed();
     let redis_busy = if private {
         Some(fcall_seconds(&mut conn).await?)
@@ -110,15 +116,14 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let baseline_rate = baseline_events as f64 / baseline_elapsed.as_secs_f64();
 
     // Phases 2 and 3.
-    let e2e = end_to_end(&args, &router, &writers, &redis.url, dir.path()).await?;
-    for writer in &writers {
+    let e2e = end_to_end(&args, &router, writers, &redis.url, shards.dir()).await?;
+    for writer in writers {
         writer.shutdown().await?;
     }
     if !router.shutdown(Duration::from_secs(10)).await {
         bail!("the router did not stop within 10 s");
     }
 
-    let millis = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1e6;
     println!();
     println!("| measure | result | goal |");
     println!("|---|---|---|");
@@ -145,7 +150,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         e2e.visible.len(),
         millis(&e2e.visible, 0.50),
         millis(&e2e.visible, 0.99),
-        e2e.visible.max() as f64 / 1e6
+        max_millis(&e2e.visible)
     );
     println!(
         "| the same, from the actual append call (without the pacer's lateness), p50 / p99 | {:.1} / {:.1} ms | |",
@@ -155,18 +160,18 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     if args.get_top_rate > 0 {
         println!(
             "| GetTop, from the actual send, p50 / p99 / p99.9 | {:.3} / {:.3} / {:.3} ms | |",
-            millis(&e2e.get_top_service, 0.50),
-            millis(&e2e.get_top_service, 0.99),
-            millis(&e2e.get_top_service, 0.999)
+            millis(&e2e.get_top.service, 0.50),
+            millis(&e2e.get_top.service, 0.99),
+            millis(&e2e.get_top.service, 0.999)
         );
         println!(
             "| GetTop at {} req/s, p50 / p99 / p99.9 ({} requests, {} failed) | {:.3} / {:.3} / {:.3} ms | p99 < 2 ms |",
             args.get_top_rate,
-            e2e.get_top.len(),
-            e2e.get_top_errors,
-            millis(&e2e.get_top, 0.50),
-            millis(&e2e.get_top, 0.99),
-            millis(&e2e.get_top, 0.999)
+            e2e.get_top.latency.len(),
+            e2e.get_top.errors,
+            millis(&e2e.get_top.latency, 0.50),
+            millis(&e2e.get_top.latency, 0.99),
+            millis(&e2e.get_top.latency, 0.999)
         );
     }
     println!(
@@ -177,23 +182,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         "| phase 2: lateness of a 1 ms timer in this process, p50 / p99 / max | {:.2} / {:.2} / {:.2} ms | |",
         millis(&e2e.timer_lateness, 0.50),
         millis(&e2e.timer_lateness, 0.99),
-        e2e.timer_lateness.max() as f64 / 1e6
+        max_millis(&e2e.timer_lateness)
     );
     Ok(())
-}
-
-async fn open_writers(
-    redis_url: &str,
-    dir: &std::path::Path,
-    shards: u32,
-) -> anyhow::Result<Vec<ShardWriter>> {
-    let mut writers = Vec::new();
-    for shard in 1..=shards {
-        let config = WriterConfig::new(dir.join(format!("shard-{shard}.sqlite")), shard)
-            .with_redis(redis_url);
-        writers.push(ShardWriter::open(config).await?);
-    }
-    Ok(writers)
 }
 
 /// Appends `events` over `writers`, 64 appending tasks per shard.
@@ -219,22 +210,12 @@ async fn fill(writers: &[ShardWriter], events: u64, players: u32) -> anyhow::Res
     Ok(())
 }
 
-/// Events committed by `writers`, per (shard, tier).
-fn committed(writers: &[ShardWriter]) -> Vec<(u32, u32, u64)> {
-    writers
-        .iter()
-        .flat_map(|w| {
-            rewards::tier_ids().map(|tier| (w.shard_id(), tier, w.committed_tier_seq(tier)))
-        })
-        .collect()
-}
-
 /// Waits until every committed event is in its stream.
 async fn wait_published(
     conn: &mut redis::aio::MultiplexedConnection,
     writers: &[ShardWriter],
 ) -> anyhow::Result<()> {
-    wait_marks(
+    marks::wait_reached(
         conn,
         writers,
         keys::tier_published,
@@ -249,51 +230,7 @@ async fn wait_applied(
     conn: &mut redis::aio::MultiplexedConnection,
     writers: &[ShardWriter],
 ) -> anyhow::Result<u64> {
-    wait_marks(conn, writers, keys::tier_applied, Duration::from_secs(300)).await
-}
-
-/// Polls the `marks` hashes until each (shard, tier) reaches what its writer committed.
-async fn wait_marks(
-    conn: &mut redis::aio::MultiplexedConnection,
-    writers: &[ShardWriter],
-    marks: fn(u32) -> String,
-    limit: Duration,
-) -> anyhow::Result<u64> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(total) = marks_reached(conn, writers, marks).await? {
-            return Ok(total);
-        }
-        if Instant::now() >= deadline {
-            bail!("marks did not reach what was committed within {limit:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
-
-/// Whether each (shard, tier) of `writers` has its mark in the `marks` hashes at or above what it
-/// committed: `Some(events committed)` when they all have, `None` otherwise.
-pub(crate) async fn marks_reached(
-    conn: &mut redis::aio::MultiplexedConnection,
-    writers: &[ShardWriter],
-    marks: fn(u32) -> String,
-) -> anyhow::Result<Option<u64>> {
-    let want = committed(writers);
-    let mut pipe = redis::pipe();
-    for (shard, tier, _) in &want {
-        pipe.hget(marks(*tier), keys::shard_field(*shard));
-    }
-    let got: Vec<Option<u64>> = pipe.query_async(conn).await?;
-    let reached = want
-        .iter()
-        .zip(&got)
-        .all(|((_, _, want), got)| got.unwrap_or(0) >= *want);
-    Ok(reached.then(|| committed_total(writers)))
-}
-
-/// Events committed by `writers`, over every shard and tier.
-pub(crate) fn committed_total(writers: &[ShardWriter]) -> u64 {
-    committed(writers).iter().map(|(_, _, n)| n).sum()
+    marks::wait_reached(conn, writers, keys::tier_applied, Duration::from_secs(300)).await
 }
 
 /// Seconds Redis spent in `FCALL` since the last `CONFIG RESETSTAT`.
@@ -358,10 +295,8 @@ struct EndToEnd {
     visible: Histogram<u64>,
     /// From each probe's actual `append` call, not its intended time.
     visible_from_append: Histogram<u64>,
-    get_top: Histogram<u64>,
-    /// From each request's actual send, not its intended time.
-    get_top_service: Histogram<u64>,
-    get_top_errors: u64,
+    /// `GetTop` under load: latency from the intended send, and from the actual send.
+    get_top: Outcome,
     background_rate: f64,
 }
 
@@ -369,12 +304,9 @@ struct EndToEnd {
 /// time, actual `append` call).
 type Probes = VecDeque<(i64, Instant, Instant)>;
 
-/// Points per probe: far above any hunter, so the probe player leads its tier.
-pub(crate) const PROBE_POINTS: i64 = 1_000_000_000;
-
 async fn end_to_end(
     args: &Args,
-    router: &AppHandle,
+    router: &Router,
     writers: &[ShardWriter],
     redis_url: &str,
     dir: &std::path::Path,
@@ -413,13 +345,13 @@ async fn end_to_end(
     let probe =
         ShardWriter::open(WriterConfig::new(dir.join("probe.sqlite"), 1_000).with_redis(redis_url))
             .await?;
-    let channel = Channel::from_shared(format!("http://{}", router.grpc_addr()))?
+    let channel = Channel::from_shared(format!("http://{}", router.grpc))?
         .connect()
         .await?;
     let pending: Arc<Mutex<Vec<Probes>>> =
         Arc::new(Mutex::new(vec![VecDeque::new(); rewards::TIERS.len()]));
-    let visible = Arc::new(Mutex::new(new_histogram()?));
-    let visible_from_append = Arc::new(Mutex::new(new_histogram()?));
+    let visible = Arc::new(Mutex::new(histogram::new()?));
+    let visible_from_append = Arc::new(Mutex::new(histogram::new()?));
     let mut watchers = tokio::task::JoinSet::new();
     for (index, tier) in rewards::TIERS.iter().enumerate() {
         let mut grpc = LeaderboardClient::new(channel.clone());
@@ -441,16 +373,7 @@ async fn end_to_end(
                     () = stop.cancelled() => return,
                 };
                 let Ok(Some(update)) = update else { return };
-                let entries = match update.update {
-                    Some(watch_update::Update::Snapshot(s)) => s.entries,
-                    Some(watch_update::Update::Delta(d)) => d.upserts,
-                    None => continue,
-                };
-                let Some(score) = entries
-                    .iter()
-                    .find(|e| e.player_id == probe_player)
-                    .map(|e| e.score)
-                else {
+                let Some(score) = watched_score(update, &probe_player) else {
                     continue;
                 };
                 let now = Instant::now();
@@ -474,7 +397,7 @@ async fn end_to_end(
 
     let get_top = if args.get_top_rate > 0 {
         Some(tokio::spawn(get_top_load(
-            router.grpc_addr(),
+            router.grpc,
             args.get_top_rate,
             4,
             stop.clone(),
@@ -487,7 +410,7 @@ async fn end_to_end(
     let lag_probe = {
         let stop = stop.clone();
         tokio::spawn(async move {
-            let mut lateness = new_histogram()?;
+            let mut lateness = histogram::new()?;
             while !stop.is_cancelled() {
                 let due = tokio::time::Instant::now() + Duration::from_millis(1);
                 tokio::time::sleep_until(due).await;
@@ -534,121 +457,25 @@ async fn end_to_end(
     stop.cancel();
     while background.join_next().await.is_some() {}
     while watchers.join_next().await.is_some() {}
-    let (get_top, get_top_service, get_top_errors) = match get_top {
+    let get_top = match get_top {
         Some(task) => task.await??,
-        None => (new_histogram()?, new_histogram()?, 0),
+        None => Outcome::empty()?,
     };
     let timer_lateness = lag_probe.await??;
     probe.shutdown().await?;
-    let visible = visible
-        .lock()
-        .map(|h| h.clone())
-        .map_err(|_| anyhow::anyhow!("poisoned"))?;
+    let visible = histogram::snapshot(&visible)?;
     if visible.len() < probes {
         bail!(
             "only {} of {probes} probes became visible within 10 s of the end",
             visible.len()
         );
     }
-    let visible_from_append = visible_from_append
-        .lock()
-        .map(|h| h.clone())
-        .map_err(|_| anyhow::anyhow!("poisoned"))?;
+    let visible_from_append = histogram::snapshot(&visible_from_append)?;
     Ok(EndToEnd {
         timer_lateness,
         visible,
         visible_from_append,
         get_top,
-        get_top_service,
-        get_top_errors,
         background_rate: background_events as f64 / measured.as_secs_f64(),
     })
-}
-
-pub(crate) fn probe_player(tier: u32) -> String {
-    format!("probe-t{tier}")
-}
-
-/// `GetTop` (top 10 of a tier, round robin) at `rate` requests/s, each measured from its intended
-/// send time, over `connections` HTTP/2 connections, with at most 1,000 in flight, until `stop`.
-/// Returns the latencies from the intended send, from the actual send, and the failures.
-pub(crate) async fn get_top_load(
-    addr: std::net::SocketAddr,
-    rate: u64,
-    connections: u64,
-    stop: CancellationToken,
-) -> anyhow::Result<(Histogram<u64>, Histogram<u64>, u64)> {
-    let connections = connections.max(1);
-    let mut clients = Vec::new();
-    for _ in 0..connections {
-        clients.push(LeaderboardClient::new(
-            Channel::from_shared(format!("http://{addr}"))?
-                .connect()
-                .await?,
-        ));
-    }
-    let latency = Arc::new(Mutex::new(new_histogram()?));
-    let service = Arc::new(Mutex::new(new_histogram()?));
-    let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let in_flight = Arc::new(tokio::sync::Semaphore::new(1_000));
-    let interval = Duration::from_secs_f64(1.0 / rate as f64);
-    // Skip the warm-up second.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let started = Instant::now();
-    let mut sent = 0u64;
-    let mut tasks = tokio::task::JoinSet::new();
-    while !stop.is_cancelled() {
-        let due = started + interval.mul_f64(sent as f64);
-        tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
-        while started + interval.mul_f64(sent as f64) <= Instant::now() {
-            let intended = started + interval.mul_f64(sent as f64);
-            let mut client = clients[(sent % connections) as usize].clone();
-            let tier = rewards::TIERS[(sent % rewards::TIERS.len() as u64) as usize].id;
-            let permit = Arc::clone(&in_flight).acquire_owned().await?;
-            let (latency, service, errors) = (
-                Arc::clone(&latency),
-                Arc::clone(&service),
-                Arc::clone(&errors),
-            );
-            tasks.spawn(async move {
-                let sent_at = Instant::now();
-                let reply = client
-                    .get_top(GetTopRequest {
-                        tier,
-                        offset: 0,
-                        limit: 10,
-                    })
-                    .await;
-                let took = intended.elapsed().as_nanos() as u64;
-                let served = sent_at.elapsed().as_nanos() as u64;
-                drop(permit);
-                if reply.is_ok() {
-                    if let Ok(mut latency) = latency.lock() {
-                        let _ = latency.record(took);
-                    }
-                    if let Ok(mut service) = service.lock() {
-                        let _ = service.record(served);
-                    }
-                } else {
-                    errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-            });
-            sent += 1;
-            while tasks.try_join_next().is_some() {}
-        }
-    }
-    while tasks.join_next().await.is_some() {}
-    let latency = latency
-        .lock()
-        .map(|h| h.clone())
-        .map_err(|_| anyhow::anyhow!("poisoned"))?;
-    let service = service
-        .lock()
-        .map(|h| h.clone())
-        .map_err(|_| anyhow::anyhow!("poisoned"))?;
-    Ok((
-        latency,
-        service,
-        errors.load(std::sync::atomic::Ordering::Relaxed),
-    ))
 }

@@ -17,9 +17,9 @@ use hdrhistogram::Histogram;
 use shard_writer::{ShardWriter, WriterConfig};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::bench_writer::new_histogram;
-use crate::probe::next_text;
-use crate::redis_target::RedisTarget;
+use crate::harness::histogram::{self, max_millis, millis};
+use crate::harness::probe::next_text;
+use crate::harness::redis_target::RedisTarget;
 
 /// Options of `loadtest bench-spectators`.
 #[derive(Debug, clap::Args)]
@@ -56,6 +56,11 @@ type Sent = Arc<Mutex<std::collections::BTreeMap<i64, Instant>>>;
 
 const RECORD: i64 = 1_000_000_000;
 
+/// `loadtest bench-spectators`: the router as a child process, the spectators, the probes, and
+/// the table.
+///
+/// # Errors
+/// When a part cannot be started or reached, or a delivery goes missing.
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let redis = RedisTarget::new(args.redis_url.clone())?;
     let binary = std::env::current_exe()?
@@ -109,7 +114,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     // Connect everyone, a few at a time, and wait for each one's snapshot.
     let connect_started = Instant::now();
     let sent: Sent = Arc::default();
-    let latency = Arc::new(Mutex::new(new_histogram()?));
+    let latency = Arc::new(Mutex::new(histogram::new()?));
     let stop = tokio_util::sync::CancellationToken::new();
     let mut spectators = tokio::task::JoinSet::new();
     let (ready_tx, mut ready) = tokio::sync::mpsc::channel::<()>(1_024);
@@ -194,11 +199,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     probe.shutdown().await?;
     drop(router);
 
-    let latency: Histogram<u64> = latency
-        .lock()
-        .map(|h| h.clone())
-        .map_err(|_| anyhow::anyhow!("poisoned"))?;
-    let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1e6;
+    let latency: Histogram<u64> = histogram::snapshot(&latency)?;
     println!("| measure | result | goal |");
     println!("|---|---|---|");
     println!(
@@ -209,9 +210,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     println!(
         "| delivery, append → delta received, p50 / p99 / max ({} deliveries) | {:.1} / {:.1} / {:.1} ms | p99 < {} ms |",
         latency.len(),
-        ms(0.5),
-        ms(0.99),
-        latency.max() as f64 / 1e6,
+        millis(&latency, 0.5),
+        millis(&latency, 0.99),
+        max_millis(&latency),
         args.coalesce_ms + 50
     );
     Ok(())

@@ -13,7 +13,9 @@ use prost::Message;
 use shard_writer::synthetic::EventGenerator;
 use shard_writer::{ShardWriter, WriterConfig};
 
-use crate::redis_target::RedisTarget;
+use crate::harness::histogram::{self, millis};
+use crate::harness::marks::committed_total;
+use crate::harness::redis_target::RedisTarget;
 
 /// Options of `loadtest bench-writer`.
 #[derive(Debug, clap::Args)]
@@ -52,6 +54,10 @@ struct PipelineResult {
     drain: Duration,
 }
 
+/// `loadtest bench-writer`: the pipeline's shard, then the naive baseline, side by side.
+///
+/// # Errors
+/// When a part cannot be started or reached, or the relay does not catch up.
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let redis = RedisTarget::new(args.redis_url.clone())?;
     let temp = tempfile::tempdir().context("creating a temporary folder")?;
@@ -64,7 +70,6 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
 
     let rate = pipeline.events as f64 / pipeline.elapsed.as_secs_f64();
     let baseline_rate = baseline.0 as f64 / baseline.1.as_secs_f64();
-    let millis = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1e6;
     println!("| measure | pipeline | naive baseline | ratio |");
     println!("|---|---|---|---|");
     println!(
@@ -146,7 +151,7 @@ async fn pipeline(
     tokio::time::sleep(Duration::from_secs(args.warmup)).await;
     measuring.store(true, Ordering::Relaxed);
     let started = Instant::now();
-    let committed_before = committed_total(&writer);
+    let committed_before = committed_total(std::slice::from_ref(&writer));
     let mut max_relay_lag = 0;
     while started.elapsed() < Duration::from_secs(args.seconds) {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -158,10 +163,10 @@ async fn pipeline(
     }
     measuring.store(false, Ordering::Relaxed);
     let elapsed = started.elapsed();
-    let committed = committed_total(&writer) - committed_before;
+    let committed = committed_total(std::slice::from_ref(&writer)) - committed_before;
     stop.store(true, Ordering::Relaxed);
-    let mut latency = new_histogram()?;
-    let mut pacer_lateness = new_histogram()?;
+    let mut latency = histogram::new()?;
+    let mut pacer_lateness = histogram::new()?;
     while let Some(result) = tasks.join_next().await {
         let (appends, pacer) = result??;
         latency.add(appends)?;
@@ -194,7 +199,7 @@ async fn closed_loop(
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<(Histogram<u64>, Histogram<u64>)> {
     let mut events = EventGenerator::new(seed, 50_000);
-    let mut latency = new_histogram()?;
+    let mut latency = histogram::new()?;
     while !stop.load(Ordering::Relaxed) {
         let event = events.next_event();
         let started = Instant::now();
@@ -203,7 +208,7 @@ async fn closed_loop(
             latency.saturating_record(started.elapsed().as_nanos() as u64);
         }
     }
-    Ok((latency, new_histogram()?))
+    Ok((latency, histogram::new()?))
 }
 
 /// Offers `rate` events/s, a burst every millisecond, each append in its own task; returns
@@ -217,8 +222,8 @@ async fn open_loop(
 ) -> anyhow::Result<(Histogram<u64>, Histogram<u64>)> {
     let mut events = EventGenerator::new(1, 50_000);
     let mut appends = tokio::task::JoinSet::new();
-    let mut latency = new_histogram()?;
-    let mut pacer_lateness = new_histogram()?;
+    let mut latency = histogram::new()?;
+    let mut pacer_lateness = histogram::new()?;
     let mut ticker = tokio::time::interval(Duration::from_millis(1));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let started = tokio::time::Instant::now();
@@ -256,17 +261,6 @@ async fn open_loop(
         record(&mut latency, done??)?;
     }
     Ok((latency, pacer_lateness))
-}
-
-pub(crate) fn new_histogram() -> anyhow::Result<Histogram<u64>> {
-    Ok(Histogram::new_with_bounds(1_000, 60_000_000_000, 3)?)
-}
-
-/// Events committed by `writer`, over all tiers.
-fn committed_total(writer: &ShardWriter) -> u64 {
-    rewards::tier_ids()
-        .map(|tier| writer.committed_tier_seq(tier))
-        .sum()
 }
 
 /// Committed events not yet published, over all tiers.
@@ -309,7 +303,7 @@ async fn baseline(
     let client = redis::Client::open(redis_url)?;
     let mut conn = client.get_multiplexed_async_connection().await?;
     let mut events = EventGenerator::new(7, 50_000);
-    let mut latency = new_histogram()?;
+    let mut latency = histogram::new()?;
     let started = Instant::now();
     let mut count = 0u64;
     while started.elapsed() < Duration::from_secs(args.baseline_seconds) {

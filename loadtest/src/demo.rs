@@ -1,7 +1,6 @@
 //! The demo: shards append a steady hunt, a tier router applies it, and the leaderboards move
 //! live, read through the router's gRPC API as any client would.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -9,14 +8,16 @@ use anyhow::{Context, bail};
 use leaderboard_proto::rewards;
 use leaderboard_proto::v1::GetTopRequest;
 use leaderboard_proto::v1::leaderboard_client::LeaderboardClient;
+use shard_writer::ShardWriter;
 use shard_writer::synthetic::EventGenerator;
-use shard_writer::{ShardWriter, WriterConfig};
-use tier_router::{App, RouterConfig, StartError};
+use tier_router::{RouterConfig, StartError};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
-use crate::redis_target::RedisTarget;
-use crate::{ground_truth, run};
+use crate::harness::ground_truth;
+use crate::harness::marks;
+use crate::harness::pipeline::{Router, Shards};
+use crate::harness::redis_target::RedisTarget;
 
 /// Options of `loadtest demo`.
 #[derive(Debug, clap::Args)]
@@ -44,42 +45,33 @@ pub(crate) struct Args {
     seconds: u64,
 }
 
+/// `loadtest demo`: the live hunt until `--seconds` or Ctrl-C, then the exactly-once check.
+///
+/// # Errors
+/// When a part cannot be started or reached, or the check failed.
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let redis = RedisTarget::for_ctrl_c(args.redis_url)?;
-    let dir = tempfile::tempdir().context("creating a directory for the shard files")?;
     let mut config = RouterConfig::new(redis.url.clone());
     config.grpc_addr = args.grpc_addr;
     config.http_addr = args.http_addr;
-    let app = match App::build(config).await {
-        Ok(app) => app,
+    let router = match Router::embedded(config).await {
+        Ok(router) => router,
         Err(StartError::Bind(err)) => bail!(
             "{err}; pass --grpc-addr 127.0.0.1:0 and \
              --http-addr 127.0.0.1:0 for free ports"
         ),
         Err(err) => return Err(err).context("starting the tier router"),
     };
-    let grpc_addr = app.grpc_addr();
-    let http_addr = app.http_addr();
-    let router = app.spawn();
-    let mut writers = Vec::new();
-    let mut files = Vec::new();
-    for shard in 1..=args.shards {
-        let path = dir.path().join(format!("shard-{shard}.sqlite"));
-        let config = WriterConfig::new(&path, shard).with_redis(redis.url.clone());
-        files.push((shard, path));
-        writers.push(
-            ShardWriter::open(config)
-                .await
-                .context("opening a shard writer")?,
-        );
-    }
+    let (grpc_addr, http_addr) = (router.grpc, router.http);
+    let shards = Shards::open(&redis.url, 1..=args.shards).await?;
+    let writers = &shards.writers;
     println!(
         "{} shards appending {} events/s for {} hunters over {} tiers; shard files in {}",
         args.shards,
         args.rate,
         args.players,
         rewards::TIERS.len(),
-        dir.path().display()
+        shards.dir().display()
     );
     println!("tier router gRPC on {grpc_addr} (hunt.v1.Leaderboard, with reflection). Try:");
     println!(
@@ -94,7 +86,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let per_shard = (args.rate as f64 / f64::from(args.shards)).max(0.1);
     let mut producers = tokio::task::JoinSet::new();
-    for writer in &writers {
+    for writer in writers {
         let (writer, stop) = (writer.clone(), stop.clone());
         let players = args.players;
         producers.spawn(async move {
@@ -127,7 +119,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         tokio::select! {
             _ = &mut ctrl_c => break true,
             _ = ticker.tick() => {
-                print_tops(started.elapsed(), &mut grpc, &writers).await?;
+                print_tops(started.elapsed(), &mut grpc, writers).await?;
                 if args.seconds > 0 && started.elapsed() >= Duration::from_secs(args.seconds) {
                     break false;
                 }
@@ -142,17 +134,17 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     if interrupted {
         println!("stopping: waiting for every event to be applied, then checking the leaderboards");
     }
-    let client = redis::Client::open(redis.url.as_str())?;
-    let mut conn = client.get_multiplexed_async_connection().await?;
+    let mut conn = redis.connect().await?;
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !run::settled(&mut conn, &writers).await? && Instant::now() < deadline {
+    while !marks::settled(&mut conn, writers).await? && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    for writer in &writers {
+    for writer in writers {
         writer.shutdown().await?;
     }
+    let files = shards.files.clone();
     let (checks, _) = ground_truth::verify(files, &mut conn, &mut grpc).await?;
-    run::fail_on_checks(&checks)?;
+    ground_truth::fail_on_checks(&checks)?;
     println!(
         "{appended} events appended; every tier's leaderboard equals the totals of the shard \
          logs (duplicate chest awards revoked by the saga): each event applied exactly once."
@@ -169,10 +161,7 @@ async fn print_tops(
     grpc: &mut LeaderboardClient<Channel>,
     writers: &[ShardWriter],
 ) -> anyhow::Result<()> {
-    let committed: u64 = writers
-        .iter()
-        .flat_map(|w| rewards::tier_ids().map(|tier| w.committed_tier_seq(tier)))
-        .sum();
+    let committed = marks::committed_total(writers);
     println!("{:>4}s  {committed} events committed", elapsed.as_secs());
     for tier in rewards::TIERS {
         let top = grpc
@@ -197,28 +186,4 @@ async fn print_tops(
         );
     }
     Ok(())
-}
-
-/// The whole leaderboard of `tier`, player → score, paged through `GetTop`.
-pub(crate) async fn board(
-    grpc: &mut LeaderboardClient<Channel>,
-    tier: u32,
-) -> anyhow::Result<BTreeMap<String, i64>> {
-    let mut board = BTreeMap::new();
-    loop {
-        let page = grpc
-            .get_top(GetTopRequest {
-                tier,
-                offset: u32::try_from(board.len()).unwrap_or(u32::MAX),
-                limit: 1_000,
-            })
-            .await
-            .context("GetTop")?
-            .into_inner();
-        let full = page.entries.len() == 1_000;
-        board.extend(page.entries.into_iter().map(|e| (e.player_id, e.score)));
-        if !full {
-            return Ok(board);
-        }
-    }
 }

@@ -10,13 +10,8 @@ mod bench_router;
 mod bench_spectators;
 mod bench_writer;
 mod demo;
-mod ground_truth;
-mod open_loop;
-mod probe;
-mod redis_target;
-mod report;
+mod harness;
 mod run;
-mod timeline;
 
 #[derive(Debug, Parser)]
 #[command(

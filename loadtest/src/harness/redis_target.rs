@@ -22,6 +22,22 @@ impl RedisTarget {
         Self::start(url, RedisServer::start_own_group)
     }
 
+    /// A client of this Redis.
+    ///
+    /// # Errors
+    /// When the URL is not a Redis URL.
+    pub(crate) fn client(&self) -> anyhow::Result<redis::Client> {
+        Ok(redis::Client::open(self.url.as_str())?)
+    }
+
+    /// A new multiplexed connection to this Redis.
+    ///
+    /// # Errors
+    /// When the URL is not a Redis URL or Redis cannot be reached.
+    pub(crate) async fn connect(&self) -> anyhow::Result<redis::aio::MultiplexedConnection> {
+        Ok(self.client()?.get_multiplexed_async_connection().await?)
+    }
+
     fn start(
         url: Option<String>,
         start: fn() -> Result<RedisServer, hunt_testkit::TestkitError>,
