@@ -35,14 +35,13 @@ use crate::harness::marks::{self, committed_total};
 use crate::harness::open_loop::Outcome;
 use crate::harness::pipeline::{self, Router, Shards};
 use crate::harness::probe::{PROBE_POINTS, probe_player, watched_score};
-use crate::harness::redis_target::RedisTarget;
+use crate::harness::redis_target::RedisUrl;
 
 /// Options of `loadtest bench-router`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Redis to use; without it a private redis-server is started on a free port.
-    #[arg(long, env = "HUNT_REDIS_URL", hide_env_values = true)]
-    redis_url: Option<String>,
+    #[command(flatten)]
+    redis: RedisUrl,
     /// Shards that fill the streams in phase 1 and append in phase 2.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
     shards: u32,
@@ -74,7 +73,7 @@ pub(crate) struct Args {
 /// # Errors
 /// When a part cannot be started or reached, marks do not catch up, or probes go missing.
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
-    let redis = RedisTarget::new(args.redis_url.clone())?;
+    let redis = args.redis.start()?;
     let client = redis.client()?;
     let mut conn = client.get_multiplexed_async_connection().await?;
 
@@ -91,7 +90,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         args.players,
         filled.elapsed().as_secs_f64()
     );
-    let private = args.redis_url.is_none();
+    let private = redis.is_private();
     if private {
         let _: () = redis::cmd("CONFIG")
             .arg("RESETSTAT")

@@ -19,14 +19,13 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::harness::histogram::{self, max_millis, millis};
 use crate::harness::probe::next_text;
-use crate::harness::redis_target::RedisTarget;
+use crate::harness::redis_target::RedisUrl;
 
 /// Options of `loadtest bench-spectators`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Redis to use; without it a private redis-server is started on a free port.
-    #[arg(long, env = "HUNT_REDIS_URL", hide_env_values = true)]
-    redis_url: Option<String>,
+    #[command(flatten)]
+    redis: RedisUrl,
     /// Spectators to connect.
     #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..=15_000))]
     connections: u32,
@@ -62,7 +61,7 @@ const RECORD: i64 = 1_000_000_000;
 /// # Errors
 /// When a part cannot be started or reached, or a delivery goes missing.
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
-    let redis = RedisTarget::new(args.redis_url.clone())?;
+    let redis = args.redis.start()?;
     let binary = std::env::current_exe()?
         .parent()
         .context("the loadtest binary has no directory")?

@@ -15,14 +15,13 @@ use shard_writer::{ShardWriter, WriterConfig};
 
 use crate::harness::histogram::{self, millis};
 use crate::harness::marks::committed_total;
-use crate::harness::redis_target::RedisTarget;
+use crate::harness::redis_target::{RedisTarget, RedisUrl};
 
 /// Options of `loadtest bench-writer`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Redis to use; without it a private redis-server is started on a free port.
-    #[arg(long, env = "HUNT_REDIS_URL", hide_env_values = true)]
-    redis_url: Option<String>,
+    #[command(flatten)]
+    redis: RedisUrl,
     /// Offered load in events/s, arriving every millisecond in equal bursts, each append
     /// measured from its arrival (open loop: a stalled writer cannot hide its queue). 0 runs
     /// closed-loop instead: `concurrency` tasks append as fast as commits allow.
@@ -59,14 +58,14 @@ struct PipelineResult {
 /// # Errors
 /// When a part cannot be started or reached, or the relay does not catch up.
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
-    let redis = RedisTarget::new(args.redis_url.clone())?;
+    let redis = args.redis.start()?;
     let temp = tempfile::tempdir().context("creating a temporary folder")?;
     let dir = args
         .dir
         .clone()
         .unwrap_or_else(|| temp.path().to_path_buf());
-    let pipeline = pipeline(&args, &redis.url, &dir).await?;
-    let baseline = baseline(&args, &redis.url, &dir).await?;
+    let pipeline = pipeline(&args, &redis, &dir).await?;
+    let baseline = baseline(&args, &redis, &dir).await?;
 
     let rate = pipeline.events as f64 / pipeline.elapsed.as_secs_f64();
     let baseline_rate = baseline.0 as f64 / baseline.1.as_secs_f64();
@@ -76,21 +75,13 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         "| durable appends/s, one shard | {rate:.0} | {baseline_rate:.0} | {:.1}x |",
         rate / baseline_rate
     );
-    println!(
-        "| append latency p50 | {:.3} ms | {:.3} ms | |",
-        millis(&pipeline.latency, 0.50),
-        millis(&baseline.2, 0.50)
-    );
-    println!(
-        "| append latency p99 | {:.3} ms | {:.3} ms | |",
-        millis(&pipeline.latency, 0.99),
-        millis(&baseline.2, 0.99)
-    );
-    println!(
-        "| append latency p99.9 | {:.3} ms | {:.3} ms | |",
-        millis(&pipeline.latency, 0.999),
-        millis(&baseline.2, 0.999)
-    );
+    for (name, q) in [("p50", 0.50), ("p99", 0.99), ("p99.9", 0.999)] {
+        println!(
+            "| append latency {name} | {:.3} ms | {:.3} ms | |",
+            millis(&pipeline.latency, q),
+            millis(&baseline.2, q)
+        );
+    }
     if args.rate > 0 {
         println!(
             "| load generator: pacer wake-up lateness p99 | {:.3} ms | | |",
@@ -119,12 +110,12 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
 
 async fn pipeline(
     args: &Args,
-    redis_url: &str,
+    redis: &RedisTarget,
     dir: &std::path::Path,
 ) -> anyhow::Result<PipelineResult> {
     let path = dir.join("bench-shard-1.sqlite");
     remove_shard_files(&path);
-    let writer = ShardWriter::open(WriterConfig::new(&path, 1).with_redis(redis_url)).await?;
+    let writer = ShardWriter::open(WriterConfig::new(&path, 1).with_redis(&redis.url)).await?;
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = tokio::task::JoinSet::new();
@@ -146,8 +137,7 @@ async fn pipeline(
         }
     }
 
-    let client = redis::Client::open(redis_url)?;
-    let mut conn = client.get_multiplexed_async_connection().await?;
+    let mut conn = redis.connect().await?;
     tokio::time::sleep(Duration::from_secs(args.warmup)).await;
     measuring.store(true, Ordering::Relaxed);
     let started = Instant::now();
@@ -290,7 +280,7 @@ async fn relay_lag(
 /// The old way: one SQLite transaction and one XADD round trip per event, one at a time.
 async fn baseline(
     args: &Args,
-    redis_url: &str,
+    redis: &RedisTarget,
     dir: &std::path::Path,
 ) -> anyhow::Result<(u64, Duration, Histogram<u64>)> {
     let path = dir.join("bench-baseline.sqlite");
@@ -300,8 +290,7 @@ async fn baseline(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
          CREATE TABLE events (seq INTEGER PRIMARY KEY, tier INTEGER, payload BLOB);",
     )?;
-    let client = redis::Client::open(redis_url)?;
-    let mut conn = client.get_multiplexed_async_connection().await?;
+    let mut conn = redis.connect().await?;
     let mut events = EventGenerator::new(7, 50_000);
     let mut latency = histogram::new()?;
     let started = Instant::now();

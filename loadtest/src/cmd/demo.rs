@@ -17,14 +17,13 @@ use tonic::transport::Channel;
 use crate::harness::ground_truth;
 use crate::harness::marks;
 use crate::harness::pipeline::{Router, Shards};
-use crate::harness::redis_target::RedisTarget;
+use crate::harness::redis_target::RedisUrl;
 
 /// Options of `loadtest demo`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Redis to use; without it a private redis-server is started on a free port.
-    #[arg(long, env = "HUNT_REDIS_URL", hide_env_values = true)]
-    redis_url: Option<String>,
+    #[command(flatten)]
+    redis: RedisUrl,
     /// Where the router's gRPC listens (`127.0.0.1:0` picks a free port).
     #[arg(long, default_value = "127.0.0.1:50051")]
     grpc_addr: SocketAddr,
@@ -50,7 +49,7 @@ pub(crate) struct Args {
 /// # Errors
 /// When a part cannot be started or reached, or the check failed.
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
-    let redis = RedisTarget::for_ctrl_c(args.redis_url)?;
+    let redis = args.redis.start_for_ctrl_c()?;
     let mut config = RouterConfig::new(redis.url.clone());
     config.grpc_addr = args.grpc_addr;
     config.http_addr = args.http_addr;

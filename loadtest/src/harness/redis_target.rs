@@ -3,10 +3,37 @@
 use anyhow::Context;
 use hunt_testkit::RedisServer;
 
+/// The `--redis-url` option of a command that starts a private Redis when none is given.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct RedisUrl {
+    /// Redis to use; without it a private redis-server is started on a free port.
+    #[arg(long, env = "HUNT_REDIS_URL", hide_env_values = true)]
+    redis_url: Option<String>,
+}
+
+impl RedisUrl {
+    /// The Redis given, or a private one started now (see [`RedisTarget::new`]).
+    ///
+    /// # Errors
+    /// When a private `redis-server` cannot start.
+    pub(crate) fn start(&self) -> anyhow::Result<RedisTarget> {
+        RedisTarget::new(self.redis_url.clone())
+    }
+
+    /// The Redis given, or a private one started now in a process group of its own (see
+    /// [`RedisTarget::for_ctrl_c`]).
+    ///
+    /// # Errors
+    /// When a private `redis-server` cannot start.
+    pub(crate) fn start_for_ctrl_c(&self) -> anyhow::Result<RedisTarget> {
+        RedisTarget::for_ctrl_c(self.redis_url.clone())
+    }
+}
+
 /// A Redis URL, and the private server behind it when this process started one.
 pub(crate) struct RedisTarget {
     pub(crate) url: String,
-    _server: Option<RedisServer>,
+    server: Option<RedisServer>,
 }
 
 impl RedisTarget {
@@ -20,6 +47,11 @@ impl RedisTarget {
     /// it before the writers and the router are done with it.
     pub(crate) fn for_ctrl_c(url: Option<String>) -> anyhow::Result<Self> {
         Self::start(url, RedisServer::start_own_group)
+    }
+
+    /// Whether this process started the server (so nothing else uses it).
+    pub(crate) fn is_private(&self) -> bool {
+        self.server.is_some()
     }
 
     /// A client of this Redis.
@@ -43,7 +75,7 @@ impl RedisTarget {
         start: fn() -> Result<RedisServer, hunt_testkit::TestkitError>,
     ) -> anyhow::Result<Self> {
         match url {
-            Some(url) => Ok(Self { url, _server: None }),
+            Some(url) => Ok(Self { url, server: None }),
             None => {
                 let server = start().context("starting a private redis-server")?;
                 eprintln!(
@@ -52,7 +84,7 @@ impl RedisTarget {
                 );
                 Ok(Self {
                     url: server.url(),
-                    _server: Some(server),
+                    server: Some(server),
                 })
             }
         }
