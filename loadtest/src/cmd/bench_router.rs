@@ -23,6 +23,7 @@ use hunt_redis::stream;
 use leaderboard_proto::v1::WatchRequest;
 use leaderboard_proto::v1::leaderboard_client::LeaderboardClient;
 use leaderboard_proto::{keys, rewards};
+use redis::aio::MultiplexedConnection;
 use shard_writer::synthetic::EventGenerator;
 use shard_writer::{ShardWriter, WriterConfig};
 use tier_router::apply::score_change;
@@ -35,7 +36,7 @@ use crate::harness::marks::{self, committed_total};
 use crate::harness::open_loop::Outcome;
 use crate::harness::pipeline::{self, Router, Shards};
 use crate::harness::probe::{PROBE_POINTS, probe_player, watched_score};
-use crate::harness::redis_target::RedisUrl;
+use crate::harness::redis_target::{RedisTarget, RedisUrl};
 
 /// Options of `loadtest bench-router`.
 #[derive(Debug, clap::Args)]
@@ -76,13 +77,43 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let redis = args.redis.start()?;
     let client = redis.client()?;
     let mut conn = client.get_multiplexed_async_connection().await?;
-
-    // Phase 1: fill the streams, then time the router's catch-up.
     let shards = Shards::open(&redis.url, 1..=args.shards).await?;
     let writers = &shards.writers;
+    let (router, apply) = apply_rate(&args, &redis, &client, &mut conn, writers).await?;
+    let e2e = end_to_end(&args, &router, writers, &redis.url, shards.dir()).await?;
+    for writer in writers {
+        writer.shutdown().await?;
+    }
+    if !router.shutdown(Duration::from_secs(10)).await {
+        bail!("the router did not stop within 10 s");
+    }
+    print_table(&args, &apply, &e2e);
+    Ok(())
+}
+
+/// What phase 1 measured.
+struct ApplyRate {
+    /// Events the router applied.
+    total: u64,
+    elapsed: Duration,
+    /// Seconds Redis spent in `FCALL` meanwhile, when the Redis is private (its stats are ours).
+    redis_busy: Option<f64>,
+    /// Events/s of the naive baseline.
+    baseline_rate: f64,
+}
+
+/// Phase 1: fill the streams, then time the router's catch-up, then the naive baseline. Returns
+/// the router, which goes on running for phase 2.
+async fn apply_rate(
+    args: &Args,
+    redis: &RedisTarget,
+    client: &redis::Client,
+    conn: &mut MultiplexedConnection,
+    writers: &[ShardWriter],
+) -> anyhow::Result<(Router, ApplyRate)> {
     let filled = Instant::now();
     fill(writers, args.events, args.players).await?;
-    wait_published(&mut conn, writers).await?;
+    wait_published(conn, writers).await?;
     println!(
         "phase 1: {} events in the streams ({} shards, {} players) in {:.1} s",
         args.events,
@@ -94,7 +125,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     if private {
         let _: () = redis::cmd("CONFIG")
             .arg("RESETSTAT")
-            .query_async(&mut conn)
+            .query_async(conn)
             .await?;
     }
     let mut config = pipeline::loopback_router(&redis.url)?;
@@ -102,27 +133,28 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     config.max_apply_batch = config.max_apply_batch.max(config.apply_batch);
     let started = Instant::now();
     let router = Router::embedded(config).await?;
-    let total = wait_applied(&mut conn, writers).await?;
-    let apply_elapsed = started.elapsed();
+    let total = wait_applied(conn, writers).await?;
+    let elapsed = started.elapsed();
     let redis_busy = if private {
-        Some(fcall_seconds(&mut conn).await?)
+        Some(fcall_seconds(conn).await?)
     } else {
         None
     };
-    let apply_rate = total as f64 / apply_elapsed.as_secs_f64();
     let (baseline_events, baseline_elapsed) =
-        naive_baseline(&mut conn, &client, args.baseline_events).await?;
-    let baseline_rate = baseline_events as f64 / baseline_elapsed.as_secs_f64();
+        naive_baseline(conn, client, args.baseline_events).await?;
+    let apply = ApplyRate {
+        total,
+        elapsed,
+        redis_busy,
+        baseline_rate: baseline_events as f64 / baseline_elapsed.as_secs_f64(),
+    };
+    Ok((router, apply))
+}
 
-    // Phases 2 and 3.
-    let e2e = end_to_end(&args, &router, writers, &redis.url, shards.dir()).await?;
-    for writer in writers {
-        writer.shutdown().await?;
-    }
-    if !router.shutdown(Duration::from_secs(10)).await {
-        bail!("the router did not stop within 10 s");
-    }
-
+/// The table of every phase.
+fn print_table(args: &Args, apply: &ApplyRate, e2e: &EndToEnd) {
+    let apply_rate = apply.total as f64 / apply.elapsed.as_secs_f64();
+    let baseline_rate = apply.baseline_rate;
     println!();
     println!("| measure | result | goal |");
     println!("|---|---|---|");
@@ -137,11 +169,11 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         "| ratio | {:.1}× | |",
         apply_rate / baseline_rate.max(f64::MIN_POSITIVE)
     );
-    if let Some(busy) = redis_busy {
+    if let Some(busy) = apply.redis_busy {
         println!(
             "| Redis time in FCALL per applied event | {:.2} µs ({:.0}% of the run) | |",
-            busy * 1e6 / total as f64,
-            busy * 100.0 / apply_elapsed.as_secs_f64()
+            busy * 1e6 / apply.total as f64,
+            busy * 100.0 / apply.elapsed.as_secs_f64()
         );
     }
     println!(
@@ -183,7 +215,6 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         millis(&e2e.timer_lateness, 0.99),
         max_millis(&e2e.timer_lateness)
     );
-    Ok(())
 }
 
 /// Appends `events` over `writers`, 64 appending tasks per shard.
@@ -211,7 +242,7 @@ async fn fill(writers: &[ShardWriter], events: u64, players: u32) -> anyhow::Res
 
 /// Waits until every committed event is in its stream.
 async fn wait_published(
-    conn: &mut redis::aio::MultiplexedConnection,
+    conn: &mut MultiplexedConnection,
     writers: &[ShardWriter],
 ) -> anyhow::Result<()> {
     marks::wait_reached(
@@ -226,14 +257,14 @@ async fn wait_published(
 
 /// Waits until the router applied every committed event; returns how many that is.
 async fn wait_applied(
-    conn: &mut redis::aio::MultiplexedConnection,
+    conn: &mut MultiplexedConnection,
     writers: &[ShardWriter],
 ) -> anyhow::Result<u64> {
     marks::wait_reached(conn, writers, keys::tier_applied, Duration::from_secs(300)).await
 }
 
 /// Seconds Redis spent in `FCALL` since the last `CONFIG RESETSTAT`.
-async fn fcall_seconds(conn: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<f64> {
+async fn fcall_seconds(conn: &mut MultiplexedConnection) -> anyhow::Result<f64> {
     let info: String = redis::cmd("INFO")
         .arg("commandstats")
         .query_async(conn)
@@ -254,7 +285,7 @@ async fn fcall_seconds(conn: &mut redis::aio::MultiplexedConnection) -> anyhow::
 /// The old way: per event, one `ZINCRBY` round trip, awaited before the next; no dedup.
 /// Reads up to `events` entries from the tier streams first (not timed).
 async fn naive_baseline(
-    conn: &mut redis::aio::MultiplexedConnection,
+    conn: &mut MultiplexedConnection,
     client: &redis::Client,
     events: u64,
 ) -> anyhow::Result<(u64, Duration)> {
@@ -288,6 +319,7 @@ async fn naive_baseline(
     Ok((sample.len() as u64, started.elapsed()))
 }
 
+/// What phases 2 and 3 measured.
 struct EndToEnd {
     /// How late a 1 ms timer fired in this process during phase 2.
     timer_lateness: Histogram<u64>,
@@ -301,22 +333,116 @@ struct EndToEnd {
 
 /// Per tier, the probes not seen yet: (the probe player's score once it lands, intended send
 /// time, actual `append` call).
-type Probes = VecDeque<(i64, Instant, Instant)>;
+type Pending = VecDeque<(i64, Instant, Instant)>;
 
-async fn end_to_end(
-    args: &Args,
-    router: &Router,
+/// The probes sent and when the `Watch` streams saw them.
+struct Sightings {
+    /// Per tier (reward table index).
+    pending: Mutex<Vec<Pending>>,
+    /// From each probe's intended send time.
+    visible: Mutex<Histogram<u64>>,
+    /// From each probe's actual `append` call.
+    from_append: Mutex<Histogram<u64>>,
+}
+
+impl Sightings {
+    fn new() -> anyhow::Result<Arc<Self>> {
+        Ok(Arc::new(Self {
+            pending: Mutex::new(vec![VecDeque::new(); rewards::TIERS.len()]),
+            visible: Mutex::new(histogram::new()?),
+            from_append: Mutex::new(histogram::new()?),
+        }))
+    }
+
+    /// A probe of tier `index` that puts the probe player at `score`, due at `intended`, is being
+    /// appended now.
+    fn sent(&self, index: usize, score: i64, intended: Instant) {
+        if let Ok(mut pending) = self.pending.lock()
+            && let Some(queue) = pending.get_mut(index)
+        {
+            queue.push_back((score, intended, Instant::now()));
+        }
+    }
+
+    /// Whether some probe has not been seen yet.
+    fn waiting(&self) -> bool {
+        self.pending
+            .lock()
+            .map(|p| p.iter().any(|q| !q.is_empty()))
+            .unwrap_or(false)
+    }
+
+    /// A `Watch` stream per tier over `channel`, each recording the probes it sees, until `stop`
+    /// (or the stream ends).
+    async fn watch(
+        self: &Arc<Self>,
+        channel: &Channel,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<tokio::task::JoinSet<()>> {
+        let mut watchers = tokio::task::JoinSet::new();
+        for (index, tier) in rewards::TIERS.iter().enumerate() {
+            let mut grpc = LeaderboardClient::new(channel.clone());
+            let mut updates = grpc
+                .watch(WatchRequest { tier: tier.id })
+                .await?
+                .into_inner();
+            let (sightings, stop) = (Arc::clone(self), stop.clone());
+            let probe_player = probe_player(tier.id);
+            watchers.spawn(async move {
+                loop {
+                    let update = tokio::select! {
+                        update = updates.message() => update,
+                        () = stop.cancelled() => return,
+                    };
+                    let Ok(Some(update)) = update else { return };
+                    let Some(score) = watched_score(update, &probe_player) else {
+                        continue;
+                    };
+                    if !sightings.saw(index, score) {
+                        return;
+                    }
+                }
+            });
+        }
+        Ok(watchers)
+    }
+
+    /// Records every probe of tier `index` up to `score` as seen now; false when the records
+    /// cannot be reached.
+    fn saw(&self, index: usize, score: i64) -> bool {
+        let now = Instant::now();
+        let (Ok(mut pending), Ok(mut visible), Ok(mut from_append)) = (
+            self.pending.lock(),
+            self.visible.lock(),
+            self.from_append.lock(),
+        ) else {
+            return false;
+        };
+        let Some(queue) = pending.get_mut(index) else {
+            return false;
+        };
+        while queue.front().is_some_and(|(want, _, _)| *want <= score) {
+            if let Some((_, intended, appended)) = queue.pop_front() {
+                let _ = visible.record(now.duration_since(intended).as_nanos() as u64);
+                let _ = from_append.record(now.duration_since(appended).as_nanos() as u64);
+            }
+        }
+        true
+    }
+}
+
+/// Background load: open loop at `rate` events/s over `writers`, each shard on its own schedule,
+/// appending without waiting for each commit, until `stop`. Each task returns its appends.
+fn background_load(
     writers: &[ShardWriter],
-    redis_url: &str,
-    dir: &std::path::Path,
-) -> anyhow::Result<EndToEnd> {
-    let stop = CancellationToken::new();
-    // Background load: open loop, each shard on its own schedule.
+    rate: u64,
+    players: u32,
+    stop: &CancellationToken,
+) -> tokio::task::JoinSet<u64> {
     let mut background = tokio::task::JoinSet::new();
-    let per_shard = args.rate as f64 / writers.len() as f64;
-    for writer in writers.iter().filter(|_| args.rate > 0) {
+    let per_shard = rate as f64 / writers.len() as f64;
+    for writer in writers.iter().filter(|_| rate > 0) {
         let (writer, stop) = (writer.clone(), stop.clone());
-        let players = args.players;
         background.spawn(async move {
             let mut generator = EventGenerator::new(u64::from(writer.shard_id()) + 77, players);
             let started = tokio::time::Instant::now();
@@ -339,6 +465,37 @@ async fn end_to_end(
             sent
         });
     }
+    background
+}
+
+/// How late a 1 ms timer fires in this process until `stop`: a stalled runtime or machine shows
+/// here.
+fn timer_lateness(
+    stop: &CancellationToken,
+) -> tokio::task::JoinHandle<anyhow::Result<Histogram<u64>>> {
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        let mut lateness = histogram::new()?;
+        while !stop.is_cancelled() {
+            let due = tokio::time::Instant::now() + Duration::from_millis(1);
+            tokio::time::sleep_until(due).await;
+            let _ = lateness.record(due.elapsed().as_nanos() as u64);
+        }
+        Ok(lateness)
+    })
+}
+
+/// Phases 2 and 3: the background load, the probes and their `Watch` streams, and `GetTop`
+/// under load, measured for `--seconds` after a warm-up second.
+async fn end_to_end(
+    args: &Args,
+    router: &Router,
+    writers: &[ShardWriter],
+    redis_url: &str,
+    dir: &std::path::Path,
+) -> anyhow::Result<EndToEnd> {
+    let stop = CancellationToken::new();
+    let mut background = background_load(writers, args.rate, args.players, &stop);
 
     // Probes, and a watcher per tier that sees them arrive.
     let probe =
@@ -347,52 +504,8 @@ async fn end_to_end(
     let channel = Channel::from_shared(format!("http://{}", router.grpc))?
         .connect()
         .await?;
-    let pending: Arc<Mutex<Vec<Probes>>> =
-        Arc::new(Mutex::new(vec![VecDeque::new(); rewards::TIERS.len()]));
-    let visible = Arc::new(Mutex::new(histogram::new()?));
-    let visible_from_append = Arc::new(Mutex::new(histogram::new()?));
-    let mut watchers = tokio::task::JoinSet::new();
-    for (index, tier) in rewards::TIERS.iter().enumerate() {
-        let mut grpc = LeaderboardClient::new(channel.clone());
-        let mut updates = grpc
-            .watch(WatchRequest { tier: tier.id })
-            .await?
-            .into_inner();
-        let (pending, visible, from_append, stop) = (
-            Arc::clone(&pending),
-            Arc::clone(&visible),
-            Arc::clone(&visible_from_append),
-            stop.clone(),
-        );
-        let probe_player = probe_player(tier.id);
-        watchers.spawn(async move {
-            loop {
-                let update = tokio::select! {
-                    update = updates.message() => update,
-                    () = stop.cancelled() => return,
-                };
-                let Ok(Some(update)) = update else { return };
-                let Some(score) = watched_score(update, &probe_player) else {
-                    continue;
-                };
-                let now = Instant::now();
-                let (Ok(mut pending), Ok(mut visible), Ok(mut from_append)) =
-                    (pending.lock(), visible.lock(), from_append.lock())
-                else {
-                    return;
-                };
-                let Some(queue) = pending.get_mut(index) else {
-                    return;
-                };
-                while queue.front().is_some_and(|(want, _, _)| *want <= score) {
-                    if let Some((_, intended, appended)) = queue.pop_front() {
-                        let _ = visible.record(now.duration_since(intended).as_nanos() as u64);
-                        let _ = from_append.record(now.duration_since(appended).as_nanos() as u64);
-                    }
-                }
-            }
-        });
-    }
+    let sightings = Sightings::new()?;
+    let mut watchers = sightings.watch(&channel, &stop).await?;
 
     let get_top = if args.get_top_rate > 0 {
         Some(tokio::spawn(get_top_load(
@@ -404,20 +517,7 @@ async fn end_to_end(
     } else {
         None
     };
-
-    // How late a 1 ms timer fires in this process: a stalled runtime or machine shows here.
-    let lag_probe = {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let mut lateness = histogram::new()?;
-            while !stop.is_cancelled() {
-                let due = tokio::time::Instant::now() + Duration::from_millis(1);
-                tokio::time::sleep_until(due).await;
-                let _ = lateness.record(due.elapsed().as_nanos() as u64);
-            }
-            Ok::<_, anyhow::Error>(lateness)
-        })
-    };
+    let lag_probe = timer_lateness(&stop);
 
     // Warm up one second, then measure.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -431,11 +531,7 @@ async fn end_to_end(
         let index = (probes % rewards::TIERS.len() as u64) as usize;
         let tier = rewards::TIERS[index].id;
         scores[index] += PROBE_POINTS;
-        if let Ok(mut pending) = pending.lock()
-            && let Some(queue) = pending.get_mut(index)
-        {
-            queue.push_back((scores[index], due, Instant::now()));
-        }
+        sightings.sent(index, scores[index], due);
         probe
             .append(hunt_testkit::score(tier, &probe_player(tier), PROBE_POINTS))
             .await?;
@@ -445,12 +541,7 @@ async fn end_to_end(
     let background_events = committed_total(writers) - measured_from;
     // Let the last probes arrive.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while pending
-        .lock()
-        .map(|p| p.iter().any(|q| !q.is_empty()))
-        .unwrap_or(false)
-        && Instant::now() < deadline
-    {
+    while sightings.waiting() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     stop.cancel();
@@ -462,18 +553,17 @@ async fn end_to_end(
     };
     let timer_lateness = lag_probe.await??;
     probe.shutdown().await?;
-    let visible = histogram::snapshot(&visible)?;
+    let visible = histogram::snapshot(&sightings.visible)?;
     if visible.len() < probes {
         bail!(
             "only {} of {probes} probes became visible within 10 s of the end",
             visible.len()
         );
     }
-    let visible_from_append = histogram::snapshot(&visible_from_append)?;
     Ok(EndToEnd {
         timer_lateness,
         visible,
-        visible_from_append,
+        visible_from_append: histogram::snapshot(&sightings.from_append)?,
         get_top,
         background_rate: background_events as f64 / measured.as_secs_f64(),
     })
