@@ -81,9 +81,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let writers = &shards.writers;
     let (router, apply) = apply_rate(&args, &redis, &client, &mut conn, writers).await?;
     let e2e = end_to_end(&args, &router, writers, &redis.url, shards.dir()).await?;
-    for writer in writers {
-        writer.shutdown().await?;
-    }
+    shards.shutdown().await?;
     if !router.shutdown(Duration::from_secs(10)).await {
         bail!("the router did not stop within 10 s");
     }

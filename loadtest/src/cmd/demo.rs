@@ -11,13 +11,14 @@ use leaderboard_proto::v1::leaderboard_client::LeaderboardClient;
 use shard_writer::ShardWriter;
 use shard_writer::synthetic::EventGenerator;
 use tier_router::{RouterConfig, StartError};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 use crate::harness::ground_truth;
 use crate::harness::marks;
 use crate::harness::pipeline::{Router, Shards};
-use crate::harness::redis_target::RedisUrl;
+use crate::harness::redis_target::{RedisTarget, RedisUrl};
 
 /// Options of `loadtest demo`.
 #[derive(Debug, clap::Args)]
@@ -50,20 +51,54 @@ pub(crate) struct Args {
 /// When a part cannot be started or reached, or the check failed.
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let redis = args.redis.start_for_ctrl_c()?;
-    let mut config = RouterConfig::new(redis.url.clone());
+    let router = start_router(&args, &redis.url).await?;
+    let shards = Shards::open(&redis.url, 1..=args.shards).await?;
+    print_banner(&args, &router, &shards);
+    let stop = CancellationToken::new();
+    let mut producers = produce(&shards.writers, args.rate, args.players, &stop);
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", router.grpc))?
+        .connect()
+        .await
+        .context("connecting to the router's gRPC")?;
+    let mut grpc = LeaderboardClient::new(channel);
+    let interrupted = show_tops(&args, &mut grpc, &shards.writers).await?;
+    stop.cancel();
+    let mut appended = 0;
+    while let Some(result) = producers.join_next().await {
+        appended += result??;
+    }
+    if interrupted {
+        println!("stopping: waiting for every event to be applied, then checking the leaderboards");
+    }
+    check(&redis, &shards, &mut grpc).await?;
+    println!(
+        "{appended} events appended; every tier's leaderboard equals the totals of the shard \
+         logs (duplicate chest awards revoked by the saga): each event applied exactly once."
+    );
+    if !router.shutdown(Duration::from_secs(10)).await {
+        bail!("the tier router did not stop within 10 s");
+    }
+    Ok(())
+}
+
+/// The tier router, in this process, on `--grpc-addr` and `--http-addr`.
+async fn start_router(args: &Args, redis_url: &str) -> anyhow::Result<Router> {
+    let mut config = RouterConfig::new(redis_url.to_owned());
     config.grpc_addr = args.grpc_addr;
     config.http_addr = args.http_addr;
-    let router = match Router::embedded(config).await {
-        Ok(router) => router,
+    match Router::embedded(config).await {
+        Ok(router) => Ok(router),
         Err(StartError::Bind(err)) => bail!(
             "{err}; pass --grpc-addr 127.0.0.1:0 and \
              --http-addr 127.0.0.1:0 for free ports"
         ),
-        Err(err) => return Err(err).context("starting the tier router"),
-    };
+        Err(err) => Err(err).context("starting the tier router"),
+    }
+}
+
+/// What runs where, and how to look at it.
+fn print_banner(args: &Args, router: &Router, shards: &Shards) {
     let (grpc_addr, http_addr) = (router.grpc, router.http);
-    let shards = Shards::open(&redis.url, 1..=args.shards).await?;
-    let writers = &shards.writers;
     println!(
         "{} shards appending {} events/s for {} hunters over {} tiers; shard files in {}",
         args.shards,
@@ -81,13 +116,20 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     if args.seconds == 0 {
         println!("Ctrl-C stops the demo.");
     }
+}
 
-    let stop = CancellationToken::new();
-    let per_shard = (args.rate as f64 / f64::from(args.shards)).max(0.1);
-    let mut producers = tokio::task::JoinSet::new();
+/// A steady `rate` events/s over `writers` for `players` hunters until `stop`; each task
+/// returns its appends.
+fn produce(
+    writers: &[ShardWriter],
+    rate: u64,
+    players: u32,
+    stop: &CancellationToken,
+) -> JoinSet<Result<u64, shard_writer::AppendError>> {
+    let per_shard = (rate as f64 / writers.len() as f64).max(0.1);
+    let mut producers = JoinSet::new();
     for writer in writers {
         let (writer, stop) = (writer.clone(), stop.clone());
-        let players = args.players;
         producers.spawn(async move {
             let mut events = EventGenerator::new(u64::from(writer.shard_id()), players);
             let interval = Duration::from_secs_f64(1.0 / per_shard);
@@ -98,15 +140,19 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
                 writer.append(events.next_event()).await?;
                 appended += 1;
             }
-            Ok::<u64, shard_writer::AppendError>(appended)
+            Ok(appended)
         });
     }
+    producers
+}
 
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc_addr}"))?
-        .connect()
-        .await
-        .context("connecting to the router's gRPC")?;
-    let mut grpc = LeaderboardClient::new(channel);
+/// Prints the tops every second until `--seconds` have passed or Ctrl-C; returns whether it was
+/// Ctrl-C.
+async fn show_tops(
+    args: &Args,
+    grpc: &mut LeaderboardClient<Channel>,
+    writers: &[ShardWriter],
+) -> anyhow::Result<bool> {
     let started = Instant::now();
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     ticker.tick().await;
@@ -114,44 +160,34 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     // while the tops are being printed.
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
-    let interrupted = loop {
+    loop {
         tokio::select! {
-            _ = &mut ctrl_c => break true,
+            _ = &mut ctrl_c => return Ok(true),
             _ = ticker.tick() => {
-                print_tops(started.elapsed(), &mut grpc, writers).await?;
+                print_tops(started.elapsed(), grpc, writers).await?;
                 if args.seconds > 0 && started.elapsed() >= Duration::from_secs(args.seconds) {
-                    break false;
+                    return Ok(false);
                 }
             }
         }
-    };
-    stop.cancel();
-    let mut appended = 0;
-    while let Some(result) = producers.join_next().await {
-        appended += result??;
     }
-    if interrupted {
-        println!("stopping: waiting for every event to be applied, then checking the leaderboards");
-    }
+}
+
+/// Waits (up to 30 s) until everything is applied and settled, stops the shards, and checks the
+/// leaderboards against their logs.
+async fn check(
+    redis: &RedisTarget,
+    shards: &Shards,
+    grpc: &mut LeaderboardClient<Channel>,
+) -> anyhow::Result<()> {
     let mut conn = redis.connect().await?;
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !marks::settled(&mut conn, writers).await? && Instant::now() < deadline {
+    while !marks::settled(&mut conn, &shards.writers).await? && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    for writer in writers {
-        writer.shutdown().await?;
-    }
-    let files = shards.files.clone();
-    let (checks, _) = ground_truth::verify(files, &mut conn, &mut grpc).await?;
-    ground_truth::fail_on_checks(&checks)?;
-    println!(
-        "{appended} events appended; every tier's leaderboard equals the totals of the shard \
-         logs (duplicate chest awards revoked by the saga): each event applied exactly once."
-    );
-    if !router.shutdown(Duration::from_secs(10)).await {
-        bail!("the tier router did not stop within 10 s");
-    }
-    Ok(())
+    shards.shutdown().await?;
+    let (checks, _) = ground_truth::verify(shards.files.clone(), &mut conn, grpc).await?;
+    ground_truth::fail_on_checks(&checks)
 }
 
 /// One line per tier: its top 3 as the router serves them.

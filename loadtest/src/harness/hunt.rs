@@ -417,9 +417,7 @@ async fn check(stage: Stage) -> anyhow::Result<(Vec<Check>, u64)> {
         channel,
         ..
     } = stage;
-    for writer in &shards.writers {
-        writer.shutdown().await?;
-    }
+    shards.shutdown().await?;
     let mut grpc = LeaderboardClient::new(channel);
     let files = shards.files.clone();
     let (checks, logged) = ground_truth::verify(files, &mut conn, &mut grpc).await?;

@@ -43,6 +43,17 @@ impl Shards {
         })
     }
 
+    /// Shuts every writer down, in order, once its appends are committed.
+    ///
+    /// # Errors
+    /// The first writer that fails to shut down.
+    pub(crate) async fn shutdown(&self) -> anyhow::Result<()> {
+        for writer in &self.writers {
+            writer.shutdown().await?;
+        }
+        Ok(())
+    }
+
     /// The folder holding the shard files.
     pub(crate) fn dir(&self) -> &Path {
         self.dir.path()
