@@ -9,12 +9,15 @@
 //! intended time, like the pipeline's.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use hdrhistogram::Histogram;
 use leaderboard_proto::{keys, rewards};
+use redis::aio::MultiplexedConnection;
 use tokio_util::sync::CancellationToken;
 
 use crate::harness::histogram;
@@ -43,54 +46,28 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     report.finish(&args.hunt.json, &args.hunt.svg)
 }
 
+/// The naive run: consumers per tier, then the open-loop load over naive shards, then the wait
+/// until the consumers caught up.
 async fn naive(args: &Args) -> anyhow::Result<Baseline> {
     let redis = RedisTarget::new(args.hunt.redis_url.clone())?;
     let client = redis.client()?;
     let dir = tempfile::tempdir().context("creating a folder for the naive shard files")?;
     let epoch = Instant::now();
     let stop = CancellationToken::new();
-    let applied = Arc::new(AtomicU64::new(0));
-    let end_to_end = Arc::new(Mutex::new(histogram::new()?));
+    let applied = Arc::new(Applied {
+        count: AtomicU64::new(0),
+        end_to_end: Mutex::new(histogram::new()?),
+    });
     let mut consumers = tokio::task::JoinSet::new();
     for tier in rewards::tier_ids() {
-        let mut conn = client.get_multiplexed_async_connection().await?;
-        let (stop, applied, end_to_end) =
-            (stop.clone(), Arc::clone(&applied), Arc::clone(&end_to_end));
-        consumers.spawn(async move {
-            let stream = keys::tier_baseline_stream(tier);
-            let board = keys::tier_baseline(tier);
-            let mut last = "0".to_owned();
-            while !stop.is_cancelled() {
-                let read: redis::streams::StreamReadReply = redis::cmd("XREAD")
-                    .arg("COUNT")
-                    .arg(100)
-                    .arg("BLOCK")
-                    .arg(50)
-                    .arg("STREAMS")
-                    .arg(&stream)
-                    .arg(&last)
-                    .query_async(&mut conn)
-                    .await?;
-                for entry in read.keys.into_iter().flat_map(|k| k.ids) {
-                    let field = |name: &str| entry.get::<String>(name).unwrap_or_default();
-                    let (player, points) = (field("p"), field("s"));
-                    let _: f64 = redis::cmd("ZINCRBY")
-                        .arg(&board)
-                        .arg(&points)
-                        .arg(&player)
-                        .query_async(&mut conn)
-                        .await?;
-                    let due: u64 = field("t").parse().unwrap_or(0);
-                    let took = epoch.elapsed().saturating_sub(Duration::from_nanos(due));
-                    if let Ok(mut h) = end_to_end.lock() {
-                        h.saturating_record(took.as_nanos() as u64);
-                    }
-                    applied.fetch_add(1, Ordering::Relaxed);
-                    last = entry.id;
-                }
-            }
-            Ok::<_, anyhow::Error>(())
-        });
+        let conn = client.get_multiplexed_async_connection().await?;
+        consumers.spawn(consume(
+            conn,
+            tier,
+            epoch,
+            Arc::clone(&applied),
+            stop.clone(),
+        ));
     }
 
     let duration = Duration::from_secs(args.baseline_seconds);
@@ -99,54 +76,12 @@ async fn naive(args: &Args) -> anyhow::Result<Baseline> {
     let offset = started.duration_since(epoch);
     let mut shards = tokio::task::JoinSet::new();
     for index in 0..args.hunt.shards {
-        let db = rusqlite::Connection::open(dir.path().join(format!("naive-{index}.sqlite")))?;
-        db.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
-             CREATE TABLE events (seq INTEGER PRIMARY KEY, tier INTEGER, player TEXT, points INTEGER);",
-        )?;
-        let db = Arc::new(Mutex::new(db));
-        let hunters: Arc<HashMap<usize, (String, u32, i64)>> = Arc::new(
-            hunters_of(index, args.hunt.shards, args.hunt.hunters)
-                .into_iter()
-                .enumerate()
-                .map(|(i, (player, tier))| (i, (player, tier.id, i64::from(tier.point_multiplier))))
-                .collect(),
-        );
-        // A connection of its own per shard, as each shard process had: concurrent shards do
-        // not share (and so pipeline) one connection.
-        let (conn, seed) = (
-            client.get_multiplexed_async_connection().await?,
-            args.hunt.seed,
-        );
+        let shard = NaiveShard::open(args, &client, dir.path(), index).await?;
         shards.spawn(open_loop::run(per_shard, duration, 1, move |n| {
-            let (db, hunters, mut conn) = (Arc::clone(&db), Arc::clone(&hunters), conn.clone());
-            async move {
-                let mut draw = Draw::new(seed, index + 1, n);
-                let hunter = draw.below(hunters.len() as u64) as usize;
-                let (player, tier, multiplier) = hunters.get(&hunter).context("hunter")?;
-                let points = (draw.below(50) as i64 + 1) * multiplier;
-                db.lock()
-                    .map_err(|_| anyhow::anyhow!("poisoned"))?
-                    .execute(
-                        "INSERT INTO events (tier, player, points) VALUES (?1, ?2, ?3)",
-                        rusqlite::params![tier, player, points],
-                    )?;
-                // The arrival's intended time, as the open-loop driver schedules it.
-                let due = (offset + Duration::from_secs_f64(n as f64 / per_shard as f64)).as_nanos()
-                    as u64;
-                let _: String = redis::cmd("XADD")
-                    .arg(keys::tier_baseline_stream(*tier))
-                    .arg("*")
-                    .arg("p")
-                    .arg(player)
-                    .arg("s")
-                    .arg(points)
-                    .arg("t")
-                    .arg(due)
-                    .query_async(&mut conn)
-                    .await?;
-                Ok(())
-            }
+            // The arrival's intended time, as the open-loop driver schedules it.
+            let due =
+                (offset + Duration::from_secs_f64(n as f64 / per_shard as f64)).as_nanos() as u64;
+            shard.append(n, due)
         }));
     }
     let mut append = histogram::new()?;
@@ -158,7 +93,7 @@ async fn naive(args: &Args) -> anyhow::Result<Baseline> {
     }
     let load = started.elapsed();
     let deadline = Instant::now() + Duration::from_secs(args.hunt.settle_seconds);
-    while applied.load(Ordering::Relaxed) < committed && Instant::now() < deadline {
+    while applied.count.load(Ordering::Relaxed) < committed && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let until_applied = started.elapsed();
@@ -166,12 +101,141 @@ async fn naive(args: &Args) -> anyhow::Result<Baseline> {
     while let Some(done) = consumers.join_next().await {
         done??;
     }
-    let end_to_end = histogram::snapshot(&end_to_end)?;
+    let end_to_end = histogram::snapshot(&applied.end_to_end)?;
     Ok(Baseline {
         seconds: load.as_secs_f64(),
         committed_per_s: committed as f64 / load.as_secs_f64(),
-        applied_per_s: applied.load(Ordering::Relaxed) as f64 / until_applied.as_secs_f64(),
+        applied_per_s: applied.count.load(Ordering::Relaxed) as f64 / until_applied.as_secs_f64(),
         append: Latency::of(&append),
         end_to_end: Latency::of(&end_to_end),
     })
+}
+
+/// What the naive consumers applied.
+struct Applied {
+    /// Events applied over every tier.
+    count: AtomicU64,
+    /// From each event's intended time to its `ZINCRBY`.
+    end_to_end: Mutex<Histogram<u64>>,
+}
+
+/// The naive consumer of `tier`: reads its stream and does one `ZINCRBY` round trip per event,
+/// until `stop`.
+async fn consume(
+    mut conn: MultiplexedConnection,
+    tier: u32,
+    epoch: Instant,
+    applied: Arc<Applied>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let stream = keys::tier_baseline_stream(tier);
+    let board = keys::tier_baseline(tier);
+    let mut last = "0".to_owned();
+    while !stop.is_cancelled() {
+        let read: redis::streams::StreamReadReply = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(100)
+            .arg("BLOCK")
+            .arg(50)
+            .arg("STREAMS")
+            .arg(&stream)
+            .arg(&last)
+            .query_async(&mut conn)
+            .await?;
+        for entry in read.keys.into_iter().flat_map(|k| k.ids) {
+            let field = |name: &str| entry.get::<String>(name).unwrap_or_default();
+            let (player, points) = (field("p"), field("s"));
+            let _: f64 = redis::cmd("ZINCRBY")
+                .arg(&board)
+                .arg(&points)
+                .arg(&player)
+                .query_async(&mut conn)
+                .await?;
+            let due: u64 = field("t").parse().unwrap_or(0);
+            let took = epoch.elapsed().saturating_sub(Duration::from_nanos(due));
+            if let Ok(mut h) = applied.end_to_end.lock() {
+                h.saturating_record(took.as_nanos() as u64);
+            }
+            applied.count.fetch_add(1, Ordering::Relaxed);
+            last = entry.id;
+        }
+    }
+    Ok(())
+}
+
+/// One naive shard: its own SQLite file, its hunters, and a Redis connection of its own.
+struct NaiveShard {
+    /// 0-based.
+    index: u32,
+    seed: u64,
+    db: Arc<Mutex<rusqlite::Connection>>,
+    /// Hunter number → (player, tier id, the tier's point multiplier).
+    hunters: Arc<HashMap<usize, (String, u32, i64)>>,
+    conn: MultiplexedConnection,
+}
+
+impl NaiveShard {
+    /// Shard `index` (0-based) on `naive-{index}.sqlite` in `dir`.
+    async fn open(
+        args: &Args,
+        client: &redis::Client,
+        dir: &Path,
+        index: u32,
+    ) -> anyhow::Result<Self> {
+        let db = rusqlite::Connection::open(dir.join(format!("naive-{index}.sqlite")))?;
+        db.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
+             CREATE TABLE events (seq INTEGER PRIMARY KEY, tier INTEGER, player TEXT, points INTEGER);",
+        )?;
+        let hunters = hunters_of(index, args.hunt.shards, args.hunt.hunters)
+            .into_iter()
+            .enumerate()
+            .map(|(i, (player, tier))| (i, (player, tier.id, i64::from(tier.point_multiplier))))
+            .collect();
+        // A connection of its own per shard, as each shard process had: concurrent shards do
+        // not share (and so pipeline) one connection.
+        let conn = client.get_multiplexed_async_connection().await?;
+        Ok(Self {
+            index,
+            seed: args.hunt.seed,
+            db: Arc::new(Mutex::new(db)),
+            hunters: Arc::new(hunters),
+            conn,
+        })
+    }
+
+    /// Arrival `n`, intended at `due` (nanoseconds since the run's epoch): one `INSERT`, then one
+    /// `XADD` round trip.
+    fn append(&self, n: u64, due: u64) -> impl Future<Output = anyhow::Result<()>> + Send + use<> {
+        let (db, hunters, mut conn) = (
+            Arc::clone(&self.db),
+            Arc::clone(&self.hunters),
+            self.conn.clone(),
+        );
+        let (seed, index) = (self.seed, self.index);
+        async move {
+            let mut draw = Draw::new(seed, index + 1, n);
+            let hunter = draw.below(hunters.len() as u64) as usize;
+            let (player, tier, multiplier) = hunters.get(&hunter).context("hunter")?;
+            let points = (draw.below(50) as i64 + 1) * multiplier;
+            db.lock()
+                .map_err(|_| anyhow::anyhow!("poisoned"))?
+                .execute(
+                    "INSERT INTO events (tier, player, points) VALUES (?1, ?2, ?3)",
+                    rusqlite::params![tier, player, points],
+                )?;
+            let _: String = redis::cmd("XADD")
+                .arg(keys::tier_baseline_stream(*tier))
+                .arg("*")
+                .arg("p")
+                .arg(player)
+                .arg("s")
+                .arg(points)
+                .arg("t")
+                .arg(due)
+                .query_async(&mut conn)
+                .await?;
+            Ok(())
+        }
+    }
 }
