@@ -5,49 +5,31 @@ use std::path::Path;
 
 use anyhow::Context;
 use hdrhistogram::Histogram;
-use plotters::prelude::*;
 use serde::Serialize;
 
-use crate::ground_truth::Check;
-use crate::run::Args;
-use crate::timeline::Second;
+use crate::harness::ground_truth::{self, Check};
+use crate::harness::histogram;
+use crate::harness::timeline::Second;
+
+mod chart;
 
 /// The options a run was made with.
 #[derive(Debug, Serialize)]
 pub(crate) struct Config {
-    shards: u32,
-    hunters: u32,
-    rate: u64,
-    seconds: u64,
-    clues_per_map: u32,
-    wave_seconds: u64,
-    chests_per_wave: u32,
-    readers: u64,
-    get_top_rate: u64,
-    spectators: u32,
-    max_in_flight: u64,
-    seed: u64,
-    embedded: bool,
-}
-
-impl From<&Args> for Config {
-    fn from(args: &Args) -> Self {
-        Self {
-            shards: args.shards,
-            hunters: args.hunters,
-            rate: args.rate,
-            seconds: args.seconds,
-            clues_per_map: args.clues_per_map,
-            wave_seconds: args.wave_seconds,
-            chests_per_wave: args.chests_per_wave,
-            readers: args.readers,
-            get_top_rate: args.get_top_rate,
-            spectators: args.spectators,
-            max_in_flight: args.max_in_flight,
-            seed: args.seed,
-            embedded: args.router_grpc.is_none(),
-        }
-    }
+    pub(crate) shards: u32,
+    pub(crate) hunters: u32,
+    pub(crate) rate: u64,
+    pub(crate) seconds: u64,
+    pub(crate) clues_per_map: u32,
+    pub(crate) wave_seconds: u64,
+    pub(crate) chests_per_wave: u32,
+    pub(crate) readers: u64,
+    pub(crate) get_top_rate: u64,
+    pub(crate) spectators: u32,
+    pub(crate) max_in_flight: u64,
+    pub(crate) seed: u64,
+    /// Whether the run started its own tier router (not `--router-grpc`).
+    pub(crate) embedded: bool,
 }
 
 /// Quantiles of a latency histogram (nanoseconds in), in milliseconds.
@@ -61,14 +43,13 @@ pub(crate) struct Latency {
 }
 
 impl Latency {
-    pub(crate) fn of(histogram: &Histogram<u64>) -> Self {
-        let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1e6;
+    pub(crate) fn of(recorded: &Histogram<u64>) -> Self {
         Self {
-            count: histogram.len(),
-            p50_ms: ms(0.50),
-            p99_ms: ms(0.99),
-            p999_ms: ms(0.999),
-            max_ms: histogram.max() as f64 / 1e6,
+            count: recorded.len(),
+            p50_ms: histogram::millis(recorded, 0.50),
+            p99_ms: histogram::millis(recorded, 0.99),
+            p999_ms: histogram::millis(recorded, 0.999),
+            max_ms: histogram::max_millis(recorded),
         }
     }
 
@@ -133,7 +114,7 @@ pub(crate) struct Report {
 
 impl Report {
     /// Prints the table (with the baseline beside the pipeline when there is one).
-    pub(crate) fn print_table(&self) {
+    fn print_table(&self) {
         let c = &self.config;
         println!(
             "\n{} shards, {} hunters, {} arrivals/s offered for {:.1} s ({} arrivals), {} GetTop/s over {} connections, {} spectators",
@@ -252,87 +233,25 @@ impl Report {
         }
     }
 
+    /// Prints the table, writes the JSON to `json` and the chart to `svg`, and fails when a
+    /// check failed.
+    ///
+    /// # Errors
+    /// When a file cannot be written, or naming every failed check.
+    pub(crate) fn finish(&self, json: &Path, svg: &Path) -> anyhow::Result<()> {
+        self.print_table();
+        self.write(json, svg)?;
+        println!("report: {} and {}", json.display(), svg.display());
+        ground_truth::fail_on_checks(&self.checks)
+    }
+
     /// Writes the JSON report to `json` and the chart to `svg`.
     ///
     /// # Errors
     /// When a file cannot be written or the chart drawn.
-    pub(crate) fn write(&self, json: &Path, svg: &Path) -> anyhow::Result<()> {
+    fn write(&self, json: &Path, svg: &Path) -> anyhow::Result<()> {
         let text = serde_json::to_string_pretty(self)?;
         std::fs::write(json, text).with_context(|| format!("writing {}", json.display()))?;
-        chart(&self.timeline, svg).with_context(|| format!("drawing {}", svg.display()))
+        chart::draw(&self.timeline, svg).with_context(|| format!("drawing {}", svg.display()))
     }
-}
-
-/// Two panels over time: events/s committed and applied; append and end-to-end p99.
-fn chart(timeline: &[Second], path: &Path) -> anyhow::Result<()> {
-    let root = SVGBackend::new(path, (960, 640)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let (top, bottom) = root.split_vertically(320);
-    let seconds = timeline.len().max(1) as u64;
-    let most = timeline
-        .iter()
-        .map(|s| s.committed_per_s.max(s.applied_per_s))
-        .max()
-        .unwrap_or(0)
-        .max(1) as f64;
-    let mut throughput = ChartBuilder::on(&top)
-        .caption("events/s", ("sans-serif", 18))
-        .margin(10)
-        .x_label_area_size(30)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0u64..seconds, 0f64..most * 1.1)?;
-    throughput.configure_mesh().x_desc("second").draw()?;
-    throughput
-        .draw_series(LineSeries::new(
-            timeline
-                .iter()
-                .map(|s| (s.second, s.committed_per_s as f64)),
-            &BLUE,
-        ))?
-        .label("committed")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
-    throughput
-        .draw_series(LineSeries::new(
-            timeline.iter().map(|s| (s.second, s.applied_per_s as f64)),
-            &GREEN,
-        ))?
-        .label("applied to the leaderboards")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], GREEN));
-    throughput
-        .configure_series_labels()
-        .border_style(BLACK)
-        .background_style(WHITE)
-        .draw()?;
-    let slowest = timeline
-        .iter()
-        .map(|s| s.append_p99_ms.max(s.end_to_end_p99_ms))
-        .fold(1.0f64, f64::max);
-    let mut latency = ChartBuilder::on(&bottom)
-        .caption("p99 latency (ms)", ("sans-serif", 18))
-        .margin(10)
-        .x_label_area_size(30)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0u64..seconds, 0f64..slowest * 1.1)?;
-    latency.configure_mesh().x_desc("second").draw()?;
-    latency
-        .draw_series(LineSeries::new(
-            timeline.iter().map(|s| (s.second, s.append_p99_ms)),
-            &RED,
-        ))?
-        .label("append p99")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
-    latency
-        .draw_series(LineSeries::new(
-            timeline.iter().map(|s| (s.second, s.end_to_end_p99_ms)),
-            &MAGENTA,
-        ))?
-        .label("end to end p99 (gRPC Watch)")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], MAGENTA));
-    latency
-        .configure_series_labels()
-        .border_style(BLACK)
-        .background_style(WHITE)
-        .draw()?;
-    root.present()?;
-    Ok(())
 }

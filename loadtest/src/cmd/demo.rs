@@ -1,7 +1,6 @@
 //! The demo: shards append a steady hunt, a tier router applies it, and the leaderboards move
 //! live, read through the router's gRPC API as any client would.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -9,21 +8,23 @@ use anyhow::{Context, bail};
 use leaderboard_proto::rewards;
 use leaderboard_proto::v1::GetTopRequest;
 use leaderboard_proto::v1::leaderboard_client::LeaderboardClient;
+use shard_writer::ShardWriter;
 use shard_writer::synthetic::EventGenerator;
-use shard_writer::{ShardWriter, WriterConfig};
-use tier_router::{App, RouterConfig, StartError};
+use tier_router::{RouterConfig, StartError};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
-use crate::redis_target::RedisTarget;
-use crate::{ground_truth, run};
+use crate::harness::ground_truth;
+use crate::harness::marks;
+use crate::harness::pipeline::{Router, Shards};
+use crate::harness::redis_target::{RedisTarget, RedisUrl};
 
 /// Options of `loadtest demo`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Redis to use; without it a private redis-server is started on a free port.
-    #[arg(long, env = "HUNT_REDIS_URL", hide_env_values = true)]
-    redis_url: Option<String>,
+    #[command(flatten)]
+    redis: RedisUrl,
     /// Where the router's gRPC listens (`127.0.0.1:0` picks a free port).
     #[arg(long, default_value = "127.0.0.1:50051")]
     grpc_addr: SocketAddr,
@@ -44,96 +45,23 @@ pub(crate) struct Args {
     seconds: u64,
 }
 
+/// `loadtest demo`: the live hunt until `--seconds` or Ctrl-C, then the exactly-once check.
+///
+/// # Errors
+/// When a part cannot be started or reached, or the check failed.
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
-    let redis = RedisTarget::for_ctrl_c(args.redis_url)?;
-    let dir = tempfile::tempdir().context("creating a directory for the shard files")?;
-    let mut config = RouterConfig::new(redis.url.clone());
-    config.grpc_addr = args.grpc_addr;
-    config.http_addr = args.http_addr;
-    let app = match App::build(config).await {
-        Ok(app) => app,
-        Err(StartError::Bind(err)) => bail!(
-            "{err}; pass --grpc-addr 127.0.0.1:0 and \
-             --http-addr 127.0.0.1:0 for free ports"
-        ),
-        Err(err) => return Err(err).context("starting the tier router"),
-    };
-    let grpc_addr = app.grpc_addr();
-    let http_addr = app.http_addr();
-    let router = app.spawn();
-    let mut writers = Vec::new();
-    let mut files = Vec::new();
-    for shard in 1..=args.shards {
-        let path = dir.path().join(format!("shard-{shard}.sqlite"));
-        let config = WriterConfig::new(&path, shard).with_redis(redis.url.clone());
-        files.push((shard, path));
-        writers.push(
-            ShardWriter::open(config)
-                .await
-                .context("opening a shard writer")?,
-        );
-    }
-    println!(
-        "{} shards appending {} events/s for {} hunters over {} tiers; shard files in {}",
-        args.shards,
-        args.rate,
-        args.players,
-        rewards::TIERS.len(),
-        dir.path().display()
-    );
-    println!("tier router gRPC on {grpc_addr} (hunt.v1.Leaderboard, with reflection). Try:");
-    println!(
-        "  grpcurl -plaintext -d '{{\"tier\":1,\"limit\":10}}' {grpc_addr} hunt.v1.Leaderboard/GetTop"
-    );
-    println!("  grpcurl -plaintext -d '{{\"tier\":1}}' {grpc_addr} hunt.v1.Leaderboard/Watch");
-    println!("live leaderboards: http://{http_addr}/ (metrics: http://{http_addr}/metrics)");
-    if args.seconds == 0 {
-        println!("Ctrl-C stops the demo.");
-    }
-
+    let redis = args.redis.start_for_ctrl_c()?;
+    let router = start_router(&args, &redis.url).await?;
+    let shards = Shards::open(&redis.url, 1..=args.shards).await?;
+    print_banner(&args, &router, &shards);
     let stop = CancellationToken::new();
-    let per_shard = (args.rate as f64 / f64::from(args.shards)).max(0.1);
-    let mut producers = tokio::task::JoinSet::new();
-    for writer in &writers {
-        let (writer, stop) = (writer.clone(), stop.clone());
-        let players = args.players;
-        producers.spawn(async move {
-            let mut events = EventGenerator::new(u64::from(writer.shard_id()), players);
-            let interval = Duration::from_secs_f64(1.0 / per_shard);
-            let started = tokio::time::Instant::now();
-            let mut appended = 0u64;
-            while !stop.is_cancelled() {
-                tokio::time::sleep_until(started + interval.mul_f64(appended as f64)).await;
-                writer.append(events.next_event()).await?;
-                appended += 1;
-            }
-            Ok::<u64, shard_writer::AppendError>(appended)
-        });
-    }
-
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc_addr}"))?
+    let mut producers = produce(&shards.writers, args.rate, args.players, &stop);
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", router.grpc))?
         .connect()
         .await
         .context("connecting to the router's gRPC")?;
     let mut grpc = LeaderboardClient::new(channel);
-    let started = Instant::now();
-    let mut ticker = tokio::time::interval(Duration::from_secs(1));
-    ticker.tick().await;
-    // One Ctrl-C listener for the whole loop: a new one per turn would miss a Ctrl-C pressed
-    // while the tops are being printed.
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
-    let interrupted = loop {
-        tokio::select! {
-            _ = &mut ctrl_c => break true,
-            _ = ticker.tick() => {
-                print_tops(started.elapsed(), &mut grpc, &writers).await?;
-                if args.seconds > 0 && started.elapsed() >= Duration::from_secs(args.seconds) {
-                    break false;
-                }
-            }
-        }
-    };
+    let interrupted = show_tops(&args, &mut grpc, &shards.writers).await?;
     stop.cancel();
     let mut appended = 0;
     while let Some(result) = producers.join_next().await {
@@ -142,17 +70,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     if interrupted {
         println!("stopping: waiting for every event to be applied, then checking the leaderboards");
     }
-    let client = redis::Client::open(redis.url.as_str())?;
-    let mut conn = client.get_multiplexed_async_connection().await?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !run::settled(&mut conn, &writers).await? && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    for writer in &writers {
-        writer.shutdown().await?;
-    }
-    let (checks, _) = ground_truth::verify(files, &mut conn, &mut grpc).await?;
-    run::fail_on_checks(&checks)?;
+    check(&redis, &shards, &mut grpc).await?;
     println!(
         "{appended} events appended; every tier's leaderboard equals the totals of the shard \
          logs (duplicate chest awards revoked by the saga): each event applied exactly once."
@@ -163,16 +81,122 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The tier router, in this process, on `--grpc-addr` and `--http-addr`.
+async fn start_router(args: &Args, redis_url: &str) -> anyhow::Result<Router> {
+    let mut config = RouterConfig::new(redis_url.to_owned());
+    config.grpc_addr = args.grpc_addr;
+    config.http_addr = args.http_addr;
+    match Router::embedded(config).await {
+        Ok(router) => Ok(router),
+        Err(StartError::Bind(err)) => bail!(
+            "{err}; pass --grpc-addr 127.0.0.1:0 and \
+             --http-addr 127.0.0.1:0 for free ports"
+        ),
+        Err(err) => Err(err).context("starting the tier router"),
+    }
+}
+
+/// What runs where, and how to look at it.
+fn print_banner(args: &Args, router: &Router, shards: &Shards) {
+    let (grpc_addr, http_addr) = (router.grpc, router.http);
+    println!(
+        "{} shards appending {} events/s for {} hunters over {} tiers; shard files in {}",
+        args.shards,
+        args.rate,
+        args.players,
+        rewards::TIERS.len(),
+        shards.dir().display()
+    );
+    println!("tier router gRPC on {grpc_addr} (hunt.v1.Leaderboard, with reflection). Try:");
+    println!(
+        "  grpcurl -plaintext -d '{{\"tier\":1,\"limit\":10}}' {grpc_addr} hunt.v1.Leaderboard/GetTop"
+    );
+    println!("  grpcurl -plaintext -d '{{\"tier\":1}}' {grpc_addr} hunt.v1.Leaderboard/Watch");
+    println!("live leaderboards: http://{http_addr}/ (metrics: http://{http_addr}/metrics)");
+    if args.seconds == 0 {
+        println!("Ctrl-C stops the demo.");
+    }
+}
+
+/// A steady `rate` events/s over `writers` for `players` hunters until `stop`; each task
+/// returns its appends.
+fn produce(
+    writers: &[ShardWriter],
+    rate: u64,
+    players: u32,
+    stop: &CancellationToken,
+) -> JoinSet<Result<u64, shard_writer::AppendError>> {
+    let per_shard = (rate as f64 / writers.len() as f64).max(0.1);
+    let mut producers = JoinSet::new();
+    for writer in writers {
+        let (writer, stop) = (writer.clone(), stop.clone());
+        producers.spawn(async move {
+            let mut events = EventGenerator::new(u64::from(writer.shard_id()), players);
+            let interval = Duration::from_secs_f64(1.0 / per_shard);
+            let started = tokio::time::Instant::now();
+            let mut appended = 0u64;
+            while !stop.is_cancelled() {
+                tokio::time::sleep_until(started + interval.mul_f64(appended as f64)).await;
+                writer.append(events.next_event()).await?;
+                appended += 1;
+            }
+            Ok(appended)
+        });
+    }
+    producers
+}
+
+/// Prints the tops every second until `--seconds` have passed or Ctrl-C; returns whether it was
+/// Ctrl-C.
+async fn show_tops(
+    args: &Args,
+    grpc: &mut LeaderboardClient<Channel>,
+    writers: &[ShardWriter],
+) -> anyhow::Result<bool> {
+    let started = Instant::now();
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.tick().await;
+    // One Ctrl-C listener for the whole loop: a new one per turn would miss a Ctrl-C pressed
+    // while the tops are being printed.
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        tokio::select! {
+            _ = &mut ctrl_c => return Ok(true),
+            _ = ticker.tick() => {
+                print_tops(started.elapsed(), grpc, writers).await?;
+                if args.seconds > 0 && started.elapsed() >= Duration::from_secs(args.seconds) {
+                    return Ok(false);
+                }
+            }
+        }
+    }
+}
+
+/// Waits (up to 30 s) until everything is applied and settled, stops the shards, and checks the
+/// leaderboards against their logs.
+async fn check(
+    redis: &RedisTarget,
+    shards: &Shards,
+    grpc: &mut LeaderboardClient<Channel>,
+) -> anyhow::Result<()> {
+    let mut conn = redis.connect().await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !marks::settled(&mut conn, &shards.writers).await? && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    shards.shutdown().await?;
+    let (checks, _) = ground_truth::verify(shards.files.clone(), &mut conn, grpc).await?;
+    ground_truth::fail_on_checks(&checks)
+}
+
 /// One line per tier: its top 3 as the router serves them.
 async fn print_tops(
     elapsed: Duration,
     grpc: &mut LeaderboardClient<Channel>,
     writers: &[ShardWriter],
 ) -> anyhow::Result<()> {
-    let committed: u64 = writers
-        .iter()
-        .flat_map(|w| rewards::tier_ids().map(|tier| w.committed_tier_seq(tier)))
-        .sum();
+    let committed = marks::committed_total(writers);
     println!("{:>4}s  {committed} events committed", elapsed.as_secs());
     for tier in rewards::TIERS {
         let top = grpc
@@ -197,28 +221,4 @@ async fn print_tops(
         );
     }
     Ok(())
-}
-
-/// The whole leaderboard of `tier`, player → score, paged through `GetTop`.
-pub(crate) async fn board(
-    grpc: &mut LeaderboardClient<Channel>,
-    tier: u32,
-) -> anyhow::Result<BTreeMap<String, i64>> {
-    let mut board = BTreeMap::new();
-    loop {
-        let page = grpc
-            .get_top(GetTopRequest {
-                tier,
-                offset: u32::try_from(board.len()).unwrap_or(u32::MAX),
-                limit: 1_000,
-            })
-            .await
-            .context("GetTop")?
-            .into_inner();
-        let full = page.entries.len() == 1_000;
-        board.extend(page.entries.into_iter().map(|e| (e.player_id, e.score)));
-        if !full {
-            return Ok(board);
-        }
-    }
 }

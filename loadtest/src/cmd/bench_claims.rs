@@ -29,15 +29,15 @@ use leaderboard_proto::functions::{
 use leaderboard_proto::keys;
 use tokio_util::sync::CancellationToken;
 
-use crate::open_loop::{self, Outcome, millis};
-use crate::redis_target::RedisTarget;
+use crate::harness::histogram::{max_millis, millis};
+use crate::harness::open_loop::{self, Outcome};
+use crate::harness::redis_target::RedisUrl;
 
 /// Options of `loadtest bench-claims`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Redis to use; without it a private redis-server is started on a free port.
-    #[arg(long, env = "HUNT_REDIS_URL", hide_env_values = true)]
-    redis_url: Option<String>,
+    #[command(flatten)]
+    redis: RedisUrl,
     /// Hunters racing for the clues.
     #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     claimants: u32,
@@ -85,8 +85,13 @@ struct Winners {
     conflicts: u64,
 }
 
+/// `loadtest bench-claims`: the phases in order, their table, and the sweep.
+///
+/// # Errors
+/// When Redis cannot be reached, a winner is wrong, an operation failed, or the sweep does not
+/// settle every award.
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
-    let redis = RedisTarget::new(args.redis_url.clone())?;
+    let redis = args.redis.start()?;
     let client = redis::Client::open(redis.url.as_str())?;
     let mut connections = Vec::new();
     for _ in 0..args.connections {
@@ -191,7 +196,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         });
     }
     row("latency max", &|o| {
-        format!("{:.3} ms", o.latency.max() as f64 / 1e6)
+        format!("{:.3} ms", max_millis(&o.latency))
     });
     for (name, q) in [("p50", 0.5), ("p99", 0.99)] {
         row(&format!("from actual send {name}"), &|o| {

@@ -13,14 +13,15 @@ use prost::Message;
 use shard_writer::synthetic::EventGenerator;
 use shard_writer::{ShardWriter, WriterConfig};
 
-use crate::redis_target::RedisTarget;
+use crate::harness::histogram::{self, millis};
+use crate::harness::marks::committed_total;
+use crate::harness::redis_target::{RedisTarget, RedisUrl};
 
 /// Options of `loadtest bench-writer`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Redis to use; without it a private redis-server is started on a free port.
-    #[arg(long, env = "HUNT_REDIS_URL", hide_env_values = true)]
-    redis_url: Option<String>,
+    #[command(flatten)]
+    redis: RedisUrl,
     /// Offered load in events/s, arriving every millisecond in equal bursts, each append
     /// measured from its arrival (open loop: a stalled writer cannot hide its queue). 0 runs
     /// closed-loop instead: `concurrency` tasks append as fast as commits allow.
@@ -52,40 +53,35 @@ struct PipelineResult {
     drain: Duration,
 }
 
+/// `loadtest bench-writer`: the pipeline's shard, then the naive baseline, side by side.
+///
+/// # Errors
+/// When a part cannot be started or reached, or the relay does not catch up.
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
-    let redis = RedisTarget::new(args.redis_url.clone())?;
+    let redis = args.redis.start()?;
     let temp = tempfile::tempdir().context("creating a temporary folder")?;
     let dir = args
         .dir
         .clone()
         .unwrap_or_else(|| temp.path().to_path_buf());
-    let pipeline = pipeline(&args, &redis.url, &dir).await?;
-    let baseline = baseline(&args, &redis.url, &dir).await?;
+    let pipeline = pipeline(&args, &redis, &dir).await?;
+    let baseline = baseline(&args, &redis, &dir).await?;
 
     let rate = pipeline.events as f64 / pipeline.elapsed.as_secs_f64();
     let baseline_rate = baseline.0 as f64 / baseline.1.as_secs_f64();
-    let millis = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1e6;
     println!("| measure | pipeline | naive baseline | ratio |");
     println!("|---|---|---|---|");
     println!(
         "| durable appends/s, one shard | {rate:.0} | {baseline_rate:.0} | {:.1}x |",
         rate / baseline_rate
     );
-    println!(
-        "| append latency p50 | {:.3} ms | {:.3} ms | |",
-        millis(&pipeline.latency, 0.50),
-        millis(&baseline.2, 0.50)
-    );
-    println!(
-        "| append latency p99 | {:.3} ms | {:.3} ms | |",
-        millis(&pipeline.latency, 0.99),
-        millis(&baseline.2, 0.99)
-    );
-    println!(
-        "| append latency p99.9 | {:.3} ms | {:.3} ms | |",
-        millis(&pipeline.latency, 0.999),
-        millis(&baseline.2, 0.999)
-    );
+    for (name, q) in [("p50", 0.50), ("p99", 0.99), ("p99.9", 0.999)] {
+        println!(
+            "| append latency {name} | {:.3} ms | {:.3} ms | |",
+            millis(&pipeline.latency, q),
+            millis(&baseline.2, q)
+        );
+    }
     if args.rate > 0 {
         println!(
             "| load generator: pacer wake-up lateness p99 | {:.3} ms | | |",
@@ -114,12 +110,12 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
 
 async fn pipeline(
     args: &Args,
-    redis_url: &str,
+    redis: &RedisTarget,
     dir: &std::path::Path,
 ) -> anyhow::Result<PipelineResult> {
     let path = dir.join("bench-shard-1.sqlite");
     remove_shard_files(&path);
-    let writer = ShardWriter::open(WriterConfig::new(&path, 1).with_redis(redis_url)).await?;
+    let writer = ShardWriter::open(WriterConfig::new(&path, 1).with_redis(&redis.url)).await?;
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = tokio::task::JoinSet::new();
@@ -141,12 +137,11 @@ async fn pipeline(
         }
     }
 
-    let client = redis::Client::open(redis_url)?;
-    let mut conn = client.get_multiplexed_async_connection().await?;
+    let mut conn = redis.connect().await?;
     tokio::time::sleep(Duration::from_secs(args.warmup)).await;
     measuring.store(true, Ordering::Relaxed);
     let started = Instant::now();
-    let committed_before = committed_total(&writer);
+    let committed_before = committed_total(std::slice::from_ref(&writer));
     let mut max_relay_lag = 0;
     while started.elapsed() < Duration::from_secs(args.seconds) {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -158,10 +153,10 @@ async fn pipeline(
     }
     measuring.store(false, Ordering::Relaxed);
     let elapsed = started.elapsed();
-    let committed = committed_total(&writer) - committed_before;
+    let committed = committed_total(std::slice::from_ref(&writer)) - committed_before;
     stop.store(true, Ordering::Relaxed);
-    let mut latency = new_histogram()?;
-    let mut pacer_lateness = new_histogram()?;
+    let mut latency = histogram::new()?;
+    let mut pacer_lateness = histogram::new()?;
     while let Some(result) = tasks.join_next().await {
         let (appends, pacer) = result??;
         latency.add(appends)?;
@@ -194,7 +189,7 @@ async fn closed_loop(
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<(Histogram<u64>, Histogram<u64>)> {
     let mut events = EventGenerator::new(seed, 50_000);
-    let mut latency = new_histogram()?;
+    let mut latency = histogram::new()?;
     while !stop.load(Ordering::Relaxed) {
         let event = events.next_event();
         let started = Instant::now();
@@ -203,7 +198,7 @@ async fn closed_loop(
             latency.saturating_record(started.elapsed().as_nanos() as u64);
         }
     }
-    Ok((latency, new_histogram()?))
+    Ok((latency, histogram::new()?))
 }
 
 /// Offers `rate` events/s, a burst every millisecond, each append in its own task; returns
@@ -217,8 +212,8 @@ async fn open_loop(
 ) -> anyhow::Result<(Histogram<u64>, Histogram<u64>)> {
     let mut events = EventGenerator::new(1, 50_000);
     let mut appends = tokio::task::JoinSet::new();
-    let mut latency = new_histogram()?;
-    let mut pacer_lateness = new_histogram()?;
+    let mut latency = histogram::new()?;
+    let mut pacer_lateness = histogram::new()?;
     let mut ticker = tokio::time::interval(Duration::from_millis(1));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let started = tokio::time::Instant::now();
@@ -258,17 +253,6 @@ async fn open_loop(
     Ok((latency, pacer_lateness))
 }
 
-pub(crate) fn new_histogram() -> anyhow::Result<Histogram<u64>> {
-    Ok(Histogram::new_with_bounds(1_000, 60_000_000_000, 3)?)
-}
-
-/// Events committed by `writer`, over all tiers.
-fn committed_total(writer: &ShardWriter) -> u64 {
-    rewards::tier_ids()
-        .map(|tier| writer.committed_tier_seq(tier))
-        .sum()
-}
-
 /// Committed events not yet published, over all tiers.
 async fn relay_lag(
     conn: &mut redis::aio::MultiplexedConnection,
@@ -296,7 +280,7 @@ async fn relay_lag(
 /// The old way: one SQLite transaction and one XADD round trip per event, one at a time.
 async fn baseline(
     args: &Args,
-    redis_url: &str,
+    redis: &RedisTarget,
     dir: &std::path::Path,
 ) -> anyhow::Result<(u64, Duration, Histogram<u64>)> {
     let path = dir.join("bench-baseline.sqlite");
@@ -306,10 +290,9 @@ async fn baseline(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
          CREATE TABLE events (seq INTEGER PRIMARY KEY, tier INTEGER, payload BLOB);",
     )?;
-    let client = redis::Client::open(redis_url)?;
-    let mut conn = client.get_multiplexed_async_connection().await?;
+    let mut conn = redis.connect().await?;
     let mut events = EventGenerator::new(7, 50_000);
-    let mut latency = new_histogram()?;
+    let mut latency = histogram::new()?;
     let started = Instant::now();
     let mut count = 0u64;
     while started.elapsed() < Duration::from_secs(args.baseline_seconds) {

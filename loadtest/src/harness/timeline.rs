@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::bench_writer::new_histogram;
+use crate::harness::histogram;
 
 /// One second of a run.
 #[derive(Debug, Clone, Serialize)]
@@ -56,7 +56,7 @@ impl Timeline {
         if let Ok(mut buckets) = self.buckets.lock() {
             let histograms = pick(&mut buckets);
             while histograms.len() <= second {
-                match new_histogram() {
+                match histogram::new() {
                     Ok(h) => histograms.push(h),
                     Err(_) => return,
                 }
@@ -91,7 +91,7 @@ impl Timeline {
             histograms
                 .get(second)
                 .filter(|h| !h.is_empty())
-                .map_or(0.0, |h| h.value_at_quantile(0.99) as f64 / 1e6)
+                .map_or(0.0, |h| histogram::millis(h, 0.99))
         };
         let mut before = (0, 0);
         buckets

@@ -13,19 +13,38 @@ use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use leaderboard_proto::rewards;
 use leaderboard_proto::v1::leaderboard_client::LeaderboardClient;
-use leaderboard_proto::v1::{WatchRequest, watch_update};
+use leaderboard_proto::v1::{WatchRequest, WatchUpdate, watch_update};
 use shard_writer::ShardWriter;
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
-use crate::bench_router::{PROBE_POINTS, probe_player};
-use crate::bench_writer::new_histogram;
-use crate::timeline::Timeline;
+use crate::harness::histogram;
+use crate::harness::timeline::Timeline;
 
 /// Milliseconds between two probes (each to the next tier).
 const PROBE_EVERY: Duration = Duration::from_millis(10);
+
+/// Points per probe: far above any hunter, so the probe player leads its tier.
+pub(crate) const PROBE_POINTS: i64 = 1_000_000_000;
+
+/// The player the probes of `tier` raise.
+pub(crate) fn probe_player(tier: u32) -> String {
+    format!("probe-t{tier}")
+}
+
+/// `player`'s score in a `Watch` update (a snapshot or a delta), if the update names it.
+pub(crate) fn watched_score(update: WatchUpdate, player: &str) -> Option<i64> {
+    let entries = match update.update? {
+        watch_update::Update::Snapshot(s) => s.entries,
+        watch_update::Update::Delta(d) => d.upserts,
+    };
+    entries
+        .iter()
+        .find(|e| e.player_id == player)
+        .map(|e| e.score)
+}
 
 /// The probes sent and who has seen them.
 pub(crate) struct Probes {
@@ -46,8 +65,8 @@ impl Probes {
         Ok(Arc::new(Self {
             sent: rewards::TIERS.iter().map(|_| Mutex::default()).collect(),
             seen: Mutex::default(),
-            grpc: Mutex::new(new_histogram()?),
-            ws: Mutex::new(new_histogram()?),
+            grpc: Mutex::new(histogram::new()?),
+            ws: Mutex::new(histogram::new()?),
             timeline,
         }))
     }
@@ -162,13 +181,8 @@ pub(crate) async fn watch(
                 let Some(update) = update else {
                     bail!("the router ended a Watch stream")
                 };
-                let entries = match update.update {
-                    Some(watch_update::Update::Snapshot(s)) => s.entries,
-                    Some(watch_update::Update::Delta(d)) => d.upserts,
-                    None => continue,
-                };
-                if let Some(score) = entries.iter().find(|e| e.player_id == player) {
-                    probes.saw(index, &seen, score.score, false);
+                if let Some(score) = watched_score(update, &player) {
+                    probes.saw(index, &seen, score, false);
                 }
             }
         });

@@ -17,7 +17,7 @@ use serde::Serialize;
 use shard_writer::wal::reader::ShardFile;
 use tonic::transport::Channel;
 
-use crate::demo::board;
+use crate::harness::leaderboard::board;
 
 /// Examples named per failed check.
 const EXAMPLES: usize = 5;
@@ -304,4 +304,21 @@ pub(crate) async fn verify(
         &twice,
     ));
     Ok((checks, logs.events))
+}
+
+/// An error naming every failed check.
+///
+/// # Errors
+/// When any of `checks` failed.
+pub(crate) fn fail_on_checks(checks: &[Check]) -> anyhow::Result<()> {
+    let failed: Vec<String> = checks
+        .iter()
+        .filter(|c| !c.passed)
+        .map(|c| format!("{}: {}", c.name, c.detail))
+        .collect();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("correctness checks failed:\n  {}", failed.join("\n  "))
+    }
 }

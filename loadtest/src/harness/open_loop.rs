@@ -8,8 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use tokio_util::sync::CancellationToken;
 
-use crate::bench_writer::new_histogram;
+use crate::harness::histogram;
 
 /// What an open-loop run measured.
 #[derive(Debug)]
@@ -31,7 +32,7 @@ pub(crate) struct Outcome {
 /// at once (past that an arrival waits for a slot, and the wait counts in its latency).
 ///
 /// # Errors
-/// When the histogram cannot be built or the semaphore closes.
+/// When the rate is 0, or the semaphore closes.
 pub(crate) async fn run<F, Fut>(
     rate: u64,
     duration: Duration,
@@ -42,17 +43,26 @@ where
     F: Fn(u64) -> Fut,
     Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
 {
-    run_observed(rate, duration, max_in_flight, op, |_, _| {}).await
+    run_observed(rate, Until::Elapsed(duration), max_in_flight, op, |_, _| {}).await
 }
 
-/// [`run`], also telling `observe` of each operation that succeeded: its intended start and its
-/// latency from then.
+/// How long an open-loop run goes on starting operations.
+pub(crate) enum Until {
+    /// For this long (the duration's worth of operations at the rate); the first failure is
+    /// printed.
+    Elapsed(Duration),
+    /// Until this is cancelled; failures are only counted.
+    Stopped(CancellationToken),
+}
+
+/// [`run`] for as long as `until` says, also telling `observe` of each operation that succeeded:
+/// its intended start and its latency from then.
 ///
 /// # Errors
-/// When the histogram cannot be built or the semaphore closes.
+/// When the rate is 0, or the semaphore closes.
 pub(crate) async fn run_observed<F, Fut, O>(
     rate: u64,
-    duration: Duration,
+    until: Until,
     max_in_flight: usize,
     op: F,
     observe: O,
@@ -63,17 +73,22 @@ where
     O: Fn(Instant, Duration) + Send + Sync + 'static,
 {
     anyhow::ensure!(rate > 0, "the rate must be at least 1 per second");
-    let latency = Arc::new(Mutex::new(new_histogram()?));
-    let service = Arc::new(Mutex::new(new_histogram()?));
+    // A stopped run has no count of its own: it goes on until `stop`.
+    let (total, stop) = match until {
+        Until::Elapsed(duration) => ((duration.as_secs_f64() * rate as f64) as u64, None),
+        Until::Stopped(stop) => (u64::MAX, Some(stop)),
+    };
+    let print_first_error = stop.is_none();
+    let latency = Arc::new(Mutex::new(histogram::new()?));
+    let service = Arc::new(Mutex::new(histogram::new()?));
     let errors = Arc::new(AtomicU64::new(0));
     let observe = Arc::new(observe);
     let in_flight = Arc::new(tokio::sync::Semaphore::new(max_in_flight));
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
-    let total = (duration.as_secs_f64() * rate as f64) as u64;
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     let mut sent = 0u64;
-    while sent < total {
+    while sent < total && !stop.as_ref().is_some_and(CancellationToken::is_cancelled) {
         let due = started + interval.mul_f64(sent as f64);
         tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
         // Everything due by now starts now: the timer's lateness is not hidden.
@@ -105,7 +120,7 @@ where
                         }
                     }
                     Err(err) => {
-                        if errors.fetch_add(1, Ordering::Relaxed) == 0 {
+                        if errors.fetch_add(1, Ordering::Relaxed) == 0 && print_first_error {
                             eprintln!("first failed operation: {err:#}");
                         }
                     }
@@ -117,22 +132,27 @@ where
     }
     while tasks.join_next().await.is_some() {}
     let elapsed = started.elapsed();
-    let snapshot = |histogram: &Mutex<Histogram<u64>>| {
-        histogram
-            .lock()
-            .map(|h| h.clone())
-            .map_err(|_| anyhow::anyhow!("histogram poisoned"))
-    };
     Ok(Outcome {
-        latency: snapshot(&latency)?,
-        service: snapshot(&service)?,
+        latency: histogram::snapshot(&latency)?,
+        service: histogram::snapshot(&service)?,
         errors: errors.load(Ordering::Relaxed),
         sent,
         elapsed,
     })
 }
 
-/// Milliseconds at quantile `q` of a nanosecond histogram.
-pub(crate) fn millis(histogram: &Histogram<u64>, q: f64) -> f64 {
-    histogram.value_at_quantile(q) as f64 / 1e6
+impl Outcome {
+    /// The outcome of a run that started nothing.
+    ///
+    /// # Errors
+    /// When a histogram cannot be built.
+    pub(crate) fn empty() -> anyhow::Result<Self> {
+        Ok(Self {
+            latency: histogram::new()?,
+            service: histogram::new()?,
+            errors: 0,
+            sent: 0,
+            elapsed: Duration::ZERO,
+        })
+    }
 }

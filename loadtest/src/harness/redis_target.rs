@@ -1,0 +1,92 @@
+//! The Redis a run talks to: one given by URL, or a private `redis-server` child.
+
+use anyhow::Context;
+use hunt_testkit::RedisServer;
+
+/// The `--redis-url` option of a command that starts a private Redis when none is given.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct RedisUrl {
+    /// Redis to use; without it a private redis-server is started on a free port.
+    #[arg(long, env = "HUNT_REDIS_URL", hide_env_values = true)]
+    redis_url: Option<String>,
+}
+
+impl RedisUrl {
+    /// The Redis given, or a private one started now (see [`RedisTarget::new`]).
+    ///
+    /// # Errors
+    /// When a private `redis-server` cannot start.
+    pub(crate) fn start(&self) -> anyhow::Result<RedisTarget> {
+        RedisTarget::new(self.redis_url.clone())
+    }
+
+    /// The Redis given, or a private one started now in a process group of its own (see
+    /// [`RedisTarget::for_ctrl_c`]).
+    ///
+    /// # Errors
+    /// When a private `redis-server` cannot start.
+    pub(crate) fn start_for_ctrl_c(&self) -> anyhow::Result<RedisTarget> {
+        RedisTarget::for_ctrl_c(self.redis_url.clone())
+    }
+}
+
+/// A Redis URL, and the private server behind it when this process started one.
+pub(crate) struct RedisTarget {
+    pub(crate) url: String,
+    server: Option<RedisServer>,
+}
+
+impl RedisTarget {
+    /// Uses `url`, or starts a private `redis-server` on a free loopback port.
+    pub(crate) fn new(url: Option<String>) -> anyhow::Result<Self> {
+        Self::start(url, RedisServer::start)
+    }
+
+    /// [`RedisTarget::new`] for a command that stops on Ctrl-C and then shuts down in order: the
+    /// private server runs in a process group of its own, so the terminal's Ctrl-C does not stop
+    /// it before the writers and the router are done with it.
+    pub(crate) fn for_ctrl_c(url: Option<String>) -> anyhow::Result<Self> {
+        Self::start(url, RedisServer::start_own_group)
+    }
+
+    /// Whether this process started the server (so nothing else uses it).
+    pub(crate) fn is_private(&self) -> bool {
+        self.server.is_some()
+    }
+
+    /// A client of this Redis.
+    ///
+    /// # Errors
+    /// When the URL is not a Redis URL.
+    pub(crate) fn client(&self) -> anyhow::Result<redis::Client> {
+        Ok(redis::Client::open(self.url.as_str())?)
+    }
+
+    /// A new multiplexed connection to this Redis.
+    ///
+    /// # Errors
+    /// When the URL is not a Redis URL or Redis cannot be reached.
+    pub(crate) async fn connect(&self) -> anyhow::Result<redis::aio::MultiplexedConnection> {
+        Ok(self.client()?.get_multiplexed_async_connection().await?)
+    }
+
+    fn start(
+        url: Option<String>,
+        start: fn() -> Result<RedisServer, hunt_testkit::TestkitError>,
+    ) -> anyhow::Result<Self> {
+        match url {
+            Some(url) => Ok(Self { url, server: None }),
+            None => {
+                let server = start().context("starting a private redis-server")?;
+                eprintln!(
+                    "started a private redis-server on 127.0.0.1:{}",
+                    server.port()
+                );
+                Ok(Self {
+                    url: server.url(),
+                    server: Some(server),
+                })
+            }
+        }
+    }
+}
