@@ -58,8 +58,8 @@ use crate::config::WriterConfig;
 use crate::error::{AppendError, ClaimError, ConfigError, OpenError};
 use crate::writer::{Appended, BatchRejected, ShardWriter};
 
-/// The largest gRPC message the sidecar reads or writes: 4 MiB.
-pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+/// The largest gRPC message the sidecar reads or writes: the contract's 4 MiB.
+pub const MAX_MESSAGE_BYTES: usize = leaderboard_proto::limits::MAX_MESSAGE_BYTES;
 
 /// Connections open at once on the metrics port; past it, newcomers wait in the kernel's
 /// backlog.

@@ -204,8 +204,8 @@ impl Default for WsLimits {
 pub const MAX_LIMIT: u32 = 1_000;
 /// The largest `around` of `GetPlayer`.
 pub const MAX_AROUND: u32 = 50;
-/// The largest gRPC message the router accepts or sends.
-pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+/// The largest gRPC message the router accepts or sends: the contract's 4 MiB.
+pub const MAX_MESSAGE_BYTES: usize = leaderboard_proto::limits::MAX_MESSAGE_BYTES;
 /// The most gRPC streams (calls, `Watch` included) one connection may have open at once.
 pub const MAX_STREAMS_PER_CONNECTION: u32 = 256;
 
