@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use hunt_redis::connection::{Connection, RedisTarget, Timeouts};
-use leaderboard_proto::functions::{self as claims, AwardRecord};
+use leaderboard_proto::functions::{self, AwardRecord};
 use leaderboard_proto::v1::leaderboard_server::Leaderboard;
 use leaderboard_proto::v1::{
     Award, AwardState, Delta, Entry, GetAwardRequest, GetAwardResponse, GetChestRequest,
@@ -478,13 +478,13 @@ async fn follow(
     }
 }
 
-fn award_state(state: claims::AwardState) -> AwardState {
+fn award_state(state: functions::AwardState) -> AwardState {
     match state {
-        claims::AwardState::Pending => AwardState::Pending,
-        claims::AwardState::Confirmed => AwardState::Confirmed,
-        claims::AwardState::Revoked => AwardState::Revoked,
-        claims::AwardState::Compensated => AwardState::Compensated,
-        claims::AwardState::Withdrawn => AwardState::Withdrawn,
+        functions::AwardState::Pending => AwardState::Pending,
+        functions::AwardState::Confirmed => AwardState::Confirmed,
+        functions::AwardState::Revoked => AwardState::Revoked,
+        functions::AwardState::Compensated => AwardState::Compensated,
+        functions::AwardState::Withdrawn => AwardState::Withdrawn,
     }
 }
 

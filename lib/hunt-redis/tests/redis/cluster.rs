@@ -4,7 +4,6 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use hunt_redis::library as functions;
 use hunt_redis::{Connection, RedisTarget, Timeouts};
 use hunt_testkit::RedisCluster;
 use leaderboard_proto::functions::Function;
@@ -55,7 +54,7 @@ async fn tiers_on_different_nodes_apply_and_claim_through_one_connection() {
     assert!(nodes.len() >= 2, "every tier landed on one node: {nodes:?}");
 
     let mut conn = connect(&cluster).await;
-    functions::ensure_loaded(&mut conn)
+    hunt_redis::ensure_loaded(&mut conn)
         .await
         .expect("library loads");
     for tier in &tiers {
@@ -150,7 +149,7 @@ async fn tiers_on_different_nodes_apply_and_claim_through_one_connection() {
 async fn the_library_comes_back_on_a_node_that_lost_it() {
     let cluster = RedisCluster::start().expect("redis cluster");
     let mut conn = connect(&cluster).await;
-    functions::ensure_loaded(&mut conn)
+    hunt_redis::ensure_loaded(&mut conn)
         .await
         .expect("library loads");
     let chests = ids_on_every_node(&cluster, "chest-", keys::chest);
