@@ -3,6 +3,8 @@
 //! 1. Compiles every `.proto` file under `proto/` with `protox` (pure Rust: no system `protoc`)
 //!    into one file descriptor set.
 //! 2. Generates the messages, gRPC servers and clients with `tonic-prost-build`.
+//!    With the `json` feature, `pbjson-build` adds serde implementations in the proto3 JSON
+//!    mapping (lowerCamelCase names, 64-bit integers as strings, default values written out).
 //! 3. Writes the encoded descriptor set to `$OUT_DIR/hunt_descriptor.bin` for gRPC reflection.
 //! 4. Parses the reward table `rewards/tiers.txtpb` (protobuf text format, `hunt.v1.RewardTable`)
 //!    against the same descriptors, validates it, and writes `$OUT_DIR/rewards.rs`: the tier
@@ -71,6 +73,12 @@ fn run() -> BuildResult<()> {
         .build_client(true)
         .build_transport(false)
         .compile_fds(compiler.file_descriptor_set())?;
+    #[cfg(feature = "json")]
+    pbjson_build::Builder::new()
+        .register_descriptors(&compiler.encode_file_descriptor_set())?
+        .out_dir(&out_dir)
+        .emit_fields()
+        .build(&[".hunt.v1"])?;
 
     let pool = compiler.descriptor_pool();
     let table_path = manifest_dir.join(REWARD_TABLE);

@@ -147,7 +147,7 @@ def test_default_router(chart):
     assert container["command"] == ["/usr/local/bin/tier-router"]
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    assert container["startupProbe"]["grpc"] == {"port": 50051, "service": "hunt.v1.Leaderboard"}
+    assert container["startupProbe"]["grpc"] == {"port": 50051, "service": "hunt.v1.LeaderboardService"}
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"grpc": 50051, "http": 8080}
     config = find(objects, "ConfigMap", "-router")["data"]
     # Kubernetes waits longer than the router's own drain before SIGKILL.

@@ -367,8 +367,8 @@ local function apply(keys, args)
 end
 
 -- hunt_open_clue(KEYS[1] = clue; ARGV[1] = wave)
--- Opens the clue to new claims for a wave (waves count from 1): the current hunter is cleared
--- and the wave stored in reset_at. A wave at or below the one stored changes nothing, so a
+-- Opens the clue to new claims for a wave (waves count from 1): its holder (current_hunter) is
+-- cleared and the wave stored in reset_at. A wave at or below the one stored changes nothing, so a
 -- repeated or late reset never reopens a clue claimed in a later wave. The token counter is
 -- kept: every claim of every wave gets a greater token.
 -- Returns {1, wave} when opened, {0, stored wave} when not.
@@ -383,38 +383,38 @@ local function open_clue(keys, args)
   return {1, wave}
 end
 
--- hunt_claim_clue(KEYS[1] = clue; ARGV = hunter, solve time ms (the shard's clock, kept for
+-- hunt_claim_clue(KEYS[1] = clue; ARGV = player_id, solve time ms (the shard's clock, kept for
 --                 people, never compared))
--- First solver wins: a compare-and-swap of current_hunter from none to the hunter. The winner
+-- First solver wins: a compare-and-swap of current_hunter from none to the player. The winner
 -- gets token = previous token + 1, greater than every token of the clue before. The holder
 -- asking again gets its own token back (a retried claim).
--- Returns {1, hunter, token, wave} won (or already held by this hunter), {0, holder, token,
+-- Returns {1, player_id, token, wave} won (or already held by this player), {0, holder, token,
 -- wave} held by another, {-1} for a clue never opened.
 local function claim_clue(keys, args)
-  local clue, hunter = keys[1], args[1]
+  local clue, player_id = keys[1], args[1]
   local state = redis.call('HMGET', clue, 'reset_at', 'current_hunter', 'token')
   if not state[1] then
     return {-1}
   end
   local wave, holder, token = tonumber(state[1]), state[2], tonumber(state[3] or '0')
   if holder then
-    if holder == hunter then
+    if holder == player_id then
       return {1, holder, token, wave}
     end
     return {0, holder, token, wave}
   end
   token = redis.call('HINCRBY', clue, 'token', 1)
-  redis.call('HSET', clue, 'current_hunter', hunter, 'last_solve_ms', args[2])
-  return {1, hunter, token, wave}
+  redis.call('HSET', clue, 'current_hunter', player_id, 'last_solve_ms', args[2])
+  return {1, player_id, token, wave}
 end
 
--- hunt_check_clue(KEYS[1] = clue; ARGV = hunter, token)
--- Whether a write carrying this token may go ahead: 'ok' when the hunter holds the clue under
+-- hunt_check_clue(KEYS[1] = clue; ARGV = player_id, token)
+-- Whether a write carrying this token may go ahead: 'ok' when the player holds the clue under
 -- exactly this token; 'stale' for an older token; 'future' for a token never handed out;
--- 'not_holder' when the token is current but another hunter (or nobody) holds the clue;
+-- 'not_holder' when the token is current but another player (or nobody) holds the clue;
 -- 'unknown' for a clue never opened.
 local function check_clue(keys, args)
-  local clue, hunter, token = keys[1], args[1], tonumber(args[2])
+  local clue, player_id, token = keys[1], args[1], tonumber(args[2])
   local state = redis.call('HMGET', clue, 'reset_at', 'current_hunter', 'token')
   if not state[1] then
     return 'unknown'
@@ -426,7 +426,7 @@ local function check_clue(keys, args)
   if token < current then
     return 'stale'
   end
-  if state[2] ~= hunter then
+  if state[2] ~= player_id then
     return 'not_holder'
   end
   return 'ok'

@@ -146,12 +146,12 @@ pub mod name {
     pub const APPLY: &str = "hunt_apply";
     /// `hunt_open_clue(clue; wave) -> {opened, wave}`.
     pub const OPEN_CLUE: &str = "hunt_open_clue";
-    /// `hunt_claim_clue(clue; hunter, solve_ms) -> {1, hunter, token, wave} | {0, holder, token,
-    /// wave} | {-1}`.
+    /// `hunt_claim_clue(clue; player_id, solve_ms) -> {1, player_id, token, wave} |
+    /// {0, holder_player_id, token, wave} | {-1}`.
     pub const CLAIM_CLUE: &str = "hunt_claim_clue";
-    /// `hunt_check_clue(clue; hunter, token) -> ok | stale | future | not_holder | unknown`.
+    /// `hunt_check_clue(clue; player_id, token) -> ok | stale | future | not_holder | unknown`.
     pub const CHECK_CLUE: &str = "hunt_check_clue";
-    /// `hunt_claim_chest(chest; award_id, ttl_s) -> {1, award_id} | {0, holder}`.
+    /// `hunt_claim_chest(chest; award_id, ttl_s) -> {1, award_id} | {0, holder_award_id}`.
     pub const CLAIM_CHEST: &str = "hunt_claim_chest";
     /// `hunt_award_pending(awards, awards_pending | awards_revoked; limit) -> {award_id,
     /// record, ...}`. Built by [`super::awards_waiting_cmd`].

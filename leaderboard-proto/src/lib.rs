@@ -1,8 +1,8 @@
 //! The contract of hunt-pipeline, shared by every crate of the workspace.
 //!
-//! - [`v1`]: the `hunt.v1` protobuf messages and gRPC services (`Leaderboard`, `Ingest`),
-//!   generated at build time from `proto/hunt/v1/*.proto`, and [`FILE_DESCRIPTOR_SET`] for gRPC
-//!   server reflection.
+//! - [`v1`]: the `hunt.v1` protobuf messages and gRPC services (`LeaderboardService`,
+//!   `IngestService`), generated at build time from `proto/hunt/v1/*.proto`, and
+//!   [`FILE_DESCRIPTOR_SET`] for gRPC server reflection.
 //! - [`rewards`]: the reward table (`rewards/tiers.txtpb`), compiled into constants: tiers never
 //!   change at run time.
 //! - [`functions`]: the Redis Functions library (`lua/hunt.lua`) and the commands that call it.
@@ -16,7 +16,8 @@
 
 #![forbid(unsafe_code)]
 
-/// The `hunt.v1` protobuf package: messages, `Leaderboard` and `Ingest` servers and clients.
+/// The `hunt.v1` protobuf package: messages, `LeaderboardService` and `IngestService` servers and
+/// clients; with the `json` feature, serde in the proto3 JSON mapping.
 #[allow(
     missing_docs,
     unreachable_pub,
@@ -27,6 +28,8 @@
 )]
 pub mod v1 {
     tonic::include_proto!("hunt.v1");
+    #[cfg(feature = "json")]
+    include!(concat!(env!("OUT_DIR"), "/hunt.v1.serde.rs"));
 }
 
 /// The encoded `FileDescriptorSet` of every `hunt.v1` file (imports and source info included),
@@ -49,7 +52,7 @@ mod tests {
     #[test]
     fn descriptor_set_describes_every_service() -> Result<(), prost_reflect::DescriptorError> {
         let pool = DescriptorPool::decode(super::FILE_DESCRIPTOR_SET)?;
-        for service in ["hunt.v1.Leaderboard", "hunt.v1.Ingest"] {
+        for service in ["hunt.v1.LeaderboardService", "hunt.v1.IngestService"] {
             assert!(pool.get_service_by_name(service).is_some(), "{service}");
         }
         for message in ["hunt.v1.HuntEvent", "hunt.v1.RewardTable"] {

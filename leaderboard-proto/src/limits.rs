@@ -12,6 +12,15 @@ pub const MAX_ID_BYTES: usize = 64;
 /// The most clues one wave opens.
 pub const MAX_WAVE_CLUES: usize = 1_000;
 
+/// The rows `GetTop` returns when its `limit` is 0.
+pub const DEFAULT_TOP_LIMIT: u32 = 100;
+
+/// The largest `limit` of `GetTop`.
+pub const MAX_TOP_LIMIT: u32 = 1_000;
+
+/// The largest `around` of `GetPlayer`: neighbours on each side.
+pub const MAX_AROUND: u32 = 50;
+
 /// The largest gRPC message a hunt-pipeline server reads or writes: 4 MiB.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 

@@ -56,18 +56,18 @@ impl BlockingShardWriter {
     ///
     /// # Errors
     /// As [`ShardWriter::claim_clue`].
-    pub fn claim_clue(&self, clue_id: &str, hunter: &str) -> Result<ClueClaim, ClaimError> {
+    pub fn claim_clue(&self, clue_id: &str, player_id: &str) -> Result<ClueClaim, ClaimError> {
         self.runtime
-            .block_on(self.writer.claim_clue(clue_id, hunter))
+            .block_on(self.writer.claim_clue(clue_id, player_id))
     }
 
     /// As [`ShardWriter::check_clue`], blocking for at most `claim_timeout`.
     ///
     /// # Errors
     /// As [`ShardWriter::check_clue`].
-    pub fn check_clue(&self, clue_id: &str, hunter: &str, token: u64) -> Result<(), ClaimError> {
+    pub fn check_clue(&self, clue_id: &str, player_id: &str, token: u64) -> Result<(), ClaimError> {
         self.runtime
-            .block_on(self.writer.check_clue(clue_id, hunter, token))
+            .block_on(self.writer.check_clue(clue_id, player_id, token))
     }
 
     /// As [`ShardWriter::open_wave`], blocking until the wave's event is committed.

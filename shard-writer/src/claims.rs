@@ -40,26 +40,30 @@ use crate::writer::{Appended, ShardWriter};
 use hunt_redis::reconnecting::{CallError, Reconnecting};
 
 impl ShardWriter {
-    /// Claims `clue_id` for `hunter`: [`ClueClaim::Won`] with the claim's fencing token (greater
-    /// than every earlier token of the clue) when the hunter holds it, now or from an earlier
+    /// Claims `clue_id` for `player_id`: [`ClueClaim::Won`] with the claim's fencing token (greater
+    /// than every earlier token of the clue) when the player holds it, now or from an earlier
     /// claim; [`ClueClaim::Held`] naming the holder and its token otherwise. Never returns
     /// [`ClueClaim::Unknown`]: a clue no wave opened is an error. Retrying after `Unreachable` is
     /// safe: the holder claiming again gets its own token back.
     ///
     /// # Errors
-    /// [`ClaimError::Invalid`] for an invalid clue id or hunter; [`ClaimError::UnknownClue`] for a
+    /// [`ClaimError::Invalid`] for an invalid clue id or player id; [`ClaimError::UnknownClue`] for a
     /// clue never opened; [`ClaimError::Unreachable`], [`ClaimError::Redis`],
     /// [`ClaimError::NoRedis`].
-    pub async fn claim_clue(&self, clue_id: &str, hunter: &str) -> Result<ClueClaim, ClaimError> {
+    pub async fn claim_clue(
+        &self,
+        clue_id: &str,
+        player_id: &str,
+    ) -> Result<ClueClaim, ClaimError> {
         const KIND: &str = "clue";
         let started = Instant::now();
         let outcome = async {
             validate::id("clue_id", clue_id)?;
-            validate::id("player_id", hunter)?;
+            validate::id("player_id", player_id)?;
             let solve_ms = self.inner.config.clock.now_ms();
             let claim = self
                 .redis_call(move |mut conn| async move {
-                    hunt_redis::call(&mut conn, &ClaimClue::new(clue_id, hunter, solve_ms)).await
+                    hunt_redis::call(&mut conn, &ClaimClue::new(clue_id, player_id, solve_ms)).await
                 })
                 .await?;
             match claim {
@@ -80,31 +84,31 @@ impl ShardWriter {
         outcome
     }
 
-    /// Checks that a write of `hunter` on `clue_id` carrying `token` may go ahead: Ok when the
-    /// hunter holds the clue under exactly this token.
+    /// Checks that a write of `player_id` on `clue_id` carrying `token` may go ahead: Ok when the
+    /// player_id holds the clue under exactly this token.
     ///
     /// # Errors
     /// [`ClaimError::StaleToken`] (the clue was claimed again since),
     /// [`ClaimError::FutureToken`] (never handed out), [`ClaimError::NotHolder`] (current token,
-    /// another hunter), [`ClaimError::UnknownClue`]; [`ClaimError::Invalid`] for invalid ids or a
+    /// another player), [`ClaimError::UnknownClue`]; [`ClaimError::Invalid`] for invalid ids or a
     /// token of 0; [`ClaimError::Unreachable`], [`ClaimError::Redis`], [`ClaimError::NoRedis`].
     pub async fn check_clue(
         &self,
         clue_id: &str,
-        hunter: &str,
+        player_id: &str,
         token: u64,
     ) -> Result<(), ClaimError> {
         const KIND: &str = "check";
         let started = Instant::now();
         let outcome = async {
             validate::id("clue_id", clue_id)?;
-            validate::id("player_id", hunter)?;
+            validate::id("player_id", player_id)?;
             if token == 0 {
                 return Err(ValidationError::MissingToken.into());
             }
             let check = self
                 .redis_call(move |mut conn| async move {
-                    hunt_redis::call(&mut conn, &CheckClue::new(clue_id, hunter, token)).await
+                    hunt_redis::call(&mut conn, &CheckClue::new(clue_id, player_id, token)).await
                 })
                 .await?;
             match check {
@@ -146,7 +150,7 @@ impl ShardWriter {
             validate::wave(wave, clue_ids)?;
             let mut pipe = redis::pipe();
             for clue_id in clue_ids {
-                pipe.add_command(OpenClue::new(clue_id, u64::from(wave)).cmd().clone());
+                pipe.add_command(OpenClue::new(clue_id, wave).cmd().clone());
             }
             let pipe = &pipe;
             let _opened: Vec<(i64, u64)> = self

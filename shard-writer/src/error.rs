@@ -205,8 +205,8 @@ pub enum ClaimError {
     /// No claim of the clue has handed out this token yet.
     #[error("the token was never handed out for this clue")]
     FutureToken,
-    /// The token is the clue's current one, but another hunter (or nobody) holds the clue.
-    #[error("the token is current but the hunter does not hold the clue")]
+    /// The token is the clue's current one, but another player (or nobody) holds the clue.
+    #[error("the token is current but the player does not hold the clue")]
     NotHolder,
     /// Redis did not answer within `claim_timeout` (down, hung or partitioned), or the
     /// connection broke. Nothing is known about whether the call took effect: retrying a claim

@@ -1,4 +1,4 @@
-//! The ingest sidecar: [`ShardWriter`] served over gRPC (`hunt.v1.Ingest`) for shard processes
+//! The ingest sidecar: [`ShardWriter`] served over gRPC (`hunt.v1.IngestService`) for shard processes
 //! written in other languages. One sidecar owns one shard file. Built with the `sidecar` feature
 //! (part of the default `cli`).
 //!
@@ -34,12 +34,12 @@ use std::time::Duration;
 
 use hunt_serve::{admin, listener};
 use leaderboard_proto::v1::hunt_event::Kind;
-use leaderboard_proto::v1::ingest_server::{Ingest, IngestServer};
+use leaderboard_proto::v1::ingest_service_server::{IngestService, IngestServiceServer};
 use leaderboard_proto::v1::{
     AckCompensationRequest, AckCompensationResponse, AppendRequest, AppendResponse,
     Appended as AppendedMessage, ClaimChestRequest, ClaimChestResponse, ClaimClueRequest,
-    ClaimClueResponse, Compensation as CompensationMessage, CompensationsRequest, OpenWaveRequest,
-    OpenWaveResponse,
+    ClaimClueResponse, OpenWaveRequest, OpenWaveResponse, StreamCompensationsRequest,
+    StreamCompensationsResponse,
 };
 use leaderboard_proto::validate::ValidationError;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -303,12 +303,12 @@ impl Sidecar {
         &self.writer
     }
 
-    /// Starts serving `hunt.v1.Ingest` and gRPC health checking.
+    /// Starts serving `hunt.v1.IngestService` and gRPC health checking.
     #[must_use]
     pub fn spawn(self) -> SidecarHandle {
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let service = IngestService {
+        let service = Ingest {
             writer: self.writer.clone(),
             acks: self.writer.compensations(),
             inbox_reader: Arc::new(Semaphore::new(1)),
@@ -317,7 +317,7 @@ impl Sidecar {
             cancel: cancel.clone(),
             tracker: tracker.clone(),
         };
-        let server = IngestServer::new(service)
+        let server = IngestServiceServer::new(service)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let incoming = listener::bounded(self.listener, self.config.max_connections);
@@ -325,7 +325,7 @@ impl Sidecar {
         tracker.spawn(async move {
             let served = hunt_serve::grpc::serve(
                 Routes::new(server),
-                <IngestServer<IngestService> as NamedService>::NAME,
+                <IngestServiceServer<Ingest> as NamedService>::NAME,
                 incoming,
                 MAX_STREAMS_PER_CONNECTION,
                 shutdown,
@@ -415,12 +415,12 @@ impl SidecarHandle {
     }
 }
 
-/// `hunt.v1.Ingest` over one writer.
-struct IngestService {
+/// `hunt.v1.IngestService` over one writer.
+struct Ingest {
     writer: ShardWriter,
     /// Acknowledges compensations by id, on its own connection.
     acks: Compensations,
-    /// One `Compensations` stream at a time.
+    /// One `StreamCompensations` stream at a time.
     inbox_reader: Arc<Semaphore>,
     max_batch: usize,
     compensation_wait: Duration,
@@ -428,9 +428,9 @@ struct IngestService {
     tracker: TaskTracker,
 }
 
-/// The stream of a `Compensations` call.
+/// The stream of a `StreamCompensations` call.
 type CompensationStream =
-    Pin<Box<dyn Stream<Item = Result<CompensationMessage, Status>> + Send + 'static>>;
+    Pin<Box<dyn Stream<Item = Result<StreamCompensationsResponse, Status>> + Send + 'static>>;
 
 fn appended_message(appended: &Appended, award_id: String) -> AppendedMessage {
     AppendedMessage {
@@ -454,7 +454,7 @@ fn is_stream_id(id: &str) -> bool {
 }
 
 #[tonic::async_trait]
-impl Ingest for IngestService {
+impl IngestService for Ingest {
     async fn append(
         &self,
         request: Request<AppendRequest>,
@@ -518,17 +518,17 @@ impl Ingest for IngestService {
             ClueClaim::Won { token, wave } => ClaimClueResponse {
                 won: true,
                 token,
-                holder: request.player_id,
+                holder_player_id: request.player_id,
                 wave,
             },
             ClueClaim::Held {
-                hunter,
+                holder_player_id,
                 token,
                 wave,
             } => ClaimClueResponse {
                 won: false,
                 token,
-                holder: hunter,
+                holder_player_id,
                 wave,
             },
             ClueClaim::Unknown => return Err(IngestError::Claim(ClaimError::UnknownClue).into()),
@@ -556,9 +556,9 @@ impl Ingest for IngestService {
                 won: true,
                 holder_award_id: request.award_id,
             },
-            ChestClaim::Held { award_id } => ClaimChestResponse {
+            ChestClaim::Held { holder_award_id } => ClaimChestResponse {
                 won: false,
-                holder_award_id: award_id,
+                holder_award_id,
             },
         };
         Ok(Response::new(response))
@@ -579,12 +579,12 @@ impl Ingest for IngestService {
         }))
     }
 
-    type CompensationsStream = CompensationStream;
+    type StreamCompensationsStream = CompensationStream;
 
-    async fn compensations(
+    async fn stream_compensations(
         &self,
-        _request: Request<CompensationsRequest>,
-    ) -> Result<Response<Self::CompensationsStream>, Status> {
+        _request: Request<StreamCompensationsRequest>,
+    ) -> Result<Response<Self::StreamCompensationsStream>, Status> {
         if self.writer.inner.client.is_none() {
             return Err(IngestError::Claim(ClaimError::NoRedis).into());
         }
@@ -606,7 +606,7 @@ impl Ingest for IngestService {
                 };
                 let item = match next {
                     Ok(None) => continue,
-                    Ok(Some(found)) => Ok(CompensationMessage {
+                    Ok(Some(found)) => Ok(StreamCompensationsResponse {
                         id: found.id,
                         revoked: Some(found.revoked),
                         tier: found.tier,

@@ -59,7 +59,7 @@
 //! ```
 //!
 //! # Features
-//! - `sidecar`: the `ingest` module, the gRPC sidecar (`hunt.v1.Ingest`) for shards written in
+//! - `sidecar`: the `ingest` module, the gRPC sidecar (`hunt.v1.IngestService`) for shards written in
 //!   other languages, with health checking and a Prometheus metrics port (`hunt-serve`, tonic's
 //!   transport, the Prometheus exporter).
 //! - `cli` (default): the `shard-writer` binary, the sidecar and the admin commands (`clap`);

@@ -1,6 +1,6 @@
 //! The `shard-writer` binary: the ingest sidecar and tools around a shard file.
 //!
-//! - `serve`: the ingest sidecar (`hunt.v1.Ingest` over gRPC) for shards in other languages.
+//! - `serve`: the ingest sidecar (`hunt.v1.IngestService` over gRPC) for shards in other languages.
 //! - `inspect`: a shard file's state, read-only (safe beside a running writer).
 //! - `replay`: asks the shard's running writer to re-send a tier from a `tier_seq`.
 //! - `backup` / `restore`: an online snapshot of a shard file, and bringing one back.
@@ -36,7 +36,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve the ingest sidecar: hunt.v1.Ingest over gRPC for one shard file.
+    /// Serve the ingest sidecar: hunt.v1.IngestService over gRPC for one shard file.
     Serve(ServeArgs),
     /// Print a shard file's state (read-only; safe beside a running writer).
     Inspect(InspectArgs),

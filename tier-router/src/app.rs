@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use hunt_redis::connection::{RedisTarget, Timeouts};
 use leaderboard_proto::rewards;
-use leaderboard_proto::v1::leaderboard_server::LeaderboardServer;
+use leaderboard_proto::v1::leaderboard_service_server::LeaderboardServiceServer;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -17,7 +17,7 @@ use tonic::service::Routes;
 use crate::apply;
 use crate::cache::Cache;
 use crate::config::{MAX_MESSAGE_BYTES, MAX_STREAMS_PER_CONNECTION, RouterConfig};
-use crate::grpc::LeaderboardService;
+use crate::grpc::Leaderboard;
 use crate::members;
 use crate::metrics as m;
 use crate::worker::TierWorker;
@@ -146,7 +146,7 @@ impl App {
             workers,
             cancel.clone(),
         ));
-        let service = LeaderboardServer::new(LeaderboardService::new(
+        let service = LeaderboardServiceServer::new(Leaderboard::new(
             Arc::clone(&cache),
             self.reads,
             cancel.clone(),
@@ -161,7 +161,7 @@ impl App {
             // Each Watch is one stream of a connection's bound.
             let served = hunt_serve::grpc::serve(
                 routes,
-                <LeaderboardServer<LeaderboardService> as NamedService>::NAME,
+                <LeaderboardServiceServer<Leaderboard> as NamedService>::NAME,
                 incoming,
                 MAX_STREAMS_PER_CONNECTION,
                 shutdown,

@@ -200,10 +200,6 @@ impl Default for WsLimits {
     }
 }
 
-/// The largest `limit` of `GetTop`.
-pub const MAX_LIMIT: u32 = 1_000;
-/// The largest `around` of `GetPlayer`.
-pub const MAX_AROUND: u32 = 50;
 /// The largest gRPC message the router accepts or sends: the contract's 4 MiB.
 pub const MAX_MESSAGE_BYTES: usize = leaderboard_proto::limits::MAX_MESSAGE_BYTES;
 /// The most gRPC streams (calls, `Watch` included) one connection may have open at once.

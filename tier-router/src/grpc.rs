@@ -1,4 +1,4 @@
-//! `hunt.v1.Leaderboard` over gRPC: reads from the cache, ranks past it from Redis.
+//! `hunt.v1.LeaderboardService` over gRPC: reads from the cache, ranks past it from Redis.
 //!
 //! Every refusal is an [`Error`], turned into a `Status` in one place (its `From` impl), so a
 //! kind of refusal always reaches clients with the same gRPC code: a bad argument
@@ -9,12 +9,13 @@ use std::sync::Arc;
 
 use hunt_redis::connection::{Connection, RedisTarget, Timeouts};
 use leaderboard_proto::functions::{self, AwardRecord};
-use leaderboard_proto::v1::leaderboard_server::Leaderboard;
+use leaderboard_proto::limits::{DEFAULT_TOP_LIMIT, MAX_AROUND, MAX_TOP_LIMIT};
+use leaderboard_proto::v1::leaderboard_service_server::LeaderboardService;
 use leaderboard_proto::v1::{
     Award, AwardState, Delta, Entry, GetAwardRequest, GetAwardResponse, GetChestRequest,
     GetChestResponse, GetPlayerRequest, GetPlayerResponse, GetTopRequest, GetTopResponse,
-    ListTiersRequest, ListTiersResponse, Snapshot as SnapshotMessage, WatchRequest, WatchUpdate,
-    watch_update,
+    ListTiersRequest, ListTiersResponse, Snapshot as SnapshotMessage, WatchRequest, WatchResponse,
+    watch_response,
 };
 use leaderboard_proto::{keys, rewards, validate};
 use tokio_stream::Stream;
@@ -23,7 +24,7 @@ use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status};
 
 use crate::cache::{self, Cache, Diff, Snapshot};
-use crate::config::{CACHED_TOP, MAX_AROUND, MAX_LIMIT};
+use crate::config::CACHED_TOP;
 use crate::metrics as m;
 
 mod error;
@@ -92,20 +93,20 @@ impl Reads {
 
 /// The gRPC service.
 #[derive(Clone)]
-pub struct LeaderboardService {
+pub struct Leaderboard {
     cache: Arc<Cache>,
     redis: Reads,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
 
-impl std::fmt::Debug for LeaderboardService {
+impl std::fmt::Debug for Leaderboard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LeaderboardService").finish_non_exhaustive()
+        f.debug_struct("Leaderboard").finish_non_exhaustive()
     }
 }
 
-impl LeaderboardService {
+impl Leaderboard {
     /// A service reading `cache`, and Redis through `redis` for what the cache does not hold.
     /// Its `Watch` streams run as tasks of `tasks` and end when `shutdown` is cancelled, so
     /// the server can drain.
@@ -140,7 +141,7 @@ fn known_tier(tier: u32) -> Result<(), Error> {
 }
 
 #[tonic::async_trait]
-impl Leaderboard for LeaderboardService {
+impl LeaderboardService for Leaderboard {
     async fn list_tiers(
         &self,
         _request: Request<ListTiersRequest>,
@@ -190,7 +191,7 @@ impl Leaderboard for LeaderboardService {
             .map_err(refuse)
     }
 
-    type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchUpdate, Status>> + Send + 'static>>;
+    type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send + 'static>>;
 
     async fn watch(
         &self,
@@ -202,7 +203,7 @@ impl Leaderboard for LeaderboardService {
     }
 }
 
-impl LeaderboardService {
+impl Leaderboard {
     async fn top(&self, request: GetTopRequest) -> Result<GetTopResponse, Error> {
         let GetTopRequest {
             tier,
@@ -210,12 +211,18 @@ impl LeaderboardService {
             limit,
         } = request;
         known_tier(tier)?;
-        if !(1..=MAX_LIMIT).contains(&limit) {
-            return Err(Error::InvalidArgument {
-                field: "limit",
-                reason: format!("must be between 1 and {MAX_LIMIT}, not {limit}"),
-            });
-        }
+        let limit = match limit {
+            0 => DEFAULT_TOP_LIMIT,
+            limit if limit > MAX_TOP_LIMIT => {
+                return Err(Error::InvalidArgument {
+                    field: "limit",
+                    reason: format!(
+                        "must be at most {MAX_TOP_LIMIT} (0 means {DEFAULT_TOP_LIMIT}), not {limit}"
+                    ),
+                });
+            }
+            limit => limit,
+        };
         let snapshot = self.cache.get(tier).unwrap_or_default();
         let (offset, limit) = (u64::from(offset), u64::from(limit));
         if offset + limit <= CACHED_TOP as u64 {
@@ -341,7 +348,7 @@ impl LeaderboardService {
         let Some(record) = AwardRecord::parse(&record) else {
             return Err(Error::UnreadableAward(award_id));
         };
-        let chest_holder: Option<String> = if record.chest_key.is_empty() {
+        let holder_award_id: Option<String> = if record.chest_key.is_empty() {
             None
         } else {
             redis::cmd("GET")
@@ -360,7 +367,7 @@ impl LeaderboardService {
                 points: record.points,
                 shard_id: record.shard_id,
             }),
-            chest_holder: chest_holder.unwrap_or_default(),
+            holder_award_id: holder_award_id.unwrap_or_default(),
         })
     }
 
@@ -393,7 +400,7 @@ impl LeaderboardService {
     fn watch_tier(
         &self,
         request: WatchRequest,
-    ) -> Result<<Self as Leaderboard>::WatchStream, Error> {
+    ) -> Result<<Self as LeaderboardService>::WatchStream, Error> {
         let tier = request.tier;
         known_tier(tier)?;
         let changes = self.cache.subscribe(tier).ok_or(Error::UnknownTier(tier))?;
@@ -418,7 +425,7 @@ const WATCH_QUEUE: usize = 8;
 async fn follow(
     tier: u32,
     mut changes: tokio::sync::watch::Receiver<Snapshot>,
-    updates: tokio::sync::mpsc::Sender<Result<WatchUpdate, Status>>,
+    updates: tokio::sync::mpsc::Sender<Result<WatchResponse, Status>>,
     shutdown: CancellationToken,
 ) {
     let mut sent: Option<Snapshot> = None;
@@ -442,7 +449,7 @@ async fn follow(
             Some(last) if !lagged => {
                 let diff = Diff::between(&last.entries, &current.entries);
                 if diff.len() < current.entries.len().max(1) {
-                    watch_update::Update::Delta(Delta {
+                    watch_response::Update::Delta(Delta {
                         base: last.version,
                         upserts: diff.upserts,
                         removals: diff.removals,
@@ -453,7 +460,7 @@ async fn follow(
             }
             _ => snapshot_of(&current),
         };
-        permit.send(Ok(WatchUpdate {
+        permit.send(Ok(WatchResponse {
             tier,
             version: current.version,
             update: Some(update),
@@ -488,8 +495,8 @@ fn award_state(state: functions::AwardState) -> AwardState {
     }
 }
 
-fn snapshot_of(snapshot: &Snapshot) -> watch_update::Update {
-    watch_update::Update::Snapshot(SnapshotMessage {
+fn snapshot_of(snapshot: &Snapshot) -> watch_response::Update {
+    watch_response::Update::Snapshot(SnapshotMessage {
         entries: snapshot.entries.to_vec(),
     })
 }
@@ -559,8 +566,8 @@ mod tests {
     }
 
     async fn next(
-        updates: &mut tokio::sync::mpsc::Receiver<Result<WatchUpdate, Status>>,
-    ) -> WatchUpdate {
+        updates: &mut tokio::sync::mpsc::Receiver<Result<WatchResponse, Status>>,
+    ) -> WatchResponse {
         tokio::time::timeout(Duration::from_secs(10), updates.recv())
             .await
             .expect("an update in time")
@@ -578,11 +585,11 @@ mod tests {
         let first = next(&mut received).await;
         assert!(matches!(
             first.update,
-            Some(watch_update::Update::Snapshot(_))
+            Some(watch_response::Update::Snapshot(_))
         ));
         changes.send_replace(top(2, 11));
         let second = next(&mut received).await;
-        let Some(watch_update::Update::Delta(delta)) = second.update else {
+        let Some(watch_response::Update::Delta(delta)) = second.update else {
             panic!("expected a delta, got {second:?}");
         };
         assert_eq!((delta.base, second.version), (1, 2));
@@ -606,7 +613,7 @@ mod tests {
         // Reading again, it gets the latest top whole, not the deltas it missed.
         let fresh = next(&mut received).await;
         assert_eq!(fresh.version, version);
-        let Some(watch_update::Update::Snapshot(snapshot)) = fresh.update else {
+        let Some(watch_response::Update::Snapshot(snapshot)) = fresh.update else {
             panic!("expected a snapshot after falling behind, got {fresh:?}");
         };
         assert_eq!(snapshot.entries, *top(version, 149).entries);

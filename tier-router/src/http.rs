@@ -52,6 +52,7 @@ mod page {
     use axum::http::header;
     use axum::response::IntoResponse;
     use leaderboard_proto::rewards;
+    use leaderboard_proto::v1::ListTiersResponse;
 
     /// Pages change with the binary; a browser may keep them briefly.
     const CACHE: &str = "public, max-age=60";
@@ -86,23 +87,15 @@ mod page {
         )
     }
 
-    /// The tiers of the reward table, as the page lists them: `[{"id":1,"name":"Bronze"},…]`.
+    /// The tiers of the reward table: gRPC `ListTiers`'s answer in the proto3 JSON mapping,
+    /// `{"tiers":[{"id":1,"name":"Bronze","pointMultiplier":1,"chestTypes":[…]},…]}`.
     pub(super) async fn tiers() -> impl IntoResponse {
-        #[derive(serde::Serialize)]
-        struct Tier<'a> {
-            id: u32,
-            name: &'a str,
-        }
-        let tiers: Vec<Tier<'_>> = rewards::TIERS
-            .iter()
-            .map(|t| Tier {
-                id: t.id,
-                name: t.name,
-            })
-            .collect();
+        let tiers = ListTiersResponse {
+            tiers: rewards::TIERS.iter().map(Into::into).collect(),
+        };
         (
             [(header::CONTENT_TYPE, "application/json")],
-            serde_json::to_string(&tiers).unwrap_or_else(|_| "[]".to_owned()),
+            serde_json::to_string(&tiers).unwrap_or_else(|_| r#"{"tiers":[]}"#.to_owned()),
         )
     }
 }

@@ -239,7 +239,7 @@ async fn claim_chests<'a>(
         .map(|((award_id, _), claim)| {
             let holder = match claim {
                 ChestClaim::Won => award_id.clone(),
-                ChestClaim::Held { award_id: holder } => holder,
+                ChestClaim::Held { holder_award_id } => holder_award_id,
             };
             (award_id.as_str(), holder)
         })

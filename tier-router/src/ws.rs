@@ -1,10 +1,12 @@
-//! `/ws`: spectators follow tiers' tops over WebSocket, with JSON frames.
+//! `/ws`: spectators follow tiers' tops over WebSocket, with JSON frames: the proto3 JSON
+//! mapping of `hunt.v1.SpectatorRequest` and `hunt.v1.SpectatorResponse`
+//! (`leaderboard-proto/proto/hunt/v1/SPECTATOR.md`).
 //!
-//! Client → server: `{"op":"subscribe","tier":N}` (with `"version":V` to resume from the last
+//! Client → server: `{"subscribe":{"tier":N}}` (with `"version":V` to resume from the last
 //! version seen: the deltas since, when the router still has them, a snapshot otherwise),
-//! `{"op":"unsubscribe","tier":N}`, `{"op":"ping"}`. Server → client: `snapshot` (tier,
-//! version, entries), then `delta` (tier, version, base, upserts, removals), `pong`, and `error`
-//! (code, message); see [`Published`] for the update frames.
+//! `{"unsubscribe":{"tier":N}}`, `{"ping":{}}`. Server → client: `update` (the gRPC
+//! `WatchResponse`: a snapshot, then deltas), `pong`, and `error` (code, message); see
+//! [`Published`] for the update frames.
 //!
 //! Design constraints:
 //! - One serialization per tier update, shared by every subscriber: a publisher per tier
@@ -44,7 +46,8 @@ mod tests;
 pub(crate) use fanout::Fanout;
 pub use frame::Published;
 
-use frame::{ClientFrame, ServerFrame, error, to_text};
+use frame::{error, parse, pong};
+use leaderboard_proto::v1::{Subscribe, Unsubscribe, spectator_request::Op};
 
 /// What the `/ws` handler needs.
 #[derive(Debug, Clone)]
@@ -244,19 +247,25 @@ fn handle(
     resyncs: &Arc<std::sync::atomic::AtomicU32>,
     subscriptions: &mut HashMap<u32, CancellationToken>,
 ) -> Option<Utf8Bytes> {
-    let frame: ClientFrame = match serde_json::from_str(text) {
-        Ok(frame) => frame,
+    let op = match parse(text) {
+        Ok(request) => request.op,
         Err(err) => return Some(error("bad_request", format!("not a valid frame: {err}"))),
     };
-    match frame {
-        ClientFrame::Ping => Some(to_text(&ServerFrame::Pong)),
-        ClientFrame::Unsubscribe { tier } => {
+    let Some(op) = op else {
+        return Some(error(
+            "bad_request",
+            "not a valid frame: one of subscribe, unsubscribe or ping is required",
+        ));
+    };
+    match op {
+        Op::Ping(_) => Some(pong()),
+        Op::Unsubscribe(Unsubscribe { tier }) => {
             if let Some(stop) = subscriptions.remove(&tier) {
                 stop.cancel();
             }
             None
         }
-        ClientFrame::Subscribe { tier, version } => {
+        Op::Subscribe(Subscribe { tier, version }) => {
             let Some(feed) = state.fanout.tiers.get(&tier) else {
                 return Some(error("unknown_tier", format!("no tier {tier}")));
             };
@@ -273,7 +282,8 @@ fn handle(
             subscriptions.insert(tier, stop.clone());
             // Subscribed before the history is read, so nothing falls between the two.
             let updates = feed.updates.subscribe();
-            let resume = version.and_then(|from| feed.resume_from(from));
+            // Version 0 is "none": versions count from 1.
+            let resume = (version > 0).then(|| feed.resume_from(version)).flatten();
             state.tasks.spawn(forward(
                 updates,
                 resume,

@@ -1,5 +1,6 @@
 // The live leaderboard page: follows one tier over /ws (snapshot, then deltas) and reconnects
-// with backoff, resuming from the last version it saw.
+// with backoff, resuming from the last version it saw. Frames are hunt.v1.SpectatorRequest and
+// SpectatorResponse in the proto3 JSON mapping (64-bit integers arrive as strings).
 "use strict";
 
 const state = document.getElementById("state");
@@ -10,7 +11,7 @@ const empty = document.getElementById("empty");
 const versionLabel = document.getElementById("version");
 
 let tier = null;
-let version = null;
+let version = null; // the last version applied, as the string the router sent
 let rows = new Map(); // player -> {rank, score}
 let socket = null;
 let backoff = 1000;
@@ -44,9 +45,14 @@ function render(changed) {
   versionLabel.textContent = version === null ? "" : "version " + version;
 }
 
-function applySnapshot(frame) {
+// An entry as the page keeps it: rank and score as numbers (scores stay within 2^53).
+function row(e) {
+  return { rank: Number(e.rank), score: Number(e.score) };
+}
+
+function applySnapshot(update) {
   const before = rows;
-  rows = new Map(frame.entries.map((e) => [e.player, { rank: e.rank, score: e.score }]));
+  rows = new Map(update.snapshot.entries.map((e) => [e.playerId, row(e)]));
   const changed = new Map();
   if (before.size > 0) {
     for (const [player, e] of rows) {
@@ -56,36 +62,38 @@ function applySnapshot(frame) {
       else if (e.rank > old.rank + 1) changed.set(player, "down");
     }
   }
-  version = frame.version;
+  version = update.version;
   render(changed);
 }
 
-function applyDelta(frame) {
-  if (frame.base !== version) {
+function applyDelta(update) {
+  const delta = update.delta;
+  if (delta.base !== version) {
     // Out of step: follow the tier again from where this page is.
-    socket.send(JSON.stringify({ op: "unsubscribe", tier }));
+    socket.send(JSON.stringify({ unsubscribe: { tier } }));
     subscribe();
     return;
   }
   const changed = new Map();
-  for (const player of frame.removals) rows.delete(player);
-  for (const e of frame.upserts) {
-    const old = rows.get(e.player);
-    if (!old) changed.set(e.player, "new");
-    else if (e.rank < old.rank) changed.set(e.player, "up");
+  for (const player of delta.removals) rows.delete(player);
+  for (const e of delta.upserts) {
+    const next = row(e);
+    const old = rows.get(e.playerId);
+    if (!old) changed.set(e.playerId, "new");
+    else if (next.rank < old.rank) changed.set(e.playerId, "up");
     // Pushed down one place by a climber: not worth a flash of its own.
-    else if (e.rank > old.rank + 1) changed.set(e.player, "down");
-    rows.set(e.player, { rank: e.rank, score: e.score });
+    else if (next.rank > old.rank + 1) changed.set(e.playerId, "down");
+    rows.set(e.playerId, next);
   }
-  version = frame.version;
+  version = update.version;
   render(changed);
 }
 
 function subscribe() {
   if (!socket || socket.readyState !== WebSocket.OPEN || tier === null) return;
-  const frame = { op: "subscribe", tier };
-  if (version !== null) frame.version = version;
-  socket.send(JSON.stringify(frame));
+  const subscribe = { tier };
+  if (version !== null) subscribe.version = version;
+  socket.send(JSON.stringify({ subscribe }));
 }
 
 function connect() {
@@ -98,10 +106,13 @@ function connect() {
   };
   socket.onmessage = (event) => {
     const frame = JSON.parse(event.data);
-    if (frame.tier !== undefined && frame.tier !== tier) return;
-    if (frame.type === "snapshot") applySnapshot(frame);
-    else if (frame.type === "delta") applyDelta(frame);
-    else if (frame.type === "error") setState("offline", frame.code.replace(/_/g, " "));
+    if (frame.update) {
+      if (frame.update.tier !== tier) return;
+      if (frame.update.snapshot) applySnapshot(frame.update);
+      else if (frame.update.delta) applyDelta(frame.update);
+    } else if (frame.error) {
+      setState("offline", frame.error.code.replace(/_/g, " "));
+    }
   };
   socket.onclose = () => {
     const wait = Math.min(backoff, 30000) * (0.5 + Math.random() / 2);
@@ -113,7 +124,7 @@ function connect() {
 
 function choose(next, name) {
   if (socket && socket.readyState === WebSocket.OPEN && tier !== null) {
-    socket.send(JSON.stringify({ op: "unsubscribe", tier }));
+    socket.send(JSON.stringify({ unsubscribe: { tier } }));
   }
   tier = next;
   version = null;
@@ -128,7 +139,7 @@ function choose(next, name) {
 }
 
 async function start() {
-  const tiers = await fetch("/tiers").then((r) => r.json());
+  const { tiers } = await fetch("/tiers").then((r) => r.json());
   for (const t of tiers) {
     const button = document.createElement("button");
     button.type = "button";

@@ -63,7 +63,7 @@ impl Function for AwardsWaiting {
 }
 
 /// `hunt_award_settle(fence, awards, pending, settled, scores, members, revoked; token, now_ms,
-/// top_size, (award_id, holder)...)`: confirms each pending award holding its chest and revokes
+/// top_size, (award_id, holder_award_id)...)`: confirms each pending award holding its chest and revokes
 /// the others (their points taken back once). [`ErrorCode::Fenced`] under a stale token.
 #[derive(Debug, Clone)]
 pub struct AwardSettle(Cmd);
@@ -89,9 +89,9 @@ impl AwardSettle {
         Self(cmd)
     }
 
-    /// Adds `award_id`, whose chest `holder` (an award id) holds.
-    pub fn holder(&mut self, award_id: &str, holder: &str) -> &mut Self {
-        self.0.arg(award_id).arg(holder);
+    /// Adds `award_id`, whose chest the award `holder_award_id` holds.
+    pub fn holder(&mut self, award_id: &str, holder_award_id: &str) -> &mut Self {
+        self.0.arg(award_id).arg(holder_award_id);
         self
     }
 }

@@ -14,7 +14,7 @@ use crate::keys;
 /// How long a chest claim (and so an award's idempotency record) lives: 24 hours.
 pub const CHEST_TTL_SECONDS: u64 = 24 * 60 * 60;
 
-/// `hunt_claim_chest(chest; award_id, ttl_s) -> {1, award_id} | {0, holder}`: claims
+/// `hunt_claim_chest(chest; award_id, ttl_s) -> {1, award_id} | {0, holder_award_id}`: claims
 /// `chest_key` for `award_id`, held for [`CHEST_TTL_SECONDS`].
 #[derive(Debug, Clone)]
 pub struct ClaimChest(Cmd);
@@ -46,17 +46,17 @@ pub enum ChestClaim {
     /// Another award holds the chest.
     Held {
         /// The award holding it.
-        award_id: String,
+        holder_award_id: String,
     },
 }
 
 impl FromRedisValue for ChestClaim {
     fn from_redis_value(value: Value) -> Result<Self, redis::ParsingError> {
-        let (won, holder): (i64, String) = FromRedisValue::from_redis_value(value)?;
+        let (won, holder_award_id): (i64, String) = FromRedisValue::from_redis_value(value)?;
         Ok(if won == 1 {
             Self::Won
         } else {
-            Self::Held { award_id: holder }
+            Self::Held { holder_award_id }
         })
     }
 }

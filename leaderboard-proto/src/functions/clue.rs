@@ -21,7 +21,7 @@ pub struct OpenClue(Cmd);
 impl OpenClue {
     /// Opens `clue_id` for `wave`.
     #[must_use]
-    pub fn new(clue_id: &str, wave: u64) -> Self {
+    pub fn new(clue_id: &str, wave: u32) -> Self {
         let mut cmd = fcall_cmd(name::OPEN_CLUE, &[&keys::clue(clue_id)]);
         cmd.arg(wave);
         Self(cmd)
@@ -43,12 +43,12 @@ pub struct ClueOpened {
     /// Whether the clue was opened (false: already open for this wave or a later one).
     pub opened: bool,
     /// The wave the clue is open for now.
-    pub wave: u64,
+    pub wave: u32,
 }
 
 impl FromRedisValue for ClueOpened {
     fn from_redis_value(value: Value) -> Result<Self, redis::ParsingError> {
-        let (opened, wave): (i64, u64) = FromRedisValue::from_redis_value(value)?;
+        let (opened, wave): (i64, u32) = FromRedisValue::from_redis_value(value)?;
         Ok(Self {
             opened: opened == 1,
             wave,
@@ -107,21 +107,22 @@ impl Function for CheckClue {
 /// The outcome of a clue claim.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClueClaim {
-    /// The hunter holds the clue (now, or already from an earlier claim) under `token`.
+    /// The claiming player holds the clue (now, or already from an earlier claim) under
+    /// `token`.
     Won {
         /// The fencing token: greater than every earlier token of the clue.
         token: u64,
         /// The wave the clue is open for.
-        wave: u64,
+        wave: u32,
     },
-    /// Another hunter holds the clue.
+    /// Another player holds the clue.
     Held {
-        /// The hunter holding it.
-        hunter: String,
+        /// The player holding it.
+        holder_player_id: String,
         /// The holder's token.
         token: u64,
         /// The wave the clue is open for.
-        wave: u64,
+        wave: u32,
     },
     /// No wave has opened this clue.
     Unknown,
@@ -137,13 +138,13 @@ impl FromRedisValue for ClueClaim {
         if code < 0 {
             return Ok(Self::Unknown);
         }
-        let (_, hunter, token, wave): (i64, String, u64, u64) =
+        let (_, holder_player_id, token, wave): (i64, String, u64, u32) =
             FromRedisValue::from_redis_value(Value::Array(reply))?;
         Ok(if code == 1 {
             Self::Won { token, wave }
         } else {
             Self::Held {
-                hunter,
+                holder_player_id,
                 token,
                 wave,
             }
@@ -154,13 +155,13 @@ impl FromRedisValue for ClueClaim {
 /// What `hunt_check_clue` says of a token a write carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenCheck {
-    /// The hunter holds the clue under exactly this token.
+    /// The player holds the clue under exactly this token.
     Current,
     /// A later claim has a greater token: the write is stale.
     Stale,
     /// No claim of the clue has handed out this token yet.
     Future,
-    /// The token is the current one, but the hunter does not hold the clue.
+    /// The token is the current one, but the player does not hold the clue.
     NotHolder,
     /// No wave has opened this clue.
     Unknown,

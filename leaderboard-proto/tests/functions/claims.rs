@@ -10,7 +10,7 @@ use leaderboard_proto::keys;
 
 use super::functions::{acquire, board, setup};
 
-fn open(conn: &mut redis::Connection, clue: &str, wave: u64) -> (i64, u64) {
+fn open(conn: &mut redis::Connection, clue: &str, wave: u32) -> (i64, u32) {
     let opened = OpenClue::new(clue, wave)
         .cmd()
         .query::<leaderboard_proto::functions::ClueOpened>(conn)
@@ -18,15 +18,15 @@ fn open(conn: &mut redis::Connection, clue: &str, wave: u64) -> (i64, u64) {
     (i64::from(opened.opened), opened.wave)
 }
 
-fn claim(conn: &mut redis::Connection, clue: &str, hunter: &str) -> ClueClaim {
-    ClaimClue::new(clue, hunter, 1_700_000_000_000)
+fn claim(conn: &mut redis::Connection, clue: &str, player_id: &str) -> ClueClaim {
+    ClaimClue::new(clue, player_id, 1_700_000_000_000)
         .cmd()
         .query(conn)
         .expect("claim clue")
 }
 
-fn check(conn: &mut redis::Connection, clue: &str, hunter: &str, token: u64) -> TokenCheck {
-    CheckClue::new(clue, hunter, token)
+fn check(conn: &mut redis::Connection, clue: &str, player_id: &str, token: u64) -> TokenCheck {
+    CheckClue::new(clue, player_id, token)
         .cmd()
         .query(conn)
         .expect("check clue")
@@ -163,7 +163,7 @@ fn the_first_solver_wins_and_every_wave_hands_out_greater_tokens() {
         ClueClaim::Won { token: 1, wave: 1 }
     );
     let held = ClueClaim::Held {
-        hunter: "ada".into(),
+        holder_player_id: "ada".into(),
         token: 1,
         wave: 1,
     };
@@ -192,8 +192,8 @@ fn the_first_solver_wins_and_every_wave_hands_out_greater_tokens() {
     let mut last = 2;
     for wave in 3..=6 {
         open(&mut conn, "riddle", wave);
-        let hunter = format!("hunter-{wave}");
-        let ClueClaim::Won { token, .. } = claim(&mut conn, "riddle", &hunter) else {
+        let player_id = format!("hunter-{wave}");
+        let ClueClaim::Won { token, .. } = claim(&mut conn, "riddle", &player_id) else {
             panic!("wave {wave} had no winner");
         };
         assert!(token > last, "wave {wave}: token {token} after {last}");
@@ -208,7 +208,7 @@ fn a_chest_goes_to_the_first_award_that_claims_it() {
     assert_eq!(
         chest(&mut conn, "north-gate", "a2"),
         ChestClaim::Held {
-            award_id: "a1".into()
+            holder_award_id: "a1".into()
         }
     );
     assert_eq!(chest(&mut conn, "north-gate", "a1"), ChestClaim::Won);

@@ -81,7 +81,7 @@ fn hunter_id(claimant: u64) -> String {
 /// Winners seen per (clue, wave), and the tokens per clue by wave.
 #[derive(Default)]
 struct Winners {
-    by_wave: HashMap<(u64, u64), (String, u64)>,
+    by_wave: HashMap<(u64, u32), (String, u64)>,
     conflicts: u64,
 }
 
@@ -334,7 +334,7 @@ async fn settle_all(
 }
 
 /// Opens `wave` on every clue, in one pipeline.
-async fn open_wave(conn: &mut Connection, clues: u32, wave: u64) -> anyhow::Result<()> {
+async fn open_wave(conn: &mut Connection, clues: u32, wave: u32) -> anyhow::Result<()> {
     let mut pipe = redis::pipe();
     for clue in 0..u64::from(clues) {
         pipe.add_command(OpenClue::new(&clue_id(clue), wave).cmd().clone());
@@ -349,7 +349,7 @@ async fn open_waves(
     clues: u32,
     every: Duration,
     stop: CancellationToken,
-) -> anyhow::Result<u64> {
+) -> anyhow::Result<u32> {
     let mut next = 1;
     loop {
         tokio::select! {
@@ -369,7 +369,7 @@ fn check_winners(winners: &Winners) -> anyhow::Result<()> {
             winners.conflicts
         );
     }
-    let mut by_clue: HashMap<u64, Vec<(u64, u64)>> = HashMap::new();
+    let mut by_clue: HashMap<u64, Vec<(u32, u64)>> = HashMap::new();
     for ((clue, wave), (_, token)) in &winners.by_wave {
         by_clue.entry(*clue).or_default().push((*wave, *token));
     }

@@ -21,7 +21,7 @@ use anyhow::bail;
 use hdrhistogram::Histogram;
 use hunt_redis::stream;
 use leaderboard_proto::v1::WatchRequest;
-use leaderboard_proto::v1::leaderboard_client::LeaderboardClient;
+use leaderboard_proto::v1::leaderboard_service_client::LeaderboardServiceClient;
 use leaderboard_proto::{keys, rewards};
 use redis::aio::MultiplexedConnection;
 use shard_writer::synthetic::EventGenerator;
@@ -379,7 +379,7 @@ impl Sightings {
     ) -> anyhow::Result<tokio::task::JoinSet<()>> {
         let mut watchers = tokio::task::JoinSet::new();
         for (index, tier) in rewards::TIERS.iter().enumerate() {
-            let mut grpc = LeaderboardClient::new(channel.clone());
+            let mut grpc = LeaderboardServiceClient::new(channel.clone());
             let mut updates = grpc
                 .watch(WatchRequest { tier: tier.id })
                 .await?

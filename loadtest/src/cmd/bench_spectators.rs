@@ -216,7 +216,7 @@ async fn connect(
         spectators.spawn(async move {
             let (mut socket, _) = tokio_tungstenite::connect_async(url).await?;
             socket
-                .send(Message::Text(r#"{"op":"subscribe","tier":1}"#.into()))
+                .send(Message::Text(r#"{"subscribe":{"tier":1}}"#.into()))
                 .await?;
             let mut seen = RECORD;
             let mut ready_tx = Some(ready_tx);
@@ -255,9 +255,10 @@ async fn connect(
     Ok(spectators)
 }
 
-/// The record scores (above [`RECORD`]) a frame mentions, as offsets above it.
+/// The record scores (above [`RECORD`]) a frame mentions, as offsets above it. Scores are
+/// strings in the proto3 JSON mapping: `"score":"1000042"`.
 fn records(text: &str) -> impl Iterator<Item = i64> + '_ {
-    text.split("\"score\":").skip(1).filter_map(|rest| {
+    text.split("\"score\":\"").skip(1).filter_map(|rest| {
         let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
         digits.parse::<i64>().ok().filter(|score| *score > RECORD)
     })

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use leaderboard_proto::rewards;
 use leaderboard_proto::v1::GetTopRequest;
-use leaderboard_proto::v1::leaderboard_client::LeaderboardClient;
+use leaderboard_proto::v1::leaderboard_service_client::LeaderboardServiceClient;
 use shard_writer::ShardWriter;
 use shard_writer::synthetic::EventGenerator;
 use tier_router::{RouterConfig, StartError};
@@ -60,7 +60,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         .connect()
         .await
         .context("connecting to the router's gRPC")?;
-    let mut grpc = LeaderboardClient::new(channel);
+    let mut grpc = LeaderboardServiceClient::new(channel);
     let interrupted = show_tops(&args, &mut grpc, &shards.writers).await?;
     stop.cancel();
     let mut appended = 0;
@@ -107,11 +107,13 @@ fn print_banner(args: &Args, router: &Router, shards: &Shards) {
         rewards::TIERS.len(),
         shards.dir().display()
     );
-    println!("tier router gRPC on {grpc_addr} (hunt.v1.Leaderboard, with reflection). Try:");
+    println!("tier router gRPC on {grpc_addr} (hunt.v1.LeaderboardService, with reflection). Try:");
     println!(
-        "  grpcurl -plaintext -d '{{\"tier\":1,\"limit\":10}}' {grpc_addr} hunt.v1.Leaderboard/GetTop"
+        "  grpcurl -plaintext -d '{{\"tier\":1,\"limit\":10}}' {grpc_addr} hunt.v1.LeaderboardService/GetTop"
     );
-    println!("  grpcurl -plaintext -d '{{\"tier\":1}}' {grpc_addr} hunt.v1.Leaderboard/Watch");
+    println!(
+        "  grpcurl -plaintext -d '{{\"tier\":1}}' {grpc_addr} hunt.v1.LeaderboardService/Watch"
+    );
     println!("live leaderboards: http://{http_addr}/ (metrics: http://{http_addr}/metrics)");
     if args.seconds == 0 {
         println!("Ctrl-C stops the demo.");
@@ -150,7 +152,7 @@ fn produce(
 /// Ctrl-C.
 async fn show_tops(
     args: &Args,
-    grpc: &mut LeaderboardClient<Channel>,
+    grpc: &mut LeaderboardServiceClient<Channel>,
     writers: &[ShardWriter],
 ) -> anyhow::Result<bool> {
     let started = Instant::now();
@@ -178,7 +180,7 @@ async fn show_tops(
 async fn check(
     redis: &RedisTarget,
     shards: &Shards,
-    grpc: &mut LeaderboardClient<Channel>,
+    grpc: &mut LeaderboardServiceClient<Channel>,
 ) -> anyhow::Result<()> {
     let mut conn = redis.connect().await?;
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -193,7 +195,7 @@ async fn check(
 /// One line per tier: its top 3 as the router serves them.
 async fn print_tops(
     elapsed: Duration,
-    grpc: &mut LeaderboardClient<Channel>,
+    grpc: &mut LeaderboardServiceClient<Channel>,
     writers: &[ShardWriter],
 ) -> anyhow::Result<()> {
     let committed = marks::committed_total(writers);

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use leaderboard_proto::keys;
 use leaderboard_proto::v1::HuntEvent;
 use leaderboard_proto::v1::hunt_event::Kind;
-use leaderboard_proto::v1::leaderboard_client::LeaderboardClient;
+use leaderboard_proto::v1::leaderboard_service_client::LeaderboardServiceClient;
 use serde::Serialize;
 use shard_writer::wal::reader::ShardFile;
 use tonic::transport::Channel;
@@ -139,7 +139,7 @@ fn read_logs(files: &[(u32, PathBuf)]) -> anyhow::Result<Logs> {
 pub(crate) async fn verify(
     files: Vec<(u32, PathBuf)>,
     conn: &mut redis::aio::MultiplexedConnection,
-    grpc: &mut LeaderboardClient<Channel>,
+    grpc: &mut LeaderboardServiceClient<Channel>,
 ) -> anyhow::Result<(Vec<Check>, u64)> {
     let mut logs = tokio::task::spawn_blocking(move || read_logs(&files)).await??;
     let mut checks = Vec::new();

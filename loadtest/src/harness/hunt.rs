@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use leaderboard_proto::v1::leaderboard_client::LeaderboardClient;
+use leaderboard_proto::v1::leaderboard_service_client::LeaderboardServiceClient;
 use leaderboard_proto::{keys, rewards};
 use redis::aio::MultiplexedConnection;
 use shard_writer::ShardWriter;
@@ -418,7 +418,7 @@ async fn check(stage: Stage) -> anyhow::Result<(Vec<Check>, u64)> {
         ..
     } = stage;
     shards.shutdown().await?;
-    let mut grpc = LeaderboardClient::new(channel);
+    let mut grpc = LeaderboardServiceClient::new(channel);
     let files = shards.files.clone();
     let (checks, logged) = ground_truth::verify(files, &mut conn, &mut grpc).await?;
     if !router.shutdown(Duration::from_secs(10)).await {

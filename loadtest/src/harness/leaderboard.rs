@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use leaderboard_proto::rewards;
 use leaderboard_proto::v1::GetTopRequest;
-use leaderboard_proto::v1::leaderboard_client::LeaderboardClient;
+use leaderboard_proto::v1::leaderboard_service_client::LeaderboardServiceClient;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
@@ -19,7 +19,7 @@ use crate::harness::open_loop::{self, Outcome, Until};
 /// # Errors
 /// When a `GetTop` fails.
 pub(crate) async fn board(
-    grpc: &mut LeaderboardClient<Channel>,
+    grpc: &mut LeaderboardServiceClient<Channel>,
     tier: u32,
 ) -> anyhow::Result<BTreeMap<String, i64>> {
     let mut board = BTreeMap::new();
@@ -60,7 +60,7 @@ pub(crate) async fn get_top_load(
     let connections = connections.max(1);
     let mut clients = Vec::new();
     for _ in 0..connections {
-        clients.push(LeaderboardClient::new(
+        clients.push(LeaderboardServiceClient::new(
             Channel::from_shared(format!("http://{addr}"))?
                 .connect()
                 .await?,

@@ -12,8 +12,10 @@ use anyhow::bail;
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use leaderboard_proto::rewards;
-use leaderboard_proto::v1::leaderboard_client::LeaderboardClient;
-use leaderboard_proto::v1::{WatchRequest, WatchUpdate, watch_update};
+use leaderboard_proto::v1::leaderboard_service_client::LeaderboardServiceClient;
+use leaderboard_proto::v1::{
+    SpectatorResponse, WatchRequest, WatchResponse, spectator_response, watch_response,
+};
 use shard_writer::ShardWriter;
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message;
@@ -35,10 +37,10 @@ pub(crate) fn probe_player(tier: u32) -> String {
 }
 
 /// `player`'s score in a `Watch` update (a snapshot or a delta), if the update names it.
-pub(crate) fn watched_score(update: WatchUpdate, player: &str) -> Option<i64> {
+pub(crate) fn watched_score(update: WatchResponse, player: &str) -> Option<i64> {
     let entries = match update.update? {
-        watch_update::Update::Snapshot(s) => s.entries,
-        watch_update::Update::Delta(d) => d.upserts,
+        watch_response::Update::Snapshot(s) => s.entries,
+        watch_response::Update::Delta(d) => d.upserts,
     };
     entries
         .iter()
@@ -166,7 +168,7 @@ pub(crate) async fn watch(
     tasks: &mut JoinSet<anyhow::Result<()>>,
 ) -> anyhow::Result<()> {
     for (index, tier) in rewards::TIERS.iter().enumerate() {
-        let mut updates = LeaderboardClient::new(channel.clone())
+        let mut updates = LeaderboardServiceClient::new(channel.clone())
             .watch(WatchRequest { tier: tier.id })
             .await?
             .into_inner();
@@ -205,7 +207,7 @@ pub(crate) async fn spectate(
         let (mut socket, _) = tokio_tungstenite::connect_async(format!("ws://{http}/ws")).await?;
         socket
             .send(Message::Text(
-                format!(r#"{{"op":"subscribe","tier":{tier}}}"#).into(),
+                format!(r#"{{"subscribe":{{"tier":{tier}}}}}"#).into(),
             ))
             .await?;
         let (probes, stop, player) = (Arc::clone(probes), stop.clone(), probe_player(tier));
@@ -248,14 +250,18 @@ pub(crate) async fn next_text(
     }
 }
 
-/// The probe player's score in a `snapshot` or `delta` frame, if the frame names it.
+/// The probe player's score in an `update` frame (a snapshot or a delta), if the frame names it.
 fn probe_score(text: &str, player: &str) -> Option<i64> {
-    let frame: serde_json::Value = serde_json::from_str(text).ok()?;
-    let entries = frame.get("entries").or_else(|| frame.get("upserts"))?;
+    let response: SpectatorResponse = serde_json::from_str(text).ok()?;
+    let Some(spectator_response::Frame::Update(update)) = response.frame else {
+        return None;
+    };
+    let entries = match update.update? {
+        watch_response::Update::Snapshot(snapshot) => snapshot.entries,
+        watch_response::Update::Delta(delta) => delta.upserts,
+    };
     entries
-        .as_array()?
-        .iter()
-        .find(|e| e.get("player").and_then(|p| p.as_str()) == Some(player))
-        .and_then(|e| e.get("score"))
-        .and_then(serde_json::Value::as_i64)
+        .into_iter()
+        .find(|e| e.player_id == player)
+        .map(|e| e.score)
 }

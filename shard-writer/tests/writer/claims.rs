@@ -49,20 +49,20 @@ async fn one_winner_among_a_thousand_concurrent_claimants() {
         for i in 0..PER_WRITER {
             let writer = writer.clone();
             tasks.push(tokio::spawn(async move {
-                let hunter = format!("hunter-{w}-{i}");
-                let claim = writer.claim_clue("riddle-1", &hunter).await;
-                (hunter, claim)
+                let player_id = format!("hunter-{w}-{i}");
+                let claim = writer.claim_clue("riddle-1", &player_id).await;
+                (player_id, claim)
             }));
         }
     }
     let mut won = Vec::new();
     let mut held = Vec::new();
     for task in tasks {
-        let (hunter, claim) = task.await.expect("claimant task");
+        let (player_id, claim) = task.await.expect("claimant task");
         match claim.expect("claim answered") {
-            ClueClaim::Won { token, wave } => won.push((hunter, token, wave)),
+            ClueClaim::Won { token, wave } => won.push((player_id, token, wave)),
             ClueClaim::Held {
-                hunter: holder,
+                holder_player_id: holder,
                 token,
                 wave,
             } => held.push((holder, token, wave)),
@@ -97,13 +97,15 @@ async fn tokens_grow_across_waves_and_stale_writes_are_refused() {
             .await
             .expect("open wave");
         assert_eq!(appended.tier, 2);
-        let hunter = format!("hunter-{wave}");
-        let ClueClaim::Won { token, wave: open } =
-            writer.claim_clue("gate-a", &hunter).await.expect("claim")
+        let player_id = format!("hunter-{wave}");
+        let ClueClaim::Won { token, wave: open } = writer
+            .claim_clue("gate-a", &player_id)
+            .await
+            .expect("claim")
         else {
             panic!("the first claim of wave {wave} wins");
         };
-        assert_eq!(open, u64::from(wave));
+        assert_eq!(open, wave);
         if let Some((earlier, earlier_token)) = &previous {
             assert!(
                 token > *earlier_token,
@@ -116,30 +118,33 @@ async fn tokens_grow_across_waves_and_stale_writes_are_refused() {
         }
         // A retry by the holder wins again, with the same token; anyone else is told who holds it.
         assert_eq!(
-            writer.claim_clue("gate-a", &hunter).await.expect("retry"),
+            writer
+                .claim_clue("gate-a", &player_id)
+                .await
+                .expect("retry"),
             ClueClaim::Won { token, wave: open }
         );
         assert_eq!(
             writer.claim_clue("gate-a", "rival").await.expect("rival"),
             ClueClaim::Held {
-                hunter: hunter.clone(),
+                holder_player_id: player_id.clone(),
                 token,
                 wave: open
             }
         );
         writer
-            .check_clue("gate-a", &hunter, token)
+            .check_clue("gate-a", &player_id, token)
             .await
             .expect("the holder's own current token");
         assert!(matches!(
-            writer.check_clue("gate-a", &hunter, token + 1).await,
+            writer.check_clue("gate-a", &player_id, token + 1).await,
             Err(ClaimError::FutureToken)
         ));
         assert!(matches!(
             writer.check_clue("gate-a", "rival", token).await,
             Err(ClaimError::NotHolder)
         ));
-        previous = Some((hunter, token));
+        previous = Some((player_id, token));
     }
 
     // Reopening an older wave changes nothing: the wave-4 holder keeps the clue and its token.
@@ -151,7 +156,7 @@ async fn tokens_grow_across_waves_and_stale_writes_are_refused() {
     assert_eq!(
         writer.claim_clue("gate-a", "late").await.expect("claim"),
         ClueClaim::Held {
-            hunter: holder.clone(),
+            holder_player_id: holder.clone(),
             token,
             wave: 4
         }
@@ -311,7 +316,7 @@ async fn a_chest_goes_to_its_first_award_and_award_ids_never_repeat() {
             .await
             .expect("second award"),
         ChestClaim::Held {
-            award_id: first.clone()
+            holder_award_id: first.clone()
         }
     );
     assert_eq!(
@@ -320,7 +325,7 @@ async fn a_chest_goes_to_its_first_award_and_award_ids_never_repeat() {
             .await
             .expect("another shard"),
         ChestClaim::Held {
-            award_id: first.clone()
+            holder_award_id: first.clone()
         }
     );
     let ttl: i64 = redis_conn(&redis)

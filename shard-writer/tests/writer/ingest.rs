@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use hunt_testkit::{RedisServer, http_get, printed_addresses};
 use leaderboard_proto::rewards;
-use leaderboard_proto::v1::ingest_client::IngestClient;
+use leaderboard_proto::v1::ingest_service_client::IngestServiceClient;
 use leaderboard_proto::v1::{
     AckCompensationRequest, AppendRequest, ClaimChestRequest, ClaimClueRequest, HuntEvent,
     OpenWaveRequest,
@@ -20,12 +20,12 @@ use crate::support::{
     apply_stream, board, config, contiguous, eventually, score, stream_by_tier_seq, totals,
 };
 
-async fn serve(config: IngestConfig) -> (SidecarHandle, IngestClient<Channel>) {
+async fn serve(config: IngestConfig) -> (SidecarHandle, IngestServiceClient<Channel>) {
     let mut config = config;
     config.grpc_addr = "127.0.0.1:0".parse().expect("address");
     let sidecar = Sidecar::build(config).await.expect("sidecar builds");
     let handle = sidecar.spawn();
-    let client = IngestClient::new(hunt_testkit::grpc_channel(handle.local_addr()).await);
+    let client = IngestServiceClient::new(hunt_testkit::grpc_channel(handle.local_addr()).await);
     (handle, client)
 }
 
@@ -150,7 +150,7 @@ async fn appends_over_grpc_reach_the_leaderboards_and_bad_input_is_never_stored(
         .await
         .expect("claim")
         .into_inner();
-    assert!(!held.won && held.holder == "alice", "{held:?}");
+    assert!(!held.won && held.holder_player_id == "alice", "{held:?}");
     let chest_type = rewards::tier(1).expect("tier 1").chest_types[0].name;
     let chest = |tier: u32, chest_type: &str, award_id: &str| ClaimChestRequest {
         chest_key: "gold-7".into(),
@@ -230,7 +230,7 @@ async fn appends_over_grpc_reach_the_leaderboards_and_bad_input_is_never_stored(
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     let serving = health
         .check(tonic_health::pb::HealthCheckRequest {
-            service: "hunt.v1.Ingest".into(),
+            service: "hunt.v1.IngestService".into(),
         })
         .await
         .expect("health check")
@@ -398,7 +398,7 @@ async fn serve_exports_its_metrics_as_prometheus_text() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("shard-63.sqlite");
     let serve = ServeProcess::start(&db, 63, &redis);
-    let mut client = IngestClient::new(hunt_testkit::grpc_channel(serve.grpc_addr).await);
+    let mut client = IngestServiceClient::new(hunt_testkit::grpc_channel(serve.grpc_addr).await);
     let events: Vec<HuntEvent> = (0..5u32)
         .map(|i| score(1 + i % 2, "ada", i64::from(i) + 1))
         .collect();

@@ -69,7 +69,7 @@ mod tests {
     use leaderboard_proto::validate;
 
     use super::*;
-    use crate::config::MAX_LIMIT;
+    use leaderboard_proto::limits::MAX_TOP_LIMIT;
 
     #[test]
     fn each_refusal_keeps_its_code_and_message() {
@@ -77,10 +77,10 @@ mod tests {
             (
                 Error::InvalidArgument {
                     field: "limit",
-                    reason: format!("must be between 1 and {MAX_LIMIT}, not 0"),
+                    reason: format!("must be at most {MAX_TOP_LIMIT} (0 means 100), not 1001"),
                 },
                 tonic::Code::InvalidArgument,
-                "limit must be between 1 and 1000, not 0",
+                "limit must be at most 1000 (0 means 100), not 1001",
             ),
             (
                 Error::from(validate::id("player_id", "").expect_err("empty id")),

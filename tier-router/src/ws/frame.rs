@@ -1,12 +1,16 @@
-//! The JSON frames of `/ws`, and [`Published`]: one tier update encoded once for every
-//! subscriber.
+//! The frames of `/ws`: `hunt.v1.SpectatorRequest` and `hunt.v1.SpectatorResponse` in the
+//! proto3 JSON mapping (`leaderboard-proto/proto/hunt/v1/spectator.proto`), and [`Published`]:
+//! one tier update encoded once for every subscriber.
 //!
-//! Entries go out as `{"rank":R,"player":"…","score":S}`; a `delta` carries the entries to
-//! upsert and the players to remove, as [`Diff`] computes them.
+//! An update is the gRPC `Watch` message, `WatchResponse`, so a browser and a gRPC-JSON client
+//! see one shape: `{"update":{"tier":1,"version":"7","snapshot":{"entries":[…]}}}`, or with
+//! `"delta":{"base":"6","upserts":[…],"removals":[…]}` as [`Diff`] computes them.
 
 use axum::extract::ws::Utf8Bytes;
-use leaderboard_proto::v1::Entry;
-use serde::{Deserialize, Serialize};
+use leaderboard_proto::v1::{
+    Delta, Error as ErrorMessage, Pong, Snapshot as SnapshotMessage, SpectatorRequest,
+    SpectatorResponse, WatchResponse, spectator_response, watch_response,
+};
 
 use crate::cache::{Diff, Snapshot};
 
@@ -26,21 +30,25 @@ impl Published {
     /// `delta` frame that brings a spectator from `before` to `now`.
     #[must_use]
     pub fn encode(tier: u32, before: Option<&Snapshot>, now: &Snapshot) -> Self {
-        let snapshot = to_text(&ServerFrame::Snapshot {
+        let snapshot = update(
             tier,
-            version: now.version,
-            entries: entries(&now.entries),
-        });
+            now.version,
+            watch_response::Update::Snapshot(SnapshotMessage {
+                entries: now.entries.to_vec(),
+            }),
+        );
         let (base, delta) = match before {
             Some(before) => {
-                let diff = Diff::between(&before.entries, &now.entries);
-                let delta = to_text(&ServerFrame::Delta {
+                let Diff { upserts, removals } = Diff::between(&before.entries, &now.entries);
+                let delta = update(
                     tier,
-                    version: now.version,
-                    base: before.version,
-                    upserts: entries(&diff.upserts),
-                    removals: &diff.removals,
-                });
+                    now.version,
+                    watch_response::Update::Delta(Delta {
+                        base: before.version,
+                        upserts,
+                        removals,
+                    }),
+                );
                 (Some(before.version), Some(delta))
             }
             None => (None, None),
@@ -78,72 +86,37 @@ impl Published {
     }
 }
 
-/// Entries as spectators see them.
-#[derive(Debug, Serialize)]
-pub(super) struct WsEntry<'a> {
-    rank: u64,
-    player: &'a str,
-    score: i64,
+/// An `update` frame.
+fn update(tier: u32, version: u64, update: watch_response::Update) -> Utf8Bytes {
+    to_text(spectator_response::Frame::Update(WatchResponse {
+        tier,
+        version,
+        update: Some(update),
+    }))
 }
 
-fn entries(entries: &[Entry]) -> Vec<WsEntry<'_>> {
-    entries
-        .iter()
-        .map(|e| WsEntry {
-            rank: e.rank,
-            player: &e.player_id,
-            score: e.score,
-        })
-        .collect()
-}
-
-/// Frames the server sends.
-#[derive(Debug, Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub(super) enum ServerFrame<'a> {
-    Snapshot {
-        tier: u32,
-        version: u64,
-        entries: Vec<WsEntry<'a>>,
-    },
-    Delta {
-        tier: u32,
-        version: u64,
-        base: u64,
-        upserts: Vec<WsEntry<'a>>,
-        removals: &'a [String],
-    },
-    Pong,
-    Error {
-        code: &'a str,
-        message: String,
-    },
-}
-
-pub(super) fn to_text(frame: &ServerFrame<'_>) -> Utf8Bytes {
-    // Serializing these plain structs cannot fail; an empty frame would be the only symptom.
-    Utf8Bytes::from(serde_json::to_string(frame).unwrap_or_default())
+/// A `pong` frame.
+pub(super) fn pong() -> Utf8Bytes {
+    to_text(spectator_response::Frame::Pong(Pong {}))
 }
 
 /// An `error` frame.
 pub(super) fn error(code: &str, message: impl Into<String>) -> Utf8Bytes {
-    to_text(&ServerFrame::Error {
-        code,
+    to_text(spectator_response::Frame::Error(ErrorMessage {
+        code: code.to_owned(),
         message: message.into(),
-    })
+    }))
 }
 
-/// Frames clients send.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
-pub(super) enum ClientFrame {
-    /// `version`: the last version this client saw, to resume from.
-    Subscribe {
-        tier: u32,
-        version: Option<u64>,
-    },
-    Unsubscribe {
-        tier: u32,
-    },
-    Ping,
+fn to_text(frame: spectator_response::Frame) -> Utf8Bytes {
+    let response = SpectatorResponse { frame: Some(frame) };
+    // Serializing a message with no maps and no floats cannot fail; an empty frame would be
+    // the only symptom.
+    Utf8Bytes::from(serde_json::to_string(&response).unwrap_or_default())
+}
+
+/// Reads one client text frame: a `SpectatorRequest` in the proto3 JSON mapping, unknown
+/// fields refused.
+pub(super) fn parse(text: &str) -> Result<SpectatorRequest, serde_json::Error> {
+    serde_json::from_str(text)
 }

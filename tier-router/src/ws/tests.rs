@@ -194,23 +194,23 @@ async fn frames_past_the_rate_get_errors_and_a_flood_is_closed() {
     let mut spectator = Spectator::connect(&state);
     // A burst of twice the rate passes; the frame after it is refused, and the connection stays.
     for _ in 0..5 {
-        spectator.text(r#"{"op":"ping"}"#).await;
+        spectator.text(r#"{"ping":{}}"#).await;
     }
     for _ in 0..4 {
-        assert_eq!(spectator.frame().await, json!({"type": "pong"}));
+        assert_eq!(spectator.frame().await, json!({"pong": {}}));
     }
     assert_eq!(
         spectator.frame().await,
-        json!({"type": "error", "code": "rate_limited", "message": "at most 2 frames per second"})
+        json!({"error": {"code": "rate_limited", "message": "at most 2 frames per second"}})
     );
     // A second earns two frames back.
     tokio::time::advance(Duration::from_secs(1)).await;
-    spectator.text(r#"{"op":"ping"}"#).await;
-    assert_eq!(spectator.frame().await, json!({"type": "pong"}));
+    spectator.text(r#"{"ping":{}}"#).await;
+    assert_eq!(spectator.frame().await, json!({"pong": {}}));
     // As many refused frames in a row as the burst close the connection (replies still queued
     // then may never go out).
     for _ in 0..5 {
-        spectator.text(r#"{"op":"ping"}"#).await;
+        spectator.text(r#"{"ping":{}}"#).await;
     }
     let (replies, close) = spectator.until_closed().await;
     assert_eq!(
@@ -220,7 +220,7 @@ async fn frames_past_the_rate_get_errors_and_a_flood_is_closed() {
     assert!(replies.len() <= 4, "{replies:?}");
     for reply in replies {
         assert!(
-            reply == json!({"type": "pong"}) || reply["code"] == "rate_limited",
+            reply == json!({"pong": {}}) || reply["error"]["code"] == "rate_limited",
             "{reply}"
         );
     }
@@ -231,15 +231,28 @@ async fn a_subscription_to_an_unknown_tier_gets_an_error_frame_and_the_connectio
     let cache = Arc::new(Cache::new());
     let state = state(&cache, WsLimits::default());
     let mut spectator = Spectator::connect(&state);
-    spectator.text(r#"{"op":"subscribe","tier":999}"#).await;
+    spectator.text(r#"{"subscribe":{"tier":999}}"#).await;
     assert_eq!(
         spectator.frame().await,
-        json!({"type": "error", "code": "unknown_tier", "message": "no tier 999"})
+        json!({"error": {"code": "unknown_tier", "message": "no tier 999"}})
     );
-    spectator.text(r#"{"op":"subscribe","tier":"one"}"#).await;
-    assert_eq!(spectator.frame().await["code"], "bad_request");
-    spectator.text(r#"{"op":"ping"}"#).await;
-    assert_eq!(spectator.frame().await, json!({"type": "pong"}));
+    // Not the proto3 JSON mapping: a wrong type, an unknown field, no op, the old shape.
+    for bad in [
+        r#"{"subscribe":{"tier":"one"}}"#,
+        r#"{"ping":{"x":1}}"#,
+        r#"{"subscribe":{"tier":1},"extra":true}"#,
+        r#"{}"#,
+        r#"{"op":"subscribe","tier":1}"#,
+    ] {
+        spectator.text(bad).await;
+        assert_eq!(
+            spectator.frame().await["error"]["code"],
+            "bad_request",
+            "{bad}"
+        );
+    }
+    spectator.text(r#"{"ping":{}}"#).await;
+    assert_eq!(spectator.frame().await, json!({"pong": {}}));
     // A binary frame is not part of the protocol: it closes the connection.
     spectator
         .send(Message::Binary(axum::body::Bytes::from_static(b"\x00")))
@@ -264,47 +277,49 @@ async fn a_resumed_subscription_gets_the_deltas_since_its_version_then_live_ones
     let mut resumed = Spectator::connect(&state);
     resumed
         .text(&format!(
-            r#"{{"op":"subscribe","tier":{tier},"version":1}}"#
+            r#"{{"subscribe":{{"tier":{tier},"version":"1"}}}}"#
         ))
         .await;
     for (version, ada) in [(2, 20), (3, 30)] {
         assert_eq!(
             resumed.frame().await,
-            json!({
-                "type": "delta", "tier": tier, "version": version, "base": version - 1,
-                "upserts": [{"rank": 1, "player": "ada", "score": ada}], "removals": [],
-            })
+            json!({"update": {
+                "tier": tier, "version": version.to_string(), "delta": {
+                    "base": (version - 1).to_string(),
+                    "upserts": [{"rank": "1", "playerId": "ada", "score": ada.to_string()}],
+                    "removals": [],
+                },
+            }})
         );
     }
     // A version the router no longer has (or never had) gets the latest snapshot.
     let mut lost = Spectator::connect(&state);
     lost.text(&format!(
-        r#"{{"op":"subscribe","tier":{tier},"version":77}}"#
+        r#"{{"subscribe":{{"tier":{tier},"version":77}}}}"#
     ))
     .await;
     let snapshot = lost.frame().await;
-    assert_eq!(
-        (&snapshot["type"], &snapshot["version"]),
-        (&json!("snapshot"), &json!(3))
-    );
+    assert_eq!(snapshot["update"]["version"], "3");
+    assert!(snapshot["update"]["snapshot"].is_object(), "{snapshot}");
     // Both follow the live updates as deltas from what each was sent.
     publish(&state, &cache, tier, top(&[("cy", 40), ("ada", 30)])).await;
-    let live = json!({
-        "type": "delta", "tier": tier, "version": 4, "base": 3,
-        "upserts": [{"rank": 1, "player": "cy", "score": 40}, {"rank": 2, "player": "ada", "score": 30}],
+    let live = json!({"update": {"tier": tier, "version": "4", "delta": {
+        "base": "3",
+        "upserts": [
+            {"rank": "1", "playerId": "cy", "score": "40"},
+            {"rank": "2", "playerId": "ada", "score": "30"},
+        ],
         "removals": ["bo"],
-    });
+    }}});
     assert_eq!(resumed.frame().await, live);
     assert_eq!(lost.frame().await, live);
     // Resuming from the latest version sends nothing until the next update.
     let mut current = Spectator::connect(&state);
     current
-        .text(&format!(
-            r#"{{"op":"subscribe","tier":{tier},"version":4}}"#
-        ))
+        .text(&format!(r#"{{"subscribe":{{"tier":{tier},"version":4}}}}"#))
         .await;
-    current.text(r#"{"op":"ping"}"#).await;
-    assert_eq!(current.frame().await, json!({"type": "pong"}));
+    current.text(r#"{"ping":{}}"#).await;
+    assert_eq!(current.frame().await, json!({"pong": {}}));
     state.stop.cancel();
     assert_eq!(
         current.closed().await,
@@ -334,20 +349,20 @@ fn an_update_is_encoded_once_as_a_snapshot_and_as_a_delta_from_the_version_befor
     let snapshot: Value = serde_json::from_str(update.snapshot()).expect("JSON");
     assert_eq!(
         snapshot,
-        json!({"type": "snapshot", "tier": 3, "version": 7, "entries": [
-            {"rank": 1, "player": "bo", "score": 10},
-            {"rank": 2, "player": "ada", "score": 9},
-            {"rank": 3, "player": "di", "score": 2},
-        ]})
+        json!({"update": {"tier": 3, "version": "7", "snapshot": {"entries": [
+            {"rank": "1", "playerId": "bo", "score": "10"},
+            {"rank": "2", "playerId": "ada", "score": "9"},
+            {"rank": "3", "playerId": "di", "score": "2"},
+        ]}}})
     );
     let delta: Value = serde_json::from_str(update.delta().expect("a delta")).expect("JSON");
     assert_eq!(
         delta,
-        json!({"type": "delta", "tier": 3, "version": 7, "base": 6, "upserts": [
-            {"rank": 1, "player": "bo", "score": 10},
-            {"rank": 2, "player": "ada", "score": 9},
-            {"rank": 3, "player": "di", "score": 2},
-        ], "removals": ["cy"]})
+        json!({"update": {"tier": 3, "version": "7", "delta": {"base": "6", "upserts": [
+            {"rank": "1", "playerId": "bo", "score": "10"},
+            {"rank": "2", "playerId": "ada", "score": "9"},
+            {"rank": "3", "playerId": "di", "score": "2"},
+        ], "removals": ["cy"]}}})
     );
     let big = i64::MAX;
     let odd = Snapshot {
@@ -357,6 +372,8 @@ fn an_update_is_encoded_once_as_a_snapshot_and_as_a_delta_from_the_version_befor
     };
     let snapshot: Value =
         serde_json::from_str(Published::encode(1, None, &odd).snapshot()).expect("JSON");
-    assert_eq!(snapshot["entries"][0]["player"], "quote\"d");
-    assert_eq!(snapshot["entries"][0]["score"], big);
+    let entry = &snapshot["update"]["snapshot"]["entries"][0];
+    assert_eq!(entry["playerId"], "quote\"d");
+    // 64-bit integers are strings in the proto3 JSON mapping: no precision lost in a browser.
+    assert_eq!(entry["score"], big.to_string());
 }

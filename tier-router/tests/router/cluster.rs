@@ -184,7 +184,7 @@ async fn writers_and_a_router_in_cluster_mode_keep_every_guarantee() {
     assert!(matches!(first, ClueClaim::Won { .. }), "{first:?}");
     let second = writers[1].claim_clue(&clue, "bob").await.expect("claim");
     assert!(
-        matches!(&second, ClueClaim::Held { hunter, .. } if hunter == "ada"),
+        matches!(&second, ClueClaim::Held { holder_player_id, .. } if holder_player_id == "ada"),
         "{second:?}"
     );
 

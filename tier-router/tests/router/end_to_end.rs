@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use hunt_testkit::RedisServer;
 use leaderboard_proto::rewards;
-use leaderboard_proto::v1::leaderboard_client::LeaderboardClient;
+use leaderboard_proto::v1::leaderboard_service_client::LeaderboardServiceClient;
 use leaderboard_proto::v1::{
-    Entry, GetPlayerRequest, GetTopRequest, WatchRequest, WatchUpdate, watch_update,
+    Entry, GetPlayerRequest, GetTopRequest, WatchRequest, WatchResponse, watch_response,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestRunner};
@@ -23,7 +23,7 @@ type Totals = BTreeMap<u32, BTreeMap<String, i64>>;
 /// The whole leaderboard of `tier` through `GetTop`, as player → score, and whether its scores
 /// are in order.
 async fn leaderboard(
-    grpc: &mut leaderboard_proto::v1::leaderboard_client::LeaderboardClient<
+    grpc: &mut leaderboard_proto::v1::leaderboard_service_client::LeaderboardServiceClient<
         tonic::transport::Channel,
     >,
     tier: u32,
@@ -139,9 +139,9 @@ impl Follower {
     /// that same version returns that same top, and returns it.
     async fn until(
         &mut self,
-        updates: &mut tonic::Streaming<WatchUpdate>,
+        updates: &mut tonic::Streaming<WatchResponse>,
         done: impl Fn(&[Entry]) -> bool,
-        grpc: &mut LeaderboardClient<Channel>,
+        grpc: &mut LeaderboardServiceClient<Channel>,
     ) -> Vec<Entry> {
         loop {
             let update = tokio::time::timeout(crate::support::DEADLINE, updates.message())
@@ -150,8 +150,8 @@ impl Follower {
                 .expect("stream ok")
                 .expect("stream open");
             match update.update.expect("a snapshot or a delta") {
-                watch_update::Update::Snapshot(snapshot) => self.top = snapshot.entries,
-                watch_update::Update::Delta(delta) => {
+                watch_response::Update::Snapshot(snapshot) => self.top = snapshot.entries,
+                watch_response::Update::Delta(delta) => {
                     assert_eq!(
                         Some(delta.base),
                         self.version,

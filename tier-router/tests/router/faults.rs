@@ -118,7 +118,7 @@ async fn a_router_paused_past_its_lease_is_fenced_off_when_it_resumes() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // Its clients see it through gRPC as before.
-    let mut grpc = leaderboard_proto::v1::leaderboard_client::LeaderboardClient::new(
+    let mut grpc = leaderboard_proto::v1::leaderboard_service_client::LeaderboardServiceClient::new(
         hunt_testkit::grpc_channel(paused.grpc_addr).await,
     );
     grpc.list_tiers(leaderboard_proto::v1::ListTiersRequest {})

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use hunt_testkit::RedisServer;
 use leaderboard_proto::rewards;
-use leaderboard_proto::v1::ingest_client::IngestClient;
-use leaderboard_proto::v1::leaderboard_client::LeaderboardClient;
+use leaderboard_proto::v1::ingest_service_client::IngestServiceClient;
+use leaderboard_proto::v1::leaderboard_service_client::LeaderboardServiceClient;
 use leaderboard_proto::v1::{AppendRequest, GetTopRequest, HuntEvent};
 use shard_writer::WriterConfig;
 use shard_writer::ingest::{IngestConfig, Sidecar};
@@ -17,7 +17,7 @@ use tonic::transport::Channel;
 use crate::support::{Totals, client, eventually, router, score};
 
 /// The whole leaderboard of `tier` through `GetTop`, as player → score.
-async fn board(grpc: &mut LeaderboardClient<Channel>, tier: u32) -> BTreeMap<String, i64> {
+async fn board(grpc: &mut LeaderboardServiceClient<Channel>, tier: u32) -> BTreeMap<String, i64> {
     grpc.get_top(GetTopRequest {
         tier,
         offset: 0,
@@ -33,7 +33,7 @@ async fn board(grpc: &mut LeaderboardClient<Channel>, tier: u32) -> BTreeMap<Str
 }
 
 /// Polls `GetTop` until every tier in `totals` holds exactly its totals.
-async fn boards_equal(grpc: &LeaderboardClient<Channel>, totals: &Totals) {
+async fn boards_equal(grpc: &LeaderboardServiceClient<Channel>, totals: &Totals) {
     for (&tier, want) in totals {
         eventually(&format!("GetTop of tier {tier} equals the totals"), || {
             let mut grpc = grpc.clone();
@@ -69,7 +69,8 @@ async fn sidecar_appends_reach_get_top_exactly_and_a_refused_request_changes_not
         .await
         .expect("sidecar builds")
         .spawn();
-    let mut ingest = IngestClient::new(hunt_testkit::grpc_channel(sidecar.local_addr()).await);
+    let mut ingest =
+        IngestServiceClient::new(hunt_testkit::grpc_channel(sidecar.local_addr()).await);
     let grpc = client(&router).await;
     let (low, high) = (rewards::TIERS[0].id, rewards::TIERS[1].id);
 

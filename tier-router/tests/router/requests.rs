@@ -42,14 +42,13 @@ async fn bad_requests_get_clear_status_codes() {
         code(grpc.get_top(top(999, 0, 10)).await),
         Some(Code::NotFound)
     );
-    assert_eq!(
-        code(grpc.get_top(top(1, 0, 0)).await),
-        Some(Code::InvalidArgument)
-    );
-    assert_eq!(
-        code(grpc.get_top(top(1, 0, 1_000_000)).await),
-        Some(Code::InvalidArgument)
-    );
+    for limit in [1_001, 1_000_000] {
+        assert_eq!(
+            code(grpc.get_top(top(1, 0, limit)).await),
+            Some(Code::InvalidArgument),
+            "limit {limit}"
+        );
+    }
     let player = |player_id: &str, around| GetPlayerRequest {
         tier: 1,
         player_id: player_id.to_owned(),
@@ -75,6 +74,45 @@ async fn bad_requests_get_clear_status_codes() {
         code(grpc.watch(WatchRequest { tier: 0 }).await),
         Some(Code::NotFound)
     );
+    assert!(router.shutdown(Duration::from_secs(10)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_top_limit_zero_means_the_default_of_a_hundred() {
+    let redis = RedisServer::start().expect("redis-server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let router = router(&redis).await;
+    let writer = crate::support::writer(&redis, dir.path(), 2).await;
+    let appends = (0..150).map(|i| writer.append(score(3, &format!("p{i:03}"), 1 + i)));
+    for appended in futures_util::future::join_all(appends).await {
+        appended.expect("append");
+    }
+    let mut grpc = client(&router).await;
+    let top = |offset, limit| GetTopRequest {
+        tier: 3,
+        offset,
+        limit,
+    };
+    eventually("all 150 players on the board", || {
+        let mut grpc = grpc.clone();
+        async move {
+            let page = grpc.get_top(top(0, 1_000)).await.ok()?.into_inner();
+            (page.entries.len() == 150).then_some(())
+        }
+    })
+    .await;
+    let page = grpc.get_top(top(0, 0)).await.expect("GetTop").into_inner();
+    assert_eq!(page.entries.len(), 100, "limit 0 is the default");
+    assert_eq!(page.entries[0].player_id, "p149");
+    // Past the cached top too: limit 0 from offset 120 is the 30 rows left.
+    let page = grpc
+        .get_top(top(120, 0))
+        .await
+        .expect("GetTop")
+        .into_inner();
+    assert_eq!(page.entries.len(), 30);
+    assert_eq!(page.entries[0].rank, 121);
+    writer.shutdown().await.expect("shutdown");
     assert!(router.shutdown(Duration::from_secs(10)).await);
 }
 
@@ -174,7 +212,7 @@ async fn health_checking_and_reflection_are_served() {
     let mut health = HealthClient::new(channel.clone());
     let status = health
         .check(HealthCheckRequest {
-            service: "hunt.v1.Leaderboard".into(),
+            service: "hunt.v1.LeaderboardService".into(),
         })
         .await
         .expect("Check")
@@ -201,7 +239,7 @@ async fn health_checking_and_reflection_are_served() {
         panic!("expected the list of services");
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    for wanted in ["hunt.v1.Leaderboard", "grpc.health.v1.Health"] {
+    for wanted in ["hunt.v1.LeaderboardService", "grpc.health.v1.Health"] {
         assert!(names.iter().any(|n| n == wanted), "{wanted} in {names:?}");
     }
     assert!(router.shutdown(Duration::from_secs(10)).await);
@@ -224,7 +262,7 @@ async fn connections_past_the_cap_wait_until_one_closes() {
                 .expect("uri")
                 .timeout(Duration::from_millis(300))
                 .connect_lazy();
-        leaderboard_proto::v1::leaderboard_client::LeaderboardClient::new(channel)
+        leaderboard_proto::v1::leaderboard_service_client::LeaderboardServiceClient::new(channel)
     };
     let mut first = connect().await;
     let mut second = connect().await;
@@ -309,12 +347,14 @@ async fn health_readiness_and_the_page_over_http() {
     assert_eq!(http_get(http, "/style.css").await.0, 200);
     let (status, tiers) = http_get(http, "/tiers").await;
     assert_eq!(status, 200);
-    let tiers: serde_json::Value = serde_json::from_str(&tiers).expect("JSON");
-    assert_eq!(
-        tiers.as_array().map(Vec::len),
-        Some(leaderboard_proto::rewards::TIERS.len())
-    );
-    assert_eq!(tiers[0]["name"], leaderboard_proto::rewards::TIERS[0].name);
+    // ListTiers's answer in the proto3 JSON mapping, as a gRPC-JSON client sees it.
+    let tiers: leaderboard_proto::v1::ListTiersResponse =
+        serde_json::from_str(&tiers).expect("a ListTiersResponse");
+    let expected: Vec<leaderboard_proto::v1::Tier> = leaderboard_proto::rewards::TIERS
+        .iter()
+        .map(Into::into)
+        .collect();
+    assert_eq!(tiers.tiers, expected);
     assert_eq!(http_get(http, "/nowhere").await.0, 404);
     redis.stop();
     let (_, why) = eventually("not ready without Redis", || async {

@@ -438,7 +438,7 @@ async fn duplicate_awards_from_three_shards_settle_to_one_winner_per_chest() {
             _ => leaderboard_proto::v1::AwardState::Compensated,
         };
         assert_eq!(found.state(), expected, "{}", award.award_id);
-        assert_eq!(reply.chest_holder, outcome.holders[&award.chest]);
+        assert_eq!(reply.holder_award_id, outcome.holders[&award.chest]);
         let chest = grpc
             .get_chest(GetChestRequest {
                 chest_key: award.chest.clone(),

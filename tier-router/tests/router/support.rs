@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use hunt_testkit::{RedisServer, printed_addresses};
-use leaderboard_proto::v1::leaderboard_client::LeaderboardClient;
+use leaderboard_proto::v1::leaderboard_service_client::LeaderboardServiceClient;
 use tier_router::{App, AppHandle, RouterConfig};
 use tonic::transport::Channel;
 
@@ -55,8 +55,8 @@ pub(crate) async fn writer_with(
 }
 
 /// A gRPC client of `router`.
-pub(crate) async fn client(router: &AppHandle) -> LeaderboardClient<Channel> {
-    LeaderboardClient::new(hunt_testkit::grpc_channel(router.grpc_addr()).await)
+pub(crate) async fn client(router: &AppHandle) -> LeaderboardServiceClient<Channel> {
+    LeaderboardServiceClient::new(hunt_testkit::grpc_channel(router.grpc_addr()).await)
 }
 
 /// A `tier-router` process, killed on drop; its log goes to a file the test can read.

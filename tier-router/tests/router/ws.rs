@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use hunt_testkit::RedisServer;
-use leaderboard_proto::v1::GetTopRequest;
-use serde_json::Value;
+use leaderboard_proto::v1::spectator_response::Frame;
+use leaderboard_proto::v1::watch_response::Update;
+use leaderboard_proto::v1::{Entry, GetTopRequest, SpectatorResponse, WatchResponse};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
@@ -23,8 +24,8 @@ async fn connect(addr: std::net::SocketAddr) -> Socket {
         .0
 }
 
-/// The next text frame, as JSON.
-async fn next(socket: &mut Socket) -> Value {
+/// The next text frame: a `SpectatorResponse` in the proto3 JSON mapping.
+async fn next(socket: &mut Socket) -> Frame {
     loop {
         let message = tokio::time::timeout(DEADLINE, socket.next())
             .await
@@ -32,9 +33,42 @@ async fn next(socket: &mut Socket) -> Value {
             .expect("socket open")
             .expect("frame ok");
         if let Message::Text(text) = message {
-            return serde_json::from_str(&text).expect("JSON frame");
+            return parse(&text);
         }
     }
+}
+
+fn parse(text: &str) -> Frame {
+    serde_json::from_str::<SpectatorResponse>(text)
+        .expect("a SpectatorResponse")
+        .frame
+        .expect("a frame")
+}
+
+/// The update `frame` carries.
+fn update(frame: Frame) -> WatchResponse {
+    match frame {
+        Frame::Update(update) => update,
+        other => panic!("expected an update, got {other:?}"),
+    }
+}
+
+/// The code of the error `frame` carries.
+fn error_code(frame: Frame) -> String {
+    match frame {
+        Frame::Error(error) => error.code,
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+fn is_snapshot(frame: Frame) -> bool {
+    matches!(update(frame).update, Some(Update::Snapshot(_)))
+}
+
+fn rows(entries: &[Entry]) -> impl Iterator<Item = (String, (u64, i64))> + '_ {
+    entries
+        .iter()
+        .map(|e| (e.player_id.clone(), (e.rank, e.score)))
 }
 
 async fn send(socket: &mut Socket, frame: &str) {
@@ -51,10 +85,13 @@ async fn snapshot_and_deltas_rebuild_get_top_at_the_same_version() {
     let router = router(&redis).await;
     let writer = crate::support::writer(&redis, dir.path(), 3).await;
     let mut socket = connect(router.http_addr()).await;
-    send(&mut socket, r#"{"op":"subscribe","tier":2}"#).await;
-    let first = next(&mut socket).await;
-    assert_eq!(first["type"], "snapshot", "{first}");
-    assert_eq!(first["tier"], 2);
+    send(&mut socket, r#"{"subscribe":{"tier":2}}"#).await;
+    let first = update(next(&mut socket).await);
+    assert!(
+        matches!(first.update, Some(Update::Snapshot(_))),
+        "{first:?}"
+    );
+    assert_eq!(first.tier, 2);
 
     for (i, player) in ["ada", "bo", "cy", "di", "ed", "fay"].iter().enumerate() {
         writer
@@ -66,50 +103,23 @@ async fn snapshot_and_deltas_rebuild_get_top_at_the_same_version() {
     let mut grpc = client(&router).await;
     // Rebuild from the snapshot and the deltas until it is the top GetTop serves.
     let mut top: BTreeMap<String, (u64, i64)> = BTreeMap::new();
-    let mut version = first["version"].as_u64().expect("version");
+    let mut version = first.version;
     let mut deltas = 0;
     let mut frame = first;
     loop {
-        match frame["type"].as_str() {
-            Some("snapshot") => {
-                top = frame["entries"]
-                    .as_array()
-                    .expect("entries")
-                    .iter()
-                    .map(|e| {
-                        (
-                            e["player"].as_str().expect("player").to_owned(),
-                            (
-                                e["rank"].as_u64().expect("rank"),
-                                e["score"].as_i64().expect("score"),
-                            ),
-                        )
-                    })
-                    .collect();
-            }
-            Some("delta") => {
-                assert_eq!(
-                    frame["base"].as_u64(),
-                    Some(version),
-                    "a delta applies to the last version"
-                );
+        match &frame.update {
+            Some(Update::Snapshot(snapshot)) => top = rows(&snapshot.entries).collect(),
+            Some(Update::Delta(delta)) => {
+                assert_eq!(delta.base, version, "a delta applies to the last version");
                 deltas += 1;
-                for gone in frame["removals"].as_array().expect("removals") {
-                    top.remove(gone.as_str().expect("player"));
+                for gone in &delta.removals {
+                    top.remove(gone);
                 }
-                for e in frame["upserts"].as_array().expect("upserts") {
-                    top.insert(
-                        e["player"].as_str().expect("player").to_owned(),
-                        (
-                            e["rank"].as_u64().expect("rank"),
-                            e["score"].as_i64().expect("score"),
-                        ),
-                    );
-                }
+                top.extend(rows(&delta.upserts));
             }
-            other => panic!("unexpected frame {other:?}: {frame}"),
+            None => panic!("an update without a top: {frame:?}"),
         }
-        version = frame["version"].as_u64().expect("version");
+        version = frame.version;
         let served = grpc
             .get_top(GetTopRequest {
                 tier: 2,
@@ -133,7 +143,7 @@ async fn snapshot_and_deltas_rebuild_get_top_at_the_same_version() {
                 break;
             }
         }
-        frame = next(&mut socket).await;
+        frame = update(next(&mut socket).await);
     }
     assert!(deltas > 0, "changes arrived as deltas");
     writer.shutdown().await.expect("shutdown");
@@ -145,23 +155,19 @@ async fn bad_frames_get_error_frames_and_binary_closes() {
     let redis = RedisServer::start().expect("redis-server");
     let router = router(&redis).await;
     let mut socket = connect(router.http_addr()).await;
-    send(&mut socket, r#"{"op":"subscribe","tier":999}"#).await;
-    let unknown = next(&mut socket).await;
-    assert_eq!(
-        (unknown["type"].as_str(), unknown["code"].as_str()),
-        (Some("error"), Some("unknown_tier"))
-    );
+    send(&mut socket, r#"{"subscribe":{"tier":999}}"#).await;
+    assert_eq!(error_code(next(&mut socket).await), "unknown_tier");
     send(&mut socket, "not json").await;
-    assert_eq!(next(&mut socket).await["code"], "bad_request");
-    send(&mut socket, r#"{"op":"subscribe"}"#).await;
-    assert_eq!(next(&mut socket).await["code"], "bad_request");
+    assert_eq!(error_code(next(&mut socket).await), "bad_request");
+    send(&mut socket, r#"{"subscribe":{"tier":1,"tear":2}}"#).await;
+    assert_eq!(error_code(next(&mut socket).await), "bad_request");
     // The connection stays.
-    send(&mut socket, r#"{"op":"ping"}"#).await;
-    assert_eq!(next(&mut socket).await["type"], "pong");
+    send(&mut socket, r#"{"ping":{}}"#).await;
+    assert!(matches!(next(&mut socket).await, Frame::Pong(_)));
     // Oversized frames are refused.
     send(
         &mut socket,
-        &format!(r#"{{"op":"ping","x":"{}"}}"#, "x".repeat(10_000)),
+        &format!(r#"{{"ping":{{}},"x":"{}"}}"#, "x".repeat(10_000)),
     )
     .await;
     // It is not answered: the connection ends (a close frame, or the socket shut).
@@ -228,17 +234,20 @@ async fn limits_on_subscriptions_rate_connections_and_silence() {
     for tier in [1, 2] {
         send(
             &mut socket,
-            &format!(r#"{{"op":"subscribe","tier":{tier}}}"#),
+            &format!(r#"{{"subscribe":{{"tier":{tier}}}}}"#),
         )
         .await;
-        assert_eq!(next(&mut socket).await["type"], "snapshot");
+        assert!(is_snapshot(next(&mut socket).await));
     }
-    send(&mut socket, r#"{"op":"subscribe","tier":3}"#).await;
-    assert_eq!(next(&mut socket).await["code"], "too_many_subscriptions");
+    send(&mut socket, r#"{"subscribe":{"tier":3}}"#).await;
+    assert_eq!(
+        error_code(next(&mut socket).await),
+        "too_many_subscriptions"
+    );
     // Unsubscribing frees a place.
-    send(&mut socket, r#"{"op":"unsubscribe","tier":1}"#).await;
-    send(&mut socket, r#"{"op":"subscribe","tier":3}"#).await;
-    assert_eq!(next(&mut socket).await["tier"], 3);
+    send(&mut socket, r#"{"unsubscribe":{"tier":1}}"#).await;
+    send(&mut socket, r#"{"subscribe":{"tier":3}}"#).await;
+    assert_eq!(update(next(&mut socket).await).tier, 3);
 
     // A third spectator is refused with 503 while two are connected.
     let mut second = connect(addr).await;
@@ -252,7 +261,7 @@ async fn limits_on_subscriptions_rate_connections_and_silence() {
     // Past the rate (a burst of 10, then 5/s): rate_limited, and a flood is closed.
     let mut codes = Vec::new();
     for _ in 0..40 {
-        send(&mut second, r#"{"op":"ping"}"#).await;
+        send(&mut second, r#"{"ping":{}}"#).await;
     }
     let close = loop {
         match tokio::time::timeout(DEADLINE, second.next())
@@ -260,8 +269,10 @@ async fn limits_on_subscriptions_rate_connections_and_silence() {
             .expect("in time")
         {
             Some(Ok(Message::Text(text))) => {
-                let frame: Value = serde_json::from_str(&text).expect("JSON");
-                codes.push(frame["code"].as_str().unwrap_or("pong").to_owned());
+                codes.push(match parse(&text) {
+                    Frame::Pong(_) => "pong".to_owned(),
+                    other => error_code(other),
+                });
             }
             Some(Ok(Message::Close(frame))) => break frame,
             Some(Ok(_)) => {}
@@ -290,38 +301,34 @@ async fn a_spectator_resumes_from_its_last_version_with_deltas() {
     let router = router(&redis).await;
     let writer = crate::support::writer(&redis, dir.path(), 5).await;
     let mut socket = connect(router.http_addr()).await;
-    send(&mut socket, r#"{"op":"subscribe","tier":4}"#).await;
-    assert_eq!(next(&mut socket).await["type"], "snapshot");
+    send(&mut socket, r#"{"subscribe":{"tier":4}}"#).await;
+    assert!(is_snapshot(next(&mut socket).await));
     writer.append(score(4, "ada", 5)).await.expect("append");
-    let seen = next(&mut socket).await;
-    let version = seen["version"].as_u64().expect("version");
+    let version = update(next(&mut socket).await).version;
 
     // bo arrives while this spectator is away; the first one shows when it was published.
     writer.append(score(4, "bo", 7)).await.expect("append");
     loop {
-        let frame = next(&mut socket).await;
-        if frame.to_string().contains("\"bo\"") {
+        if format!("{:?}", next(&mut socket).await).contains("\"bo\"") {
             break;
         }
     }
     let mut socket = connect(router.http_addr()).await;
     send(
         &mut socket,
-        &format!(r#"{{"op":"subscribe","tier":4,"version":{version}}}"#),
+        &format!(r#"{{"subscribe":{{"tier":4,"version":"{version}"}}}}"#),
     )
     .await;
-    let resumed = next(&mut socket).await;
-    assert_eq!(resumed["type"], "delta", "{resumed}");
-    assert_eq!(resumed["base"].as_u64(), Some(version), "{resumed}");
-    assert_eq!(resumed["upserts"][0]["player"], "bo", "{resumed}");
-    send(&mut socket, r#"{"op":"unsubscribe","tier":4}"#).await;
+    let resumed = update(next(&mut socket).await);
+    let Some(Update::Delta(delta)) = &resumed.update else {
+        panic!("expected a delta, got {resumed:?}");
+    };
+    assert_eq!(delta.base, version, "{resumed:?}");
+    assert_eq!(delta.upserts[0].player_id, "bo", "{resumed:?}");
+    send(&mut socket, r#"{"unsubscribe":{"tier":4}}"#).await;
     // A version the router never published: a snapshot.
-    send(
-        &mut socket,
-        r#"{"op":"subscribe","tier":4,"version":999999}"#,
-    )
-    .await;
-    assert_eq!(next(&mut socket).await["type"], "snapshot");
+    send(&mut socket, r#"{"subscribe":{"tier":4,"version":999999}}"#).await;
+    assert!(is_snapshot(next(&mut socket).await));
     writer.shutdown().await.expect("shutdown");
     assert!(router.shutdown(Duration::from_secs(10)).await);
 }
@@ -358,7 +365,7 @@ async fn a_spectator_that_never_reads_delays_no_one_and_is_closed() {
     )
     .await
     .expect("WebSocket handshake");
-    send(&mut slow, r#"{"op":"subscribe","tier":1}"#).await;
+    send(&mut slow, r#"{"subscribe":{"tier":1}}"#).await;
 
     // A hundred spectators that keep up, each noting how late it saw each jump.
     const STEPS: i64 = 300;
@@ -369,7 +376,7 @@ async fn a_spectator_that_never_reads_delays_no_one_and_is_closed() {
     let mut readers = tokio::task::JoinSet::new();
     for _ in 0..100 {
         let mut socket = connect(addr).await;
-        send(&mut socket, r#"{"op":"subscribe","tier":1}"#).await;
+        send(&mut socket, r#"{"subscribe":{"tier":1}}"#).await;
         let sent_at = std::sync::Arc::clone(&sent_at);
         readers.spawn(async move {
             let mut worst = Duration::ZERO;
@@ -382,7 +389,7 @@ async fn a_spectator_that_never_reads_delays_no_one_and_is_closed() {
                 };
                 // Coalescing may merge jumps: the latest one seen counts for all before it.
                 let latest = text
-                    .split("\"score\":")
+                    .split("\"score\":\"")
                     .skip(1)
                     .filter_map(|rest| {
                         let digits: String =
@@ -440,7 +447,7 @@ async fn a_spectator_that_never_reads_delays_no_one_and_is_closed() {
             Ok(Some(Ok(Message::Text(text)))) => {
                 frames += 1;
                 bytes += text.len();
-                if text.contains("\"type\":\"snapshot\"") {
+                if is_snapshot(parse(&text)) {
                     snapshots += 1;
                 }
             }

@@ -109,7 +109,7 @@ async fn tiers_on_different_nodes_apply_and_claim_through_one_connection() {
         assert_eq!(
             held.expect("claim"),
             ChestClaim::Held {
-                award_id: "award-1".to_owned()
+                holder_award_id: "award-1".to_owned()
             }
         );
     }
@@ -124,7 +124,7 @@ async fn tiers_on_different_nodes_apply_and_claim_through_one_connection() {
         assert!(matches!(first.expect("claim"), ClueClaim::Won { .. }));
         let second = hunt_redis::call(&mut conn, &ClaimClue::new(&clue, "bob", 2)).await;
         assert!(
-            matches!(second.expect("claim"), ClueClaim::Held { hunter, .. } if hunter == "ada")
+            matches!(second.expect("claim"), ClueClaim::Held { holder_player_id, .. } if holder_player_id == "ada")
         );
     }
 
