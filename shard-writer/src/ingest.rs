@@ -322,19 +322,13 @@ impl Sidecar {
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let incoming = listener::bounded(self.listener, self.config.max_connections);
         let shutdown = cancel.clone();
-        tracker.spawn(async move {
-            let served = hunt_serve::grpc::serve(
-                Routes::new(server),
-                <IngestServiceServer<Ingest> as NamedService>::NAME,
-                incoming,
-                MAX_STREAMS_PER_CONNECTION,
-                shutdown,
-            )
-            .await;
-            if let Err(err) = served {
-                tracing::error!(error = %err, "gRPC server failed");
-            }
-        });
+        tracker.spawn(hunt_serve::grpc::serve(
+            Routes::new(server),
+            <IngestServiceServer<Ingest> as NamedService>::NAME,
+            incoming,
+            MAX_STREAMS_PER_CONNECTION,
+            shutdown,
+        ));
         if let Some(handle) = self.metrics.clone() {
             tracker.spawn(admin::upkeep(handle, cancel.clone()));
         }

@@ -157,20 +157,14 @@ impl App {
         let shutdown = cancel.clone();
         let incoming = listener::bounded(self.grpc, self.config.max_grpc_connections);
         let routes = self.reflection.add_service(service);
-        tracker.spawn(async move {
-            // Each Watch is one stream of a connection's bound.
-            let served = hunt_serve::grpc::serve(
-                routes,
-                <LeaderboardServiceServer<Leaderboard> as NamedService>::NAME,
-                incoming,
-                MAX_STREAMS_PER_CONNECTION,
-                shutdown,
-            )
-            .await;
-            if let Err(err) = served {
-                tracing::error!(error = %err, "gRPC server failed");
-            }
-        });
+        // Each Watch is one stream of a connection's bound.
+        tracker.spawn(hunt_serve::grpc::serve(
+            routes,
+            <LeaderboardServiceServer<Leaderboard> as NamedService>::NAME,
+            incoming,
+            MAX_STREAMS_PER_CONNECTION,
+            shutdown,
+        ));
         if let Some(handle) = self.metrics.clone() {
             tracker.spawn(admin::upkeep(handle, cancel.clone()));
         }

@@ -46,17 +46,15 @@ pub fn reflection(descriptor_sets: &[&'static [u8]]) -> Result<Routes, String> {
 
 /// Serves `routes` plus gRPC health on `incoming` until `shutdown` is cancelled, then finishes
 /// the calls in service. Health reports `service` (its full gRPC name, `hunt.v1.…`) `SERVING`
-/// until the drain starts and `NOT_SERVING` from then on.
-///
-/// # Errors
-/// The transport's error when the server fails.
+/// until the drain starts and `NOT_SERVING` from then on. A transport failure is logged: the
+/// task is meant to be spawned.
 pub async fn serve(
     routes: Routes,
     service: &'static str,
     incoming: Incoming,
     max_streams: u32,
     shutdown: CancellationToken,
-) -> Result<(), tonic::transport::Error> {
+) {
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_service_status(service, ServingStatus::Serving)
@@ -67,8 +65,11 @@ pub async fn serve(
             .set_service_status(service, ServingStatus::NotServing)
             .await;
     };
-    server(max_streams)
+    let served = server(max_streams)
         .add_routes(routes.add_service(health_service))
         .serve_with_incoming_shutdown(incoming, stopping)
-        .await
+        .await;
+    if let Err(err) = served {
+        tracing::error!(error = %err, service, "gRPC server failed");
+    }
 }
