@@ -11,7 +11,7 @@
 
 -- Raised by hand whenever a function is added or changed, so an older process never replaces a
 -- newer library (see leaderboard_proto::functions::ensure_loaded).
-local LIBRARY_VERSION = 6
+local LIBRARY_VERSION = 7
 
 local function hash_get_number(key, field)
   local value = redis.call('HGET', key, field)
@@ -366,13 +366,124 @@ local function apply(keys, args)
   return {applied, duplicates, gaps, rejected, top, awarded, stale}
 end
 
--- hunt_open_clue(KEYS[1] = clue; ARGV[1] = wave)
+-- The claims gate. `hunt:claims` (a hash) names the Redis incarnation the claim state belongs to
+-- and whether that state is complete: after a Redis lost its data (restarted empty, flushed),
+-- the state is created again under a new incarnation with the gate closed, every shard restores
+-- the claim decisions its file records (hunt_restore_clue, hunt_restore_chest) and joins
+-- (hunt_claims_join), and the gate opens once every expected shard has. Until then the claim
+-- functions refuse with RECOVERING rather than answer from a state that misses decisions.
+-- Fields: incarnation, open (0/1), expected (shards), joined (count), shard:<id> (1 per joiner).
+
+-- The gate of a claim function called with KEYS[2] = claims state and its incarnation as the
+-- last argument: an error reply unless the state is of that incarnation and open. Without
+-- KEYS[2] (Redis Cluster, where the state lives in another slot) the caller checked the gate
+-- itself just before the call.
+local function gate(keys, incarnation)
+  if not keys[2] then
+    return nil
+  end
+  local state = redis.call('HMGET', keys[2], 'incarnation', 'open')
+  if state[1] ~= incarnation or state[2] ~= '1' then
+    return redis.error_reply('RECOVERING the claim state is being restored from the shard files')
+  end
+  return nil
+end
+
+-- hunt_claims_state(KEYS[1] = claims state; ARGV[1] = an incarnation id for a state created now)
+-- Returns {incarnation, open (0/1), joined, expected}. A missing state (a new Redis, or one that
+-- lost its data) is created under ARGV[1] with the gate closed.
+local function claims_state(keys, args)
+  local state = keys[1]
+  if redis.call('HSETNX', state, 'incarnation', args[1]) == 1 then
+    redis.call('HSET', state, 'open', '0', 'expected', '0', 'joined', '0')
+  end
+  local v = redis.call('HMGET', state, 'incarnation', 'open', 'joined', 'expected')
+  return {v[1], tonumber(v[2] or '0'), tonumber(v[3] or '0'), tonumber(v[4] or '0')}
+end
+
+-- hunt_claims_join(KEYS[1] = claims state; ARGV = incarnation, shard id, expected shards)
+-- The shard has restored its decisions under this incarnation. The expected count only rises;
+-- the gate opens once as many distinct shards have joined. Returns {1, open} or, when the
+-- incarnation is no longer the current one (Redis lost data again: restore again), {0, 0}.
+local function claims_join(keys, args)
+  local state, incarnation, shard, expected = keys[1], args[1], args[2], tonumber(args[3])
+  if redis.call('HGET', state, 'incarnation') ~= incarnation then
+    return {0, 0}
+  end
+  if redis.call('HSETNX', state, 'shard:' .. shard, '1') == 1 then
+    redis.call('HINCRBY', state, 'joined', 1)
+  end
+  if expected > hash_get_number(state, 'expected') then
+    redis.call('HSET', state, 'expected', int(expected))
+  end
+  if hash_get_number(state, 'joined') >= hash_get_number(state, 'expected') then
+    redis.call('HSET', state, 'open', '1')
+  end
+  return {1, hash_get_number(state, 'open')}
+end
+
+-- hunt_claims_open(KEYS[1] = claims state)
+-- The operator's override: opens the gate without the shards that have not joined (a shard gone
+-- for good). Returns {incarnation or '', joined, expected}; nothing is created when the state
+-- is missing.
+local function claims_open(keys, args)
+  local state = keys[1]
+  local incarnation = redis.call('HGET', state, 'incarnation')
+  if not incarnation then
+    return {'', 0, 0}
+  end
+  redis.call('HSET', state, 'open', '1')
+  return {incarnation, hash_get_number(state, 'joined'), hash_get_number(state, 'expected')}
+end
+
+-- hunt_restore_clue(KEYS[1] = clue; ARGV = wave, token, holder ('' for none))
+-- Puts back what a shard file records of a clue: its token counter never below the token, the
+-- wave opened, and the holder of that wave. Nothing is lowered and a holder is never replaced,
+-- so shards may restore in any order and any number of times. Returns 1.
+local function restore_clue(keys, args)
+  local clue, wave, token, holder = keys[1], tonumber(args[1]), tonumber(args[2]), args[3]
+  local state = redis.call('HMGET', clue, 'reset_at', 'current_hunter', 'token')
+  local stored, current = tonumber(state[1] or '0'), state[2]
+  if token > tonumber(state[3] or '0') then
+    redis.call('HSET', clue, 'token', int(token))
+  end
+  if wave > stored then
+    redis.call('HDEL', clue, 'current_hunter')
+    redis.call('HSET', clue, 'reset_at', int(wave))
+    stored, current = wave, nil
+  end
+  if holder ~= '' and wave == stored and not current then
+    redis.call('HSET', clue, 'current_hunter', holder)
+  end
+  return 1
+end
+
+-- hunt_restore_chest(KEYS[1] = chest; ARGV = award id, ttl seconds)
+-- Puts back a chest claim a shard file records. Returns {1, award id}, or {0, holder} when
+-- another award already holds the chest.
+local function restore_chest(keys, args)
+  local chest, award = keys[1], args[1]
+  if redis.call('SET', chest, award, 'NX', 'EX', args[2]) then
+    return {1, award}
+  end
+  local holder = redis.call('GET', chest)
+  if holder == award then
+    return {1, award}
+  end
+  return {0, holder}
+end
+
+-- hunt_open_clue(KEYS[1] = clue, [KEYS[2] = claims state]; ARGV = wave, [incarnation])
 -- Opens the clue to new claims for a wave (waves count from 1): its holder (current_hunter) is
 -- cleared and the wave stored in reset_at. A wave at or below the one stored changes nothing, so a
 -- repeated or late reset never reopens a clue claimed in a later wave. The token counter is
 -- kept: every claim of every wave gets a greater token.
 -- Returns {1, wave} when opened, {0, stored wave} when not.
 local function open_clue(keys, args)
+  local refused = gate(keys, args[2])
+  if refused then
+    return refused
+  end
   local clue, wave = keys[1], tonumber(args[1])
   local stored = hash_get_number(clue, 'reset_at')
   if wave <= stored then
@@ -383,14 +494,18 @@ local function open_clue(keys, args)
   return {1, wave}
 end
 
--- hunt_claim_clue(KEYS[1] = clue; ARGV = player_id, solve time ms (the shard's clock, kept for
---                 people, never compared))
+-- hunt_claim_clue(KEYS[1] = clue, [KEYS[2] = claims state]; ARGV = player_id, solve time ms
+--                 (the shard's clock, kept for people, never compared), [incarnation])
 -- First solver wins: a compare-and-swap of current_hunter from none to the player. The winner
 -- gets token = previous token + 1, greater than every token of the clue before. The holder
 -- asking again gets its own token back (a retried claim).
 -- Returns {1, player_id, token, wave} won (or already held by this player), {0, holder, token,
 -- wave} held by another, {-1} for a clue never opened.
 local function claim_clue(keys, args)
+  local refused = gate(keys, args[3])
+  if refused then
+    return refused
+  end
   local clue, player_id = keys[1], args[1]
   local state = redis.call('HMGET', clue, 'reset_at', 'current_hunter', 'token')
   if not state[1] then
@@ -408,12 +523,17 @@ local function claim_clue(keys, args)
   return {1, player_id, token, wave}
 end
 
--- hunt_check_clue(KEYS[1] = clue; ARGV = player_id, token)
+-- hunt_check_clue(KEYS[1] = clue, [KEYS[2] = claims state]; ARGV = player_id, token,
+--                 [incarnation])
 -- Whether a write carrying this token may go ahead: 'ok' when the player holds the clue under
 -- exactly this token; 'stale' for an older token; 'future' for a token never handed out;
 -- 'not_holder' when the token is current but another player (or nobody) holds the clue;
 -- 'unknown' for a clue never opened.
 local function check_clue(keys, args)
+  local refused = gate(keys, args[3])
+  if refused then
+    return refused
+  end
   local clue, player_id, token = keys[1], args[1], tonumber(args[2])
   local state = redis.call('HMGET', clue, 'reset_at', 'current_hunter', 'token')
   if not state[1] then
@@ -432,10 +552,15 @@ local function check_clue(keys, args)
   return 'ok'
 end
 
--- hunt_claim_chest(KEYS[1] = chest; ARGV = award id, ttl seconds)
+-- hunt_claim_chest(KEYS[1] = chest, [KEYS[2] = claims state]; ARGV = award id, ttl seconds,
+--                  [incarnation])
 -- The chest goes to the first award that claims it (SET NX EX). The holder claiming again is
 -- told it holds it. Returns {1, award id} or {0, holder}.
 local function claim_chest(keys, args)
+  local refused = gate(keys, args[3])
+  if refused then
+    return refused
+  end
   local chest, award = keys[1], args[1]
   if redis.call('SET', chest, award, 'NX', 'EX', args[2]) then
     return {1, award}
@@ -588,6 +713,11 @@ redis.register_function('hunt_lease_acquire', lease_acquire)
 redis.register_function('hunt_lease_renew', lease_renew)
 redis.register_function('hunt_lease_release', lease_release)
 redis.register_function('hunt_apply', apply)
+redis.register_function('hunt_claims_state', claims_state)
+redis.register_function('hunt_claims_join', claims_join)
+redis.register_function('hunt_claims_open', claims_open)
+redis.register_function('hunt_restore_clue', restore_clue)
+redis.register_function('hunt_restore_chest', restore_chest)
 redis.register_function('hunt_open_clue', open_clue)
 redis.register_function('hunt_claim_clue', claim_clue)
 redis.register_function{function_name = 'hunt_check_clue', callback = check_clue, flags = {'no-writes'}}

@@ -14,6 +14,7 @@
 //! | [`apply`] | `hunt_apply` |
 //! | [`clue`] | `hunt_open_clue`, `hunt_claim_clue`, `hunt_check_clue` |
 //! | [`chest`] | `hunt_claim_chest` |
+//! | [`claims`] | `hunt_claims_state`, `hunt_claims_join`, `hunt_claims_open`, `hunt_restore_clue`, `hunt_restore_chest` |
 //! | [`award`] | `hunt_award_pending`, `hunt_award_settle`, `hunt_award_finish`, `hunt_award_expire` |
 //! | [`compensate`] | `hunt_compensate` |
 //!
@@ -27,6 +28,7 @@ use redis::{Cmd, FromRedisValue, RedisError};
 pub mod apply;
 pub mod award;
 pub mod chest;
+pub mod claims;
 pub mod clue;
 pub mod compensate;
 pub mod epoch;
@@ -38,6 +40,9 @@ pub use award::{
     AwardExpire, AwardFinish, AwardRecord, AwardSettle, AwardState, AwardsWaiting, Settled, Waiting,
 };
 pub use chest::{CHEST_TTL_SECONDS, ChestClaim, ClaimChest};
+pub use claims::{
+    ClaimsJoin, ClaimsOpen, ClaimsState, Gate, GateState, Joined, RestoreChest, RestoreClue,
+};
 pub use clue::{CheckClue, ClaimClue, ClueClaim, ClueOpened, OpenClue, TokenCheck};
 pub use compensate::Compensate;
 pub use epoch::NextEpoch;
@@ -65,6 +70,9 @@ pub enum ErrorCode {
     Fenced,
     /// The shard's compensation inbox is full: the compensation waits for a later step.
     InboxFull,
+    /// The claims gate is closed (Redis lost its data and the claim state is being restored
+    /// from the shard files) or names another incarnation: retry later.
+    Recovering,
 }
 
 impl ErrorCode {
@@ -74,15 +82,28 @@ impl ErrorCode {
         match self {
             Self::Fenced => "FENCED",
             Self::InboxFull => "INBOX_FULL",
+            Self::Recovering => "RECOVERING",
         }
     }
 
-    /// The code `err` carries, if it is one of the library's.
+    /// The code `err` carries, if it is one of the library's; for a pipeline's error, the first
+    /// of its commands' codes that is.
     #[must_use]
     pub fn of(err: &RedisError) -> Option<Self> {
-        match err.code()? {
+        if let Some(code) = err.code().and_then(Self::named) {
+            return Some(code);
+        }
+        err.clone()
+            .into_server_errors()?
+            .iter()
+            .find_map(|(_, error)| Self::named(error.code()))
+    }
+
+    fn named(code: &str) -> Option<Self> {
+        match code {
             "FENCED" => Some(Self::Fenced),
             "INBOX_FULL" => Some(Self::InboxFull),
+            "RECOVERING" => Some(Self::Recovering),
             _ => None,
         }
     }
@@ -122,7 +143,7 @@ pub const LIBRARY_NAME: &str = "hunt";
 pub const LIBRARY: &str = include_str!(concat!(env!("OUT_DIR"), "/hunt.lua"));
 
 /// The version the embedded source reports through `hunt_version`.
-pub const LIBRARY_VERSION: i64 = 6;
+pub const LIBRARY_VERSION: i64 = 7;
 
 /// Function names, one constant per function of the library.
 pub mod name {
@@ -153,6 +174,16 @@ pub mod name {
     pub const CHECK_CLUE: &str = "hunt_check_clue";
     /// `hunt_claim_chest(chest; award_id, ttl_s) -> {1, award_id} | {0, holder_award_id}`.
     pub const CLAIM_CHEST: &str = "hunt_claim_chest";
+    /// `hunt_claims_state(claims; fresh_incarnation) -> {incarnation, open, joined, expected}`.
+    pub const CLAIMS_STATE: &str = "hunt_claims_state";
+    /// `hunt_claims_join(claims; incarnation, shard, expected) -> {1, open} | {0, 0}`.
+    pub const CLAIMS_JOIN: &str = "hunt_claims_join";
+    /// `hunt_claims_open(claims) -> {incarnation, joined, expected}`.
+    pub const CLAIMS_OPEN: &str = "hunt_claims_open";
+    /// `hunt_restore_clue(clue; wave, token, holder) -> 1`.
+    pub const RESTORE_CLUE: &str = "hunt_restore_clue";
+    /// `hunt_restore_chest(chest; award_id, ttl_s) -> {1, award_id} | {0, holder_award_id}`.
+    pub const RESTORE_CHEST: &str = "hunt_restore_chest";
     /// `hunt_award_pending(awards, awards_pending | awards_revoked; limit) -> {award_id,
     /// record, ...}`. Built by [`super::awards_waiting_cmd`].
     pub const AWARD_PENDING: &str = "hunt_award_pending";
@@ -184,6 +215,11 @@ pub const ALL: &[&str] = &[
     name::CLAIM_CLUE,
     name::CHECK_CLUE,
     name::CLAIM_CHEST,
+    name::CLAIMS_STATE,
+    name::CLAIMS_JOIN,
+    name::CLAIMS_OPEN,
+    name::RESTORE_CLUE,
+    name::RESTORE_CHEST,
     name::AWARD_PENDING,
     name::AWARD_SETTLE,
     name::COMPENSATE,
@@ -235,7 +271,11 @@ mod tests {
 
     #[test]
     fn error_codes_are_the_ones_the_library_raises() {
-        for code in [ErrorCode::Fenced, ErrorCode::InboxFull] {
+        for code in [
+            ErrorCode::Fenced,
+            ErrorCode::InboxFull,
+            ErrorCode::Recovering,
+        ] {
             assert!(
                 LIBRARY.contains(&format!("error_reply('{} ", code.as_str())),
                 "{code:?}"
@@ -247,9 +287,13 @@ mod tests {
             .collect();
         for code in raised {
             assert!(
-                [ErrorCode::Fenced, ErrorCode::InboxFull]
-                    .iter()
-                    .any(|known| known.as_str() == code),
+                [
+                    ErrorCode::Fenced,
+                    ErrorCode::InboxFull,
+                    ErrorCode::Recovering
+                ]
+                .iter()
+                .any(|known| known.as_str() == code),
                 "the library raises {code}, which ErrorCode does not name"
             );
         }

@@ -18,6 +18,7 @@
 //! | `hunt:{t<N>}:clues` | hash | clue id → highest claim token applied in the tier |
 //! | `hunt:chest:{<key>}` | string | winning award id, 24 h TTL |
 //! | `hunt:clue:{<id>}` | hash | `current_hunter`, `last_solve_ms`, `token`, `reset_at` |
+//! | `hunt:claims` | hash | `incarnation`, `open`, `expected`, `joined`, `shard:<id>`: the claims gate |
 //! | `hunt:shard:{<id>}:epoch`, `:inbox` | string, stream | shard incarnation; compensations for it |
 //! | `hunt:shard:{<id>}:inbox:sent` | zset | award ids already put in the inbox, by time sent |
 //! | `hunt:{t<N>}:baseline` | zset | benchmarks only: the naive baseline's board |
@@ -164,6 +165,10 @@ pub fn tier_clues(tier: u32) -> String {
 pub fn chest(chest_key: &str) -> String {
     format!("hunt:chest:{{{chest_key}}}")
 }
+
+/// `hunt:claims`: the claims gate (a hash: `incarnation`, `open`, `expected`, `joined`,
+/// `shard:<id>`), see [`crate::functions::claims`].
+pub const CLAIMS: &str = "hunt:claims";
 
 /// `hunt:clue:{<id>}`: a clue's claim state. `clue_id` must be a valid id.
 #[must_use]

@@ -36,6 +36,7 @@ pub use leaderboard_proto::functions::{ChestClaim, ClueClaim};
 
 use crate::error::ClaimError;
 use crate::metrics as m;
+use crate::wal::decisions::Decision;
 use crate::writer::{Appended, ShardWriter};
 use hunt_redis::reconnecting::{CallError, Reconnecting};
 
@@ -62,14 +63,29 @@ impl ShardWriter {
             validate::id("player_id", player_id)?;
             let solve_ms = self.inner.config.clock.now_ms();
             let claim = self
-                .redis_call(move |mut conn| async move {
-                    hunt_redis::call(&mut conn, &ClaimClue::new(clue_id, player_id, solve_ms)).await
+                .gated_call(move |mut conn, gated| async move {
+                    let claim = ClaimClue::new(clue_id, player_id, solve_ms, gated.gate());
+                    hunt_redis::call(&mut conn, &claim).await
                 })
                 .await?;
-            match claim {
-                ClueClaim::Unknown => Err(ClaimError::UnknownClue),
-                known => Ok(known),
-            }
+            // Recorded before it is told, whoever holds the clue.
+            let (holder, token, wave) = match &claim {
+                ClueClaim::Unknown => return Err(ClaimError::UnknownClue),
+                ClueClaim::Won { token, wave } => (player_id, *token, *wave),
+                ClueClaim::Held {
+                    holder_player_id,
+                    token,
+                    wave,
+                } => (holder_player_id.as_str(), *token, *wave),
+            };
+            self.record_decision(Decision::Clue {
+                clue_id: clue_id.to_owned(),
+                wave,
+                token,
+                holder: holder.to_owned(),
+            })
+            .await?;
+            Ok(claim)
         }
         .await;
         record(
@@ -107,8 +123,9 @@ impl ShardWriter {
                 return Err(ValidationError::MissingToken.into());
             }
             let check = self
-                .redis_call(move |mut conn| async move {
-                    hunt_redis::call(&mut conn, &CheckClue::new(clue_id, player_id, token)).await
+                .gated_call(move |mut conn, gated| async move {
+                    let check = CheckClue::new(clue_id, player_id, token, gated.gate());
+                    hunt_redis::call(&mut conn, &check).await
                 })
                 .await?;
             match check {
@@ -148,19 +165,23 @@ impl ShardWriter {
                 return Err(ValidationError::UnknownTier(tier).into());
             }
             validate::wave(wave, clue_ids)?;
-            let mut pipe = redis::pipe();
-            for clue_id in clue_ids {
-                pipe.add_command(OpenClue::new(clue_id, wave).cmd().clone());
-            }
-            let pipe = &pipe;
             let _opened: Vec<(i64, u64)> = self
-                .redis_call(move |mut conn| async move {
+                .gated_call(move |mut conn, gated| async move {
                     if clue_ids.is_empty() {
                         return Ok(Vec::new());
                     }
-                    hunt_redis::library::pipeline(&mut conn, pipe).await
+                    let mut pipe = redis::pipe();
+                    for clue_id in clue_ids {
+                        pipe.add_command(OpenClue::new(clue_id, wave, gated.gate()).cmd().clone());
+                    }
+                    hunt_redis::library::pipeline(&mut conn, &pipe).await
                 })
                 .await?;
+            self.record_decision(Decision::Wave {
+                wave,
+                clue_ids: clue_ids.to_vec(),
+            })
+            .await?;
             let event = HuntEvent {
                 tier,
                 kind: Some(Kind::WaveReset(WaveReset {
@@ -214,10 +235,23 @@ impl ShardWriter {
             }
             validate::id("chest_key", chest_key)?;
             validate::id("award_id", award_id)?;
-            self.redis_call(move |mut conn| async move {
-                hunt_redis::call(&mut conn, &ClaimChest::new(chest_key, award_id)).await
+            let claim = self
+                .gated_call(move |mut conn, gated| async move {
+                    let claim = ClaimChest::new(chest_key, award_id, gated.gate());
+                    hunt_redis::call(&mut conn, &claim).await
+                })
+                .await?;
+            // Recorded before it is told, whichever award holds the chest.
+            let holder = match &claim {
+                ChestClaim::Won => award_id,
+                ChestClaim::Held { holder_award_id } => holder_award_id.as_str(),
+            };
+            self.record_decision(Decision::Chest {
+                chest_key: chest_key.to_owned(),
+                award_id: holder.to_owned(),
             })
-            .await
+            .await?;
+            Ok(claim)
         }
         .await;
         record(
@@ -232,7 +266,7 @@ impl ShardWriter {
     }
 
     /// Runs `op` on the claims connection within `claim_timeout`.
-    async fn redis_call<T, F, Fut>(&self, op: F) -> Result<T, ClaimError>
+    pub(crate) async fn redis_call<T, F, Fut>(&self, op: F) -> Result<T, ClaimError>
     where
         F: FnOnce(Connection) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
@@ -281,6 +315,8 @@ pub(crate) fn error_label(err: &ClaimError) -> &'static str {
         ClaimError::Redis { .. } => "redis_error",
         ClaimError::NoRedis => "no_redis",
         ClaimError::MalformedCompensation { .. } => "malformed",
+        ClaimError::Recovering => "recovering",
+        ClaimError::Record { .. } => "record_failed",
         ClaimError::Append(_) => "append_failed",
     }
 }

@@ -102,6 +102,14 @@ pub struct WriterConfig {
     /// How long one claim, token check, wave opening or compensation call may take, connecting
     /// included; past it the call answers `ClaimError::Unreachable` instead of waiting on.
     pub claim_timeout: Duration,
+    /// The shards that take part in claims (clues and chests) on this Redis, this one included:
+    /// after Redis loses its data, no claim is answered until this many shards have restored
+    /// the decisions their files record (see [`crate::ShardWriter::claim_clue`]). Every writer
+    /// of a hunt should be given the same count; the largest one given counts.
+    pub claim_shards: u32,
+    /// How often the writer reads the claims gate, to notice a Redis that lost its data even
+    /// when no claim is made here, and restore this shard's decisions.
+    pub claims_poll: Duration,
     /// Where time comes from.
     pub clock: Arc<dyn Clock>,
 }
@@ -146,6 +154,8 @@ impl WriterConfig {
             checkpoint_interval: Duration::from_millis(50),
             shutdown_grace: Duration::from_secs(10),
             claim_timeout: Duration::from_secs(1),
+            claim_shards: 1,
+            claims_poll: Duration::from_secs(1),
             clock: Arc::new(SystemClock),
         }
     }
@@ -224,6 +234,8 @@ impl WriterConfig {
         nonzero("prune_interval", self.prune_interval)?;
         nonzero("checkpoint_interval", self.checkpoint_interval)?;
         nonzero("claim_timeout", self.claim_timeout)?;
+        nonzero("claims_poll", self.claims_poll)?;
+        positive("claim_shards", self.claim_shards as usize)?;
         if self.max_redelivery_timeout < self.redelivery_timeout {
             return Err(ConfigError::Invalid {
                 field: "max_redelivery_timeout",

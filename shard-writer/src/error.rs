@@ -224,6 +224,22 @@ pub enum ClaimError {
         /// Redis's error.
         reason: String,
     },
+    /// Redis lost its data (restarted empty, flushed) and the claim state is being restored from
+    /// the shard files: no claim is answered until every expected shard has restored its
+    /// decisions (or an operator opens the gate). Nothing was decided: retry later.
+    #[error(
+        "claims are recovering: Redis lost its data and the claim state is being restored from \
+         the shard files; retry later"
+    )]
+    Recovering,
+    /// The answer could not be recorded in the shard file, so it is not given (a decision is
+    /// recorded before it is told). Retrying is safe: the holder claiming again gets the same
+    /// answer.
+    #[error("the claim's answer could not be recorded in the shard file: {reason}")]
+    Record {
+        /// SQLite's error.
+        reason: String,
+    },
     /// The writer has no Redis URL configured: claims need Redis.
     #[error("the writer has no Redis configured; claims and compensations need one")]
     NoRedis,

@@ -201,6 +201,17 @@ pub enum IngestError {
     Claim(#[from] ClaimError),
 }
 
+/// UNAVAILABLE for claims refused while the claim state is restored, with the delay a client
+/// should wait before it retries (`grpc-retry-pushback-ms`, as gRPC retry policies read it).
+fn recovering(message: String) -> Status {
+    let mut status = Status::unavailable(message);
+    status.metadata_mut().insert(
+        "grpc-retry-pushback-ms",
+        tonic::metadata::MetadataValue::from_static("1000"),
+    );
+    status
+}
+
 impl From<IngestError> for Status {
     fn from(err: IngestError) -> Self {
         let message = err.to_string();
@@ -223,7 +234,10 @@ impl From<IngestError> for Status {
                 ClaimError::Unreachable { .. } | ClaimError::NoRedis | ClaimError::Redis { .. } => {
                     Status::unavailable(message)
                 }
-                ClaimError::MalformedCompensation { .. } => Status::internal(message),
+                ClaimError::MalformedCompensation { .. } | ClaimError::Record { .. } => {
+                    Status::internal(message)
+                }
+                ClaimError::Recovering => recovering(message),
                 ClaimError::Append(append) => match append {
                     AppendError::Invalid { .. } => Status::invalid_argument(message),
                     AppendError::QueueFull { .. } => Status::resource_exhausted(message),

@@ -81,6 +81,7 @@ mod error;
 pub mod ingest;
 pub mod inspect;
 pub mod metrics;
+mod recovery;
 mod relay;
 pub mod replay;
 pub mod synthetic;

@@ -30,11 +30,17 @@ pub const REPLAY_PRUNED: &str = "hunt_writer_replay_pruned_total";
 pub const CLAIM_SECONDS: &str = "hunt_writer_claim_seconds";
 /// Claim calls by `kind` (as for [`CLAIM_SECONDS`]) and `outcome` (`won`, `held`, `ok`, `stale`,
 /// `future`, `not_holder`, `opened`, `received`, `empty`, `unknown_clue`, `unknown_chest`,
-/// `invalid`, `unreachable`, `no_redis`, `redis_error`, `append_failed`, `malformed`) (counter).
+/// `invalid`, `unreachable`, `no_redis`, `redis_error`, `append_failed`, `malformed`,
+/// `recovering`, `record_failed`) (counter).
 pub const CLAIMS: &str = "hunt_writer_claims_total";
 /// Compensations taken from the shard's inbox, by `outcome` (`received`: handed to the caller;
 /// `malformed`: logged and acknowledged away) (counter).
 pub const COMPENSATIONS: &str = "hunt_writer_compensations_total";
+/// Times this writer found that Redis lost its claim state (a new incarnation) (counter).
+pub const CLAIMS_LOSSES: &str = "hunt_writer_claims_losses_total";
+/// Chests this shard recorded for one award but found held by another while restoring
+/// (counter; should stay 0).
+pub const CLAIMS_CONFLICTS: &str = "hunt_writer_claims_conflicts_total";
 
 /// Registers the descriptions of every writer metric with the installed recorder.
 pub fn describe() {
@@ -60,6 +66,14 @@ pub fn describe() {
     describe_counter!(RELAY_ERRORS, "Redis failures seen by the relay.");
     describe_counter!(PRUNED, "Rows pruned after the retention window.");
     describe_counter!(REPLAY_PRUNED, "Replays that asked for rows already pruned.");
+    describe_counter!(
+        CLAIMS_LOSSES,
+        "Times Redis was found to have lost its claim state."
+    );
+    describe_counter!(
+        CLAIMS_CONFLICTS,
+        "Recorded chest holders found held by another award while restoring."
+    );
     describe_histogram!(
         CLAIM_SECONDS,
         Unit::Seconds,

@@ -34,17 +34,22 @@
 //! - `tiers(tier INTEGER PRIMARY KEY, assigned, confirmed, acknowledged)`: the highest assigned
 //!   `tier_seq` as of the last pruning or reconciliation (the rows themselves tell the rest),
 //!   whether it is reconciled with Redis, and the highest acknowledged one.
+//! - `clue_decisions(clue_id PRIMARY KEY, wave, token, holder)` and
+//!   `chest_decisions(chest_key PRIMARY KEY, award_id, recorded_ms)`: the claim answers this
+//!   shard has told, recorded before they were told (see `decisions`).
 //!
 //! The parts:
 //! - `lock`: the exclusive lock on the file, and the refusal of network filesystems.
 //! - `schema`: the tables, the settings of every connection, and `open`'s checks and repairs.
 //! - `committer`: the commit thread and the jobs it takes.
 //! - `checkpoint`: the background checkpoint.
+//! - `decisions`: the claim decisions told, and their merge rules.
 //! - [`reader`]: every read of the format, for the writer, its relay, the admin commands and
 //!   checkers outside this crate ([`reader::ShardFile`]).
 
 pub(crate) mod checkpoint;
 pub(crate) mod committer;
+pub(crate) mod decisions;
 pub(crate) mod lock;
 pub mod reader;
 pub(crate) mod schema;

@@ -33,11 +33,13 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{WriterConfig, redact_url};
-use crate::error::{AppendError, Error, OpenError, Result};
+use crate::error::{AppendError, ClaimError, Error, OpenError, Result};
 use crate::metrics as m;
+use crate::recovery::{self, ClaimsGate};
 use crate::relay::{self, Relay};
 use crate::wal::checkpoint::checkpoint_loop;
 use crate::wal::committer::{AppendReply, Committer, Job, Progress};
+use crate::wal::decisions::Decision;
 use crate::wal::reader::{Loaded, ShardFile};
 use crate::wal::{lock, schema};
 use hunt_redis::reconnecting::Reconnecting;
@@ -75,6 +77,8 @@ struct Tasks {
     committer: JoinHandle<()>,
     relay: Option<tokio::task::JoinHandle<()>>,
     checkpointer: tokio::task::JoinHandle<()>,
+    /// The claims restorer (with Redis).
+    restorer: Option<tokio::task::JoinHandle<()>>,
 }
 
 pub(crate) struct Inner {
@@ -93,6 +97,8 @@ pub(crate) struct Inner {
     pub(crate) claims: Option<Reconnecting>,
     /// The `n` of the next award id `<shard>.<epoch>.a<n>`.
     pub(crate) next_award: AtomicU64,
+    /// What this writer knows of the claims gate.
+    pub(crate) gate: Arc<ClaimsGate>,
 }
 
 impl Drop for Inner {
@@ -105,6 +111,9 @@ impl Drop for Inner {
             tasks.checkpointer.abort();
             if let Some(relay) = tasks.relay {
                 relay.abort();
+            }
+            if let Some(restorer) = tasks.restorer {
+                restorer.abort();
             }
         }
     }
@@ -151,7 +160,41 @@ impl ShardWriter {
         config.validate()?;
         let mut file = recover_file(&config).await?;
         let reconciled = reconcile(&config, &mut file).await?;
-        start(config, file, reconciled)
+        let writer = start(config, file, reconciled)?;
+        // Join the claims gate before the first claim, when Redis answers; the restorer keeps
+        // trying otherwise.
+        if let Err(err) = writer.restore_claims().await {
+            tracing::warn!(error = %err, "claims gate not joined at open; retrying in the background");
+        }
+        Ok(writer)
+    }
+
+    /// A handle on `inner`.
+    pub(crate) fn from_inner(inner: Arc<Inner>) -> Self {
+        Self { inner }
+    }
+
+    /// Records a claim decision in the shard file and returns once it is committed: before the
+    /// decision is told.
+    ///
+    /// # Errors
+    /// [`ClaimError::Record`] when the writer is closed or SQLite fails.
+    pub(crate) async fn record_decision(&self, decision: Decision) -> Result<(), ClaimError> {
+        let closed = || ClaimError::Record {
+            reason: "the writer is closed".to_owned(),
+        };
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .jobs
+            .send(Job::Record { decision, reply })
+            .await
+            .map_err(|_| closed())?;
+        answer
+            .await
+            .map_err(|_| closed())?
+            .map_err(|err| ClaimError::Record {
+                reason: err.to_string(),
+            })
     }
 
     /// The shard's id.
@@ -337,6 +380,11 @@ impl ShardWriter {
         }
         self.inner.drain.cancel();
         let _ = tasks.checkpointer.await;
+        if let Some(restorer) = tasks.restorer {
+            // A round in flight may be waiting on Redis: nothing it does is needed any more.
+            restorer.abort();
+            let _ = restorer.await;
+        }
         let _ = self.inner.jobs.send(Job::Stop).await;
         tokio::task::spawn_blocking(move || tasks.committer.join())
             .await
@@ -603,7 +651,7 @@ fn start(
         path = %path.display(),
         "shard writer open"
     );
-    Ok(ShardWriter {
+    let writer = ShardWriter {
         inner: Arc::new(Inner {
             shard_id: config.shard_id,
             epoch,
@@ -617,12 +665,28 @@ fn start(
                 committer,
                 relay,
                 checkpointer,
+                restorer: None,
             })),
             client: redis_client,
             claims,
             next_award: AtomicU64::new(1),
+            gate: Arc::new(ClaimsGate::default()),
         }),
-    })
+    };
+    if writer.inner.claims.is_some() {
+        let restorer = tokio::spawn(recovery::restorer(
+            Arc::downgrade(&writer.inner),
+            Arc::clone(&writer.inner.gate),
+            writer.inner.config.claims_poll,
+            writer.inner.drain.clone(),
+        ));
+        if let Ok(mut tasks) = writer.inner.tasks.lock()
+            && let Some(tasks) = tasks.as_mut()
+        {
+            tasks.restorer = Some(restorer);
+        }
+    }
+    Ok(writer)
 }
 
 /// The epoch and the published marks, read from Redis at open.

@@ -45,7 +45,7 @@ use std::time::Duration;
 use hunt_redis::connection::Connection;
 use leaderboard_proto::functions::{
     AwardExpire, AwardFinish, AwardRecord, AwardSettle, AwardState, AwardsWaiting, ChestClaim,
-    ClaimChest, Compensate, ErrorCode, Function, Settled, Waiting,
+    ClaimChest, ClaimsState, Compensate, ErrorCode, Function, Gate, Settled, Waiting,
 };
 use leaderboard_proto::v1::hunt_event::Kind;
 use leaderboard_proto::v1::{AwardRevoked, HuntEvent};
@@ -123,8 +123,12 @@ pub async fn step(
         .filter(|(_, record)| record.state == AwardState::Revoked)
         .map(|(award_id, _)| award_id.as_str())
         .collect();
-    if !pending.is_empty() {
-        let holders = claim_chests(conn, &pending).await?;
+    let holders = if pending.is_empty() {
+        Vec::new()
+    } else {
+        claim_chests(conn, &pending).await?
+    };
+    if !holders.is_empty() {
         failpoint(config, Failpoint::SagaAfterClaim);
         let settled = settle(conn, tier, token, &holders).await?;
         report.confirmed = settled.confirmed;
@@ -224,15 +228,36 @@ async fn read_waiting(
 }
 
 /// Claims the chest of each pending award in one pipeline; returns (award id, chest holder).
+/// While the claims gate is closed (Redis lost its data and the shards are restoring the chest
+/// holders they told), nothing is claimed: the awards stay pending until a later sweep, so the
+/// saga never picks a holder a shard file contradicts.
 async fn claim_chests<'a>(
     conn: &mut Connection,
     pending: &[&'a (String, AwardRecord)],
 ) -> RedisResult<Vec<(&'a str, String)>> {
+    let proposal = format!("router.{}.{}", std::process::id(), now_ms());
+    let state = hunt_redis::call(conn, &ClaimsState::new(&proposal)).await?;
+    if !state.open {
+        tracing::debug!("claims gate closed: chest claims wait for the shards' restore");
+        return Ok(Vec::new());
+    }
+    let gate = if matches!(conn, Connection::Cluster(_)) {
+        Gate::Checked
+    } else {
+        Gate::Atomic(&state.incarnation)
+    };
     let mut pipe = redis::pipe();
     for (award_id, record) in pending {
-        pipe.add_command(ClaimChest::new(&record.chest_key, award_id).cmd().clone());
+        pipe.add_command(
+            ClaimChest::new(&record.chest_key, award_id, gate)
+                .cmd()
+                .clone(),
+        );
     }
-    let claims: Vec<ChestClaim> = hunt_redis::pipeline(conn, &pipe).await?;
+    let claims: Vec<ChestClaim> = match hunt_redis::pipeline(conn, &pipe).await {
+        Err(err) if ErrorCode::of(&err) == Some(ErrorCode::Recovering) => return Ok(Vec::new()),
+        claims => claims?,
+    };
     Ok(pending
         .iter()
         .zip(claims)

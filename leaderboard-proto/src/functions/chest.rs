@@ -8,7 +8,7 @@
 
 use redis::{Cmd, FromRedisValue, Value};
 
-use super::{Function, fcall_cmd, name};
+use super::{ErrorCode, Function, Gate, name};
 use crate::keys;
 
 /// How long a chest claim (and so an award's idempotency record) lives: 24 hours.
@@ -20,16 +20,18 @@ pub const CHEST_TTL_SECONDS: u64 = 24 * 60 * 60;
 pub struct ClaimChest(Cmd);
 
 impl ClaimChest {
-    /// `award_id` claiming `chest_key`.
+    /// `award_id` claiming `chest_key`, through `gate`.
     #[must_use]
-    pub fn new(chest_key: &str, award_id: &str) -> Self {
-        let mut cmd = fcall_cmd(name::CLAIM_CHEST, &[&keys::chest(chest_key)]);
+    pub fn new(chest_key: &str, award_id: &str, gate: Gate<'_>) -> Self {
+        let mut cmd = gate.cmd(name::CLAIM_CHEST, &keys::chest(chest_key));
         cmd.arg(award_id).arg(CHEST_TTL_SECONDS);
+        gate.finish(&mut cmd);
         Self(cmd)
     }
 }
 
 impl Function for ClaimChest {
+    const ERRORS: &'static [ErrorCode] = &[ErrorCode::Recovering];
     const NAME: &'static str = name::CLAIM_CHEST;
     type Reply = ChestClaim;
 

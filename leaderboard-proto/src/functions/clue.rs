@@ -9,7 +9,7 @@
 
 use redis::{Cmd, FromRedisValue, Value};
 
-use super::{Function, fcall_cmd, name};
+use super::{ErrorCode, Function, Gate, name};
 use crate::keys;
 
 /// `hunt_open_clue(clue; wave) -> {opened, wave}`: opens `clue_id` to claims for `wave` (1 or
@@ -19,16 +19,18 @@ use crate::keys;
 pub struct OpenClue(Cmd);
 
 impl OpenClue {
-    /// Opens `clue_id` for `wave`.
+    /// Opens `clue_id` for `wave`, through `gate`.
     #[must_use]
-    pub fn new(clue_id: &str, wave: u32) -> Self {
-        let mut cmd = fcall_cmd(name::OPEN_CLUE, &[&keys::clue(clue_id)]);
+    pub fn new(clue_id: &str, wave: u32, gate: Gate<'_>) -> Self {
+        let mut cmd = gate.cmd(name::OPEN_CLUE, &keys::clue(clue_id));
         cmd.arg(wave);
+        gate.finish(&mut cmd);
         Self(cmd)
     }
 }
 
 impl Function for OpenClue {
+    const ERRORS: &'static [ErrorCode] = &[ErrorCode::Recovering];
     const NAME: &'static str = name::OPEN_CLUE;
     type Reply = ClueOpened;
 
@@ -62,16 +64,18 @@ impl FromRedisValue for ClueOpened {
 pub struct ClaimClue(Cmd);
 
 impl ClaimClue {
-    /// `player_id` claiming `clue_id`.
+    /// `player_id` claiming `clue_id`, through `gate`.
     #[must_use]
-    pub fn new(clue_id: &str, player_id: &str, solve_ms: i64) -> Self {
-        let mut cmd = fcall_cmd(name::CLAIM_CLUE, &[&keys::clue(clue_id)]);
+    pub fn new(clue_id: &str, player_id: &str, solve_ms: i64, gate: Gate<'_>) -> Self {
+        let mut cmd = gate.cmd(name::CLAIM_CLUE, &keys::clue(clue_id));
         cmd.arg(player_id).arg(solve_ms);
+        gate.finish(&mut cmd);
         Self(cmd)
     }
 }
 
 impl Function for ClaimClue {
+    const ERRORS: &'static [ErrorCode] = &[ErrorCode::Recovering];
     const NAME: &'static str = name::CLAIM_CLUE;
     type Reply = ClueClaim;
 
@@ -86,16 +90,18 @@ impl Function for ClaimClue {
 pub struct CheckClue(Cmd);
 
 impl CheckClue {
-    /// The token a write of `player_id` on `clue_id` carries.
+    /// The token a write of `player_id` on `clue_id` carries, checked through `gate`.
     #[must_use]
-    pub fn new(clue_id: &str, player_id: &str, token: u64) -> Self {
-        let mut cmd = fcall_cmd(name::CHECK_CLUE, &[&keys::clue(clue_id)]);
+    pub fn new(clue_id: &str, player_id: &str, token: u64, gate: Gate<'_>) -> Self {
+        let mut cmd = gate.cmd(name::CHECK_CLUE, &keys::clue(clue_id));
         cmd.arg(player_id).arg(token);
+        gate.finish(&mut cmd);
         Self(cmd)
     }
 }
 
 impl Function for CheckClue {
+    const ERRORS: &'static [ErrorCode] = &[ErrorCode::Recovering];
     const NAME: &'static str = name::CHECK_CLUE;
     type Reply = TokenCheck;
 

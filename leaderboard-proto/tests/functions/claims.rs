@@ -4,14 +4,14 @@
 use leaderboard_proto::functions::{
     Applied, Apply, ApplyEntry, ApplyKind, AwardExpire, AwardFinish, AwardRecord, AwardSettle,
     AwardState, AwardsWaiting, CheckClue, ChestClaim, ClaimChest, ClaimClue, ClueClaim, Compensate,
-    Function, OpenClue, TokenCheck, Waiting,
+    Function, Gate, OpenClue, TokenCheck, Waiting,
 };
 use leaderboard_proto::keys;
 
 use super::functions::{acquire, board, setup};
 
 fn open(conn: &mut redis::Connection, clue: &str, wave: u32) -> (i64, u32) {
-    let opened = OpenClue::new(clue, wave)
+    let opened = OpenClue::new(clue, wave, Gate::Off)
         .cmd()
         .query::<leaderboard_proto::functions::ClueOpened>(conn)
         .expect("open clue");
@@ -19,21 +19,21 @@ fn open(conn: &mut redis::Connection, clue: &str, wave: u32) -> (i64, u32) {
 }
 
 fn claim(conn: &mut redis::Connection, clue: &str, player_id: &str) -> ClueClaim {
-    ClaimClue::new(clue, player_id, 1_700_000_000_000)
+    ClaimClue::new(clue, player_id, 1_700_000_000_000, Gate::Off)
         .cmd()
         .query(conn)
         .expect("claim clue")
 }
 
 fn check(conn: &mut redis::Connection, clue: &str, player_id: &str, token: u64) -> TokenCheck {
-    CheckClue::new(clue, player_id, token)
+    CheckClue::new(clue, player_id, token, Gate::Off)
         .cmd()
         .query(conn)
         .expect("check clue")
 }
 
 fn chest(conn: &mut redis::Connection, chest: &str, award: &str) -> ChestClaim {
-    ClaimChest::new(chest, award)
+    ClaimChest::new(chest, award, Gate::Off)
         .cmd()
         .query(conn)
         .expect("claim chest")

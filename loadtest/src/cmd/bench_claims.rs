@@ -24,7 +24,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use hunt_redis::connection::Connection;
 use leaderboard_proto::functions::{
-    self, Apply, ClaimClue, ClueClaim, Function, LeaseAcquire, LeaseAcquired, OpenClue,
+    self, Apply, ClaimClue, ClueClaim, Function, Gate, LeaseAcquire, LeaseAcquired, OpenClue,
 };
 use leaderboard_proto::keys;
 use tokio_util::sync::CancellationToken;
@@ -125,8 +125,11 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         let hunter = hunter_id(n % u64::from(args.claimants));
         let winners = Arc::clone(&winners);
         async move {
-            let claim =
-                hunt_redis::call(&mut conn, &ClaimClue::new(&clue_id(clue), &hunter, 0)).await?;
+            let claim = hunt_redis::call(
+                &mut conn,
+                &ClaimClue::new(&clue_id(clue), &hunter, 0, Gate::Off),
+            )
+            .await?;
             match claim {
                 ClueClaim::Won { token, wave } => {
                     let mut winners = winners.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
@@ -337,7 +340,7 @@ async fn settle_all(
 async fn open_wave(conn: &mut Connection, clues: u32, wave: u32) -> anyhow::Result<()> {
     let mut pipe = redis::pipe();
     for clue in 0..u64::from(clues) {
-        pipe.add_command(OpenClue::new(&clue_id(clue), wave).cmd().clone());
+        pipe.add_command(OpenClue::new(&clue_id(clue), wave, Gate::Off).cmd().clone());
     }
     let _: Vec<functions::ClueOpened> = pipe.query_async(conn).await?;
     Ok(())

@@ -20,6 +20,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use crate::clock::Clock;
 use crate::config::WriterConfig;
 use crate::metrics as m;
+use crate::wal::decisions::{self, Decision};
 use crate::wal::reader::Loaded;
 use crate::wal::schema::{TierRow, confirm_tier, to_i64};
 
@@ -90,6 +91,11 @@ pub(crate) enum Job {
         before_ms: i64,
         limit: usize,
         reply: oneshot::Sender<Result<usize, Arc<rusqlite::Error>>>,
+    },
+    /// Record a claim decision before it is told.
+    Record {
+        decision: Decision,
+        reply: oneshot::Sender<Result<(), Arc<rusqlite::Error>>>,
     },
     /// Replies once every job sent before it is done.
     Barrier(oneshot::Sender<()>),
@@ -206,6 +212,11 @@ impl Committer {
                 reply,
             } => {
                 let result = self.prune(before_ms, limit).map_err(Arc::new);
+                let _ = reply.send(result);
+            }
+            Job::Record { decision, reply } => {
+                let now_ms = self.clock.now_ms();
+                let result = decisions::record(&self.conn, &decision, now_ms).map_err(Arc::new);
                 let _ = reply.send(result);
             }
             Job::Barrier(reply) => {
@@ -365,6 +376,8 @@ impl Committer {
                 params![row.tier, to_i64(row.assigned)],
             )?;
         }
+        // Chest decisions outlive their claim in Redis by nothing.
+        decisions::prune_chests(&tx, self.clock.now_ms())?;
         let mut deleted = 0;
         for row in &self.tiers {
             let remaining = limit.saturating_sub(deleted);

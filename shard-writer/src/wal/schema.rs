@@ -112,6 +112,8 @@ pub(crate) fn init(conn: &mut Connection, path: &Path, shard_id: u32) -> Result<
          );",
     )
     .map_err(sqlite)?;
+    tx.execute_batch(crate::wal::decisions::TABLES)
+        .map_err(sqlite)?;
     let meta = |name: &str| reader::meta(&tx, name).map_err(sqlite);
     match meta("schema_version")? {
         None => {

@@ -14,4 +14,5 @@ mod ingest;
 mod input;
 mod model;
 mod observability;
+mod recovery;
 mod retention;

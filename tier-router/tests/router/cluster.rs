@@ -174,7 +174,11 @@ async fn writers_and_a_router_in_cluster_mode_keep_every_guarantee() {
     assert!(
         hunt_redis::call(
             &mut conn,
-            &leaderboard_proto::functions::OpenClue::new(&clue, 1)
+            &leaderboard_proto::functions::OpenClue::new(
+                &clue,
+                1,
+                leaderboard_proto::functions::Gate::Off
+            )
         )
         .await
         .map(|opened| opened.opened)

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use hunt_testkit::RedisServer;
 use leaderboard_proto::functions::{
-    AwardRecord, AwardState, ChestClaim, ClaimChest, ClaimClue, ClueClaim, OpenClue,
+    AwardRecord, AwardState, ChestClaim, ClaimChest, ClaimClue, ClueClaim, Gate, OpenClue,
 };
 use leaderboard_proto::keys;
 use leaderboard_proto::v1::hunt_event::Kind;
@@ -467,7 +467,7 @@ async fn an_award_whose_shard_claimed_the_chest_first_wins_over_blind_duplicates
     }
     // Shard 2 claims the chest on the fast path, then takes its time to award it.
     assert_eq!(
-        hunt_redis::call(&mut conn, &ClaimChest::new("gate", "fast"))
+        hunt_redis::call(&mut conn, &ClaimChest::new("gate", "fast", Gate::Off))
             .await
             .expect("claim"),
         ChestClaim::Won
@@ -616,7 +616,7 @@ async fn crash_run(failpoint: Option<&str>) -> (Outcome, String) {
         writers.push(shard(&redis, dir.path(), shard_id, None).await);
     }
     assert_eq!(
-        hunt_redis::call(&mut conn, &ClaimChest::new("crypt", "a4"))
+        hunt_redis::call(&mut conn, &ClaimChest::new("crypt", "a4", Gate::Off))
             .await
             .expect("claim"),
         ChestClaim::Won
@@ -730,15 +730,18 @@ async fn skewed_run(offsets: [i64; 3]) -> Outcome {
         let solve_ms = clocks[clock].now_ms();
         let mut conn = conn.clone();
         async move {
-            hunt_redis::call(&mut conn, &ClaimClue::new("riddle", player, solve_ms))
-                .await
-                .expect("claim")
+            hunt_redis::call(
+                &mut conn,
+                &ClaimClue::new("riddle", player, solve_ms, Gate::Off),
+            )
+            .await
+            .expect("claim")
         }
     };
 
     // Wave 1: shard 1's player solves the riddle first; shard 2's finds it taken.
     assert!(
-        hunt_redis::call(&mut conn, &OpenClue::new("riddle", 1))
+        hunt_redis::call(&mut conn, &OpenClue::new("riddle", 1, Gate::Off))
             .await
             .map(|opened| opened.opened)
             .expect("open")
@@ -760,7 +763,7 @@ async fn skewed_run(offsets: [i64; 3]) -> Outcome {
     // The vault is awarded blind by shards 2, 3 and 1, in that order: the first applied wins.
     // The crypt is claimed by shard 3 before either shard awards it.
     assert_eq!(
-        hunt_redis::call(&mut conn, &ClaimChest::new("crypt", "k-3"))
+        hunt_redis::call(&mut conn, &ClaimChest::new("crypt", "k-3", Gate::Off))
             .await
             .expect("claim"),
         ChestClaim::Won
@@ -796,7 +799,7 @@ async fn skewed_run(offsets: [i64; 3]) -> Outcome {
     // Wave 2: shard 3's player solves the reopened riddle; shard 2 then writes a solve under the
     // first wave's token, which scores nothing.
     assert!(
-        hunt_redis::call(&mut conn, &OpenClue::new("riddle", 2))
+        hunt_redis::call(&mut conn, &OpenClue::new("riddle", 2, Gate::Off))
             .await
             .map(|opened| opened.opened)
             .expect("open")
@@ -866,7 +869,7 @@ async fn a_shard_that_never_reads_its_inbox_delays_only_its_own_compensations() 
         let chest = format!("lost-{n}");
         hunt_redis::call(
             &mut conn,
-            &ClaimChest::new(&chest, &format!("elsewhere-{n}")),
+            &ClaimChest::new(&chest, &format!("elsewhere-{n}"), Gate::Off),
         )
         .await
         .expect("claim");

@@ -8,7 +8,7 @@ use hunt_redis::{Connection, RedisTarget, Timeouts};
 use hunt_testkit::RedisCluster;
 use leaderboard_proto::functions::Function;
 use leaderboard_proto::functions::{
-    Applied, Apply, ApplyEntry, ApplyKind, ChestClaim, ClaimChest, ClaimClue, ClueClaim,
+    Applied, Apply, ApplyEntry, ApplyKind, ChestClaim, ClaimChest, ClaimClue, ClueClaim, Gate,
     LeaseAcquire, LeaseAcquired, OpenClue, Version,
 };
 use leaderboard_proto::{keys, rewards};
@@ -103,9 +103,10 @@ async fn tiers_on_different_nodes_apply_and_claim_through_one_connection() {
 
     // Chests and clues spread over every node.
     for chest in ids_on_every_node(&cluster, "chest-", keys::chest) {
-        let won = hunt_redis::call(&mut conn, &ClaimChest::new(&chest, "award-1")).await;
+        let won = hunt_redis::call(&mut conn, &ClaimChest::new(&chest, "award-1", Gate::Off)).await;
         assert_eq!(won.expect("claim"), ChestClaim::Won);
-        let held = hunt_redis::call(&mut conn, &ClaimChest::new(&chest, "award-2")).await;
+        let held =
+            hunt_redis::call(&mut conn, &ClaimChest::new(&chest, "award-2", Gate::Off)).await;
         assert_eq!(
             held.expect("claim"),
             ChestClaim::Held {
@@ -115,14 +116,14 @@ async fn tiers_on_different_nodes_apply_and_claim_through_one_connection() {
     }
     for clue in ids_on_every_node(&cluster, "clue-", keys::clue) {
         assert!(
-            hunt_redis::call(&mut conn, &OpenClue::new(&clue, 1))
+            hunt_redis::call(&mut conn, &OpenClue::new(&clue, 1, Gate::Off))
                 .await
                 .map(|opened| opened.opened)
                 .expect("open")
         );
-        let first = hunt_redis::call(&mut conn, &ClaimClue::new(&clue, "ada", 1)).await;
+        let first = hunt_redis::call(&mut conn, &ClaimClue::new(&clue, "ada", 1, Gate::Off)).await;
         assert!(matches!(first.expect("claim"), ClueClaim::Won { .. }));
-        let second = hunt_redis::call(&mut conn, &ClaimClue::new(&clue, "bob", 2)).await;
+        let second = hunt_redis::call(&mut conn, &ClaimClue::new(&clue, "bob", 2, Gate::Off)).await;
         assert!(
             matches!(second.expect("claim"), ClueClaim::Held { holder_player_id, .. } if holder_player_id == "ada")
         );
@@ -165,7 +166,8 @@ async fn the_library_comes_back_on_a_node_that_lost_it() {
 
     // The call routed to that node finds no library, reloads it there and succeeds.
     for chest in &chests {
-        let claim = hunt_redis::call(&mut conn, &ClaimChest::new(chest, "award-1")).await;
+        let claim =
+            hunt_redis::call(&mut conn, &ClaimChest::new(chest, "award-1", Gate::Off)).await;
         assert_eq!(claim.expect("claim"), ChestClaim::Won, "{chest}");
     }
     for index in 0..hunt_testkit::CLUSTER_PRIMARIES {

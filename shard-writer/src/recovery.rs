@@ -1,0 +1,289 @@
+//! The claims gate on the writer's side: noticing a Redis that lost its data, and putting back
+//! the claim decisions this shard's file records.
+//!
+//! Design constraints:
+//! - Every claim answer is recorded in the shard file before it is told
+//!   ([`crate::wal::decisions`]), so the shard files together hold every decision anyone has
+//!   seen; Redis's claim state is a cache of them.
+//! - The writer knows the Redis incarnation (`hunt:claims`) under which it restored its
+//!   decisions and joined the gate. A claim is only answered under that incarnation with the gate
+//!   open: in the same call on one Redis, by a read just before the call on Redis Cluster. Any
+//!   other answer is [`ClaimError::Recovering`], and wakes the restorer.
+//! - The restorer runs at open, every `claims_poll`, and when a claim finds the gate closed: it
+//!   reads the gate, and when the incarnation is not the one joined, writes the file's decisions
+//!   back (never lowering a token or replacing a holder) and joins. A writer making no claims
+//!   still restores, so the gate opens for the others.
+//! - A Redis that loses its data again during a restore is noticed by the join, which then
+//!   refuses: the next round restores again.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use hunt_redis::connection::Connection;
+use leaderboard_proto::functions::{
+    ChestClaim, ClaimsJoin, ClaimsState, ErrorCode, Gate, Joined, RestoreChest, RestoreClue,
+};
+use redis::RedisError;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::claims::claim_error;
+use crate::error::ClaimError;
+use crate::metrics as m;
+use crate::wal::{decisions, schema};
+use crate::writer::{Inner, ShardWriter};
+
+/// Restore calls per pipelined round trip.
+const RESTORE_CHUNK: usize = 500;
+
+/// What the writer knows of the claims gate.
+#[derive(Debug, Default)]
+pub(crate) struct ClaimsGate {
+    /// The incarnation this shard restored its decisions under and joined; `None` until it has.
+    joined: Mutex<Option<String>>,
+    /// Wakes the restorer.
+    wake: Notify,
+    /// Makes each fresh incarnation id this writer proposes unique.
+    proposals: AtomicU64,
+    /// One restore at a time.
+    restoring: tokio::sync::Mutex<()>,
+}
+
+impl ClaimsGate {
+    fn joined(&self) -> Option<String> {
+        self.joined.lock().ok().and_then(|joined| joined.clone())
+    }
+
+    fn set_joined(&self, incarnation: Option<String>) {
+        if let Ok(mut joined) = self.joined.lock() {
+            *joined = incarnation;
+        }
+    }
+
+    /// An incarnation id for a claims state this writer may create: unique across shards,
+    /// epochs and calls.
+    fn proposal(&self, shard_id: u32, epoch: u64) -> String {
+        let n = self.proposals.fetch_add(1, Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        format!("{shard_id}.{epoch}.{n}.{nanos:x}")
+    }
+}
+
+/// How a claim call is gated, owned so it can move into the call.
+#[derive(Debug, Clone)]
+pub(crate) enum Gated {
+    /// Checked by the function itself, under this incarnation (one Redis).
+    Atomic(String),
+    /// Checked just before the call (Redis Cluster).
+    Checked,
+}
+
+impl Gated {
+    /// The gate to build a claim function with.
+    pub(crate) fn gate(&self) -> Gate<'_> {
+        match self {
+            Self::Atomic(incarnation) => Gate::Atomic(incarnation),
+            Self::Checked => Gate::Checked,
+        }
+    }
+}
+
+impl ShardWriter {
+    /// Runs `op` on the claims connection through the claims gate, within `claim_timeout`.
+    ///
+    /// # Errors
+    /// [`ClaimError::Recovering`] while the gate is closed or names another incarnation than the
+    /// one this shard joined; otherwise as [`ShardWriter::redis_call`].
+    pub(crate) async fn gated_call<T, F, Fut>(&self, op: F) -> Result<T, ClaimError>
+    where
+        F: FnOnce(Connection, Gated) -> Fut,
+        Fut: Future<Output = Result<T, RedisError>>,
+    {
+        if self.inner.claims.is_none() {
+            return Err(ClaimError::NoRedis);
+        }
+        let gate = &self.inner.gate;
+        let Some(incarnation) = gate.joined() else {
+            gate.wake.notify_one();
+            return Err(ClaimError::Recovering);
+        };
+        let proposal = gate.proposal(self.inner.shard_id, self.inner.epoch);
+        let answered = self
+            .redis_call(move |mut conn| async move {
+                let gated = if matches!(conn, Connection::Cluster(_)) {
+                    let state = hunt_redis::call(&mut conn, &ClaimsState::new(&proposal)).await?;
+                    if state.incarnation != incarnation || !state.open {
+                        return Ok(None);
+                    }
+                    Gated::Checked
+                } else {
+                    Gated::Atomic(incarnation)
+                };
+                match op(conn, gated).await {
+                    Ok(answer) => Ok(Some(answer)),
+                    Err(err) if ErrorCode::of(&err) == Some(ErrorCode::Recovering) => Ok(None),
+                    Err(err) => Err(err),
+                }
+            })
+            .await?;
+        answered.ok_or_else(|| {
+            gate.wake.notify_one();
+            ClaimError::Recovering
+        })
+    }
+
+    /// One round of the restorer: reads the gate and, when Redis's incarnation is not the one
+    /// this shard joined, restores the file's decisions and joins.
+    ///
+    /// # Errors
+    /// [`ClaimError::Unreachable`] and friends when Redis does not answer; [`ClaimError::Record`]
+    /// when the file cannot be read; [`ClaimError::Recovering`] when Redis lost its data again
+    /// during the restore.
+    pub(crate) async fn restore_claims(&self) -> Result<(), ClaimError> {
+        let inner = &self.inner;
+        let Some(link) = inner.claims.as_ref() else {
+            return Ok(());
+        };
+        let _one = inner.gate.restoring.lock().await;
+        let timeout = inner.config.claim_timeout;
+        let proposal = inner.gate.proposal(inner.shard_id, inner.epoch);
+        let state = link
+            .call(timeout, move |mut conn| async move {
+                hunt_redis::call(&mut conn, &ClaimsState::new(&proposal)).await
+            })
+            .await
+            .map_err(|err| claim_error(link, err))?;
+        let known = inner.gate.joined();
+        if known.as_deref() == Some(state.incarnation.as_str()) {
+            return Ok(());
+        }
+        inner.gate.set_joined(None);
+        if let Some(known) = known {
+            metrics::counter!(m::CLAIMS_LOSSES).increment(1);
+            tracing::error!(
+                shard = inner.shard_id,
+                was = %known,
+                now = %state.incarnation,
+                "Redis lost its claim state (a restart without data, a flush or a failover): claims \
+                 are refused until every shard has restored its decisions"
+            );
+        }
+        let (path, config) = (inner.config.path.clone(), inner.config.clone());
+        let now_ms = inner.config.clock.now_ms();
+        let (clues, chests) = tokio::task::spawn_blocking(move || {
+            let conn = schema::connect(&path, &config).map_err(|err| err.to_string())?;
+            decisions::read(&conn, now_ms).map_err(|err| err.to_string())
+        })
+        .await
+        .map_err(|err| ClaimError::Record {
+            reason: err.to_string(),
+        })?
+        .map_err(|reason| ClaimError::Record { reason })?;
+
+        for chunk in clues.chunks(RESTORE_CHUNK) {
+            let mut pipe = redis::pipe();
+            for row in chunk {
+                pipe.add_command(
+                    leaderboard_proto::functions::Function::cmd(&RestoreClue::new(
+                        &row.clue_id,
+                        row.wave,
+                        row.token,
+                        row.holder.as_deref(),
+                    ))
+                    .clone(),
+                );
+            }
+            let pipe = &pipe;
+            let _: Vec<i64> = link
+                .call(timeout, move |mut conn| async move {
+                    hunt_redis::library::pipeline(&mut conn, pipe).await
+                })
+                .await
+                .map_err(|err| claim_error(link, err))?;
+        }
+        for chunk in chests.chunks(RESTORE_CHUNK) {
+            let mut pipe = redis::pipe();
+            for (chest_key, award_id) in chunk {
+                pipe.add_command(
+                    leaderboard_proto::functions::Function::cmd(&RestoreChest::new(
+                        chest_key, award_id,
+                    ))
+                    .clone(),
+                );
+            }
+            let pipe = &pipe;
+            let restored: Vec<ChestClaim> = link
+                .call(timeout, move |mut conn| async move {
+                    hunt_redis::library::pipeline(&mut conn, pipe).await
+                })
+                .await
+                .map_err(|err| claim_error(link, err))?;
+            for ((chest_key, award_id), claim) in chunk.iter().zip(restored) {
+                if let ChestClaim::Held { holder_award_id } = claim {
+                    metrics::counter!(m::CLAIMS_CONFLICTS).increment(1);
+                    tracing::error!(
+                        chest_key,
+                        recorded = award_id,
+                        held_by = holder_award_id,
+                        "a chest this shard recorded for one award is held by another"
+                    );
+                }
+            }
+        }
+
+        let (incarnation, shard, expected) = (
+            state.incarnation.clone(),
+            inner.shard_id,
+            inner.config.claim_shards,
+        );
+        let joined = link
+            .call(timeout, move |mut conn| async move {
+                hunt_redis::call(&mut conn, &ClaimsJoin::new(&incarnation, shard, expected)).await
+            })
+            .await
+            .map_err(|err| claim_error(link, err))?;
+        match joined {
+            Joined::Joined { open } => {
+                tracing::info!(
+                    shard = inner.shard_id,
+                    incarnation = %state.incarnation,
+                    clues = clues.len(),
+                    chests = chests.len(),
+                    open,
+                    "restored this shard's claim decisions and joined the claims gate"
+                );
+                inner.gate.set_joined(Some(state.incarnation));
+                Ok(())
+            }
+            Joined::Superseded => Err(ClaimError::Recovering),
+        }
+    }
+}
+
+/// The restorer: a round every `poll` and whenever a claim finds the gate closed, until `stop`
+/// or until the writer is dropped.
+pub(crate) async fn restorer(
+    writer: Weak<Inner>,
+    gate: Arc<ClaimsGate>,
+    poll: Duration,
+    stop: CancellationToken,
+) {
+    loop {
+        // Held only for the round, so dropping the last handle still closes the writer.
+        let Some(inner) = writer.upgrade() else {
+            return;
+        };
+        if let Err(err) = ShardWriter::from_inner(inner).restore_claims().await {
+            tracing::debug!(error = %err, "claims gate: a restore round did not finish");
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(poll) => {}
+            () = gate.wake.notified() => {}
+        }
+    }
+}

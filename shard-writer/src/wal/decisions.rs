@@ -1,0 +1,139 @@
+//! The claim decisions this shard has told, kept in its file: what a Redis that lost its data
+//! gets back (see [`crate::recovery`]).
+//!
+//! Design constraints:
+//! - A decision is written (through the commit thread, in its own transaction) before anyone is
+//!   told it: a clue's holder and token, won or held by another, the waves this shard opened,
+//!   and a chest's holder. So the shard files together hold every claim answer given.
+//! - One row per clue and per chest, merged the way Redis merges them: tokens and waves only
+//!   rise, a holder belongs to the wave it was told for, and a chest keeps its first holder.
+//! - Chest rows live as long as the chest claim in Redis does ([`CHEST_TTL_SECONDS`]); pruning
+//!   removes older ones, so the table stays bounded by the chests of one day.
+
+use leaderboard_proto::functions::CHEST_TTL_SECONDS;
+use rusqlite::{Connection, params};
+
+/// The tables, created with the rest of the schema (`IF NOT EXISTS`: older files gain them).
+pub(crate) const TABLES: &str = "
+    CREATE TABLE IF NOT EXISTS clue_decisions (
+        clue_id TEXT PRIMARY KEY,
+        wave INTEGER NOT NULL,
+        token INTEGER NOT NULL,
+        holder TEXT
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS chest_decisions (
+        chest_key TEXT PRIMARY KEY,
+        award_id TEXT NOT NULL,
+        recorded_ms INTEGER NOT NULL
+    ) WITHOUT ROWID;";
+
+/// One decision told (or about to be).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// `holder` holds `clue_id` in `wave` under `token`.
+    Clue {
+        clue_id: String,
+        wave: u32,
+        token: u64,
+        holder: String,
+    },
+    /// This shard opened `clue_ids` for `wave`.
+    Wave { wave: u32, clue_ids: Vec<String> },
+    /// `award_id` holds `chest_key`.
+    Chest { chest_key: String, award_id: String },
+}
+
+/// Writes `decision`, merged into what the file holds.
+pub(crate) fn record(conn: &Connection, decision: &Decision, now_ms: i64) -> rusqlite::Result<()> {
+    match decision {
+        Decision::Clue {
+            clue_id,
+            wave,
+            token,
+            holder,
+        } => {
+            // In an UPDATE, SQLite's column names read the row as it was before.
+            conn.prepare_cached(
+                "INSERT INTO clue_decisions (clue_id, wave, token, holder) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (clue_id) DO UPDATE SET
+                     token = max(token, excluded.token),
+                     holder = CASE WHEN excluded.wave > wave OR (excluded.wave = wave AND holder IS NULL)
+                                   THEN excluded.holder ELSE holder END,
+                     wave = max(wave, excluded.wave)",
+            )?
+            .execute(params![clue_id, wave, to_i64(*token), holder])?;
+        }
+        Decision::Wave { wave, clue_ids } => {
+            let mut insert = conn.prepare_cached(
+                "INSERT INTO clue_decisions (clue_id, wave, token, holder) VALUES (?1, ?2, 0, NULL)
+                 ON CONFLICT (clue_id) DO UPDATE SET
+                     holder = CASE WHEN excluded.wave > wave THEN NULL ELSE holder END,
+                     wave = max(wave, excluded.wave)",
+            )?;
+            for clue_id in clue_ids {
+                insert.execute(params![clue_id, wave])?;
+            }
+        }
+        Decision::Chest {
+            chest_key,
+            award_id,
+        } => {
+            conn.prepare_cached(
+                "INSERT INTO chest_decisions (chest_key, award_id, recorded_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (chest_key) DO NOTHING",
+            )?
+            .execute(params![chest_key, award_id, now_ms])?;
+        }
+    }
+    Ok(())
+}
+
+/// What a clue's row holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ClueRow {
+    pub(crate) clue_id: String,
+    pub(crate) wave: u32,
+    pub(crate) token: u64,
+    pub(crate) holder: Option<String>,
+}
+
+/// A chest and the award that holds it.
+pub(crate) type ChestRow = (String, String);
+
+/// Every decision the file holds: clues, and chests whose claim has not expired at `now_ms`.
+pub(crate) fn read(
+    conn: &Connection,
+    now_ms: i64,
+) -> rusqlite::Result<(Vec<ClueRow>, Vec<ChestRow>)> {
+    let clues = conn
+        .prepare("SELECT clue_id, wave, token, holder FROM clue_decisions")?
+        .query_map([], |row| {
+            Ok(ClueRow {
+                clue_id: row.get(0)?,
+                wave: row.get(1)?,
+                token: u64::try_from(row.get::<_, i64>(2)?).unwrap_or(0),
+                holder: row.get(3)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let chests = conn
+        .prepare("SELECT chest_key, award_id FROM chest_decisions WHERE recorded_ms >= ?1")?
+        .query_map([expiry(now_ms)], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok((clues, chests))
+}
+
+/// Deletes the chest rows whose claim has expired at `now_ms`; returns how many.
+pub(crate) fn prune_chests(conn: &Connection, now_ms: i64) -> rusqlite::Result<usize> {
+    conn.prepare_cached("DELETE FROM chest_decisions WHERE recorded_ms < ?1")?
+        .execute([expiry(now_ms)])
+}
+
+/// The oldest `recorded_ms` of a chest claim still alive at `now_ms`.
+fn expiry(now_ms: i64) -> i64 {
+    now_ms.saturating_sub(i64::try_from(CHEST_TTL_SECONDS * 1_000).unwrap_or(i64::MAX))
+}
+
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
