@@ -273,7 +273,8 @@ def test_sidecar_example(chart):
     assert args[0] == "serve"
     flags = dict(zip(args[1::2], args[2::2]))
     assert flags == {"--db": "/data/shard.sqlite", "--shard-id": "7", "--redis-url": "$(HUNT_REDIS_URL)",
-                     "--grpc-addr": "0.0.0.0:50052", "--metrics-addr": "0.0.0.0:9102"}
+                     "--grpc-addr": "0.0.0.0:50052", "--metrics-addr": "0.0.0.0:9102",
+                     "--claim-shards": "1"}
     ports = {p["name"]: p["containerPort"] for p in sidecar["ports"]}
     assert ports == {"ingest": 50052, "metrics": 9102}
     # Without the ServiceMonitor switch nothing scrapes it.

@@ -85,6 +85,7 @@ BAD_VALUES = {
     "monitor label value": {"metrics": {"serviceMonitor": {"labels": {"release": 1}}}},
     "network peers": {"networkPolicy": {"routerFrom": "everyone"}},
     "shard id": {"shardExample": {"shardId": -1}},
+    "claim shards": {"shardExample": {"claimShards": 0}},
     "shard on nfs": {"shardExample": {"persistence": {"storageClassName": "nfs-client"}}},
     "shard without storage class": {"shardExample": {"persistence": {"storageClassName": ""}}},
     "sidecar args": {"shardExample": {"sidecar": {"extraArgs": [1]}}},

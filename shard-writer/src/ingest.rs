@@ -664,6 +664,20 @@ mod tests {
     }
 
     #[test]
+    fn a_recovering_claim_is_unavailable_with_a_retry_delay() {
+        let status = Status::from(IngestError::Claim(ClaimError::Recovering));
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert!(status.message().contains("recovering"), "{status:?}");
+        assert_eq!(
+            status
+                .metadata()
+                .get("grpc-retry-pushback-ms")
+                .and_then(|v| v.to_str().ok()),
+            Some("1000")
+        );
+    }
+
+    #[test]
     fn a_batch_bound_above_the_queue_is_refused() {
         let mut writer = WriterConfig::new("/tmp/x.sqlite", 1);
         writer.queue_capacity = 4;

@@ -81,7 +81,7 @@ mod error;
 pub mod ingest;
 pub mod inspect;
 pub mod metrics;
-mod recovery;
+pub mod recovery;
 mod relay;
 pub mod replay;
 pub mod synthetic;

@@ -48,6 +48,20 @@ enum Command {
     Restore(RestoreArgs),
     /// Append synthetic events to a shard file and relay them to Redis.
     Generate(GenerateArgs),
+    /// Open the claims gate after a Redis data loss without the shards that have not restored
+    /// their decisions (a shard gone for good). Loud: what only those shards recorded is lost.
+    OpenClaims(OpenClaimsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct OpenClaimsArgs {
+    /// The Redis the hunt's shards claim against.
+    #[arg(long, env = "HUNT_REDIS_URL", hide_env_values = true)]
+    redis_url: String,
+    /// Whether --redis-url lists Redis Cluster seed nodes (comma-separated) instead of naming
+    /// one Redis.
+    #[arg(long, env = "HUNT_REDIS_CLUSTER")]
+    redis_cluster: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -85,6 +99,11 @@ struct ServeArgs {
     /// How long shutdown may spend finishing requests and publishing, in milliseconds.
     #[arg(long, env = "HUNT_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     shutdown_grace_ms: u64,
+    /// The shards of the hunt that claim clues or chests, this one included: after Redis loses
+    /// its data, claims are refused until this many have restored their decisions. Give every
+    /// shard the same count.
+    #[arg(long, env = "HUNT_CLAIM_SHARDS", default_value_t = 1)]
+    claim_shards: u32,
 }
 
 /// `--metrics-addr`: an address, or `off`.
@@ -212,6 +231,7 @@ fn main() -> ExitCode {
         Command::Generate(args) => runtime.block_on(generate(args)),
         Command::Backup(args) => run_backup(&args),
         Command::Restore(args) => run_restore(&args),
+        Command::OpenClaims(args) => runtime.block_on(open_claims(args)),
     }
 }
 
@@ -230,6 +250,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
     writer.redis_cluster = args.redis_cluster;
     writer.queue_capacity = args.queue_capacity;
     writer.shutdown_grace = Duration::from_millis(args.shutdown_grace_ms);
+    writer.claim_shards = args.claim_shards;
     let mut config = IngestConfig::new(writer);
     config.grpc_addr = args.grpc_addr;
     config.max_connections = args.max_connections;
@@ -340,6 +361,34 @@ async fn run_replay(args: ReplayArgs) -> ExitCode {
         }
         Err(err) => {
             eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn open_claims(args: OpenClaimsArgs) -> ExitCode {
+    let opened = shard_writer::recovery::open_claims_gate(
+        &args.redis_url,
+        args.redis_cluster,
+        Duration::from_secs(2),
+    )
+    .await;
+    match opened {
+        Ok(opened) => {
+            match opened.incarnation {
+                Some(incarnation) => println!(
+                    "claims gate of incarnation {incarnation} opened with {} of {} shards joined",
+                    opened.joined, opened.expected
+                ),
+                None => println!("Redis holds no claims state: nothing to open"),
+            }
+            ExitCode::SUCCESS
+        }
+        Err(reason) => {
+            eprintln!(
+                "error: Redis at {}: {reason}",
+                shard_writer::redact_url(&args.redis_url)
+            );
             ExitCode::FAILURE
         }
     }

@@ -41,6 +41,8 @@ pub const CLAIMS_LOSSES: &str = "hunt_writer_claims_losses_total";
 /// Chests this shard recorded for one award but found held by another while restoring
 /// (counter; should stay 0).
 pub const CLAIMS_CONFLICTS: &str = "hunt_writer_claims_conflicts_total";
+/// Times the claims gate was opened by hand (`shard-writer open-claims`) (counter).
+pub const CLAIMS_GATE_FORCED: &str = "hunt_writer_claims_gate_forced_total";
 
 /// Registers the descriptions of every writer metric with the installed recorder.
 pub fn describe() {
@@ -69,6 +71,10 @@ pub fn describe() {
     describe_counter!(
         CLAIMS_LOSSES,
         "Times Redis was found to have lost its claim state."
+    );
+    describe_counter!(
+        CLAIMS_GATE_FORCED,
+        "Times the claims gate was opened by hand."
     );
     describe_counter!(
         CLAIMS_CONFLICTS,

@@ -264,6 +264,52 @@ impl ShardWriter {
     }
 }
 
+/// What [`open_claims_gate`] found and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GateOpened {
+    /// The incarnation whose gate was opened; `None` when Redis had no claims state (nothing
+    /// to open: the first shard to connect creates it).
+    pub incarnation: Option<String>,
+    /// Shards that had restored their decisions and joined.
+    pub joined: u64,
+    /// Shards expected.
+    pub expected: u64,
+}
+
+/// The operator's override (`shard-writer open-claims`): opens the claims gate of the Redis at
+/// `redis_url` without the shards that have not joined, for a shard gone for good. The decisions
+/// only that shard's file records are not put back: claims it told may be contradicted.
+///
+/// # Errors
+/// Why Redis did not answer, for a message beside the (redacted) URL.
+pub async fn open_claims_gate(
+    redis_url: &str,
+    cluster: bool,
+    timeout: Duration,
+) -> Result<GateOpened, String> {
+    let (incarnation, joined, expected) =
+        crate::inspect::ask_redis(redis_url, cluster, timeout, |mut conn| async move {
+            hunt_redis::call(&mut conn, &leaderboard_proto::functions::ClaimsOpen::new()).await
+        })
+        .await?;
+    let opened = GateOpened {
+        incarnation: (!incarnation.is_empty()).then_some(incarnation),
+        joined,
+        expected,
+    };
+    if let Some(incarnation) = &opened.incarnation {
+        metrics::counter!(m::CLAIMS_GATE_FORCED).increment(1);
+        tracing::warn!(
+            %incarnation,
+            joined,
+            expected,
+            "claims gate opened by hand: decisions recorded only by shards that did not join are \
+             not restored"
+        );
+    }
+    Ok(opened)
+}
+
 /// The restorer: a round every `poll` and whenever a claim finds the gate closed, until `stop`
 /// or until the writer is dropped.
 pub(crate) async fn restorer(

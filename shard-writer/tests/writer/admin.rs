@@ -2,7 +2,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::Command;
 
 use hunt_testkit::RedisServer;
 use leaderboard_proto::keys;
@@ -12,19 +11,9 @@ use shard_writer::inspect::ShardState;
 use shard_writer::{OpenError, ShardWriter, backup};
 
 use crate::support::{
-    apply_stream, board, config, contiguous, eventually, open, redis_conn, score, stream,
-    stream_by_tier_seq, totals,
+    apply_stream, board, config, contiguous, eventually, open, redis_conn, score, shard_writer,
+    stream, stream_by_tier_seq, totals,
 };
-
-/// Runs the `shard-writer` binary.
-fn shard_writer(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_shard-writer"))
-        .args(args)
-        .env_remove("HUNT_REDIS_URL")
-        .env_remove("HUNT_SHARD_DB")
-        .output()
-        .expect("run shard-writer")
-}
 
 fn path_str(path: &Path) -> &str {
     path.to_str().expect("UTF-8 path")

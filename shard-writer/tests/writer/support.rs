@@ -12,6 +12,16 @@ use shard_writer::{OpenError, ShardWriter, WriterConfig};
 
 pub(crate) use hunt_testkit::{DEADLINE, eventually, score};
 
+/// Runs the `shard-writer` binary, with no Redis URL or shard file from the environment.
+pub(crate) fn shard_writer(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_shard-writer"))
+        .args(args)
+        .env_remove("HUNT_REDIS_URL")
+        .env_remove("HUNT_SHARD_DB")
+        .output()
+        .expect("run shard-writer")
+}
+
 /// A writer configuration with short timers, relaying to `redis`.
 pub(crate) fn config(dir: &Path, shard_id: u32, redis: &RedisServer) -> WriterConfig {
     let mut config = WriterConfig::new(dir.join(format!("shard-{shard_id}.sqlite")), shard_id)
