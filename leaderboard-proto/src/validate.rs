@@ -180,6 +180,9 @@ pub fn event(e: &HuntEvent) -> Result<(), ValidationError> {
             id("award_id", &revoked.award_id)?;
             id("chest_key", &revoked.chest_key)?;
             id("player_id", &revoked.player_id)?;
+            if !revoked.holder_award_id.is_empty() {
+                id("holder_award_id", &revoked.holder_award_id)?;
+            }
             points("points", revoked.points)
         }
     }
@@ -370,6 +373,7 @@ mod tests {
             chest_key: "north-gate".to_owned(),
             player_id: "ada".to_owned(),
             points: 50,
+            holder_award_id: String::new(),
         });
         assert_eq!(
             event(&event_of(revoked)),
@@ -475,7 +479,8 @@ mod tests {
                     award_id,
                     chest_key,
                     player_id,
-                    points
+                    points,
+                    holder_award_id: String::new(),
                 }))
             ),
         ]

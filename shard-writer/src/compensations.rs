@@ -22,6 +22,7 @@
 //!   Redis that lost its data lost the group with it (`NOGROUP`): it is created again and reading
 //!   starts over.
 
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use hunt_redis::stream;
@@ -33,7 +34,8 @@ use redis::{FromRedisValue, Value};
 use crate::claims::{claim_error, outcome_label, record};
 use crate::error::ClaimError;
 use crate::metrics as m;
-use crate::writer::ShardWriter;
+use crate::wal::decisions::Decision;
+use crate::writer::{Inner, ShardWriter};
 use hunt_redis::reconnecting::{CallError, Reconnecting};
 
 /// The consumer group every shard reads its inbox through.
@@ -65,6 +67,8 @@ pub struct Compensations {
     reading_pending: bool,
     /// The id of the last entry this reader handed out (or acknowledged away), `0` at first.
     last_seen: String,
+    /// The writer whose file records each compensation before it is handed out.
+    writer: Weak<Inner>,
 }
 
 impl std::fmt::Debug for Compensations {
@@ -93,6 +97,7 @@ impl ShardWriter {
             group_ready: false,
             reading_pending: true,
             last_seen: "0".to_owned(),
+            writer: Arc::downgrade(&self.inner),
         }
     }
 }
@@ -210,6 +215,31 @@ impl Compensations {
             };
             return match decode(id.clone(), fields) {
                 Ok(compensation) => {
+                    // Recorded before it is handed out; one the game acknowledged before (sent
+                    // again by a Redis that lost the inbox's record) is never handed out twice.
+                    match self.record_delivery(&compensation).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::info!(
+                                inbox = %self.inbox,
+                                entry = %id,
+                                award_id = %compensation.revoked.award_id,
+                                "a compensation already acknowledged came again; acknowledging it away"
+                            );
+                            metrics::counter!(m::COMPENSATIONS, "outcome" => "duplicate")
+                                .increment(1);
+                            if let Err(err) = self.remove(&id).await {
+                                self.reading_pending = true;
+                                return Err(err);
+                            }
+                            self.last_seen = id;
+                            continue;
+                        }
+                        Err(err) => {
+                            self.reading_pending = true;
+                            return Err(err);
+                        }
+                    }
                     self.last_seen = id;
                     metrics::counter!(m::COMPENSATIONS, "outcome" => "received").increment(1);
                     Ok(Some(compensation))
@@ -256,9 +286,33 @@ impl Compensations {
         }
     }
 
-    /// `MULTI; XACK; XDEL; EXEC` of entry `id`.
+    /// Records `compensation` in the shard file; false when its award's compensation was
+    /// acknowledged before under another entry.
+    async fn record_delivery(&self, compensation: &Compensation) -> Result<bool, ClaimError> {
+        let writer = self.writer.upgrade().ok_or_else(|| ClaimError::Record {
+            reason: "the writer is closed".to_owned(),
+        })?;
+        ShardWriter::from_inner(writer)
+            .record_decision(Decision::Compensation {
+                award_id: compensation.revoked.award_id.clone(),
+                entry_id: compensation.id.clone(),
+                chest_key: compensation.revoked.chest_key.clone(),
+                holder_award_id: compensation.revoked.holder_award_id.clone(),
+            })
+            .await
+    }
+
+    /// Marks entry `id` acknowledged in the shard file (so its award is never handed out
+    /// again), then `MULTI; XACK; XDEL; EXEC` of it.
     async fn remove(&self, id: &str) -> Result<(), ClaimError> {
         let link = self.link.as_ref().ok_or(ClaimError::NoRedis)?;
+        if let Some(writer) = self.writer.upgrade() {
+            ShardWriter::from_inner(writer)
+                .record_decision(Decision::CompensationAcked {
+                    entry_id: id.to_owned(),
+                })
+                .await?;
+        }
         let mut pipe = redis::pipe();
         pipe.atomic()
             .cmd("XACK")
@@ -391,6 +445,7 @@ mod tests {
             chest_key: "north-gate".into(),
             player_id: "ada".into(),
             points: 50,
+            holder_award_id: "7.2.a0".into(),
         };
         let event = HuntEvent {
             tier: 2,

@@ -34,7 +34,8 @@ pub const CLAIM_SECONDS: &str = "hunt_writer_claim_seconds";
 /// `recovering`, `record_failed`) (counter).
 pub const CLAIMS: &str = "hunt_writer_claims_total";
 /// Compensations taken from the shard's inbox, by `outcome` (`received`: handed to the caller;
-/// `malformed`: logged and acknowledged away) (counter).
+/// `malformed`: logged and acknowledged away; `duplicate`: acknowledged before, sent again after
+/// Redis lost the inbox's record, acknowledged away) (counter).
 pub const COMPENSATIONS: &str = "hunt_writer_compensations_total";
 /// Times this writer found that Redis lost its claim state (a new incarnation) (counter).
 pub const CLAIMS_LOSSES: &str = "hunt_writer_claims_losses_total";

@@ -175,11 +175,11 @@ impl ShardWriter {
     }
 
     /// Records a claim decision in the shard file and returns once it is committed: before the
-    /// decision is told.
+    /// decision is told. False when it must not be told (see [`Decision::Compensation`]).
     ///
     /// # Errors
     /// [`ClaimError::Record`] when the writer is closed or SQLite fails.
-    pub(crate) async fn record_decision(&self, decision: Decision) -> Result<(), ClaimError> {
+    pub(crate) async fn record_decision(&self, decision: Decision) -> Result<bool, ClaimError> {
         let closed = || ClaimError::Record {
             reason: "the writer is closed".to_owned(),
         };

@@ -47,6 +47,7 @@ use leaderboard_proto::functions::{
     AwardExpire, AwardFinish, AwardRecord, AwardSettle, AwardState, AwardsWaiting, ChestClaim,
     ClaimChest, ClaimsState, Compensate, ErrorCode, Function, Gate, Settled, Waiting,
 };
+use leaderboard_proto::keys;
 use leaderboard_proto::v1::hunt_event::Kind;
 use leaderboard_proto::v1::{AwardRevoked, HuntEvent};
 use prost::Message;
@@ -296,8 +297,14 @@ async fn compensate<'a>(
     report: &mut StepReport,
 ) -> RedisResult<Vec<&'a str>> {
     let now = now_ms();
+    // The award holding each chest, so the shard records the verdict with the compensation.
+    let mut holders = redis::pipe();
+    for (_, record) in revoked {
+        holders.get(keys::chest(&record.chest_key));
+    }
+    let holders: Vec<Option<String>> = holders.query_async(conn).await?;
     let mut pipe = redis::pipe();
-    for (award_id, record) in revoked {
+    for ((award_id, record), holder) in revoked.iter().zip(holders) {
         let event = HuntEvent {
             shard_id: record.shard_id,
             tier,
@@ -307,6 +314,7 @@ async fn compensate<'a>(
                 chest_key: record.chest_key.clone(),
                 player_id: record.player_id.clone(),
                 points: record.points,
+                holder_award_id: holder.unwrap_or_default(),
             })),
             ..HuntEvent::default()
         };

@@ -95,7 +95,7 @@ pub(crate) enum Job {
     /// Record a claim decision before it is told.
     Record {
         decision: Decision,
-        reply: oneshot::Sender<Result<(), Arc<rusqlite::Error>>>,
+        reply: oneshot::Sender<Result<bool, Arc<rusqlite::Error>>>,
     },
     /// Replies once every job sent before it is done.
     Barrier(oneshot::Sender<()>),
@@ -377,7 +377,7 @@ impl Committer {
             )?;
         }
         // Chest decisions outlive their claim in Redis by nothing.
-        decisions::prune_chests(&tx, self.clock.now_ms())?;
+        decisions::prune(&tx, self.clock.now_ms(), before_ms)?;
         let mut deleted = 0;
         for row in &self.tiers {
             let remaining = limit.saturating_sub(deleted);

@@ -9,9 +9,13 @@
 //!   rise, a holder belongs to the wave it was told for, and a chest keeps its first holder.
 //! - Chest rows live as long as the chest claim in Redis does ([`CHEST_TTL_SECONDS`]); pruning
 //!   removes older ones, so the table stays bounded by the chests of one day.
+//! - A compensation is recorded (with the chest holder it was revoked for) before the game gets
+//!   it, and marked when the game acknowledges it. One acknowledged is never handed out again,
+//!   even when a Redis that lost its inbox's record sends it again under a new entry id.
+//!   Acknowledged rows are pruned after the retention window, as events are.
 
 use leaderboard_proto::functions::CHEST_TTL_SECONDS;
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 /// The tables, created with the rest of the schema (`IF NOT EXISTS`: older files gain them).
 pub(crate) const TABLES: &str = "
@@ -25,7 +29,15 @@ pub(crate) const TABLES: &str = "
         chest_key TEXT PRIMARY KEY,
         award_id TEXT NOT NULL,
         recorded_ms INTEGER NOT NULL
-    ) WITHOUT ROWID;";
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS compensation_decisions (
+        award_id TEXT PRIMARY KEY,
+        entry_id TEXT NOT NULL,
+        acked INTEGER NOT NULL,
+        recorded_ms INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX IF NOT EXISTS compensation_decisions_by_entry
+        ON compensation_decisions (entry_id);";
 
 /// One decision told (or about to be).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,10 +53,26 @@ pub(crate) enum Decision {
     Wave { wave: u32, clue_ids: Vec<String> },
     /// `award_id` holds `chest_key`.
     Chest { chest_key: String, award_id: String },
+    /// Inbox entry `entry_id` revokes `award_id` (for `holder_award_id` on `chest_key`, when the
+    /// saga revoked it); about to be handed to the game.
+    Compensation {
+        award_id: String,
+        entry_id: String,
+        chest_key: String,
+        holder_award_id: String,
+    },
+    /// The game acknowledged inbox entry `entry_id`.
+    CompensationAcked { entry_id: String },
 }
 
-/// Writes `decision`, merged into what the file holds.
-pub(crate) fn record(conn: &Connection, decision: &Decision, now_ms: i64) -> rusqlite::Result<()> {
+/// Writes `decision`, merged into what the file holds. Returns whether it may be told: false
+/// only for a compensation of an award whose compensation the game already acknowledged (a
+/// Redis that lost its inbox's record sent it again), which is never handed out twice.
+pub(crate) fn record(
+    conn: &Connection,
+    decision: &Decision,
+    now_ms: i64,
+) -> rusqlite::Result<bool> {
     match decision {
         Decision::Clue {
             clue_id,
@@ -84,8 +112,48 @@ pub(crate) fn record(conn: &Connection, decision: &Decision, now_ms: i64) -> rus
             )?
             .execute(params![chest_key, award_id, now_ms])?;
         }
+        Decision::Compensation {
+            award_id,
+            entry_id,
+            chest_key,
+            holder_award_id,
+        } => {
+            let known: Option<(String, bool)> = conn
+                .prepare_cached(
+                    "SELECT entry_id, acked FROM compensation_decisions WHERE award_id = ?1",
+                )?
+                .query_row([award_id], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()?;
+            if let Some((known_entry, true)) = &known
+                && known_entry != entry_id
+            {
+                return Ok(false);
+            }
+            conn.prepare_cached(
+                "INSERT INTO compensation_decisions (award_id, entry_id, acked, recorded_ms)
+                 VALUES (?1, ?2, 0, ?3)
+                 ON CONFLICT (award_id) DO UPDATE SET entry_id = excluded.entry_id",
+            )?
+            .execute(params![award_id, entry_id, now_ms])?;
+            if !holder_award_id.is_empty() && !chest_key.is_empty() {
+                record(
+                    conn,
+                    &Decision::Chest {
+                        chest_key: chest_key.clone(),
+                        award_id: holder_award_id.clone(),
+                    },
+                    now_ms,
+                )?;
+            }
+        }
+        Decision::CompensationAcked { entry_id } => {
+            conn.prepare_cached(
+                "UPDATE compensation_decisions SET acked = 1, recorded_ms = ?2 WHERE entry_id = ?1",
+            )?
+            .execute(params![entry_id, now_ms])?;
+        }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// What a clue's row holds.
@@ -123,10 +191,16 @@ pub(crate) fn read(
     Ok((clues, chests))
 }
 
-/// Deletes the chest rows whose claim has expired at `now_ms`; returns how many.
-pub(crate) fn prune_chests(conn: &Connection, now_ms: i64) -> rusqlite::Result<usize> {
-    conn.prepare_cached("DELETE FROM chest_decisions WHERE recorded_ms < ?1")?
-        .execute([expiry(now_ms)])
+/// Deletes the chest rows whose claim has expired at `now_ms`, and the acknowledged
+/// compensations recorded before `before_ms` (the retention window); returns how many.
+pub(crate) fn prune(conn: &Connection, now_ms: i64, before_ms: i64) -> rusqlite::Result<usize> {
+    let chests = conn
+        .prepare_cached("DELETE FROM chest_decisions WHERE recorded_ms < ?1")?
+        .execute([expiry(now_ms)])?;
+    let compensations = conn
+        .prepare_cached("DELETE FROM compensation_decisions WHERE acked = 1 AND recorded_ms < ?1")?
+        .execute([before_ms])?;
+    Ok(chests + compensations)
 }
 
 /// The oldest `recorded_ms` of a chest claim still alive at `now_ms`.

@@ -346,6 +346,17 @@ async fn a_chest_goes_to_its_first_award_and_award_ids_never_repeat() {
 
 /// Puts an `AwardRevoked` of award `award_id` into shard `shard`'s inbox, as the saga does.
 async fn compensate(redis: &RedisServer, shard: u32, award_id: &str, points: i64) {
+    compensate_for(redis, shard, award_id, points, "").await;
+}
+
+/// As [`compensate`], naming the award that holds the chest (`chest-<award_id>`).
+pub(crate) async fn compensate_for(
+    redis: &RedisServer,
+    shard: u32,
+    award_id: &str,
+    points: i64,
+    holder_award_id: &str,
+) {
     let event = HuntEvent {
         shard_id: shard,
         tier: 2,
@@ -354,6 +365,7 @@ async fn compensate(redis: &RedisServer, shard: u32, award_id: &str, points: i64
             chest_key: format!("chest-{award_id}"),
             player_id: "ada".to_owned(),
             points,
+            holder_award_id: holder_award_id.to_owned(),
         })),
         ..HuntEvent::default()
     };
@@ -372,7 +384,7 @@ async fn compensate(redis: &RedisServer, shard: u32, award_id: &str, points: i64
 }
 
 /// The inbox's length: its unacknowledged entries.
-async fn inbox_len(redis: &RedisServer, shard: u32) -> u64 {
+pub(crate) async fn inbox_len(redis: &RedisServer, shard: u32) -> u64 {
     redis_conn(redis)
         .await
         .xlen(keys::shard_inbox(shard))

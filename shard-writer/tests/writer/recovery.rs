@@ -9,6 +9,7 @@ use leaderboard_proto::{keys, rewards};
 use redis::AsyncCommands;
 use shard_writer::{ChestClaim, ClaimError, ClueClaim, ShardWriter, WriterConfig};
 
+use crate::claims::{compensate_for, inbox_len};
 use crate::support::{config, eventually, open, redis_conn, shard_writer};
 
 /// Shards of the hunt in this test: all three take part in claims.
@@ -234,4 +235,61 @@ async fn a_shard_that_never_claims_still_restores_so_the_gate_opens() {
     assert_eq!(joined(&redis).await, 2);
     quiet.shutdown().await.expect("shutdown");
     busy.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compensation_is_handed_out_once_ever_and_its_verdict_comes_back() {
+    const SHARD: u32 = 9;
+    let redis = RedisServer::start().expect("redis-server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = gated_config(dir.path(), SHARD, &redis);
+    config.claim_shards = 1;
+    let writer = open(&config).await;
+    let mut reader = writer.compensations();
+    let wait = Duration::from_millis(200);
+
+    // x lost chest-x to y; the game gets it and acknowledges it.
+    compensate_for(&redis, SHARD, "x", 40, "y").await;
+    let first = reader.next(wait).await.expect("read").expect("x");
+    assert_eq!(first.revoked.award_id, "x");
+    reader.ack(&first).await.expect("ack");
+    // w is handed out but not acknowledged when Redis loses everything.
+    compensate_for(&redis, SHARD, "w", 10, "v").await;
+    let pending = reader.next(wait).await.expect("read").expect("w");
+    assert_eq!(pending.revoked.award_id, "w");
+
+    redis.flushall().expect("FLUSHALL");
+    // The saga, its sent-set gone, compensates both again under new entry ids.
+    compensate_for(&redis, SHARD, "x", 40, "y").await;
+    compensate_for(&redis, SHARD, "w", 10, "v").await;
+    // x was acknowledged: never handed out again. w was not: it comes again until it is.
+    let deadline = tokio::time::Instant::now() + crate::support::DEADLINE;
+    let again = loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "w came again in time"
+        );
+        match reader.next(wait).await {
+            Ok(Some(found)) => break found,
+            Ok(None) | Err(ClaimError::Unreachable { .. }) => {}
+            Err(err) => panic!("{err}"),
+        }
+    };
+    assert_eq!(again.revoked.award_id, "w");
+    reader.ack(&again).await.expect("ack");
+    assert_eq!(reader.next(wait).await.expect("read"), None);
+    assert_eq!(inbox_len(&redis, SHARD).await, 0, "x was acknowledged away");
+
+    // The verdicts told with them come back: y holds chest-x, v holds chest-w.
+    let tier = rewards::TIERS[0].id;
+    let chest_type = rewards::TIERS[0].chest_types[0].name;
+    for (chest, holder) in [("chest-x", "y"), ("chest-w", "v")] {
+        assert_eq!(
+            answered(chest, || writer.claim_chest(tier, chest_type, chest, "z")).await,
+            ChestClaim::Held {
+                holder_award_id: holder.into()
+            }
+        );
+    }
+    writer.shutdown().await.expect("shutdown");
 }
