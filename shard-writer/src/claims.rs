@@ -265,10 +265,11 @@ impl ShardWriter {
         outcome
     }
 
-    /// Runs `op` on the claims connection within `claim_timeout`.
+    /// Runs `op` on the claims connection within `claim_timeout` (twice when the connection
+    /// had gone stale: `op` must be safe to repeat).
     pub(crate) async fn redis_call<T, F, Fut>(&self, op: F) -> Result<T, ClaimError>
     where
-        F: FnOnce(Connection) -> Fut,
+        F: Fn(Connection) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
         let link = self.inner.claims.as_ref().ok_or(ClaimError::NoRedis)?;

@@ -179,8 +179,9 @@ impl Compensations {
             cmd.arg("STREAMS").arg(&self.inbox).arg(&start);
             let deadline = self.claim_timeout + block.unwrap_or_default();
             let cmd = &cmd;
+            // Never twice: a read whose answer was lost may have handed out an entry.
             let reply = link
-                .call(deadline, move |mut conn| async move {
+                .call_once(deadline, move |mut conn| async move {
                     cmd.query_async::<Value>(&mut conn).await
                 })
                 .await;

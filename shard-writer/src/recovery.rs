@@ -100,7 +100,7 @@ impl ShardWriter {
     /// one this shard joined; otherwise as [`ShardWriter::redis_call`].
     pub(crate) async fn gated_call<T, F, Fut>(&self, op: F) -> Result<T, ClaimError>
     where
-        F: FnOnce(Connection, Gated) -> Fut,
+        F: Fn(Connection, Gated) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
         if self.inner.claims.is_none() {
@@ -111,17 +111,18 @@ impl ShardWriter {
             gate.wake.notify_one();
             return Err(ClaimError::Recovering);
         };
-        let proposal = gate.proposal(self.inner.shard_id, self.inner.epoch);
+        let read_gate = &ClaimsState::new(&gate.proposal(self.inner.shard_id, self.inner.epoch));
+        let (incarnation, op) = (&incarnation, &op);
         let answered = self
             .redis_call(move |mut conn| async move {
                 let gated = if matches!(conn, Connection::Cluster(_)) {
-                    let state = hunt_redis::call(&mut conn, &ClaimsState::new(&proposal)).await?;
-                    if state.incarnation != incarnation || !state.open {
+                    let state = hunt_redis::call(&mut conn, read_gate).await?;
+                    if state.incarnation != *incarnation || !state.open {
                         return Ok(None);
                     }
                     Gated::Checked
                 } else {
-                    Gated::Atomic(incarnation)
+                    Gated::Atomic(incarnation.clone())
                 };
                 match op(conn, gated).await {
                     Ok(answer) => Ok(Some(answer)),
@@ -150,10 +151,10 @@ impl ShardWriter {
         };
         let _one = inner.gate.restoring.lock().await;
         let timeout = inner.config.claim_timeout;
-        let proposal = inner.gate.proposal(inner.shard_id, inner.epoch);
+        let read_gate = &ClaimsState::new(&inner.gate.proposal(inner.shard_id, inner.epoch));
         let state = link
             .call(timeout, move |mut conn| async move {
-                hunt_redis::call(&mut conn, &ClaimsState::new(&proposal)).await
+                hunt_redis::call(&mut conn, read_gate).await
             })
             .await
             .map_err(|err| claim_error(link, err))?;
@@ -235,14 +236,14 @@ impl ShardWriter {
             }
         }
 
-        let (incarnation, shard, expected) = (
-            state.incarnation.clone(),
+        let join = &ClaimsJoin::new(
+            &state.incarnation,
             inner.shard_id,
             inner.config.claim_shards,
         );
         let joined = link
             .call(timeout, move |mut conn| async move {
-                hunt_redis::call(&mut conn, &ClaimsJoin::new(&incarnation, shard, expected)).await
+                hunt_redis::call(&mut conn, join).await
             })
             .await
             .map_err(|err| claim_error(link, err))?;

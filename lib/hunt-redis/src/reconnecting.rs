@@ -10,6 +10,10 @@
 //!   deadline: a half-open socket looks just like a slow server) is dropped, so the next call
 //!   opens a fresh one. Redis restarting, with or without its data, heals on the next call.
 //! - Redis's own error replies keep the connection.
+//! - A connection found broken by a call that did not open it is replaced and the call made once
+//!   more: after Redis comes back, the first call succeeds instead of reporting the broken pipe
+//!   the old connection left behind. Every call through here is safe to repeat, except through
+//!   [`Reconnecting::call_once`].
 
 use std::future::Future;
 use std::time::Duration;
@@ -71,23 +75,66 @@ impl Reconnecting {
         &self.redis
     }
 
-    /// Runs `op` on the connection (opening it first if needed), all within `deadline`.
+    /// Runs `op` on the connection (opening it first if needed), all within `deadline`. When
+    /// the connection breaks under the call and it was not opened by this call (it went stale
+    /// while Redis was away: a restart leaves a broken pipe behind), `op` runs once more on a
+    /// fresh connection, within the same deadline: `op` must be safe to repeat.
     ///
     /// # Errors
     /// [`CallError::Unreachable`] when Redis does not answer in time or the connection fails;
     /// [`CallError::Redis`] when Redis answers with an error.
     pub async fn call<T, F, Fut>(&self, deadline: Duration, op: F) -> Result<T, CallError>
     where
+        F: Fn(Connection) -> Fut,
+        Fut: Future<Output = Result<T, RedisError>>,
+    {
+        let mut used = None;
+        let attempts = async {
+            let mut retried = false;
+            loop {
+                let (generation, fresh, conn) = self.connection().await?;
+                used = Some(generation);
+                match op(conn).await {
+                    Err(err) if breaks_connection(&err) && !fresh && !retried => {
+                        self.forget(Some(generation));
+                        retried = true;
+                    }
+                    outcome => return outcome,
+                }
+            }
+        };
+        let outcome = tokio::time::timeout(deadline, attempts).await;
+        self.settle(outcome, used, deadline)
+    }
+
+    /// As [`Reconnecting::call`], without the second attempt: for a call that must not run
+    /// twice (a stream read that hands out entries).
+    ///
+    /// # Errors
+    /// As [`Reconnecting::call`].
+    pub async fn call_once<T, F, Fut>(&self, deadline: Duration, op: F) -> Result<T, CallError>
+    where
         F: FnOnce(Connection) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
         let mut used = None;
         let attempt = async {
-            let (generation, conn) = self.connection().await?;
+            let (generation, _, conn) = self.connection().await?;
             used = Some(generation);
             op(conn).await
         };
         let outcome = tokio::time::timeout(deadline, attempt).await;
+        self.settle(outcome, used, deadline)
+    }
+
+    /// The result of a call that used connection `used`, dropping that connection when the
+    /// failure may have broken it.
+    fn settle<T>(
+        &self,
+        outcome: Result<Result<T, RedisError>, tokio::time::error::Elapsed>,
+        used: Option<u64>,
+        deadline: Duration,
+    ) -> Result<T, CallError> {
         match outcome {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(err)) if breaks_connection(&err) => {
@@ -106,11 +153,12 @@ impl Reconnecting {
         }
     }
 
-    /// The current connection, opened (with the function library loaded) if there is none.
-    async fn connection(&self) -> Result<(u64, Connection), RedisError> {
+    /// The current connection, opened (with the function library loaded) if there is none;
+    /// whether it was opened now.
+    async fn connection(&self) -> Result<(u64, bool, Connection), RedisError> {
         let mut slot = self.slot.lock().await;
         if let Some(conn) = &slot.conn {
-            return Ok((slot.generation, conn.clone()));
+            return Ok((slot.generation, false, conn.clone()));
         }
         // Responses are bounded by each call's deadline, not by the connection.
         let timeouts = Timeouts {
@@ -121,7 +169,7 @@ impl Reconnecting {
         library::ensure_loaded(&mut conn).await?;
         slot.generation += 1;
         slot.conn = Some(conn.clone());
-        Ok((slot.generation, conn))
+        Ok((slot.generation, true, conn))
     }
 
     /// Drops the connection of `generation`, unless it was replaced already. A caller that is

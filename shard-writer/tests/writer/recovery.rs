@@ -293,3 +293,25 @@ async fn a_compensation_is_handed_out_once_ever_and_its_verdict_comes_back() {
     }
     writer.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_claim_after_redis_comes_back_is_answered() {
+    let mut redis = RedisServer::start().expect("redis-server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = config(dir.path(), 11, &redis);
+    // Only the claim itself touches the connection the restart broke.
+    config.claims_poll = Duration::from_secs(3_600);
+    let writer = open(&config).await;
+    writer.open_wave(1, 1, &ids(&["k"])).await.expect("wave");
+    let won = writer.claim_clue("k", "ada").await.expect("claim");
+    redis.restart(true).expect("restart with its data");
+    // Redis is up again; the writer's connection still points at the old process.
+    assert_eq!(
+        writer
+            .claim_clue("k", "ada")
+            .await
+            .expect("the first claim"),
+        won
+    );
+    writer.shutdown().await.expect("shutdown");
+}
