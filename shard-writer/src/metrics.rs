@@ -37,6 +37,9 @@ pub const CLAIMS: &str = "hunt_writer_claims_total";
 /// `malformed`: logged and acknowledged away; `duplicate`: acknowledged before, sent again after
 /// Redis lost the inbox's record, acknowledged away) (counter).
 pub const COMPENSATIONS: &str = "hunt_writer_compensations_total";
+/// Times the relay found a tier's applied watermark below what it had acknowledged (Redis lost
+/// data under a live connection) and sent the tier again from it (counter).
+pub const REDIS_LOSSES: &str = "hunt_writer_redis_losses_total";
 /// Times this writer found that Redis lost its claim state (a new incarnation) (counter).
 pub const CLAIMS_LOSSES: &str = "hunt_writer_claims_losses_total";
 /// Chests this shard recorded for one award but found held by another while restoring
@@ -69,6 +72,10 @@ pub fn describe() {
     describe_counter!(RELAY_ERRORS, "Redis failures seen by the relay.");
     describe_counter!(PRUNED, "Rows pruned after the retention window.");
     describe_counter!(REPLAY_PRUNED, "Replays that asked for rows already pruned.");
+    describe_counter!(
+        REDIS_LOSSES,
+        "Times a tier's applied watermark fell below what it had acknowledged."
+    );
     describe_counter!(
         CLAIMS_LOSSES,
         "Times Redis was found to have lost its claim state."

@@ -23,6 +23,9 @@
 //!   router's applied watermark. A Redis that lost its data has lost both, so everything still
 //!   retained is sent again; `hunt_publish` also refuses a batch that would leave a hole above a
 //!   mark Redis has forgotten, and the relay re-sends from the mark.
+//! - A watermark that falls below what it had acknowledged means Redis lost its data with the
+//!   connection intact (FLUSHALL, a failover to a replica behind): the tier is sent again from
+//!   the watermark at once, as after a reconnect, even by a shard with nothing new to send.
 //! - Delivery is acknowledged end to end: an event is delivered when the router's applied
 //!   watermark `hunt:{t<N>}:applied[shard]` reaches it. When the watermark stays below what was
 //!   published for `redelivery_timeout` (doubling per fruitless re-send, capped), the relay
@@ -448,6 +451,24 @@ impl Relay {
                 tier.applied = applied;
                 tier.applied_moved_at = now;
                 tier.redelivery_wait = self.config.redelivery_timeout;
+            }
+            if applied < tier.acknowledged {
+                // The router's watermark fell below what it had acknowledged: Redis lost its
+                // data (a restart without it, a flush, a failover to a replica behind). Send
+                // everything above the watermark again now, at the pace flow control allows,
+                // rather than a batch per stalled redelivery timeout.
+                tracing::warn!(
+                    shard = self.shard_id,
+                    tier = rewards::TIERS[tier.index].id,
+                    acknowledged = tier.acknowledged,
+                    applied,
+                    "Redis lost the tier's applied watermark; re-sending everything above it"
+                );
+                metrics::counter!(m::REDIS_LOSSES).increment(1);
+                tier.acknowledged = applied;
+                tier.next = tier.next.min(applied + 1);
+                tier.resend = None;
+                tier.replay_acted = None;
             }
             let ack = applied.min(committed);
             if ack > tier.acknowledged {

@@ -151,6 +151,32 @@ async fn boards_are_rebuilt_from_the_shard_logs_after_flushall_and_an_empty_rest
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_shards_send_everything_again_at_once_after_a_flushall() {
+    let redis = RedisServer::start().expect("redis-server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let router = router(&redis).await;
+    // A stalled watermark is re-sent only after a minute: the rebuild cannot lean on it.
+    let hunt = Hunt::start(&redis, dir.path(), 3, |mut c| {
+        c.redelivery_timeout = Duration::from_secs(60);
+        c.max_redelivery_timeout = Duration::from_secs(60);
+        c
+    })
+    .await;
+    hunt.append_more(3_000).await;
+    let (writers, totals) = hunt.stop().await;
+    crate::support::assert_exactly_once(&redis, &writers, &totals).await;
+
+    // Nothing new is appended: each relay finds its acknowledged events gone and sends them
+    // again from its file, well within the deadline.
+    redis.flushall().expect("FLUSHALL");
+    crate::support::assert_exactly_once(&redis, &writers, &totals).await;
+    for writer in writers {
+        writer.shutdown().await.expect("shutdown");
+    }
+    assert!(router.shutdown(Duration::from_secs(10)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_trimmed_past_the_cursor_is_replayed_exactly() {
     let redis = RedisServer::start().expect("redis-server");
     let dir = tempfile::tempdir().expect("tempdir");
