@@ -11,7 +11,7 @@
 
 -- Raised by hand whenever a function is added or changed, so an older process never replaces a
 -- newer library (see leaderboard_proto::functions::ensure_loaded).
-local LIBRARY_VERSION = 7
+local LIBRARY_VERSION = 8
 
 local function hash_get_number(key, field)
   local value = redis.call('HGET', key, field)
@@ -665,6 +665,15 @@ local function compensate(keys, args)
   return 1
 end
 
+-- hunt_inbox_ack(KEYS[1] = inbox; ARGV = consumer group, entry id)
+-- Acknowledges an inbox entry and deletes it, in one single-key call (so on Redis Cluster it
+-- follows the inbox's slot wherever it moves, which a MULTI does not). Returns the entries
+-- deleted (0 or 1); acknowledging twice is harmless.
+local function inbox_ack(keys, args)
+  redis.call('XACK', keys[1], args[1], args[2])
+  return redis.call('XDEL', keys[1], args[2])
+end
+
 -- hunt_award_finish(KEYS = tier fence, awards, awards revoked, awards settled;
 --                   ARGV = fence token, now ms, award id...)
 -- Marks revoked awards whose shard has been told as compensated and takes them out of the
@@ -725,5 +734,6 @@ redis.register_function('hunt_claim_chest', claim_chest)
 redis.register_function{function_name = 'hunt_award_pending', callback = award_pending, flags = {'no-writes'}}
 redis.register_function('hunt_award_settle', award_settle)
 redis.register_function('hunt_compensate', compensate)
+redis.register_function('hunt_inbox_ack', inbox_ack)
 redis.register_function('hunt_award_finish', award_finish)
 redis.register_function('hunt_award_expire', award_expire)

@@ -16,7 +16,7 @@
 //! | [`chest`] | `hunt_claim_chest` |
 //! | [`claims`] | `hunt_claims_state`, `hunt_claims_join`, `hunt_claims_open`, `hunt_restore_clue`, `hunt_restore_chest` |
 //! | [`award`] | `hunt_award_pending`, `hunt_award_settle`, `hunt_award_finish`, `hunt_award_expire` |
-//! | [`compensate`] | `hunt_compensate` |
+//! | [`compensate`] | `hunt_compensate`, `hunt_inbox_ack` |
 //!
 //! Design constraints:
 //! - Every key a function touches is passed in `KEYS`, and all keys of one call share a hash
@@ -44,7 +44,7 @@ pub use claims::{
     ClaimsJoin, ClaimsOpen, ClaimsState, Gate, GateState, Joined, RestoreChest, RestoreClue,
 };
 pub use clue::{CheckClue, ClaimClue, ClueClaim, ClueOpened, OpenClue, TokenCheck};
-pub use compensate::Compensate;
+pub use compensate::{Compensate, InboxAck};
 pub use epoch::NextEpoch;
 pub use lease::{LeaseAcquire, LeaseAcquired, LeaseRelease, LeaseRenew};
 pub use publish::{Publish, Published};
@@ -143,7 +143,7 @@ pub const LIBRARY_NAME: &str = "hunt";
 pub const LIBRARY: &str = include_str!(concat!(env!("OUT_DIR"), "/hunt.lua"));
 
 /// The version the embedded source reports through `hunt_version`.
-pub const LIBRARY_VERSION: i64 = 7;
+pub const LIBRARY_VERSION: i64 = 8;
 
 /// Function names, one constant per function of the library.
 pub mod name {
@@ -195,6 +195,8 @@ pub mod name {
     /// `hunt_compensate(inbox, inbox_sent; award_id, payload, now_ms, keep_ms, cap) -> 1 | 0`, or
     /// an `INBOX_FULL` error.
     pub const COMPENSATE: &str = "hunt_compensate";
+    /// `hunt_inbox_ack(inbox; group, entry_id) -> deleted`.
+    pub const INBOX_ACK: &str = "hunt_inbox_ack";
     /// `hunt_award_finish(fence, awards, awards_revoked, awards_settled; token, now_ms,
     /// award_id...) -> finished`, or a `FENCED` error. Built by [`super::award_finish_cmd`].
     pub const AWARD_FINISH: &str = "hunt_award_finish";
@@ -223,6 +225,7 @@ pub const ALL: &[&str] = &[
     name::AWARD_PENDING,
     name::AWARD_SETTLE,
     name::COMPENSATE,
+    name::INBOX_ACK,
     name::AWARD_FINISH,
     name::AWARD_EXPIRE,
 ];

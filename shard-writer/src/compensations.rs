@@ -26,6 +26,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use hunt_redis::stream;
+use leaderboard_proto::functions::InboxAck;
 use leaderboard_proto::v1::AwardRevoked;
 use leaderboard_proto::v1::hunt_event::Kind;
 use leaderboard_proto::{keys, validate};
@@ -59,6 +60,7 @@ pub struct Compensation {
 /// The reader of this shard's compensation inbox, from [`ShardWriter::compensations`].
 pub struct Compensations {
     link: Option<Reconnecting>,
+    shard_id: u32,
     inbox: String,
     claim_timeout: Duration,
     group_ready: bool,
@@ -92,6 +94,7 @@ impl ShardWriter {
                 .client
                 .as_ref()
                 .map(|client| self.inner.config.reconnecting(client.clone())),
+            shard_id: self.inner.shard_id,
             inbox: keys::shard_inbox(self.inner.shard_id),
             claim_timeout: self.inner.config.claim_timeout,
             group_ready: false,
@@ -304,7 +307,8 @@ impl Compensations {
     }
 
     /// Marks entry `id` acknowledged in the shard file (so its award is never handed out
-    /// again), then `MULTI; XACK; XDEL; EXEC` of it.
+    /// again), then acknowledges and deletes it in Redis (`hunt_inbox_ack`: one single-key call,
+    /// which follows the inbox's slot after a Cluster failover).
     async fn remove(&self, id: &str) -> Result<(), ClaimError> {
         let link = self.link.as_ref().ok_or(ClaimError::NoRedis)?;
         if let Some(writer) = self.writer.upgrade() {
@@ -314,19 +318,10 @@ impl Compensations {
                 })
                 .await?;
         }
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("XACK")
-            .arg(&self.inbox)
-            .arg(GROUP)
-            .arg(id)
-            .cmd("XDEL")
-            .arg(&self.inbox)
-            .arg(id);
-        let pipe = &pipe;
+        let ack = &InboxAck::new(self.shard_id, GROUP, id);
         match link
             .call(self.claim_timeout, move |mut conn| async move {
-                pipe.query_async::<()>(&mut conn).await
+                hunt_redis::call(&mut conn, ack).await.map(drop)
             })
             .await
         {

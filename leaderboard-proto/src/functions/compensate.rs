@@ -1,4 +1,5 @@
-//! `hunt_compensate`: a revoked award told to its shard, once.
+//! `hunt_compensate`: a revoked award told to its shard, once; `hunt_inbox_ack`: the shard
+//! done with it.
 //!
 //! Design constraints:
 //! - Once per award id: the shard's sent set remembers award ids for `keep_ms` (the router's
@@ -48,6 +49,31 @@ impl Function for Compensate {
     const NAME: &'static str = name::COMPENSATE;
     type Reply = bool;
     const ERRORS: &'static [ErrorCode] = &[ErrorCode::InboxFull];
+
+    fn cmd(&self) -> &Cmd {
+        &self.0
+    }
+}
+
+/// `hunt_inbox_ack(inbox; group, entry_id) -> deleted`: acknowledges and deletes entry
+/// `entry_id` of `shard_id`'s inbox, in one single-key call that follows the inbox's slot on
+/// Redis Cluster.
+#[derive(Debug, Clone)]
+pub struct InboxAck(Cmd);
+
+impl InboxAck {
+    /// `shard_id`'s consumer `group` is done with `entry_id`.
+    #[must_use]
+    pub fn new(shard_id: u32, group: &str, entry_id: &str) -> Self {
+        let mut cmd = fcall_cmd(name::INBOX_ACK, &[&keys::shard_inbox(shard_id)]);
+        cmd.arg(group).arg(entry_id);
+        Self(cmd)
+    }
+}
+
+impl Function for InboxAck {
+    const NAME: &'static str = name::INBOX_ACK;
+    type Reply = u64;
 
     fn cmd(&self) -> &Cmd {
         &self.0

@@ -431,3 +431,44 @@ fn a_full_inbox_refuses_instead_of_trimming() {
         .expect("XDEL");
     assert_eq!(compensate(&mut conn, 9, "a3", 1_000, 2).expect("send"), 1);
 }
+
+#[test]
+fn an_inbox_entry_is_acknowledged_and_deleted_in_one_call() {
+    let (_server, mut conn) = setup();
+    assert_eq!(compensate(&mut conn, 4, "a1", 1_000, 10).expect("add"), 1);
+    let inbox = keys::shard_inbox(4);
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&inbox)
+        .arg("shard")
+        .arg("0")
+        .query(&mut conn)
+        .expect("group");
+    type Read = Vec<(String, Vec<(String, Vec<(String, Vec<u8>)>)>)>;
+    let read: Read = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("shard")
+        .arg("game")
+        .arg("STREAMS")
+        .arg(&inbox)
+        .arg(">")
+        .query(&mut conn)
+        .expect("read");
+    let id = read[0].1[0].0.clone();
+    let ack = leaderboard_proto::functions::InboxAck::new(4, "shard", &id);
+    assert_eq!(ack.cmd().query::<u64>(&mut conn).expect("ack"), 1);
+    // Twice is harmless; nothing is left pending or stored.
+    assert_eq!(ack.cmd().query::<u64>(&mut conn).expect("ack again"), 0);
+    let (pending, _, _, _): (u64, redis::Value, redis::Value, redis::Value) =
+        redis::cmd("XPENDING")
+            .arg(&inbox)
+            .arg("shard")
+            .query(&mut conn)
+            .expect("pending");
+    assert_eq!(pending, 0);
+    let length: u64 = redis::cmd("XLEN")
+        .arg(&inbox)
+        .query(&mut conn)
+        .expect("len");
+    assert_eq!(length, 0);
+}

@@ -128,6 +128,12 @@ async fn writers_and_a_router_in_cluster_mode_keep_every_guarantee() {
         .expect("a compensation");
     assert_eq!(compensation.revoked.chest_key, chest);
     assert_eq!(compensation.revoked.points, 40);
+    // It names the award that holds the chest, so the shard records the verdict with it.
+    assert_eq!(
+        compensation.revoked.holder_award_id,
+        format!("award-{winner}")
+    );
+    // Acknowledged through one single-key call, routed to the inbox's slot.
     inbox.ack(&compensation).await.expect("ack");
     assert!(
         inbox
