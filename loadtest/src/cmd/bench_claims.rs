@@ -6,6 +6,9 @@
 //!    `hunt_claim_clue` (one round trip, one compare-and-swap inside Redis); a new wave opens every
 //!    `--wave-ms` on `--clues` clues. Every winner is checked: one per clue and wave, with tokens
 //!    that grow from wave to wave.
+//!    **Through the writer.** The same load through `ShardWriter::claim_clue` of one writer
+//!    (temporary shard file): the claims gate checked in the same call, and every answer
+//!    recorded in the shard file (its own SQLite transaction) before it is returned.
 //! 2. **Baseline: the old lock-based claim.** The same load, claimed the way the old systems did:
 //!    `SET lock NX PX 5000`, then read the holder, write it if there is none, `DEL` the lock (up to
 //!    four round trips, and a lock that can expire early).
@@ -117,6 +120,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         args.clues,
         Duration::from_millis(args.wave_ms),
         stop.clone(),
+        1,
     ));
     let winners = Arc::new(Mutex::new(Winners::default()));
     let clue_claims = open_loop::run(args.rate, duration, MAX_IN_FLIGHT, |n| {
@@ -153,6 +157,35 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let winners = std::mem::take(&mut *winners.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
     check_winners(&winners)?;
 
+    // Phase 1b: the same claims through a shard writer: gated, and recorded before answered.
+    let dir = tempfile::tempdir().context("a folder for the writer's shard file")?;
+    let writer = shard_writer::ShardWriter::open(
+        shard_writer::WriterConfig::new(dir.path().join("claims.sqlite"), 1).with_redis(&redis.url),
+    )
+    .await
+    .context("opening the shard writer")?;
+    let stop = CancellationToken::new();
+    let opener = tokio::spawn(open_waves(
+        connections[0].clone(),
+        args.clues,
+        Duration::from_millis(args.wave_ms),
+        stop.clone(),
+        waves,
+    ));
+    let recorded = open_loop::run(args.rate, duration, MAX_IN_FLIGHT, |n| {
+        let writer = writer.clone();
+        let clue = n.wrapping_mul(2_654_435_761) % u64::from(args.clues);
+        let hunter = hunter_id(n % u64::from(args.claimants));
+        async move {
+            writer.claim_clue(&clue_id(clue), &hunter).await?;
+            Ok(())
+        }
+    })
+    .await?;
+    stop.cancel();
+    opener.await??;
+    writer.shutdown().await?;
+
     // Phase 2: the old lock-based claim, same load.
     let lock_based = open_loop::run(args.rate, duration, MAX_IN_FLIGHT, |n| {
         let mut conn = connections[(n % u64::from(args.connections)) as usize].clone();
@@ -178,12 +211,15 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     .await?;
 
     println!();
-    println!("| measure | hunt_claim_clue | old lock-based claim | PING |");
-    println!("|---|---|---|---|");
+    println!(
+        "| measure | hunt_claim_clue | through the writer (gated, recorded) | old lock-based claim | PING |"
+    );
+    println!("|---|---|---|---|---|");
     let row = |name: &str, f: &dyn Fn(&Outcome) -> String| {
         println!(
-            "| {name} | {} | {} | {} |",
+            "| {name} | {} | {} | {} | {} |",
             f(&clue_claims),
+            f(&recorded),
             f(&lock_based),
             f(&ping)
         );
@@ -208,13 +244,15 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     }
     println!();
     println!(
-        "claim p99 / old claim p99: {:.2}; claim p99 / PING p99: {:.2}; {waves} waves, {} \
-         winners, one per clue and wave, tokens growing from wave to wave",
+        "claim p99 / old claim p99: {:.2}; claim p99 / PING p99: {:.2}; recorded claim p99 / \
+         claim p99: {:.2}; {waves} waves, {} winners, one per clue and wave, tokens growing from \
+         wave to wave",
         millis(&clue_claims.latency, 0.99) / millis(&lock_based.latency, 0.99),
         millis(&clue_claims.latency, 0.99) / millis(&ping.latency, 0.99),
+        millis(&recorded.latency, 0.99) / millis(&clue_claims.latency, 0.99),
         winners.by_wave.len(),
     );
-    if clue_claims.errors + lock_based.errors + ping.errors > 0 {
+    if clue_claims.errors + recorded.errors + lock_based.errors + ping.errors > 0 {
         bail!("some operations failed");
     }
     if args.sweep_awards > 0 {
@@ -346,14 +384,15 @@ async fn open_wave(conn: &mut Connection, clues: u32, wave: u32) -> anyhow::Resu
     Ok(())
 }
 
-/// Opens a new wave every `every` until stopped; returns the last wave opened.
+/// Opens a new wave after `opened` every `every` until stopped; returns the last wave opened.
 async fn open_waves(
     mut conn: Connection,
     clues: u32,
     every: Duration,
     stop: CancellationToken,
+    opened: u32,
 ) -> anyhow::Result<u32> {
-    let mut next = 1;
+    let mut next = opened;
     loop {
         tokio::select! {
             () = stop.cancelled() => return Ok(next),
