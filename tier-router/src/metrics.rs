@@ -18,6 +18,8 @@ pub const REJECTED: &str = "hunt_router_rejected_totals_total";
 pub const MALFORMED: &str = "hunt_router_malformed_entries_total";
 /// Applies refused by Redis for a stale fence token (counter).
 pub const FENCED: &str = "hunt_router_fenced_total";
+/// Fences found gone when refused: Redis lost its data (counter).
+pub const REDIS_DATA_LOST: &str = "hunt_router_redis_data_lost_total";
 /// Redis failures seen by tier workers (counter).
 pub const REDIS_ERRORS: &str = "hunt_router_redis_errors_total";
 /// Time of one `hunt_apply` call, in seconds (histogram).
@@ -72,6 +74,10 @@ pub fn describe() {
     describe_counter!(MALFORMED, "Stream entries that did not decode.");
     describe_counter!(FENCED, "Applies refused for a stale fence token.");
     describe_counter!(REDIS_ERRORS, "Redis failures seen by tier workers.");
+    describe_counter!(
+        REDIS_DATA_LOST,
+        "Fences found gone when refused: Redis lost its data."
+    );
     describe_histogram!(BATCH_SECONDS, Unit::Seconds, "Time of one hunt_apply call.");
     describe_gauge!(OWNED, "1 for each tier this router owns.");
     describe_counter!(

@@ -207,11 +207,26 @@ impl TierWorker {
                     Ok(()) => {}
                     Err(err) if is_fenced(&err) => {
                         metrics::counter!(m::FENCED).increment(1);
-                        tracing::warn!(
-                            tier = self.tier,
-                            token = %held.token,
-                            "fence rejected: another router owns this tier now; stopped applying"
-                        );
+                        // A fence that is gone was not taken by anyone: Redis lost it.
+                        let fence: Option<String> = redis::cmd("GET")
+                            .arg(keys::tier_fence(self.tier))
+                            .query_async(&mut conn)
+                            .await?;
+                        if fence.is_none() {
+                            metrics::counter!(m::REDIS_DATA_LOST).increment(1);
+                            tracing::error!(
+                                tier = self.tier,
+                                token = %held.token,
+                                "fence rejected: Redis lost its data (the tier's fence is gone); \
+                                 stopped applying, the tier is rebuilt from the shard files"
+                            );
+                        } else {
+                            tracing::warn!(
+                                tier = self.tier,
+                                token = %held.token,
+                                "fence rejected: another router owns this tier now; stopped applying"
+                            );
+                        }
                         state.owned = None;
                         state.next_attempt = Instant::now() + jitter(self.config.lease_ttl / 3);
                         self.set_owned_gauge(false);

@@ -151,6 +151,35 @@ async fn boards_are_rebuilt_from_the_shard_logs_after_flushall_and_an_empty_rest
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_whose_fence_vanished_says_redis_lost_its_data() {
+    let redis = RedisServer::start().expect("redis-server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hunt = Hunt::start(&redis, dir.path(), 2, |c| c).await;
+    let router = RouterProcess::start(&redis, dir.path(), "alone");
+    eventually("the router owns every tier", || async {
+        (router.log().matches("tier owned").count() == leaderboard_proto::rewards::TIERS.len())
+            .then_some(())
+    })
+    .await;
+    apply_more(&redis, 200).await;
+    redis.flushall().expect("FLUSHALL");
+    eventually("the router reports the loss", || async {
+        router
+            .log()
+            .contains("fence rejected: Redis lost its data")
+            .then_some(())
+    })
+    .await;
+    assert!(
+        !router.log().contains("another router owns this tier"),
+        "nobody else owns a tier:\n{}",
+        router.log()
+    );
+    hunt.finish(&redis).await;
+    assert!(router.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quiet_shards_send_everything_again_at_once_after_a_flushall() {
     let redis = RedisServer::start().expect("redis-server");
     let dir = tempfile::tempdir().expect("tempdir");
