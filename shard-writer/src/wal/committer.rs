@@ -68,6 +68,9 @@ pub(crate) struct Committed {
 /// The reply to an append: the commit, or the payload back with the error.
 pub(crate) type AppendReply = Result<Committed, (Vec<u8>, Arc<rusqlite::Error>)>;
 
+/// The reply to a recorded decision: whether it may be told, or the error.
+pub(crate) type RecordReply = oneshot::Sender<Result<bool, Arc<rusqlite::Error>>>;
+
 /// Work for the commit thread.
 #[derive(Debug)]
 pub(crate) enum Job {
@@ -95,7 +98,7 @@ pub(crate) enum Job {
     /// Record a claim decision before it is told.
     Record {
         decision: Decision,
-        reply: oneshot::Sender<Result<bool, Arc<rusqlite::Error>>>,
+        reply: RecordReply,
     },
     /// Replies once every job sent before it is done.
     Barrier(oneshot::Sender<()>),
@@ -181,17 +184,55 @@ impl Committer {
     fn process(&mut self, jobs: &mut Vec<Job>) -> bool {
         let mut stop = false;
         let mut appends = Vec::with_capacity(jobs.len());
+        let mut records = Vec::new();
         for job in jobs.drain(..) {
             match job {
                 Job::Append { .. } => appends.push(job),
+                Job::Record { decision, reply } => records.push((decision, reply)),
                 control => {
                     self.commit(&mut appends);
+                    self.record_all(&mut records);
                     stop |= self.control(control);
                 }
             }
         }
         self.commit(&mut appends);
+        self.record_all(&mut records);
         stop
+    }
+
+    /// Writes `records` (draining it) in one transaction and answers each: the claim answers
+    /// queued together cost one commit, as appends do.
+    fn record_all(&mut self, records: &mut Vec<(Decision, RecordReply)>) {
+        if records.is_empty() {
+            return;
+        }
+        let now_ms = self.clock.now_ms();
+        let result = (|| -> rusqlite::Result<Vec<bool>> {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let told = records
+                .iter()
+                .map(|(decision, _)| decisions::record(&tx, decision, now_ms))
+                .collect::<rusqlite::Result<Vec<bool>>>()?;
+            tx.commit()?;
+            Ok(told)
+        })();
+        match result {
+            Ok(told) => {
+                for ((_, reply), told) in records.drain(..).zip(told) {
+                    let _ = reply.send(Ok(told));
+                }
+            }
+            Err(err) => {
+                let err = Arc::new(err);
+                tracing::error!(error = %err, decisions = records.len(), "recording claim decisions failed");
+                for (_, reply) in records.drain(..) {
+                    let _ = reply.send(Err(Arc::clone(&err)));
+                }
+            }
+        }
     }
 
     fn control(&mut self, job: Job) -> bool {
@@ -215,9 +256,7 @@ impl Committer {
                 let _ = reply.send(result);
             }
             Job::Record { decision, reply } => {
-                let now_ms = self.clock.now_ms();
-                let result = decisions::record(&self.conn, &decision, now_ms).map_err(Arc::new);
-                let _ = reply.send(result);
+                self.record_all(&mut vec![(decision, reply)]);
             }
             Job::Barrier(reply) => {
                 let _ = reply.send(());
