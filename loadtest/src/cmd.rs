@@ -5,6 +5,7 @@ use clap::Subcommand;
 
 mod baseline;
 mod bench_claims;
+mod bench_rebuild;
 mod bench_router;
 mod bench_spectators;
 mod bench_writer;
@@ -34,6 +35,9 @@ pub(crate) enum Command {
     BenchClaims(bench_claims::Args),
     /// WebSocket spectators held by one router, and delivery latency from append to delta.
     BenchSpectators(bench_spectators::Args),
+    /// How fast a quiet shard's leaderboards come back after FLUSHALL, beside their first
+    /// delivery in the same run.
+    BenchRebuild(bench_rebuild::Args),
 }
 
 impl Command {
@@ -50,6 +54,7 @@ impl Command {
             Self::BenchRouter(args) => bench_router::run(args).await,
             Self::BenchClaims(args) => bench_claims::run(args).await,
             Self::BenchSpectators(args) => bench_spectators::run(args).await,
+            Self::BenchRebuild(args) => bench_rebuild::run(args).await,
         }
     }
 }

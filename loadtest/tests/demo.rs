@@ -187,3 +187,28 @@ fn the_baseline_is_reported_beside_the_pipeline() {
     );
     assert!(!stdout.contains("FAIL"), "{stdout}");
 }
+
+#[test]
+fn bench_rebuild_brings_every_board_back_after_a_flushall() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args([
+            "bench-rebuild",
+            "--events",
+            "3000",
+            "--players",
+            "50",
+            "--limit-s",
+            "60",
+        ])
+        .env_remove("HUNT_REDIS_URL")
+        .output()
+        .expect("run loadtest");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        stdout.contains("| events/s |")
+            && stdout.contains("every board equals the appended totals after the rebuild"),
+        "{stdout}"
+    );
+}
