@@ -458,12 +458,10 @@ local function restore_clue(keys, args)
   return 1
 end
 
--- hunt_restore_chest(KEYS[1] = chest; ARGV = award id, ttl seconds)
--- Puts back a chest claim a shard file records. Returns {1, award id}, or {0, holder} when
--- another award already holds the chest.
-local function restore_chest(keys, args)
-  local chest, award = keys[1], args[1]
-  if redis.call('SET', chest, award, 'NX', 'EX', args[2]) then
+-- The chest goes to the first award that sets it (SET NX EX); the holder setting it again is told
+-- it holds it. Returns {1, award id} or {0, holder}.
+local function take_chest(chest, award, ttl)
+  if redis.call('SET', chest, award, 'NX', 'EX', ttl) then
     return {1, award}
   end
   local holder = redis.call('GET', chest)
@@ -471,6 +469,13 @@ local function restore_chest(keys, args)
     return {1, award}
   end
   return {0, holder}
+end
+
+-- hunt_restore_chest(KEYS[1] = chest; ARGV = award id, ttl seconds)
+-- Puts back a chest claim a shard file records, ungated. Returns {1, award id}, or {0, holder}
+-- when another award already holds the chest.
+local function restore_chest(keys, args)
+  return take_chest(keys[1], args[1], args[2])
 end
 
 -- hunt_open_clue(KEYS[1] = clue, [KEYS[2] = claims state]; ARGV = wave, [incarnation])
@@ -561,15 +566,7 @@ local function claim_chest(keys, args)
   if refused then
     return refused
   end
-  local chest, award = keys[1], args[1]
-  if redis.call('SET', chest, award, 'NX', 'EX', args[2]) then
-    return {1, award}
-  end
-  local holder = redis.call('GET', chest)
-  if holder == award then
-    return {1, award}
-  end
-  return {0, holder}
+  return take_chest(keys[1], args[1], args[2])
 end
 
 -- hunt_award_pending(KEYS = awards, awards pending or awards revoked; ARGV[1] = limit)
