@@ -106,11 +106,16 @@ pub(crate) fn record(
             chest_key,
             award_id,
         } => {
+            // A chest keeps its first holder while that claim lives; once it has expired (in
+            // Redis too) the chest may be won anew, and the new holder is the one to record.
             conn.prepare_cached(
                 "INSERT INTO chest_decisions (chest_key, award_id, recorded_ms) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (chest_key) DO NOTHING",
+                 ON CONFLICT (chest_key) DO UPDATE SET
+                     award_id = excluded.award_id,
+                     recorded_ms = excluded.recorded_ms
+                 WHERE chest_decisions.recorded_ms < ?4",
             )?
-            .execute(params![chest_key, award_id, now_ms])?;
+            .execute(params![chest_key, award_id, now_ms, expiry(now_ms)])?;
         }
         Decision::Compensation {
             award_id,
@@ -210,4 +215,117 @@ fn expiry(now_ms: i64) -> i64 {
 
 fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+#[allow(clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn file() -> Connection {
+        let conn = Connection::open_in_memory().expect("sqlite");
+        conn.execute_batch(TABLES).expect("tables");
+        conn
+    }
+
+    fn clue(wave: u32, token: u64, holder: &str) -> Decision {
+        Decision::Clue {
+            clue_id: "c".into(),
+            wave,
+            token,
+            holder: holder.into(),
+        }
+    }
+
+    #[test]
+    fn clue_rows_merge_as_redis_does_in_any_order() {
+        let conn = file();
+        // Learned out of order: a later wave's holder, then an older one's, then a wave opened.
+        record(&conn, &clue(2, 5, "bo"), 0).expect("record");
+        record(&conn, &clue(1, 3, "ada"), 0).expect("record");
+        record(
+            &conn,
+            &Decision::Wave {
+                wave: 2,
+                clue_ids: vec!["c".into()],
+            },
+            0,
+        )
+        .expect("record");
+        let (clues, _) = read(&conn, 0).expect("read");
+        assert_eq!(
+            clues,
+            vec![ClueRow {
+                clue_id: "c".into(),
+                wave: 2,
+                token: 5,
+                holder: Some("bo".into())
+            }]
+        );
+        // A new wave clears the holder and keeps the token floor.
+        record(
+            &conn,
+            &Decision::Wave {
+                wave: 3,
+                clue_ids: vec!["c".into()],
+            },
+            0,
+        )
+        .expect("record");
+        let (clues, _) = read(&conn, 0).expect("read");
+        assert_eq!(
+            (clues[0].wave, clues[0].token, &clues[0].holder),
+            (3, 5, &None)
+        );
+    }
+
+    #[test]
+    fn a_chest_keeps_its_holder_while_the_claim_lives() {
+        let conn = file();
+        let chest = |award: &str| Decision::Chest {
+            chest_key: "gold".into(),
+            award_id: award.into(),
+        };
+        let day = i64::try_from(CHEST_TTL_SECONDS * 1_000).expect("fits");
+        record(&conn, &chest("a"), 1_000).expect("record");
+        record(&conn, &chest("b"), 2_000).expect("record");
+        assert_eq!(
+            read(&conn, 2_000).expect("read").1,
+            vec![("gold".into(), "a".into())]
+        );
+        // Expired with its claim: the chest may be won anew.
+        let later = 1_000 + day + 1;
+        assert!(read(&conn, later).expect("read").1.is_empty());
+        record(&conn, &chest("b"), later).expect("record");
+        assert_eq!(
+            read(&conn, later).expect("read").1,
+            vec![("gold".into(), "b".into())]
+        );
+    }
+
+    #[test]
+    fn an_acknowledged_compensation_is_never_told_again() {
+        let conn = file();
+        let delivered = |entry: &str| Decision::Compensation {
+            award_id: "x".into(),
+            entry_id: entry.into(),
+            chest_key: "gold".into(),
+            holder_award_id: "y".into(),
+        };
+        assert!(record(&conn, &delivered("1-0"), 0).expect("record"));
+        // Redelivered before an ack, or sent anew before an ack: told again.
+        assert!(record(&conn, &delivered("1-0"), 0).expect("record"));
+        assert!(record(&conn, &delivered("2-0"), 0).expect("record"));
+        let acked = Decision::CompensationAcked {
+            entry_id: "2-0".into(),
+        };
+        assert!(record(&conn, &acked, 0).expect("record"));
+        // Sent anew after the ack (Redis forgot it was sent): never told again.
+        assert!(!record(&conn, &delivered("3-0"), 0).expect("record"));
+        // The chest's holder came with it.
+        assert_eq!(
+            read(&conn, 0).expect("read").1,
+            vec![("gold".into(), "y".into())]
+        );
+    }
 }
