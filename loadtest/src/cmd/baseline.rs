@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::harness::histogram;
 use crate::harness::hunt::{self, Draw, hunters_of};
 use crate::harness::open_loop;
-use crate::harness::redis_target::RedisTarget;
+use crate::harness::redis_target::{self, RedisTarget};
 use crate::harness::report::{Baseline, Latency};
 
 /// Options of `loadtest baseline`.
@@ -60,7 +60,7 @@ async fn naive(args: &Args) -> anyhow::Result<Baseline> {
     });
     let mut consumers = tokio::task::JoinSet::new();
     for tier in rewards::tier_ids() {
-        let conn = client.get_multiplexed_async_connection().await?;
+        let conn = redis_target::connect(&client).await?;
         consumers.spawn(consume(
             conn,
             tier,
@@ -194,7 +194,7 @@ impl NaiveShard {
             .collect();
         // A connection of its own per shard, as each shard process had: concurrent shards do
         // not share (and so pipeline) one connection.
-        let conn = client.get_multiplexed_async_connection().await?;
+        let conn = redis_target::connect(client).await?;
         Ok(Self {
             index,
             seed: args.hunt.seed,

@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::harness::histogram::{max_millis, millis};
 use crate::harness::open_loop::{self, Outcome};
-use crate::harness::redis_target::RedisUrl;
+use crate::harness::redis_target::{self, RedisUrl};
 
 /// Options of `loadtest bench-claims`.
 #[derive(Debug, clap::Args)]
@@ -98,8 +98,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let client = redis::Client::open(redis.url.as_str())?;
     let mut connections = Vec::new();
     for _ in 0..args.connections {
-        let mut conn = client
-            .get_multiplexed_async_connection()
+        let mut conn = redis_target::connect(&client)
             .await
             .context("connecting to Redis")?;
         hunt_redis::ensure_loaded(&mut conn).await?;

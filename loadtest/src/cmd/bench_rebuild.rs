@@ -21,7 +21,7 @@ use shard_writer::{ShardWriter, WriterConfig};
 
 use crate::harness::marks::wait_reached;
 use crate::harness::pipeline::{Router, loopback_router};
-use crate::harness::redis_target::RedisUrl;
+use crate::harness::redis_target::{self, RedisUrl};
 
 /// Options of `loadtest bench-rebuild`.
 #[derive(Debug, clap::Args)]
@@ -50,7 +50,7 @@ const APPENDERS: u64 = 64;
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let redis = args.redis.start()?;
     let client = redis.client()?;
-    let mut conn = client.get_multiplexed_async_connection().await?;
+    let mut conn = redis_target::connect(&client).await?;
     let dir = tempfile::tempdir().context("creating a temporary folder")?;
     let router = Router::embedded(loopback_router(&redis.url)?).await?;
     let mut config = WriterConfig::new(dir.path().join("quiet.sqlite"), 1).with_redis(&redis.url);

@@ -36,7 +36,7 @@ use crate::harness::marks::{self, committed_total};
 use crate::harness::open_loop::Outcome;
 use crate::harness::pipeline::{self, Router, Shards};
 use crate::harness::probe::{PROBE_POINTS, probe_player, watched_score};
-use crate::harness::redis_target::{RedisTarget, RedisUrl};
+use crate::harness::redis_target::{self, RedisTarget, RedisUrl};
 
 /// Options of `loadtest bench-router`.
 #[derive(Debug, clap::Args)]
@@ -76,7 +76,7 @@ pub(crate) struct Args {
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let redis = args.redis.start()?;
     let client = redis.client()?;
-    let mut conn = client.get_multiplexed_async_connection().await?;
+    let mut conn = redis_target::connect(&client).await?;
     let shards = Shards::open(&redis.url, 1..=args.shards).await?;
     let writers = &shards.writers;
     let (router, apply) = apply_rate(&args, &redis, &client, &mut conn, writers).await?;
@@ -304,7 +304,7 @@ async fn naive_baseline(
             sample.push((tier, player.to_owned(), points));
         }
     }
-    let mut naive = client.get_multiplexed_async_connection().await?;
+    let mut naive = redis_target::connect(client).await?;
     let started = Instant::now();
     for (tier, player, points) in &sample {
         let _: f64 = redis::cmd("ZINCRBY")

@@ -30,6 +30,29 @@ impl RedisUrl {
     }
 }
 
+/// How long a measuring connection waits for a reply. A slow reply is a measurement, not an
+/// error: the naive baseline in particular is expected to fall seconds behind on a loaded
+/// machine, and the client's default (half a second) would end the run instead of reporting it.
+const RESPONSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// How long connecting may take.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A new multiplexed connection of `client`, with the timeouts of a measuring tool.
+///
+/// # Errors
+/// When Redis cannot be reached.
+pub(crate) async fn connect(
+    client: &redis::Client,
+) -> anyhow::Result<redis::aio::MultiplexedConnection> {
+    let config = redis::AsyncConnectionConfig::new()
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_connection_timeout(Some(CONNECT_TIMEOUT));
+    Ok(client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?)
+}
+
 /// A Redis URL, and the private server behind it when this process started one.
 pub(crate) struct RedisTarget {
     pub(crate) url: String,
@@ -67,7 +90,7 @@ impl RedisTarget {
     /// # Errors
     /// When the URL is not a Redis URL or Redis cannot be reached.
     pub(crate) async fn connect(&self) -> anyhow::Result<redis::aio::MultiplexedConnection> {
-        Ok(self.client()?.get_multiplexed_async_connection().await?)
+        connect(&self.client()?).await
     }
 
     fn start(
