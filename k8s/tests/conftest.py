@@ -89,6 +89,12 @@ VARIANTS: dict[str, dict] = {
             "passwordKey": "password", "cluster": True}},
         "shardExample": {"enabled": True, "shardId": 3},
     },
+    "external-redis-sentinel": {
+        "redis": {"mode": "external", "external": {
+            "host": "redis-sentinel.data.svc.cluster.local", "port": 26379, "existingSecret": "hunt-redis",
+            "passwordKey": "password", "sentinelMaster": "hunt", "replicaAcks": 1}},
+        "shardExample": {"enabled": True, "shardId": 4},
+    },
     "external-redis-url-secret": {
         "redis": {"mode": "external", "external": {"existingSecret": "hunt-redis", "urlKey": "url"}},
     },

@@ -164,9 +164,11 @@ def test_router_settings_are_flags_the_router_reads(chart):
     flags = router_env_vars()
     for name in config:
         assert name == "RUST_LOG" or name in flags, f"{name} is not an environment variable of tier-router"
-    # Every flag but the Redis URL (a Secret's business), the cluster mode (set with the URL, only
-    # for redis.external.cluster) and the per-process router id is set.
-    assert flags - set(config) == {"HUNT_REDIS_URL", "HUNT_REDIS_CLUSTER", "HUNT_ROUTER_ID"}
+    # Every flag but the Redis URL (a Secret's business), the cluster mode and the replica
+    # acknowledgements (set with the URL, only for redis.external.cluster and
+    # redis.external.replicaAcks) and the per-process router id is set.
+    assert flags - set(config) == {
+        "HUNT_REDIS_URL", "HUNT_REDIS_CLUSTER", "HUNT_CLAIM_REPLICAS", "HUNT_ROUTER_ID"}
 
 
 def test_services_for_grpc_and_http(chart):
@@ -241,9 +243,29 @@ def test_redis_cluster_mode_reaches_the_router_and_the_sidecar(chart):
         assert "HUNT_REDIS_CLUSTER" not in env_of(plain)
 
 
+def test_redis_sentinel_and_replica_acks_reach_the_router_and_the_sidecar(chart):
+    objects = all_objects(chart, VARIANTS["external-redis-sentinel"])
+    router = pod_spec(find(objects, "Deployment", "-router"))["containers"][0]
+    sidecar = {c["name"]: c for c in pod_spec(find(objects, "Deployment", "-shard-4"))["containers"]}["shard-writer"]
+    for container in (router, sidecar):
+        env = env_of(container)
+        assert env["HUNT_REDIS_URL"]["value"] == (
+            "redis+sentinel://:$(REDIS_PASSWORD)@redis-sentinel.data.svc.cluster.local:26379/hunt"
+        )
+        assert env["HUNT_CLAIM_REPLICAS"]["value"] == "1"
+        assert "HUNT_REDIS_CLUSTER" not in env
+    # Without replicas nothing waits: the setting is absent and the binaries default to 0.
+    plain = pod_spec(find(all_objects(chart, VARIANTS["external-redis"]), "Deployment", "-router"))["containers"][0]
+    assert "HUNT_CLAIM_REPLICAS" not in env_of(plain)
+
+
 @pytest.mark.parametrize(
     ("values", "message"),
     [
+        ({"redis": {"mode": "external", "external": {"host": "r", "cluster": True, "sentinelMaster": "m"}}},
+         "exclude each other"),
+        ({"redis": {"mode": "external", "external": {"existingSecret": "s", "urlKey": "u", "sentinelMaster": "m"}}},
+         "not urlKey"),
         ({"router": {"terminationGracePeriodSeconds": 10}}, "must be longer than router.shutdownGraceMs"),
         ({"router": {"readBlockMs": 2000}}, "readBlockMs must be shorter than a third"),
         ({"router": {"applyBatch": 300, "maxApplyBatch": 200}}, "maxApplyBatch must be at least router.applyBatch"),

@@ -170,6 +170,20 @@ pub fn chest(chest_key: &str) -> String {
 /// `shard:<id>`), see [`crate::functions::claims`].
 pub const CLAIMS: &str = "hunt:claims";
 
+/// `hunt:barrier:{<tag>}`: a short-lived key written just before `WAIT`, in the slot of `key`
+/// (its `{tag}`, or the whole key without one), so the `WAIT` covers everything that slot's
+/// primary applied before, whoever wrote it.
+#[must_use]
+pub fn barrier(key: &str) -> String {
+    let tag = key
+        .split_once('{')
+        .and_then(|(_, rest)| rest.split_once('}'))
+        .map(|(tag, _)| tag)
+        .filter(|tag| !tag.is_empty())
+        .unwrap_or(key);
+    format!("hunt:barrier:{{{tag}}}")
+}
+
 /// `hunt:clue:{<id>}`: a clue's claim state. `clue_id` must be a valid id.
 #[must_use]
 pub fn clue(clue_id: &str) -> String {
@@ -270,6 +284,20 @@ mod tests {
                 assert_eq!(hash_tag(key), tag, "{key}");
                 assert_eq!(slot(key), slot(&keys[0]), "{key}");
             }
+        }
+    }
+
+    #[test]
+    fn a_barrier_shares_the_slot_of_its_key() {
+        let keys = [
+            tier_awards(3),
+            chest("c-17"),
+            clue("clue.9"),
+            shard_inbox(12),
+            "untagged".to_owned(),
+        ];
+        for key in &keys {
+            assert_eq!(slot(&barrier(key)), slot(key), "{key}");
         }
     }
 

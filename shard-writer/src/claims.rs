@@ -26,10 +26,10 @@ use hunt_redis::connection::Connection;
 use leaderboard_proto::functions::{
     CheckClue, ClaimChest, ClaimClue, Function, OpenClue, TokenCheck,
 };
-use leaderboard_proto::rewards;
 use leaderboard_proto::v1::hunt_event::Kind;
 use leaderboard_proto::v1::{HuntEvent, WaveReset};
 use leaderboard_proto::validate::{self, ValidationError};
+use leaderboard_proto::{keys, rewards};
 use redis::RedisError;
 
 pub use leaderboard_proto::functions::{ChestClaim, ClueClaim};
@@ -62,8 +62,9 @@ impl ShardWriter {
             validate::id("clue_id", clue_id)?;
             validate::id("player_id", player_id)?;
             let solve_ms = self.inner.config.clock.now_ms();
+            let key = keys::clue(clue_id);
             let claim = self
-                .gated_call(move |mut conn, gated| async move {
+                .gated_call(&[&key], move |mut conn, gated| async move {
                     let claim = ClaimClue::new(clue_id, player_id, solve_ms, gated.gate());
                     hunt_redis::call(&mut conn, &claim).await
                 })
@@ -122,8 +123,9 @@ impl ShardWriter {
             if token == 0 {
                 return Err(ValidationError::MissingToken.into());
             }
+            let key = keys::clue(clue_id);
             let check = self
-                .gated_call(move |mut conn, gated| async move {
+                .gated_call(&[&key], move |mut conn, gated| async move {
                     let check = CheckClue::new(clue_id, player_id, token, gated.gate());
                     hunt_redis::call(&mut conn, &check).await
                 })
@@ -165,8 +167,10 @@ impl ShardWriter {
                 return Err(ValidationError::UnknownTier(tier).into());
             }
             validate::wave(wave, clue_ids)?;
+            let clue_keys: Vec<String> = clue_ids.iter().map(|id| keys::clue(id)).collect();
+            let clue_keys: Vec<&str> = clue_keys.iter().map(String::as_str).collect();
             let _opened: Vec<(i64, u64)> = self
-                .gated_call(move |mut conn, gated| async move {
+                .gated_call(&clue_keys, move |mut conn, gated| async move {
                     if clue_ids.is_empty() {
                         return Ok(Vec::new());
                     }
@@ -235,8 +239,9 @@ impl ShardWriter {
             }
             validate::id("chest_key", chest_key)?;
             validate::id("award_id", award_id)?;
+            let key = keys::chest(chest_key);
             let claim = self
-                .gated_call(move |mut conn, gated| async move {
+                .gated_call(&[&key], move |mut conn, gated| async move {
                     let claim = ClaimChest::new(chest_key, award_id, gated.gate());
                     hunt_redis::call(&mut conn, &claim).await
                 })
@@ -317,6 +322,7 @@ pub(crate) fn error_label(err: &ClaimError) -> &'static str {
         ClaimError::NoRedis => "no_redis",
         ClaimError::MalformedCompensation { .. } => "malformed",
         ClaimError::Recovering => "recovering",
+        ClaimError::Unreplicated { .. } => "unreplicated",
         ClaimError::Record { .. } => "record_failed",
         ClaimError::Append(_) => "append_failed",
     }

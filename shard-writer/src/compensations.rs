@@ -63,6 +63,8 @@ pub struct Compensations {
     shard_id: u32,
     inbox: String,
     claim_timeout: Duration,
+    /// Replicas that must hold an entry (and the verdict behind it) before it is handed out.
+    claim_replicas: u32,
     group_ready: bool,
     /// Whether the next read goes to this consumer's pending list (after `last_seen`) rather
     /// than to new entries.
@@ -97,6 +99,7 @@ impl ShardWriter {
             shard_id: self.inner.shard_id,
             inbox: keys::shard_inbox(self.inner.shard_id),
             claim_timeout: self.inner.config.claim_timeout,
+            claim_replicas: self.inner.config.claim_replicas,
             group_ready: false,
             reading_pending: true,
             last_seen: "0".to_owned(),
@@ -219,6 +222,10 @@ impl Compensations {
             };
             return match decode(id.clone(), fields) {
                 Ok(compensation) => {
+                    if let Err(err) = self.replicated().await {
+                        self.reading_pending = true;
+                        return Err(err);
+                    }
                     // Recorded before it is handed out; one the game acknowledged before (sent
                     // again by a Redis that lost the inbox's record) is never handed out twice.
                     match self.record_delivery(&compensation).await {
@@ -266,6 +273,27 @@ impl Compensations {
                 }
             };
         }
+    }
+
+    /// With `claim_replicas`, waits until that many replicas hold everything the inbox's primary
+    /// applied so far: the entry just read, and the verdict the router settled before it.
+    async fn replicated(&self) -> Result<(), ClaimError> {
+        let wanted = self.claim_replicas;
+        if wanted == 0 {
+            return Ok(());
+        }
+        let link = self.link.as_ref().ok_or(ClaimError::NoRedis)?;
+        let (inbox, wait) = (self.inbox.as_str(), self.claim_timeout / 2);
+        let acked = link
+            .call(self.claim_timeout, move |mut conn| async move {
+                hunt_redis::replicated(&mut conn, &[inbox], wanted, wait).await
+            })
+            .await
+            .map_err(|err| claim_error(link, err))?;
+        if acked < u64::from(wanted) {
+            return Err(ClaimError::Unreplicated { acked, wanted });
+        }
+        Ok(())
     }
 
     /// `XGROUP CREATE <inbox> shard 0 MKSTREAM`, an existing group left as it is.

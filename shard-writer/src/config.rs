@@ -107,6 +107,10 @@ pub struct WriterConfig {
     /// the decisions their files record (see [`crate::ShardWriter::claim_clue`]). Every writer
     /// of a hunt should be given the same count; the largest one given counts.
     pub claim_shards: u32,
+    /// Redis replicas that must acknowledge a claim's answer (and a compensation) before it is
+    /// told (`WAIT`), so a failover to one of them keeps every decision anyone has seen. 0 (no
+    /// replicas, or none waited for) answers as soon as the primary decides.
+    pub claim_replicas: u32,
     /// How often the writer reads the claims gate, to notice a Redis that lost its data even
     /// when no claim is made here, and restore this shard's decisions.
     pub claims_poll: Duration,
@@ -155,6 +159,7 @@ impl WriterConfig {
             shutdown_grace: Duration::from_secs(10),
             claim_timeout: Duration::from_secs(1),
             claim_shards: 1,
+            claim_replicas: 0,
             claims_poll: Duration::from_secs(1),
             clock: Arc::new(SystemClock),
         }

@@ -232,6 +232,19 @@ pub enum ClaimError {
          the shard files; retry later"
     )]
     Recovering,
+    /// Redis decided, but fewer replicas than `claim_replicas` acknowledged the decision within
+    /// the wait, so it is not told: a failover now could lose it. Nothing was recorded; retrying
+    /// is safe (the holder claiming again gets the same answer once the replicas catch up).
+    #[error(
+        "the claim's answer is on {acked} Redis replica(s), {wanted} are required before it is \
+         told; retry later"
+    )]
+    Unreplicated {
+        /// Replicas that acknowledged.
+        acked: u64,
+        /// Replicas required (`claim_replicas`).
+        wanted: u32,
+    },
     /// The answer could not be recorded in the shard file, so it is not given (a decision is
     /// recorded before it is told). Retrying is safe: the holder claiming again gets the same
     /// answer.

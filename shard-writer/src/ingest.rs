@@ -237,7 +237,7 @@ impl From<IngestError> for Status {
                 ClaimError::MalformedCompensation { .. } | ClaimError::Record { .. } => {
                     Status::internal(message)
                 }
-                ClaimError::Recovering => recovering(message),
+                ClaimError::Recovering | ClaimError::Unreplicated { .. } => recovering(message),
                 ClaimError::Append(append) => match append {
                     AppendError::Invalid { .. } => Status::invalid_argument(message),
                     AppendError::QueueFull { .. } => Status::resource_exhausted(message),

@@ -104,6 +104,11 @@ struct ServeArgs {
     /// shard the same count.
     #[arg(long, env = "HUNT_CLAIM_SHARDS", default_value_t = 1)]
     claim_shards: u32,
+    /// Redis replicas that must hold a claim's answer (and a compensation) before it is told,
+    /// so a failover keeps it: 1 with a primary and replicas (Sentinel or Cluster), 0 without
+    /// replicas.
+    #[arg(long, env = "HUNT_CLAIM_REPLICAS", default_value_t = 0)]
+    claim_replicas: u32,
 }
 
 /// `--metrics-addr`: an address, or `off`.
@@ -251,6 +256,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
     writer.queue_capacity = args.queue_capacity;
     writer.shutdown_grace = Duration::from_millis(args.shutdown_grace_ms);
     writer.claim_shards = args.claim_shards;
+    writer.claim_replicas = args.claim_replicas;
     let mut config = IngestConfig::new(writer);
     config.grpc_addr = args.grpc_addr;
     config.max_connections = args.max_connections;

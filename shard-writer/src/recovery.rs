@@ -38,6 +38,16 @@ use crate::writer::{Inner, ShardWriter};
 /// Restore calls per pipelined round trip.
 const RESTORE_CHUNK: usize = 500;
 
+/// What a gated call came to.
+enum Answer<T> {
+    /// Decided under the joined incarnation, and replicated as configured.
+    Told(T),
+    /// The gate is closed or names another incarnation.
+    Recovering,
+    /// Decided, but acknowledged by only this many replicas.
+    Unreplicated(u64),
+}
+
 /// What the writer knows of the claims gate.
 #[derive(Debug, Default)]
 pub(crate) struct ClaimsGate {
@@ -93,12 +103,15 @@ impl Gated {
 }
 
 impl ShardWriter {
-    /// Runs `op` on the claims connection through the claims gate, within `claim_timeout`.
+    /// Runs `op` on the claims connection through the claims gate, within `claim_timeout`; with
+    /// `claim_replicas`, then waits until that many replicas hold everything the primary of
+    /// `keys`' slots had applied (the answer included) before the answer is returned.
     ///
     /// # Errors
     /// [`ClaimError::Recovering`] while the gate is closed or names another incarnation than the
-    /// one this shard joined; otherwise as [`ShardWriter::redis_call`].
-    pub(crate) async fn gated_call<T, F, Fut>(&self, op: F) -> Result<T, ClaimError>
+    /// one this shard joined; [`ClaimError::Unreplicated`] when too few replicas acknowledged;
+    /// otherwise as [`ShardWriter::redis_call`].
+    pub(crate) async fn gated_call<T, F, Fut>(&self, keys: &[&str], op: F) -> Result<T, ClaimError>
     where
         F: Fn(Connection, Gated) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
@@ -113,28 +126,46 @@ impl ShardWriter {
         };
         let read_gate = &ClaimsState::new(&gate.proposal(self.inner.shard_id, self.inner.epoch));
         let (incarnation, op) = (&incarnation, &op);
+        let replicas = self.inner.config.claim_replicas;
+        let wait = self.inner.config.claim_timeout / 2;
         let answered = self
             .redis_call(move |mut conn| async move {
                 let gated = if matches!(conn, Connection::Cluster(_)) {
                     let state = hunt_redis::call(&mut conn, read_gate).await?;
                     if state.incarnation != *incarnation || !state.open {
-                        return Ok(None);
+                        return Ok(Answer::Recovering);
                     }
                     Gated::Checked
                 } else {
                     Gated::Atomic(incarnation.clone())
                 };
-                match op(conn, gated).await {
-                    Ok(answer) => Ok(Some(answer)),
-                    Err(err) if ErrorCode::of(&err) == Some(ErrorCode::Recovering) => Ok(None),
-                    Err(err) => Err(err),
+                let answer = match op(conn.clone(), gated).await {
+                    Ok(answer) => answer,
+                    Err(err) if ErrorCode::of(&err) == Some(ErrorCode::Recovering) => {
+                        return Ok(Answer::Recovering);
+                    }
+                    Err(err) => return Err(err),
+                };
+                if replicas > 0 {
+                    let acked = hunt_redis::replicated(&mut conn, keys, replicas, wait).await?;
+                    if acked < u64::from(replicas) {
+                        return Ok(Answer::Unreplicated(acked));
+                    }
                 }
+                Ok(Answer::Told(answer))
             })
             .await?;
-        answered.ok_or_else(|| {
-            gate.wake.notify_one();
-            ClaimError::Recovering
-        })
+        match answered {
+            Answer::Told(answer) => Ok(answer),
+            Answer::Recovering => {
+                gate.wake.notify_one();
+                Err(ClaimError::Recovering)
+            }
+            Answer::Unreplicated(acked) => Err(ClaimError::Unreplicated {
+                acked,
+                wanted: replicas,
+            }),
+        }
     }
 
     /// One round of the restorer: reads the gate and, when Redis's incarnation is not the one

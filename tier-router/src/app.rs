@@ -81,7 +81,8 @@ impl App {
                 response: Some(config.redis_response_timeout),
             },
             apply::connect(&client, &config, Some(config.redis_response_timeout)).await?,
-        );
+        )
+        .with_replicas(config.claim_replicas, config.redis_response_timeout / 2);
         crate::metrics::describe();
         Ok(Self {
             config,

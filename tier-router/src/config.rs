@@ -108,6 +108,10 @@ pub struct RouterConfig {
     pub saga_batch: usize,
     /// How long settled award records (and the shards' sent-compensation marks) are kept.
     pub record_ttl: Duration,
+    /// Redis replicas that must hold a verdict before it is told (`GetAward`, `GetChest`) or a
+    /// compensation is sent for it (`WAIT` after a barrier write), so a failover to one of them
+    /// keeps every verdict anyone has seen. 0 (no replicas) tells at once.
+    pub claim_replicas: u32,
     /// Unacknowledged entries a shard's compensation inbox may hold; past it, compensations
     /// wait for a later sweep.
     pub inbox_cap: u64,
@@ -232,6 +236,7 @@ impl RouterConfig {
             saga_batch: DEFAULT_SAGA_BATCH,
             record_ttl: DEFAULT_RECORD_TTL,
             inbox_cap: DEFAULT_INBOX_CAP,
+            claim_replicas: 0,
             failpoint: None,
         }
     }

@@ -39,6 +39,9 @@ pub struct Reads {
     settings: Timeouts,
     current: Arc<std::sync::Mutex<Connection>>,
     broken: Arc<std::sync::atomic::AtomicBool>,
+    /// Replicas that must hold a verdict before it is told, and how long to wait for them.
+    replicas: u32,
+    wait: std::time::Duration,
 }
 
 impl std::fmt::Debug for Reads {
@@ -56,7 +59,35 @@ impl Reads {
             settings,
             current: Arc::new(std::sync::Mutex::new(conn)),
             broken: Arc::default(),
+            replicas: 0,
+            wait: std::time::Duration::ZERO,
         }
+    }
+
+    /// Verdicts are told only once `replicas` replicas hold them, waiting up to `wait`.
+    #[must_use]
+    pub fn with_replicas(mut self, replicas: u32, wait: std::time::Duration) -> Self {
+        self.replicas = replicas;
+        self.wait = wait;
+        self
+    }
+
+    /// With replicas configured, returns once they hold everything the primaries of `keys`'
+    /// slots applied (a barrier and `WAIT`).
+    async fn replicated(&self, conn: &mut Connection, keys: &[&str]) -> Result<(), Error> {
+        if self.replicas == 0 {
+            return Ok(());
+        }
+        let acked = hunt_redis::replicated(conn, keys, self.replicas, self.wait)
+            .await
+            .map_err(|err| self.failed(err))?;
+        if acked < u64::from(self.replicas) {
+            return Err(Error::Unreplicated {
+                acked,
+                wanted: self.replicas,
+            });
+        }
+        Ok(())
     }
 
     /// The connection to read through: the current one, or a fresh one after a loss.
@@ -81,6 +112,7 @@ impl Reads {
     /// The refusal for a failed read; a lost connection is replaced on the next read.
     fn failed(&self, err: redis::RedisError) -> Error {
         if err.is_connection_dropped()
+            || err.code() == Some("READONLY")
             || err.is_unrecoverable_error()
             || err.is_io_error()
             || err.is_timeout()
@@ -357,6 +389,15 @@ impl Leaderboard {
                 .await
                 .map_err(|err| self.redis.failed(err))?
         };
+        let chest_key = keys::chest(&record.chest_key);
+        let awards_key = keys::tier_awards(tier);
+        if record.chest_key.is_empty() {
+            self.redis.replicated(&mut conn, &[&awards_key]).await?;
+        } else {
+            self.redis
+                .replicated(&mut conn, &[&awards_key, &chest_key])
+                .await?;
+        }
         Ok(GetAwardResponse {
             award: Some(Award {
                 award_id,
@@ -386,6 +427,7 @@ impl Leaderboard {
             .query_async(&mut conn)
             .await
             .map_err(|err| self.redis.failed(err))?;
+        self.redis.replicated(&mut conn, &[&key]).await?;
         let Some(holder_award_id) = holder else {
             return Err(Error::UnclaimedChest(chest_key));
         };

@@ -83,6 +83,10 @@ struct Args {
     /// Unacknowledged entries a shard's compensation inbox may hold before compensations wait.
     #[arg(long, env = "HUNT_INBOX_CAP", default_value_t = config::DEFAULT_INBOX_CAP)]
     inbox_cap: u64,
+    /// Redis replicas that must hold a verdict before it is told or compensated, so a failover
+    /// keeps it: 1 with a primary and replicas (Sentinel or Cluster), 0 without replicas.
+    #[arg(long, env = "HUNT_CLAIM_REPLICAS", default_value_t = 0)]
+    claim_replicas: u32,
     /// Aborts the process the first time it reaches this point (crash tests only).
     #[arg(long, hide = true)]
     failpoint: Option<Failpoint>,
@@ -122,6 +126,7 @@ fn main() -> ExitCode {
     config.saga_batch = args.saga_batch;
     config.record_ttl = Duration::from_secs(args.record_ttl_s);
     config.inbox_cap = args.inbox_cap;
+    config.claim_replicas = args.claim_replicas;
     config.failpoint = args.failpoint;
     if let Some(router_id) = args.router_id {
         config.router_id = router_id;

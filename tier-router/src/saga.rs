@@ -159,6 +159,10 @@ pub async fn step(
                     .map(|(id, record)| (id.as_str(), record))
             })
             .collect();
+        if !verdicts_replicated(conn, tier, config, &to_send).await? {
+            set_pending_gauge(tier, report.remaining());
+            return Ok(report);
+        }
         let sent = compensate(conn, tier, config, &to_send, &mut report).await?;
         if !sent.is_empty() {
             let mut finish = AwardFinish::new(tier, token, now_ms());
@@ -179,6 +183,40 @@ pub async fn step(
         "saga step"
     );
     Ok(report)
+}
+
+/// With `claim_replicas`, whether that many replicas hold the verdicts behind `revoked` (the
+/// tier's award records and the chests' holders): a compensation tells a verdict, so it is sent
+/// only once a failover could not lose it. Otherwise the awards wait for a later step.
+async fn verdicts_replicated(
+    conn: &mut Connection,
+    tier: u32,
+    config: &RouterConfig,
+    revoked: &[(&str, &AwardRecord)],
+) -> RedisResult<bool> {
+    if config.claim_replicas == 0 || revoked.is_empty() {
+        return Ok(true);
+    }
+    let mut keys = vec![keys::tier_awards(tier)];
+    keys.extend(
+        revoked
+            .iter()
+            .filter(|(_, record)| !record.chest_key.is_empty())
+            .map(|(_, record)| keys::chest(&record.chest_key)),
+    );
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let wait = config.redis_response_timeout / 2;
+    let acked = hunt_redis::replicated(conn, &keys, config.claim_replicas, wait).await?;
+    if acked < u64::from(config.claim_replicas) {
+        tracing::warn!(
+            tier,
+            acked,
+            wanted = config.claim_replicas,
+            "compensations wait: their verdicts are not yet on enough Redis replicas"
+        );
+        return Ok(false);
+    }
+    Ok(true)
 }
 
 /// Forgets up to `config.saga_batch` award records of `tier` that settled longer than

@@ -71,6 +71,12 @@ external Redis needs somewhere to connect, and Redis Cluster has only database 0
 {{- end }}
 {{- if eq .Values.redis.mode "external" }}
 {{- $external := .Values.redis.external }}
+{{- if and $external.cluster $external.sentinelMaster }}
+{{- fail "redis.external.sentinelMaster and redis.external.cluster exclude each other: Sentinel watches one primary, a Cluster fails over by itself" }}
+{{- end }}
+{{- if and $external.sentinelMaster $external.urlKey }}
+{{- fail "redis.external.sentinelMaster needs host and port (the sentinels'), not urlKey: put a redis+sentinel:// URL in the Secret instead" }}
+{{- end }}
 {{- if and $external.cluster (ne (int $external.db) 0) }}
 {{- fail "redis.external.cluster=true needs redis.external.db 0: Redis Cluster has only database 0" }}
 {{- end }}
@@ -90,7 +96,9 @@ external Redis needs somewhere to connect, and Redis Cluster has only database 0
 The env entries that hand a binary its Redis URL as HUNT_REDIS_URL. A password comes from a
 Secret into REDIS_PASSWORD and is spliced into the URL by Kubernetes's $(VAR) expansion, so it
 never appears in a rendered manifest. With redis.external.cluster, HUNT_REDIS_CLUSTER=true makes
-the URL a seed of a Redis Cluster (a urlKey Secret may hold several, comma-separated).
+the URL a seed of a Redis Cluster (a urlKey Secret may hold several, comma-separated); with
+redis.external.sentinelMaster the URL names the sentinels and the service they monitor
+(redis+sentinel://). redis.external.replicaAcks becomes HUNT_CLAIM_REPLICAS.
 */}}
 {{- define "hunt-pipeline.redisEnv" -}}
 {{- if eq .Values.redis.mode "bundled" }}
@@ -117,7 +125,15 @@ the URL a seed of a Redis Cluster (a urlKey Secret may hold several, comma-separ
 {{- $credentials = printf "%s@" $external.username }}
 {{- end }}
 - name: HUNT_REDIS_URL
+{{- if $external.sentinelMaster }}
+  value: {{ printf "redis+sentinel://%s%s:%v/%s" $credentials $external.host (int $external.port) $external.sentinelMaster | quote }}
+{{- else }}
   value: {{ printf "redis://%s%s:%v/%v" $credentials $external.host (int $external.port) (int $external.db) | quote }}
+{{- end }}
+{{- end }}
+{{- if gt (int $external.replicaAcks) 0 }}
+- name: HUNT_CLAIM_REPLICAS
+  value: {{ $external.replicaAcks | int | quote }}
 {{- end }}
 {{- if $external.cluster }}
 - name: HUNT_REDIS_CLUSTER

@@ -1,4 +1,5 @@
-//! Where Redis is and how to talk to it: one node or a Redis Cluster, behind one connection type.
+//! Where Redis is and how to talk to it: one node (given directly or found through Redis
+//! Sentinel) or a Redis Cluster, behind one connection type.
 //!
 //! [`RedisTarget`] is built from configuration (a URL, or with cluster mode a comma-separated
 //! list of seed node URLs) and opens a [`Connection`]: a cheap-to-clone multiplexed connection
@@ -26,6 +27,7 @@ use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster::{ClusterClient, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo, SingleNodeRoutingInfo, Slot};
+use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use redis::{
     Arg, AsyncConnectionConfig, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult,
     Value,
@@ -50,30 +52,38 @@ enum Target {
     Single(redis::Client),
     /// A Redis Cluster, discovered from its seed nodes (boxed: its client is large).
     Cluster(Box<ClusterClient>),
+    /// The primary Redis Sentinel names for a service, asked again on every connect (so a
+    /// reconnect after a failover reaches the promoted replica).
+    Sentinel(std::sync::Arc<tokio::sync::Mutex<SentinelClient>>),
 }
 
 impl std::fmt::Debug for RedisTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The clients' own formatting may carry credentials.
-        let mode = if self.is_cluster() {
-            "cluster"
-        } else {
-            "single"
+        let mode = match self.0 {
+            Target::Single(_) => "single",
+            Target::Cluster(_) => "cluster",
+            Target::Sentinel(_) => "sentinel",
         };
         f.debug_tuple("RedisTarget").field(&mode).finish()
     }
 }
 
 impl RedisTarget {
-    /// The target described by `url`: a single node's URL, or with `cluster` a comma-separated
-    /// list of seed node URLs (one is enough; the rest of the cluster is discovered from it).
-    /// Nothing is connected yet.
+    /// The target described by `url`: a single node's URL, a Sentinel URL
+    /// (`redis+sentinel://[[user]:password@]host:port[,host:port…]/<service>`: the primary the
+    /// sentinels name for the service, asked again on every connect), or with `cluster` a
+    /// comma-separated list of seed node URLs (one is enough; the rest of the cluster is
+    /// discovered from it). Nothing is connected yet.
     ///
     /// # Errors
     /// The Redis error when a URL is malformed, the seed list is empty, or seeds disagree on
     /// credentials.
     pub fn open(url: &str, cluster: bool) -> RedisResult<Self> {
         if !cluster {
+            if let Some(sentinel) = url.strip_prefix(SENTINEL_SCHEME) {
+                return open_sentinel(sentinel);
+            }
             return redis::Client::open(url).map(|client| Self(Target::Single(client)));
         }
         let seeds: Vec<&str> = url
@@ -125,8 +135,77 @@ impl RedisTarget {
                     .await
                     .map(Connection::Cluster)
             }
+            Target::Sentinel(client) => {
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(timeouts.connect)
+                    .set_response_timeout(timeouts.response);
+                let connect = async {
+                    client
+                        .lock()
+                        .await
+                        .get_async_connection_with_config(&config)
+                        .await
+                        .map(Connection::Single)
+                };
+                match timeouts.connect {
+                    // Asking the sentinels, then connecting to the primary they name.
+                    Some(limit) => tokio::time::timeout(limit.saturating_mul(2), connect)
+                        .await
+                        .map_err(|_| {
+                            RedisError::from((
+                                ErrorKind::Io,
+                                "no Redis Sentinel named a reachable primary in time",
+                            ))
+                        })?,
+                    None => connect.await,
+                }
+            }
         }
     }
+}
+
+/// The scheme of a Sentinel target:
+/// `redis+sentinel://[[user]:password@]host:port[,host:port...]/<service>`.
+pub const SENTINEL_SCHEME: &str = "redis+sentinel://";
+
+/// A Sentinel target from the part of its URL after [`SENTINEL_SCHEME`]. The credentials, when
+/// given, are used for the sentinels and for the primary alike.
+fn open_sentinel(rest: &str) -> RedisResult<RedisTarget> {
+    let invalid = |reason: &'static str| RedisError::from((ErrorKind::InvalidClientConfig, reason));
+    let (authority, service) = rest.split_once('/').ok_or_else(|| {
+        invalid("a Sentinel URL names its service: redis+sentinel://host:port/<service>")
+    })?;
+    let service = service.trim_end_matches('/');
+    if service.is_empty() || service.contains(['/', '?', '#']) {
+        return Err(invalid(
+            "a Sentinel URL names one service after the hosts: redis+sentinel://host:port/<service>",
+        ));
+    }
+    let (credentials, hosts) = match authority.rsplit_once('@') {
+        Some((credentials, hosts)) => (format!("{credentials}@"), hosts),
+        None => (String::new(), authority),
+    };
+    let sentinels: Vec<String> = hosts
+        .split(',')
+        .map(str::trim)
+        .filter(|host| !host.is_empty())
+        .map(|host| format!("redis://{credentials}{host}/"))
+        .collect();
+    let Some(first) = sentinels.first() else {
+        return Err(invalid("a Sentinel URL names at least one sentinel host"));
+    };
+    let node = redis::IntoConnectionInfo::into_connection_info(first.as_str())?;
+    let node = SentinelNodeConnectionInfo::default()
+        .set_redis_connection_info(node.redis_settings().clone());
+    let client = SentinelClient::build(
+        sentinels,
+        service.to_owned(),
+        Some(node),
+        SentinelServerType::Master,
+    )?;
+    Ok(RedisTarget(Target::Sentinel(std::sync::Arc::new(
+        tokio::sync::Mutex::new(client),
+    ))))
 }
 
 /// A connection to a [`RedisTarget`]: multiplexed, cheap to clone (clones share it).
@@ -397,6 +476,10 @@ impl Primaries for Connection {
 /// comma-separated list of cluster seeds is redacted seed by seed.
 #[must_use]
 pub fn redact_url(url: &str) -> String {
+    if url.trim_start().starts_with(SENTINEL_SCHEME) {
+        // One URL naming several sentinel hosts.
+        return redact_one(url.trim());
+    }
     if url.contains(',') {
         return url
             .split(',')
@@ -435,6 +518,22 @@ mod tests {
             "redis://:***@h1:7000/,redis://:***@h2:7001/"
         );
         assert_eq!(redact_url("garbage"), "<redis url>");
+        assert_eq!(
+            redact_url("redis+sentinel://:pw@s1:26379,s2:26379/hunt"),
+            "redis+sentinel://:***@s1:26379,s2:26379/hunt"
+        );
+    }
+
+    #[test]
+    fn sentinel_urls_name_hosts_and_one_service() -> RedisResult<()> {
+        let target = RedisTarget::open("redis+sentinel://:pw@s1:26379,s2:26379/hunt", false)?;
+        assert!(!target.is_cluster());
+        assert_eq!(format!("{target:?}"), "RedisTarget(\"sentinel\")");
+        assert!(RedisTarget::open("redis+sentinel://s1:26379/", false).is_err());
+        assert!(RedisTarget::open("redis+sentinel://s1:26379", false).is_err());
+        assert!(RedisTarget::open("redis+sentinel:///hunt", false).is_err());
+        assert!(RedisTarget::open("redis+sentinel://s1:26379/a/b", false).is_err());
+        Ok(())
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //!   Redis has lost it and retries.
 //! - [`reconnecting`]: a connection for request/response calls that heals itself, every call
 //!   bounded by a deadline.
+//! - [`replication`]: a barrier and `WAIT`, so an answer is only given once replicas hold it.
 //! - [`stream`]: tier stream entries read and decoded into events.
 //!
 //! What the commands and replies are is the contract's (`leaderboard_proto::functions`,
@@ -18,8 +19,10 @@
 pub mod connection;
 pub mod library;
 pub mod reconnecting;
+pub mod replication;
 pub mod stream;
 
 pub use connection::{Connection, Primaries, RedisTarget, Timeouts, redact_url};
 pub use library::{call, ensure_loaded, is_function_missing, pipeline, pipeline_each};
 pub use reconnecting::{CallError, Reconnecting};
+pub use replication::replicated;

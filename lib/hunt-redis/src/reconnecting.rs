@@ -9,7 +9,8 @@
 //! - A connection that may be broken (an I/O error, a dropped connection, a call past its
 //!   deadline: a half-open socket looks just like a slow server) is dropped, so the next call
 //!   opens a fresh one. Redis restarting, with or without its data, heals on the next call.
-//! - Redis's own error replies keep the connection.
+//! - Redis's own error replies keep the connection, except `READONLY`: the node was demoted to a
+//!   replica by a failover, and a new connection (through Sentinel) reaches the new primary.
 //! - A connection found broken by a call that did not open it is replaced and the call made once
 //!   more: after Redis comes back, the first call succeeds instead of reporting the broken pipe
 //!   the old connection left behind. Every call through here is safe to repeat, except through
@@ -186,9 +187,12 @@ impl Reconnecting {
     }
 }
 
-/// Whether `err` says the connection itself failed (so it must be replaced).
+/// Whether `err` says the connection itself failed (so it must be replaced), or that it leads to
+/// a node that is no longer a primary (`READONLY`: a failover demoted it; a new connection asks
+/// again where the primary is).
 fn breaks_connection(err: &RedisError) -> bool {
-    err.is_io_error()
+    err.code() == Some("READONLY")
+        || err.is_io_error()
         || err.is_timeout()
         || err.is_connection_dropped()
         || err.is_connection_refusal()

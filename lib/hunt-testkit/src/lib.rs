@@ -26,6 +26,7 @@ use rustix::process::{Pid, Signal, kill_process};
 use tempfile::TempDir;
 
 pub mod recorded;
+pub mod replicated;
 #[cfg(test)]
 mod tests;
 
@@ -148,6 +149,8 @@ pub struct RedisServer {
     child: Option<Child>,
     /// Whether the server runs in a process group of its own.
     own_group: bool,
+    /// Arguments given before the standard ones, on every start.
+    extra: Vec<String>,
     // Declared last: dropped after the child is reaped in `Drop`.
     dir: TempDir,
 }
@@ -162,7 +165,17 @@ impl RedisServer {
     ///
     /// As [`RedisServer::start`].
     pub fn start_own_group() -> Result<Self, TestkitError> {
-        Self::start_in(true)
+        Self::start_in(true, Vec::new())
+    }
+
+    /// [`RedisServer::start`] with `extra` arguments before the standard ones (a config file
+    /// first, then options such as `--replicaof`), on this start and every restart.
+    ///
+    /// # Errors
+    ///
+    /// As [`RedisServer::start`].
+    pub fn start_with(extra: &[&str]) -> Result<Self, TestkitError> {
+        Self::start_in(false, extra.iter().map(|arg| (*arg).to_owned()).collect())
     }
 
     /// Starts a private `redis-server` on a free loopback port with a fresh temporary directory,
@@ -175,10 +188,10 @@ impl RedisServer {
     /// [`TestkitError::StartFailed`] when no attempt came up; [`TestkitError::Io`] when the
     /// directory or a port could not be had.
     pub fn start() -> Result<Self, TestkitError> {
-        Self::start_in(false)
+        Self::start_in(false, Vec::new())
     }
 
-    fn start_in(own_group: bool) -> Result<Self, TestkitError> {
+    fn start_in(own_group: bool, extra: Vec<String>) -> Result<Self, TestkitError> {
         let binary = find_on_path("redis-server").ok_or(TestkitError::NotInstalled)?;
         let dir = tempfile::Builder::new()
             .prefix("hunt-redis-")
@@ -187,7 +200,7 @@ impl RedisServer {
         let mut last = None;
         for _ in 0..START_ATTEMPTS {
             let port = free_port()?;
-            match spawn_ready(&binary, port, dir.path(), &[], own_group) {
+            match spawn_ready(&binary, port, dir.path(), &extra, own_group) {
                 Ok((child, client)) => {
                     return Ok(Self {
                         binary,
@@ -196,6 +209,7 @@ impl RedisServer {
                         client,
                         child: Some(child),
                         own_group,
+                        extra,
                         dir,
                     });
                 }
@@ -320,7 +334,7 @@ impl RedisServer {
             &self.binary,
             self.port,
             self.dir.path(),
-            &[],
+            &self.extra,
             self.own_group,
         )?;
         self.pid = child.id();

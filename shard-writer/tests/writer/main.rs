@@ -9,6 +9,7 @@ mod admin;
 mod claims;
 mod crash;
 mod delivery;
+mod failover;
 mod faults;
 mod ingest;
 mod input;

@@ -10,7 +10,7 @@ use redis::AsyncCommands;
 use shard_writer::{ChestClaim, ClaimError, ClueClaim, ShardWriter, WriterConfig};
 
 use crate::claims::{compensate_for, inbox_len};
-use crate::support::{config, eventually, open, redis_conn, shard_writer};
+use crate::support::{answered, config, eventually, open, redis_conn, shard_writer};
 
 /// Shards of the hunt in this test: all three take part in claims.
 const SHARDS: u32 = 3;
@@ -24,22 +24,6 @@ fn gated_config(dir: &std::path::Path, shard: u32, redis: &RedisServer) -> Write
 
 fn ids(ids: &[&str]) -> Vec<String> {
     ids.iter().map(|id| (*id).to_owned()).collect()
-}
-
-/// The answer of `claim` once the gate lets it through (the restore takes a few polls).
-async fn answered<T, F, Fut>(what: &str, claim: F) -> T
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = Result<T, ClaimError>>,
-{
-    eventually(what, || async {
-        match claim().await {
-            Ok(answer) => Some(answer),
-            Err(ClaimError::Recovering | ClaimError::Unreachable { .. }) => None,
-            Err(err) => panic!("{what}: {err}"),
-        }
-    })
-    .await
 }
 
 /// The gate's `joined` count as Redis holds it.

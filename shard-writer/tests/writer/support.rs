@@ -39,6 +39,28 @@ pub(crate) fn config(dir: &Path, shard_id: u32, redis: &RedisServer) -> WriterCo
     config
 }
 
+/// The answer of `claim` once Redis can give it: the claims gate open again after a loss, a
+/// failover over, a replica acknowledging again.
+pub(crate) async fn answered<T, F, Fut>(what: &str, claim: F) -> T
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<T, shard_writer::ClaimError>>,
+{
+    use shard_writer::ClaimError;
+    eventually(what, || async {
+        match claim().await {
+            Ok(answer) => Some(answer),
+            Err(
+                ClaimError::Recovering
+                | ClaimError::Unreachable { .. }
+                | ClaimError::Unreplicated { .. },
+            ) => None,
+            Err(err) => panic!("{what}: {err}"),
+        }
+    })
+    .await
+}
+
 /// Opens `config`, retrying while a previous writer of the same file is still closing.
 pub(crate) async fn open(config: &WriterConfig) -> ShardWriter {
     let deadline = tokio::time::Instant::now() + DEADLINE;

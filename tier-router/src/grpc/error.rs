@@ -41,6 +41,18 @@ pub enum Error {
     /// what the server said.
     #[error("redis unavailable: {:?}", .0.kind())]
     Redis(#[source] redis::RedisError),
+    /// Fewer Redis replicas than `claim_replicas` hold the verdict, so it is not told: a
+    /// failover now could lose it (`UNAVAILABLE`, retry after the pushback).
+    #[error(
+        "the verdict is on {acked} Redis replica(s), {wanted} are required before it is told; \
+         retry later"
+    )]
+    Unreplicated {
+        /// Replicas that acknowledged.
+        acked: u64,
+        /// Replicas required.
+        wanted: u32,
+    },
     /// The router is shutting down (`UNAVAILABLE`): ends a `Watch` stream.
     #[error("the router is shutting down")]
     ShuttingDown,
@@ -59,6 +71,14 @@ impl From<Error> for Status {
             | Error::UnclaimedChest(_) => Status::not_found(message),
             Error::UnreadableAward(_) => Status::internal(message),
             Error::Redis(_) | Error::ShuttingDown => Status::unavailable(message),
+            Error::Unreplicated { .. } => {
+                let mut status = Status::unavailable(message);
+                status.metadata_mut().insert(
+                    "grpc-retry-pushback-ms",
+                    tonic::metadata::MetadataValue::from_static("1000"),
+                );
+                status
+            }
         }
     }
 }
@@ -119,6 +139,15 @@ mod tests {
                 Error::Redis(redis::RedisError::from(std::io::Error::other("gone"))),
                 tonic::Code::Unavailable,
                 "redis unavailable: Io",
+            ),
+            (
+                Error::Unreplicated {
+                    acked: 0,
+                    wanted: 1,
+                },
+                tonic::Code::Unavailable,
+                "the verdict is on 0 Redis replica(s), 1 are required before it is told; retry \
+                 later",
             ),
             (
                 Error::ShuttingDown,

@@ -182,3 +182,32 @@ async fn the_library_comes_back_on_a_node_that_lost_it() {
         assert_eq!(version, leaderboard_proto::functions::LIBRARY_VERSION);
     }
 }
+
+#[tokio::test]
+async fn a_barrier_goes_to_the_primary_of_each_slot() {
+    let cluster = RedisCluster::start().expect("redis cluster");
+    let mut conn = connect(&cluster).await;
+    let chests: Vec<String> = ids_on_every_node(&cluster, "chest-", keys::chest)
+        .iter()
+        .map(|id| keys::chest(id))
+        .collect();
+    let chest_keys: Vec<&str> = chests.iter().map(String::as_str).collect();
+    // No replicas here: every primary answers that none acknowledged, after the wait, and
+    // nothing is refused as crossing slots.
+    let acked = hunt_redis::replicated(&mut conn, &chest_keys, 1, Duration::from_millis(100))
+        .await
+        .expect("barriers");
+    assert_eq!(acked, 0);
+    for key in &chests {
+        let node = cluster.node_of(key).expect("node");
+        let mut direct = cluster
+            .node_client(node)
+            .get_connection_with_timeout(Duration::from_secs(5))
+            .expect("node connection");
+        let written: bool = redis::cmd("EXISTS")
+            .arg(keys::barrier(key))
+            .query(&mut direct)
+            .expect("the barrier is on the key's own node");
+        assert!(written, "{key}");
+    }
+}

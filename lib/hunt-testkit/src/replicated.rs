@@ -1,0 +1,387 @@
+//! A Redis primary with one replica and three sentinels, for failover tests, and the
+//! [`TcpProxy`] its replication link runs through so a test can cut that link.
+//!
+//! Design constraints:
+//! - The replica reaches the primary only through the proxy: cutting the proxy closes the
+//!   replication link and refuses the replica's reconnects, so writes the primary takes after the
+//!   cut really are missing on the replica (pausing the replica alone does not do it: the kernel's
+//!   socket buffers deliver the backlog when it resumes).
+//! - Clients and sentinels reach every node directly; a sentinel finds the replica from the
+//!   primary's `INFO` (the replica announces its own listening port).
+//! - Sentinels decide fast (`down-after-milliseconds` 1000), so a failover takes a few seconds.
+//! - Every process is a child owned by this value, stopped by handle on drop.
+
+use std::fs;
+use std::io;
+use std::net::{Ipv4Addr, Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::{READY_TIMEOUT, RedisServer, TestkitError};
+
+/// The service name the sentinels monitor.
+pub const SERVICE: &str = "hunt";
+
+/// Sentinels started by [`ReplicatedRedis::start`].
+pub const SENTINELS: usize = 3;
+
+/// A TCP proxy on a loopback port forwarding to `127.0.0.1:<upstream>`, that a test can cut.
+///
+/// Dropping it stops accepting and closes every connection.
+#[derive(Debug)]
+pub struct TcpProxy {
+    port: u16,
+    state: Arc<ProxyState>,
+    acceptor: Option<thread::JoinHandle<()>>,
+}
+
+#[derive(Debug, Default)]
+struct ProxyState {
+    /// Whether connections are forwarded; a cut proxy closes new ones at once.
+    open: AtomicBool,
+    /// Whether the proxy is being dropped.
+    stopping: AtomicBool,
+    /// Both ends of every forwarded connection, to close them on a cut.
+    streams: Mutex<Vec<TcpStream>>,
+}
+
+impl TcpProxy {
+    /// Starts forwarding a free loopback port to `upstream`.
+    ///
+    /// # Errors
+    ///
+    /// [`TestkitError::Io`] when no port could be bound.
+    pub fn start(upstream: u16) -> Result<Self, TestkitError> {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .map_err(TestkitError::io("binding the proxy's port"))?;
+        let port = listener
+            .local_addr()
+            .map_err(TestkitError::io("reading the proxy's port"))?
+            .port();
+        let state = Arc::new(ProxyState {
+            open: AtomicBool::new(true),
+            ..ProxyState::default()
+        });
+        let accepting = Arc::clone(&state);
+        let acceptor = thread::spawn(move || accept(&listener, upstream, &accepting));
+        Ok(Self {
+            port,
+            state,
+            acceptor: Some(acceptor),
+        })
+    }
+
+    /// The proxy's loopback port.
+    #[must_use]
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Closes every forwarded connection and refuses new ones until [`TcpProxy::mend`].
+    pub fn cut(&self) {
+        self.state.open.store(false, Ordering::SeqCst);
+        close_all(&self.state);
+    }
+
+    /// Forwards new connections again.
+    pub fn mend(&self) {
+        self.state.open.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.state.stopping.store(true, Ordering::SeqCst);
+        self.state.open.store(false, Ordering::SeqCst);
+        // Wakes the blocking accept.
+        drop(TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)));
+        close_all(&self.state);
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
+        }
+    }
+}
+
+fn close_all(state: &ProxyState) {
+    if let Ok(mut streams) = state.streams.lock() {
+        for stream in streams.drain(..) {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+fn accept(listener: &TcpListener, upstream: u16, state: &Arc<ProxyState>) {
+    for client in listener.incoming() {
+        if state.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let Ok(client) = client else { continue };
+        if !state.open.load(Ordering::SeqCst) {
+            let _ = client.shutdown(Shutdown::Both);
+            continue;
+        }
+        let Ok(server) = TcpStream::connect((Ipv4Addr::LOCALHOST, upstream)) else {
+            let _ = client.shutdown(Shutdown::Both);
+            continue;
+        };
+        let (Ok(client_copy), Ok(server_copy)) = (client.try_clone(), server.try_clone()) else {
+            continue;
+        };
+        if let Ok(mut streams) = state.streams.lock() {
+            streams.push(client_copy);
+            streams.push(server_copy);
+        }
+        pump(client, server);
+    }
+}
+
+/// Copies both ways between `a` and `b` on two threads; either side ending closes both.
+fn pump(a: TcpStream, b: TcpStream) {
+    let (Ok(mut a_read), Ok(mut b_read)) = (a.try_clone(), b.try_clone()) else {
+        return;
+    };
+    let (mut a_write, mut b_write) = (a, b);
+    thread::spawn(move || {
+        let _ = io::copy(&mut a_read, &mut b_write);
+        let _ = b_write.shutdown(Shutdown::Both);
+        let _ = a_read.shutdown(Shutdown::Both);
+    });
+    thread::spawn(move || {
+        let _ = io::copy(&mut b_read, &mut a_write);
+        let _ = a_write.shutdown(Shutdown::Both);
+        let _ = b_read.shutdown(Shutdown::Both);
+    });
+}
+
+/// A primary, a replica replicating through a [`TcpProxy`], and [`SENTINELS`] sentinels
+/// monitoring them as [`SERVICE`].
+#[derive(Debug)]
+pub struct ReplicatedRedis {
+    /// The first primary (after a failover, the old one).
+    pub primary: RedisServer,
+    /// The first replica (after a failover, the promoted one).
+    pub replica: RedisServer,
+    /// The replication link, primary ← replica.
+    pub link: TcpProxy,
+    /// Each sentinel, with the directory of the config file it rewrites.
+    sentinels: Vec<(RedisServer, tempfile::TempDir)>,
+}
+
+impl ReplicatedRedis {
+    /// Starts the primary, the replica (returning once it is in sync) and the sentinels
+    /// (returning once each of them knows the replica and the other sentinels).
+    ///
+    /// # Errors
+    ///
+    /// Any start error; [`TestkitError::NotReady`] when replication or the sentinels did not
+    /// settle within 10 s.
+    pub fn start() -> Result<Self, TestkitError> {
+        let primary = RedisServer::start()?;
+        let link = TcpProxy::start(primary.port())?;
+        let link_port = link.port().to_string();
+        let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &link_port])?;
+        let mut redis = Self {
+            primary,
+            replica,
+            link,
+            sentinels: Vec::with_capacity(SENTINELS),
+        };
+        redis.wait_in_sync()?;
+        for _ in 0..SENTINELS {
+            let sentinel = start_sentinel(redis.primary.port())?;
+            redis.sentinels.push(sentinel);
+        }
+        for (sentinel, _) in &redis.sentinels {
+            wait_until(
+                sentinel.port(),
+                "the sentinels to know each other and the replica",
+                || {
+                    let mut conn = sentinel
+                        .client()
+                        .get_connection_with_timeout(READY_TIMEOUT)?;
+                    let master: Vec<String> = redis::cmd("SENTINEL")
+                        .arg("MASTER")
+                        .arg(SERVICE)
+                        .query(&mut conn)?;
+                    let field = |name: &str| {
+                        master
+                            .iter()
+                            .position(|key| key == name)
+                            .and_then(|at| master.get(at + 1))
+                            .and_then(|value| value.parse::<usize>().ok())
+                            .unwrap_or(0)
+                    };
+                    Ok(field("num-slaves") >= 1 && field("num-other-sentinels") >= SENTINELS - 1)
+                },
+            )?;
+        }
+        Ok(redis)
+    }
+
+    /// The URL of the service through the sentinels: `redis+sentinel://…/hunt`.
+    #[must_use]
+    pub fn sentinel_url(&self) -> String {
+        let hosts: Vec<String> = self
+            .sentinels
+            .iter()
+            .map(|(sentinel, _)| format!("127.0.0.1:{}", sentinel.port()))
+            .collect();
+        format!("redis+sentinel://{}/{SERVICE}", hosts.join(","))
+    }
+
+    /// The replication offsets of the primary (`master_repl_offset`) and of the replica
+    /// (`slave_repl_offset`, or its own `master_repl_offset` once promoted).
+    ///
+    /// # Errors
+    ///
+    /// [`TestkitError::Redis`] when a node does not answer.
+    pub fn offsets(&self) -> Result<(u64, u64), TestkitError> {
+        let primary = info_field(&self.primary, "master_repl_offset")?;
+        let replica = match info_field(&self.replica, "slave_repl_offset") {
+            Ok(offset) => offset,
+            Err(_) => info_field(&self.replica, "master_repl_offset")?,
+        };
+        Ok((primary, replica))
+    }
+
+    /// Returns once the replica's link is up and its offset equals the primary's.
+    ///
+    /// # Errors
+    ///
+    /// [`TestkitError::NotReady`] when that did not happen within 10 s.
+    pub fn wait_in_sync(&self) -> Result<(), TestkitError> {
+        wait_until(self.replica.port(), "the replica to be in sync", || {
+            let up = info_text(&self.replica)?.contains("master_link_status:up");
+            let (primary, replica) = self.offsets()?;
+            Ok(up && primary == replica)
+        })
+    }
+
+    /// The address the sentinels give for the service's primary now.
+    ///
+    /// # Errors
+    ///
+    /// [`TestkitError::Redis`] when the first sentinel does not answer.
+    pub fn primary_port(&self) -> Result<u16, TestkitError> {
+        let (sentinel, _) = self.sentinels.first().ok_or(TestkitError::NotRunning)?;
+        let mut conn = sentinel
+            .client()
+            .get_connection_with_timeout(READY_TIMEOUT)?;
+        let (_host, port): (String, u16) = redis::cmd("SENTINEL")
+            .arg("GET-MASTER-ADDR-BY-NAME")
+            .arg(SERVICE)
+            .query(&mut conn)?;
+        Ok(port)
+    }
+
+    /// Returns once every sentinel names the replica as the primary and it answers as one.
+    ///
+    /// # Errors
+    ///
+    /// [`TestkitError::NotReady`] when the failover did not happen within `timeout`.
+    pub fn wait_promoted(&self, timeout: Duration) -> Result<(), TestkitError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let promoted = self.sentinels.iter().all(|(sentinel, _)| {
+                let Ok(mut conn) = sentinel.client().get_connection_with_timeout(READY_TIMEOUT)
+                else {
+                    return false;
+                };
+                redis::cmd("SENTINEL")
+                    .arg("GET-MASTER-ADDR-BY-NAME")
+                    .arg(SERVICE)
+                    .query::<(String, u16)>(&mut conn)
+                    .is_ok_and(|(_, port)| port == self.replica.port())
+            }) && info_text(&self.replica)
+                .is_ok_and(|info| info.contains("role:master"));
+            if promoted {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(TestkitError::NotReady {
+                    port: self.replica.port(),
+                    timeout,
+                    log: self
+                        .sentinels
+                        .first()
+                        .map(|(sentinel, _)| crate::log_tail(sentinel.dir()))
+                        .unwrap_or_default(),
+                });
+            }
+            thread::sleep(crate::POLL_INTERVAL);
+        }
+    }
+}
+
+/// Starts one sentinel monitoring the primary on `primary_port` (quorum 2), with the directory
+/// of its config file (Sentinel rewrites it while it runs).
+fn start_sentinel(primary_port: u16) -> Result<(RedisServer, tempfile::TempDir), TestkitError> {
+    let dir = tempfile::Builder::new()
+        .prefix("hunt-sentinel-conf-")
+        .tempdir()
+        .map_err(TestkitError::io("creating the sentinel's config directory"))?;
+    let conf = dir.path().join("sentinel.conf");
+    fs::write(
+        &conf,
+        format!(
+            "sentinel monitor {SERVICE} 127.0.0.1 {primary_port} 2\n\
+             sentinel down-after-milliseconds {SERVICE} 1000\n\
+             sentinel failover-timeout {SERVICE} 5000\n\
+             sentinel parallel-syncs {SERVICE} 1\n"
+        ),
+    )
+    .map_err(TestkitError::io("writing the sentinel's config"))?;
+    let conf = conf.to_string_lossy().into_owned();
+    let sentinel = RedisServer::start_with(&[&conf, "--sentinel"])?;
+    Ok((sentinel, dir))
+}
+
+fn info_text(server: &RedisServer) -> Result<String, TestkitError> {
+    let mut conn = server.client().get_connection_with_timeout(READY_TIMEOUT)?;
+    Ok(redis::cmd("INFO").arg("replication").query(&mut conn)?)
+}
+
+fn info_field(server: &RedisServer, name: &str) -> Result<u64, TestkitError> {
+    let info = info_text(server)?;
+    info.lines()
+        .find_map(|line| {
+            line.strip_prefix(name)?
+                .strip_prefix(':')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .ok_or_else(|| {
+            TestkitError::Redis(redis::RedisError::from((
+                redis::ErrorKind::Parse,
+                "INFO replication lacks the field",
+                name.to_owned(),
+            )))
+        })
+}
+
+/// Polls `check` until it is true, for up to [`READY_TIMEOUT`].
+fn wait_until(
+    port: u16,
+    what: &str,
+    mut check: impl FnMut() -> Result<bool, TestkitError>,
+) -> Result<(), TestkitError> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let last = match check() {
+            Ok(true) => return Ok(()),
+            Ok(false) => String::new(),
+            Err(err) => err.to_string(),
+        };
+        if Instant::now() >= deadline {
+            return Err(TestkitError::NotReady {
+                port,
+                timeout: READY_TIMEOUT,
+                log: format!("waiting for {what}: {last}"),
+            });
+        }
+        thread::sleep(crate::POLL_INTERVAL);
+    }
+}
