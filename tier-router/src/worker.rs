@@ -21,6 +21,9 @@
 //!   sweep over every waiting award each `saga_interval` (at once when the tier is newly taken).
 //!   A sweep reads at most the awards that were waiting when it began, so awards arriving
 //!   meanwhile cannot make it endless; while one runs, stream reads do not block.
+//! - Every Redis call is bounded by the response timeout (a step by the calls it makes): a call
+//!   that never completes fails like a lost connection, so the worker reconnects and the fence
+//!   tells whether it still holds its tier.
 //! - Every wait selects on cancellation, the back-off after a Redis failure included; on the way
 //!   out the worker releases its lease, so another router takes the tier at once.
 
@@ -42,6 +45,10 @@ use crate::members::{self, View};
 use crate::metrics as m;
 use crate::saga;
 
+/// Redis calls one saga step makes at most (reads, claims, settle, top, barrier, compensate,
+/// finish), for its time bound.
+const SAGA_CALLS: u32 = 8;
+
 /// The worker of one tier.
 pub(crate) struct TierWorker {
     pub(crate) tier: u32,
@@ -57,6 +64,9 @@ pub(crate) struct TierWorker {
 /// The worker's hold on its tier.
 struct Owned {
     token: String,
+    /// Until when the tier is kept although another router is its fair owner: set when it was
+    /// taken because that owner left its lease free.
+    keep_until: Option<Instant>,
     cursor: String,
     renew_at: Instant,
     saga: SagaSchedule,
@@ -172,9 +182,17 @@ impl TierWorker {
                 &self.config.router_id,
                 self.tier_index,
             );
-            if state.owned.is_some() && !wanted {
+            let keep = state
+                .owned
+                .as_ref()
+                .is_some_and(|held| held.keep_until.is_some_and(|until| Instant::now() < until));
+            if state.owned.is_some() && !wanted && !keep {
                 // Another live router is this tier's fair owner: hand it over between batches.
-                lease::release(&mut conn, self.tier, &self.config.router_id).await?;
+                self.bounded(
+                    1,
+                    lease::release(&mut conn, self.tier, &self.config.router_id),
+                )
+                .await?;
                 state.owned = None;
                 state.next_attempt = Instant::now() + self.config.lease_ttl / 3;
                 self.set_owned_gauge(false);
@@ -184,20 +202,21 @@ impl TierWorker {
             if let Some(held) = &mut state.owned {
                 // Both the apply and the renewal carry the token and are checked against the
                 // fence inside Redis: after a pause, whichever comes first finds out.
-                let mut outcome = self.step(&mut conn, &mut reader, held).await;
+                let step = self.step(&mut conn, &mut reader, held);
+                let mut outcome = self.bounded_by(self.config.read_block, 3, step).await;
                 if outcome.is_ok() {
-                    outcome = self.saga(&mut conn, held).await;
+                    outcome = self.bounded(SAGA_CALLS, self.saga(&mut conn, held)).await;
                 }
                 if outcome.is_ok() && Instant::now() >= held.renew_at {
                     let renew_at = Instant::now() + self.config.lease_ttl / 3;
-                    outcome = lease::renew(
+                    let renew = lease::renew(
                         &mut conn,
                         self.tier,
                         &self.config.router_id,
                         self.config.lease_ttl,
                         &held.token,
-                    )
-                    .await;
+                    );
+                    outcome = self.bounded(1, renew).await;
                     if outcome.is_ok() {
                         tracing::trace!(tier = self.tier, "lease renewed");
                         held.renew_at = renew_at;
@@ -208,10 +227,10 @@ impl TierWorker {
                     Err(err) if is_fenced(&err) => {
                         metrics::counter!(m::FENCED).increment(1);
                         // A fence that is gone was not taken by anyone: Redis lost it.
-                        let fence: Option<String> = redis::cmd("GET")
-                            .arg(keys::tier_fence(self.tier))
-                            .query_async(&mut conn)
-                            .await?;
+                        let mut get = redis::cmd("GET");
+                        get.arg(keys::tier_fence(self.tier));
+                        let fence: Option<String> =
+                            self.bounded(1, get.query_async(&mut conn)).await?;
                         if fence.is_none() {
                             metrics::counter!(m::REDIS_DATA_LOST).increment(1);
                             tracing::error!(
@@ -238,8 +257,18 @@ impl TierWorker {
             }
             let now = Instant::now();
             if now >= state.next_attempt {
-                if wanted || self.lease_abandoned(&mut conn, state, now).await? {
-                    self.take_lease(&mut conn, state).await?;
+                let abandoned = !wanted
+                    && self
+                        .bounded(1, self.lease_abandoned(&mut conn, state, now))
+                        .await?;
+                if wanted || abandoned {
+                    self.bounded(3, self.take_lease(&mut conn, state)).await?;
+                    if abandoned && let Some(held) = &mut state.owned {
+                        // Kept a while before it goes back to its fair owner, which let it go
+                        // once already: applied in between, never taken and handed back at once.
+                        held.keep_until
+                            .get_or_insert(Instant::now() + self.config.lease_ttl * 3);
+                    }
                 }
                 if state.owned.is_some() {
                     continue;
@@ -247,7 +276,7 @@ impl TierWorker {
                 state.next_attempt = now + jitter(self.config.lease_ttl / 3);
             }
             if now >= state.next_refresh {
-                self.refresh(&mut conn).await?;
+                self.bounded(1, self.refresh(&mut conn)).await?;
                 state.next_refresh = Instant::now() + self.config.follower_refresh;
             }
             tokio::select! {
@@ -259,7 +288,8 @@ impl TierWorker {
         }
         if state.owned.take().is_some() {
             self.set_owned_gauge(false);
-            match lease::release(&mut conn, self.tier, &self.config.router_id).await {
+            let release = lease::release(&mut conn, self.tier, &self.config.router_id);
+            match self.bounded(1, release).await {
                 Ok(_) => tracing::info!(tier = self.tier, "tier lease released"),
                 Err(err) => {
                     tracing::warn!(tier = self.tier, error = %err, "could not release the lease");
@@ -293,6 +323,7 @@ impl TierWorker {
                         tracing::info!(tier = self.tier, token = %token, "tier owned");
                         state.owned = Some(Owned {
                             token,
+                            keep_until: None,
                             cursor: cursor.unwrap_or_else(|| "0-0".to_owned()),
                             renew_at,
                             saga: SagaSchedule::starting(now),
@@ -332,6 +363,35 @@ impl TierWorker {
         }
         let since = *state.free_since.get_or_insert(now);
         Ok(now.duration_since(since) >= self.config.lease_ttl)
+    }
+
+    /// `call`, bounded by `calls` Redis response timeouts: a call that never completes (a
+    /// connection left half-open by a pause, a cluster node gone silent) fails as a timeout, so
+    /// the worker reconnects, marks its tier stale, and finds out from the fence whether it still
+    /// holds the tier.
+    async fn bounded<T>(
+        &self,
+        calls: u32,
+        call: impl Future<Output = redis::RedisResult<T>>,
+    ) -> redis::RedisResult<T> {
+        self.bounded_by(Duration::ZERO, calls, call).await
+    }
+
+    /// [`TierWorker::bounded`], with `extra` time on top (a blocking read's block).
+    async fn bounded_by<T>(
+        &self,
+        extra: Duration,
+        calls: u32,
+        call: impl Future<Output = redis::RedisResult<T>>,
+    ) -> redis::RedisResult<T> {
+        let limit = extra + self.config.redis_response_timeout * calls;
+        match tokio::time::timeout(limit, call).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer from Redis within {} ms", limit.as_millis()),
+            ))),
+        }
     }
 
     fn set_owned_gauge(&self, owned: bool) {

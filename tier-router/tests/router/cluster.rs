@@ -14,7 +14,7 @@ use leaderboard_proto::{keys, rewards};
 use shard_writer::{ClueClaim, ShardWriter, WriterConfig};
 use tier_router::{App, RouterConfig};
 
-use crate::support::{Totals, client, eventually, score};
+use crate::support::{RouterProcess, Totals, client, eventually, score};
 
 /// A key id with `prefix` whose key (made by `key`) is served by another node than `avoid`'s.
 fn id_off_node(
@@ -203,4 +203,96 @@ async fn writers_and_a_router_in_cluster_mode_keep_every_guarantee() {
     }
     assert!(router.shutdown(Duration::from_secs(10)).await);
     drop(grpc);
+}
+
+/// Appends `count` points over every tier, alternating writers, and adds them to `totals`.
+async fn append_round(writers: &[ShardWriter], totals: &mut Totals, round: usize, count: usize) {
+    let tiers: Vec<u32> = rewards::tier_ids().collect();
+    for n in 0..count {
+        let tier = tiers[n % tiers.len()];
+        let player = format!("p{}", (n + round) % 11);
+        let points = i64::try_from(n % 50).expect("small") + 1;
+        writers[n % writers.len()]
+            .append(score(tier, &player, points))
+            .await
+            .expect("append");
+        *totals.entry(tier).or_default().entry(player).or_default() += points;
+    }
+}
+
+/// Waits until every tier's board on `cluster` equals `totals`.
+async fn boards_equal(cluster: &RedisCluster, totals: &Totals, what: &str) {
+    let target = hunt_redis::RedisTarget::open(&cluster.urls(), true).expect("seeds");
+    eventually(what, || {
+        let target = target.clone();
+        async move {
+            let mut conn = target.connect(Timeouts::default()).await.ok()?;
+            for tier in rewards::tier_ids() {
+                let board = tier_router::cache::read_range(&mut conn, tier, 0, 10_000)
+                    .await
+                    .ok()?;
+                let got: BTreeMap<String, i64> =
+                    board.into_iter().map(|e| (e.player_id, e.score)).collect();
+                if got != totals.get(&tier).cloned().unwrap_or_default() {
+                    return None;
+                }
+            }
+            Some(())
+        }
+    })
+    .await;
+}
+
+/// How long the paused router stays frozen.
+const PAUSE: Duration = Duration::from_secs(12);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_paused_past_its_lease_on_a_cluster_applies_again_or_lets_go() {
+    let cluster = RedisCluster::start().expect("redis cluster");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let seeds = cluster.urls();
+    let paused = RouterProcess::start_at(&seeds, dir.path(), "paused", &["--redis-cluster"]);
+    let other = RouterProcess::start_at(&seeds, dir.path(), "other", &["--redis-cluster"]);
+    eventually("the tiers split between the two routers", || async {
+        (paused.log().contains("tier owned") && other.log().contains("tier owned")).then_some(())
+    })
+    .await;
+    let mut writers = Vec::new();
+    for shard in [1u32, 2] {
+        let mut config = WriterConfig::new(dir.path().join(format!("s{shard}.sqlite")), shard)
+            .with_redis_cluster(seeds.clone());
+        config.redelivery_timeout = Duration::from_millis(500);
+        config.ack_poll_interval = Duration::from_millis(20);
+        writers.push(ShardWriter::open(config).await.expect("writer"));
+    }
+    let mut totals = Totals::new();
+    append_round(&writers, &mut totals, 0, 100).await;
+    boards_equal(&cluster, &totals, "both routers apply their tiers").await;
+
+    // Frozen with its connections open, past its 1 s lease: the other router takes its tiers.
+    paused.pause();
+    append_round(&writers, &mut totals, 1, 100).await;
+    boards_equal(&cluster, &totals, "the other router applies every tier").await;
+    // The fault lasts well past the lease and the router's Redis response timeout (5 s): every
+    // call it had in flight is overdue when it resumes.
+    tokio::time::sleep(PAUSE).await;
+
+    // Back: whichever router ends up with each tier applies it, round after round, while the
+    // tiers move back to their fair owner.
+    paused.resume();
+    for round in 2..6 {
+        append_round(&writers, &mut totals, round, 100).await;
+        boards_equal(&cluster, &totals, "every tier is applied after the resume").await;
+    }
+    // It noticed: its overdue calls timed out, and the fence told it the tiers had moved on.
+    eventually("the resumed router finds its fence taken", || async {
+        let log = paused.log();
+        (log.contains("no answer from Redis") && log.contains("fence rejected")).then_some(())
+    })
+    .await;
+    for writer in writers {
+        writer.shutdown().await.expect("shutdown");
+    }
+    assert!(paused.terminate().success());
+    assert!(other.terminate().success());
 }

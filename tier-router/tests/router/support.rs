@@ -82,6 +82,12 @@ impl RouterProcess {
         name: &str,
         extra: &[&str],
     ) -> Self {
+        Self::start_at(&redis.url(), dir, name, extra)
+    }
+
+    /// Starts the router binary like [`RouterProcess::start_with`], against the Redis at `url`
+    /// (with `--redis-cluster` in `extra`, a cluster's seed list).
+    pub(crate) fn start_at(url: &str, dir: &std::path::Path, name: &str, extra: &[&str]) -> Self {
         let log = dir.join(format!("{name}.log"));
         let stderr = std::fs::File::create(&log).expect("router log file");
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tier-router"))
@@ -100,7 +106,7 @@ impl RouterProcess {
                 name,
                 "--redis-url",
             ])
-            .arg(redis.url())
+            .arg(url)
             .args(extra)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
