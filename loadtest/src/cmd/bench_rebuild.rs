@@ -9,6 +9,9 @@
 //!    what they had acknowledged and sends everything again from the shard file. Timed from the
 //!    flush to every applied mark back at what was committed, then every board checked against
 //!    the totals appended.
+//! 3. The private Redis is killed and started again without its data files (a restart-empty;
+//!    skipped for a Redis given by `--redis-url`). Timed from the kill to every applied mark
+//!    back, then every board checked again.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -48,7 +51,7 @@ const APPENDERS: u64 = 64;
 /// When a part cannot be started or reached, a phase takes longer than `--limit-s`, or a board
 /// differs from what was appended after the rebuild.
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
-    let redis = args.redis.start()?;
+    let mut redis = args.redis.start()?;
     let client = redis.client()?;
     let mut conn = redis_target::connect(&client).await?;
     let dir = tempfile::tempdir().context("creating a temporary folder")?;
@@ -90,29 +93,77 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let rebuilt = flushed.elapsed();
     check_boards(&mut conn, &totals).await?;
 
+    let killed = Instant::now();
+    let restarted = if redis.restart_empty()? {
+        let mut conn = reconnect(&client, limit).await?;
+        wait_reached(
+            &mut conn,
+            std::slice::from_ref(&writer),
+            keys::tier_applied,
+            limit,
+        )
+        .await?;
+        let restarted = killed.elapsed();
+        check_boards(&mut conn, &totals).await?;
+        Some(restarted)
+    } else {
+        None
+    };
+
     let rate = |d: Duration| events as f64 / d.as_secs_f64();
     println!();
-    println!("| measure | first delivery | rebuild after FLUSHALL | ratio |");
-    println!("|---|---|---|---|");
     println!(
-        "| time | {:.2} s (appends {:.2} s) | {:.2} s | {:.2} |",
+        "| measure | first delivery | rebuild after FLUSHALL | ratio | rebuild after restart-empty | ratio |"
+    );
+    println!("|---|---|---|---|---|---|");
+    let (restart_time, restart_ratio, restart_rate, restart_rate_ratio) = match restarted {
+        Some(took) => (
+            format!("{:.2} s", took.as_secs_f64()),
+            format!("{:.2}", took.as_secs_f64() / first.as_secs_f64()),
+            format!("{:.0}", rate(took)),
+            format!("{:.2}x", rate(took) / rate(first)),
+        ),
+        None => {
+            let skipped = "skipped (Redis given by URL)".to_owned();
+            (skipped.clone(), "-".to_owned(), skipped, "-".to_owned())
+        }
+    };
+    println!(
+        "| time | {:.2} s (appends {:.2} s) | {:.2} s | {:.2} | {restart_time} | {restart_ratio} |",
         first.as_secs_f64(),
         appended.as_secs_f64(),
         rebuilt.as_secs_f64(),
         rebuilt.as_secs_f64() / first.as_secs_f64()
     );
     println!(
-        "| events/s | {:.0} | {:.0} | {:.2}x |",
+        "| events/s | {:.0} | {:.0} | {:.2}x | {restart_rate} | {restart_rate_ratio} |",
         rate(first),
         rate(rebuilt),
         rate(rebuilt) / rate(first)
     );
-    println!("\nevery board equals the appended totals after the rebuild");
+    println!("\nevery board equals the appended totals after each rebuild");
     writer.shutdown().await?;
     if !router.shutdown(Duration::from_secs(10)).await {
         bail!("the router did not stop within 10 s");
     }
     Ok(())
+}
+
+/// A new connection once Redis answers again, within `limit`.
+async fn reconnect(
+    client: &redis::Client,
+    limit: Duration,
+) -> anyhow::Result<redis::aio::MultiplexedConnection> {
+    let deadline = Instant::now() + limit;
+    loop {
+        match redis_target::connect(client).await {
+            Ok(conn) => return Ok(conn),
+            Err(err) if Instant::now() >= deadline => {
+                return Err(err.context("Redis did not come back after the restart"));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
 }
 
 /// Appends `events` score events round-robin over the tiers from [`APPENDERS`] tasks; returns

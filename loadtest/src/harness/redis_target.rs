@@ -77,6 +77,24 @@ impl RedisTarget {
         self.server.is_some()
     }
 
+    /// Restarts the private server without its data (killed, files deleted, started again on
+    /// the same port), like a Redis that lost everything. False, with nothing done, when the
+    /// Redis was given by URL: this process does not own it.
+    ///
+    /// # Errors
+    /// When the server cannot be started again.
+    pub(crate) fn restart_empty(&mut self) -> anyhow::Result<bool> {
+        match &mut self.server {
+            Some(server) => {
+                server
+                    .restart(false)
+                    .context("restarting the private redis-server without its data")?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
     /// A client of this Redis.
     ///
     /// # Errors
