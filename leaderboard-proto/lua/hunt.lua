@@ -11,7 +11,7 @@
 
 -- Raised by hand whenever a function is added or changed, so an older process never replaces a
 -- newer library (see leaderboard_proto::functions::ensure_loaded).
-local LIBRARY_VERSION = 8
+local LIBRARY_VERSION = 9
 
 local function hash_get_number(key, field)
   local value = redis.call('HGET', key, field)
@@ -144,12 +144,14 @@ local function fenced(fence, token)
 end
 
 -- Writes score changes to a tier's board. `players` lists the players in the order they reached
--- their new totals; `delta` holds each one's change. A player is on the board from their first
--- change (at 0 too); a player whose score changes gets a new member "<order><player>", where
--- <order> is a fixed-width, decreasing counter handed out in that order, so that among equal
--- scores the one reached first sorts first in ZREVRANGE and ZREVRANK. A total that would leave
--- +-(2^53 - 1) is not written and is counted. The board is written with a handful of variadic
--- calls, however many players change.
+-- their new totals; `delta` holds each one's changes, a list in the order they happened. A player
+-- is on the board from their first change (at 0 too); a player whose score changes gets a new
+-- member "<order><player>", where <order> is a fixed-width, decreasing counter handed out in that
+-- order, so that among equal scores the one reached first sorts first in ZREVRANGE and ZREVRANK.
+-- The changes are taken one by one, as if each came alone: one that would take the running total
+-- past +-(2^53 - 1) is left out and counted, and the next ones go on from the total before it, so
+-- a board never depends on how changes were batched. The board is written with a handful of
+-- variadic calls, however many players change.
 -- Returns rejected, top (1 when the first <top_size> ranks may have changed).
 local function write_board(scores, members, top_size, players, delta)
   local rejected, top = 0, 0
@@ -179,18 +181,21 @@ local function write_board(scores, members, top_size, players, delta)
   local updates = {}
   for k, player in ipairs(players) do
     local member = old_members[k]
-    local change = delta[player]
-    -- A change of 0 keeps an existing member, and so its place among equal scores.
-    if change ~= 0 or not member then
-      local score = member and old_score[member] or 0
-      local total = score + change
-      if total > MAX_POINTS or total < -MAX_POINTS then
+    local score = member and old_score[member] or 0
+    local total = score
+    for _, change in ipairs(delta[player]) do
+      local next_total = total + change
+      if next_total > MAX_POINTS or next_total < -MAX_POINTS then
         rejected = rejected + 1
       else
-        updates[#updates + 1] = {player, member, total}
-        if threshold == nil or total >= threshold or (member and score >= threshold) then
-          top = 1
-        end
+        total = next_total
+      end
+    end
+    -- No net change keeps an existing member, and so its place among equal scores.
+    if total ~= score or not member then
+      updates[#updates + 1] = {player, member, total}
+      if threshold == nil or total >= threshold or (member and score >= threshold) then
+        top = 1
       end
     end
   end
@@ -256,8 +261,9 @@ end
 --   'r' the shard revoking its own award (ref = award id): a pending award is withdrawn and its
 --       points taken back once; a settled one is left alone; an unknown one is recorded as
 --       withdrawn so it can never score later.
--- Points are summed per player and written by write_board. A total that would leave
--- +-(2^53 - 1) is not applied (the entry still counts as applied) and is reported.
+-- Points are kept per player in order and written by write_board. An entry whose points would
+-- take the player's running total past +-(2^53 - 1) is not scored (the entry still counts as
+-- applied) and is reported; the entries before and after it are, as if each came alone.
 -- Returns {applied, duplicates, gaps, rejected, top, awards, stale}: top is 1 when the batch may
 -- have changed the first <top size> ranks; awards counts the awards recorded as pending; stale
 -- counts clue solves refused for their token.
@@ -322,9 +328,9 @@ local function apply(keys, args)
               if holder == player then
                 points = -scored
               elseif delta[holder] ~= nil then
-                delta[holder] = delta[holder] - scored
+                table.insert(delta[holder], -scored)
               else
-                delta[holder] = -scored
+                delta[holder] = {-scored}
                 players[#players + 1] = holder
                 last_seen[holder] = i
               end
@@ -335,10 +341,12 @@ local function apply(keys, args)
         end
         if player ~= '' then
           if delta[player] == nil then
-            delta[player] = 0
+            delta[player] = {}
             players[#players + 1] = player
           end
-          delta[player] = delta[player] + points
+          if points ~= 0 then
+            table.insert(delta[player], points)
+          end
           last_seen[player] = i
         end
       else
@@ -622,10 +630,10 @@ local function award_settle(keys, args)
           redis.call('ZREM', pending, id)
           redis.call('ZADD', revoked_set, order, id)
           if delta[player] == nil then
-            delta[player] = 0
+            delta[player] = {}
             players[#players + 1] = player
           end
-          delta[player] = delta[player] - points
+          table.insert(delta[player], -points)
           revoked = revoked + 1
           revoked_ids[#revoked_ids + 1] = id
         end

@@ -143,7 +143,7 @@ pub const LIBRARY_NAME: &str = "hunt";
 pub const LIBRARY: &str = include_str!(concat!(env!("OUT_DIR"), "/hunt.lua"));
 
 /// The version the embedded source reports through `hunt_version`.
-pub const LIBRARY_VERSION: i64 = 8;
+pub const LIBRARY_VERSION: i64 = 9;
 
 /// Function names, one constant per function of the library.
 pub mod name {

@@ -374,6 +374,99 @@ fn a_total_beyond_exact_integers_is_refused_and_the_score_stays_exact() {
     assert_eq!(hget(&mut conn, &keys::tier_applied(5), "1"), Some(2));
 }
 
+#[test]
+fn the_range_rule_applies_event_by_event_whatever_the_batch() {
+    let (_server, mut conn) = setup();
+    let (_, token) = acquire(&mut conn, 5, "router-a", 60_000);
+    let max = (1i64 << 53) - 1;
+    // +max then +max in one batch: the first scores, the second is refused.
+    assert_eq!(
+        apply(
+            &mut conn,
+            5,
+            &token,
+            "1-0",
+            &[(1, 1, "ada", max), (1, 2, "ada", max)]
+        )
+        .expect("apply"),
+        (2, 0, 0, 1)
+    );
+    assert_eq!(board(&mut conn, 5), vec![("ada".to_owned(), max)]);
+    // +max, +max, -max in one batch: event by event that is max, refused, 0.
+    assert_eq!(
+        apply(
+            &mut conn,
+            5,
+            &token,
+            "2-0",
+            &[(2, 1, "bo", max), (2, 2, "bo", max), (2, 3, "bo", -max)]
+        )
+        .expect("apply"),
+        (3, 0, 0, 1)
+    );
+    assert!(board(&mut conn, 5).contains(&("bo".to_owned(), 0)));
+}
+
+/// Near the limit, the board equals applying the events one by one with the range rule,
+/// however they are batched.
+#[test]
+fn boards_near_the_limit_do_not_depend_on_batching() {
+    let (_server, conn) = setup();
+    let conn = std::cell::RefCell::new(conn);
+    let max = (1i64 << 53) - 1;
+    let mut runner = TestRunner::new(Config {
+        cases: 40,
+        rng_seed: RngSeed::Fixed(0x5241_4e47),
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let points = proptest::sample::select(vec![max, -max, max - 1, 1 - max, 1, -1, 2, -2, 0]);
+    let case = (
+        proptest::collection::vec((0usize..2, points), 1..40),
+        1usize..12,
+    );
+    let round = std::cell::Cell::new(0u32);
+    runner
+        .run(&case, |(events, batch)| {
+            round.set(round.get() + 1);
+            let mut conn = conn.borrow_mut();
+            let conn = &mut *conn;
+            let tier = 2;
+            let _: () = redis::cmd("FLUSHDB").query(conn).expect("FLUSHDB");
+            let (_, token) = acquire(conn, tier, &format!("router-{}", round.get()), 60_000);
+            let players = ["ada", "bo"];
+            let stream: Vec<Entry<'_>> = events
+                .iter()
+                .enumerate()
+                .map(|(n, &(player, points))| (1, n as u64 + 1, players[player], points))
+                .collect();
+            let mut model = std::collections::BTreeMap::<&str, i64>::new();
+            let mut refused = 0;
+            for (_, _, player, points) in &stream {
+                let total = model.entry(player).or_default();
+                match total.checked_add(*points) {
+                    Some(next) if (-max..=max).contains(&next) => *total = next,
+                    _ => refused += 1,
+                }
+            }
+            let mut rejected = 0;
+            for chunk in stream.chunks(batch) {
+                rejected += apply(conn, tier, &token, "0-1", chunk).expect("apply").3;
+            }
+            let mut want: Vec<(String, i64)> = model
+                .into_iter()
+                .map(|(player, total)| (player.to_owned(), total))
+                .collect();
+            let mut got = board(conn, tier);
+            want.sort();
+            got.sort();
+            prop_assert_eq!(got, want);
+            prop_assert_eq!(rejected, refused);
+            Ok(())
+        })
+        .expect("the range rule is per event");
+}
+
 /// Any interleaving of duplicates, reorderings and redeliveries, applied in batches, ends with
 /// exactly the model's totals once every shard's events have been offered in order at least once.
 #[test]
