@@ -75,8 +75,14 @@ pub(crate) async fn upgrade(ws: WebSocketUpgrade, State(state): State<WsState>) 
             .into_response();
     };
     let limits = state.limits;
+    // Sized for frames of at most `max_frame_bytes`: the 128 KiB defaults of each buffer would
+    // cost that much per spectator. Writes go out as they are sent (the server flushes every
+    // frame anyway), and what a stalled peer leaves unwritten is bounded.
     ws.max_frame_size(limits.max_frame_bytes)
         .max_message_size(limits.max_frame_bytes)
+        .read_buffer_size(limits.max_frame_bytes)
+        .write_buffer_size(0)
+        .max_write_buffer_size(WRITE_BUFFER_MAX)
         .on_upgrade(move |socket| async move {
             metrics::gauge!(crate::metrics::WS_CONNECTIONS).increment(1.0);
             serve(socket, state).await;
@@ -85,8 +91,34 @@ pub(crate) async fn upgrade(ws: WebSocketUpgrade, State(state): State<WsState>) 
         })
 }
 
+/// The most a connection's write buffer holds when the peer stops taking bytes: a snapshot of
+/// the top with room to spare; past it the send fails and the connection ends.
+const WRITE_BUFFER_MAX: usize = 64 * 1024;
+
+/// Whether a receive error is a frame or message over the size limit, which the server answers
+/// with close code 1009 (message too big) rather than dropping the connection.
+pub(crate) trait ReceiveError {
+    /// True for a frame or message past the size limit.
+    fn too_big(&self) -> bool;
+}
+
+impl ReceiveError for axum::Error {
+    fn too_big(&self) -> bool {
+        std::error::Error::source(self)
+            .and_then(|inner| inner.downcast_ref::<tungstenite::Error>())
+            .is_some_and(|err| matches!(err, tungstenite::Error::Capacity(_)))
+    }
+}
+
+impl ReceiveError for std::convert::Infallible {
+    fn too_big(&self) -> bool {
+        match *self {}
+    }
+}
+
 /// Why a connection ends from the server's side.
 enum Closing {
+    TooBig,
     Policy(&'static str),
     Away,
     Idle,
@@ -139,6 +171,7 @@ impl RateLimit {
 async fn serve<S, E>(mut socket: S, state: WsState)
 where
     S: Sink<Message> + Stream<Item = Result<Message, E>> + Unpin,
+    E: ReceiveError,
 {
     let limits = state.limits;
     let (frames, mut outgoing) = mpsc::channel::<Utf8Bytes>(limits.queue);
@@ -173,7 +206,11 @@ where
                 }
             }
             received = socket.next() => {
-                let Some(Ok(message)) = received else { break None };
+                let message = match received {
+                    Some(Ok(message)) => message,
+                    Some(Err(err)) if err.too_big() => break Some(Closing::TooBig),
+                    _ => break None,
+                };
                 heard = tokio::time::Instant::now();
                 match message {
                     Message::Text(_) | Message::Binary(_) if !budget.take() => {
@@ -203,6 +240,13 @@ where
         stop.cancel();
     }
     let frame = match closing {
+        Some(Closing::TooBig) => Some(CloseFrame {
+            code: close_code::SIZE,
+            reason: Utf8Bytes::from(format!(
+                "too big: frames are at most {} bytes",
+                limits.max_frame_bytes
+            )),
+        }),
         Some(Closing::Policy(reason)) => Some(CloseFrame {
             code: close_code::POLICY,
             reason: Utf8Bytes::from_static(reason),
