@@ -31,14 +31,19 @@ mod error;
 
 pub use error::Error;
 
-/// The connection gRPC reads Redis through. Redis dropping it (a restart) marks it broken, and
-/// the next read connects afresh, so reads recover as soon as Redis is back.
+/// The connection gRPC reads Redis through. Redis dropping it (a restart) marks it broken; a
+/// read that finds it broken starts one reconnect in the background and fails at once, so a
+/// request never waits on a connect and answers from the cache where it can (`stale: true`).
 #[derive(Clone)]
 pub struct Reads {
     client: RedisTarget,
     settings: Timeouts,
     current: Arc<std::sync::Mutex<Connection>>,
     broken: Arc<std::sync::atomic::AtomicBool>,
+    /// Whether a background reconnect is under way (one at a time).
+    reconnecting: Arc<std::sync::atomic::AtomicBool>,
+    /// Where the background reconnects run.
+    tasks: TaskTracker,
     /// Replicas that must hold a verdict before it is told, and how long to wait for them.
     replicas: u32,
     wait: std::time::Duration,
@@ -59,6 +64,8 @@ impl Reads {
             settings,
             current: Arc::new(std::sync::Mutex::new(conn)),
             broken: Arc::default(),
+            reconnecting: Arc::default(),
+            tasks: TaskTracker::new(),
             replicas: 0,
             wait: std::time::Duration::ZERO,
         }
@@ -90,23 +97,46 @@ impl Reads {
         Ok(())
     }
 
-    /// The connection to read through: the current one, or a fresh one after a loss.
+    /// The connection to read through. While it is lost, an error at once (after starting a
+    /// reconnect in the background), never a wait for Redis.
     async fn conn(&self) -> redis::RedisResult<Connection> {
         use std::sync::atomic::Ordering;
         if self.broken.load(Ordering::SeqCst) {
-            let fresh = self.client.connect(self.settings).await?;
-            *self
-                .current
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh.clone();
-            self.broken.store(false, Ordering::SeqCst);
-            return Ok(fresh);
+            self.reconnect_in_background();
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "the connection to Redis was lost; reconnecting",
+            )));
         }
         Ok(self
             .current
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone())
+    }
+
+    /// Starts a reconnect unless one is under way; a success replaces the connection.
+    fn reconnect_in_background(&self) {
+        use std::sync::atomic::Ordering;
+        if self.reconnecting.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let (client, settings) = (self.client.clone(), self.settings);
+        let (current, broken, reconnecting) = (
+            Arc::clone(&self.current),
+            Arc::clone(&self.broken),
+            Arc::clone(&self.reconnecting),
+        );
+        self.tasks.spawn(async move {
+            // Bounded by the connect timeout in `settings`.
+            if let Ok(fresh) = client.connect(settings).await {
+                *current
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
+                broken.store(false, Ordering::SeqCst);
+            }
+            reconnecting.store(false, Ordering::SeqCst);
+        });
     }
 
     /// The refusal for a failed read; a lost connection is replaced on the next read.
@@ -140,8 +170,8 @@ impl std::fmt::Debug for Leaderboard {
 
 impl Leaderboard {
     /// A service reading `cache`, and Redis through `redis` for what the cache does not hold.
-    /// Its `Watch` streams run as tasks of `tasks` and end when `shutdown` is cancelled, so
-    /// the server can drain.
+    /// Its `Watch` streams (and the reads' background reconnects) run as tasks of `tasks`, and
+    /// the streams end when `shutdown` is cancelled, so the server can drain.
     #[must_use]
     pub fn new(
         cache: Arc<Cache>,
@@ -149,6 +179,10 @@ impl Leaderboard {
         shutdown: CancellationToken,
         tasks: TaskTracker,
     ) -> Self {
+        let redis = Reads {
+            tasks: tasks.clone(),
+            ..redis
+        };
         Self {
             cache,
             redis,
@@ -302,12 +336,11 @@ impl Leaderboard {
                 reason: format!("must be at most {MAX_AROUND}, not {around}"),
             });
         }
-        let mut conn = self
-            .redis
-            .conn()
-            .await
-            .map_err(|err| self.redis.failed(err))?;
-        match player_from_redis(&mut conn, tier, &player_id, u64::from(around)).await {
+        let from_redis = async {
+            let mut conn = self.redis.conn().await?;
+            player_from_redis(&mut conn, tier, &player_id, u64::from(around)).await
+        };
+        match from_redis.await {
             Ok(Some((player, neighbours))) => Ok(GetPlayerResponse {
                 tier,
                 player: Some(player),

@@ -186,6 +186,25 @@ async fn with_redis_down_cached_reads_answer_marked_stale() {
         ),
         Some(Code::Unavailable)
     );
+    // Reads that went to Redis and failed leave the connection broken: a cached player still
+    // answers from the cache, every time, while the reconnect runs in the background.
+    for _ in 0..3 {
+        let again = grpc
+            .get_player(GetPlayerRequest {
+                tier: 1,
+                player_id: "ada".into(),
+                around: 1,
+            })
+            .await
+            .expect("a cached player answers after a Redis-path read failed")
+            .into_inner();
+        assert!(again.stale);
+        assert_eq!(again.player.map(|e| (e.rank, e.score)), Some((1, 7)));
+        assert_eq!(
+            code(grpc.get_top(top(1, 100, 10)).await),
+            Some(Code::Unavailable)
+        );
+    }
 
     redis.start_again().expect("redis-server again");
     eventually("fresh once Redis is back", || {
