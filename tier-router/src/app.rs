@@ -72,8 +72,13 @@ impl App {
         let client = config.redis_target()?;
         let (grpc, grpc_addr) = hunt_serve::bind(config.grpc_addr).await?;
         let (http, http_addr) = hunt_serve::bind(config.http_addr).await?;
-        let reflection = hunt_serve::grpc::reflection(&[leaderboard_proto::FILE_DESCRIPTOR_SET])
-            .map_err(StartError::Reflection)?;
+        // The contract's descriptor set also describes the sidecar's IngestService: only the
+        // service served here is advertised.
+        let reflection = hunt_serve::grpc::reflection(
+            &[leaderboard_proto::FILE_DESCRIPTOR_SET],
+            &[<LeaderboardServiceServer<Leaderboard> as NamedService>::NAME],
+        )
+        .map_err(StartError::Reflection)?;
         let reads = crate::grpc::Reads::new(
             client.clone(),
             Timeouts {

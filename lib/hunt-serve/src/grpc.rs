@@ -28,20 +28,31 @@ pub fn server(max_streams: u32) -> tonic::transport::Server {
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
 }
 
-/// The reflection service (`grpc.reflection.v1`) describing `descriptor_sets` and gRPC health.
+/// The reflection services (`grpc.reflection.v1` and `grpc.reflection.v1alpha`, which older
+/// clients still speak) describing `descriptor_sets` and gRPC health, and advertising exactly
+/// `services` (full gRPC names), health and reflection: a descriptor set may describe services
+/// this port does not serve.
 ///
 /// # Errors
 /// A descriptor set that does not decode, said in words.
-pub fn reflection(descriptor_sets: &[&'static [u8]]) -> Result<Routes, String> {
-    let mut builder = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
-    for set in descriptor_sets {
-        builder = builder.register_encoded_file_descriptor_set(set);
-    }
-    builder
-        .build_v1()
-        .map(Routes::new)
-        .map_err(|err| err.to_string())
+pub fn reflection(descriptor_sets: &[&'static [u8]], services: &[&str]) -> Result<Routes, String> {
+    let builder = || {
+        let mut builder = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name("grpc.health.v1.Health")
+            .with_service_name("grpc.reflection.v1.ServerReflection")
+            .with_service_name("grpc.reflection.v1alpha.ServerReflection");
+        for set in descriptor_sets {
+            builder = builder.register_encoded_file_descriptor_set(set);
+        }
+        for service in services {
+            builder = builder.with_service_name(*service);
+        }
+        builder
+    };
+    let v1 = builder().build_v1().map_err(|err| err.to_string())?;
+    let v1alpha = builder().build_v1alpha().map_err(|err| err.to_string())?;
+    Ok(Routes::new(v1).add_service(v1alpha))
 }
 
 /// Serves `routes` plus gRPC health on `incoming` until `shutdown` is cancelled, then finishes
