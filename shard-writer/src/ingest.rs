@@ -77,6 +77,9 @@ pub struct IngestConfig {
     pub grpc_addr: SocketAddr,
     /// The most gRPC connections open at once; past it, newcomers wait in the kernel's backlog.
     pub max_connections: usize,
+    /// How long a client may take to open a connection (the HTTP/2 preface on the gRPC port,
+    /// each request head on the metrics port); past it the connection is closed.
+    pub handshake_timeout: Duration,
     /// The most events in one `Append` (at most the writer's `queue_capacity`, so a request
     /// can always fit an empty queue).
     pub max_batch: usize,
@@ -98,6 +101,7 @@ impl IngestConfig {
             writer,
             grpc_addr: SocketAddr::from(([0, 0, 0, 0], 50_052)),
             max_connections: 1_024,
+            handshake_timeout: listener::DEFAULT_HANDSHAKE_TIMEOUT,
             max_batch,
             compensation_wait: Duration::from_secs(1),
             metrics_addr: None,
@@ -114,6 +118,12 @@ impl IngestConfig {
             return Err(ConfigError::Invalid {
                 field: "max_connections",
                 reason: "must be at least 1".into(),
+            });
+        }
+        if self.handshake_timeout.is_zero() {
+            return Err(ConfigError::Invalid {
+                field: "handshake_timeout",
+                reason: "must be longer than zero".into(),
             });
         }
         if self.max_batch == 0 || self.max_batch > self.writer.queue_capacity {
@@ -334,7 +344,11 @@ impl Sidecar {
         let server = IngestServiceServer::new(service)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let incoming = listener::bounded(self.listener, self.config.max_connections);
+        let incoming = listener::bounded(
+            self.listener,
+            self.config.max_connections,
+            self.config.handshake_timeout,
+        );
         let shutdown = cancel.clone();
         tracker.spawn(hunt_serve::grpc::serve(
             Routes::new(server),
@@ -349,7 +363,8 @@ impl Sidecar {
         let metrics_addr = self.metrics_listener.as_ref().map(|(_, addr)| *addr);
         if let Some((metrics_listener, _)) = self.metrics_listener {
             // Scrapers are few.
-            let listener = listener::HttpListener::new(metrics_listener, MAX_METRICS_CONNECTIONS);
+            let listener = listener::HttpListener::new(metrics_listener, MAX_METRICS_CONNECTIONS)
+                .with_handshake_timeout(self.config.handshake_timeout);
             let routes = admin::routes(self.metrics);
             tracker.spawn(admin::serve_http(
                 listener,

@@ -90,6 +90,11 @@ struct ServeArgs {
     /// The most gRPC connections open at once.
     #[arg(long, env = "HUNT_MAX_CONNECTIONS", default_value_t = 1_024)]
     max_connections: usize,
+    /// How long a client may take to open a connection (the HTTP/2 preface on the gRPC port,
+    /// each request head on the metrics port), in milliseconds; past it the connection is
+    /// closed.
+    #[arg(long, env = "HUNT_HANDSHAKE_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    handshake_timeout_ms: u64,
     /// Events waiting for group commit; a request that does not fit gets RESOURCE_EXHAUSTED.
     #[arg(long, env = "HUNT_QUEUE_CAPACITY", default_value_t = 65_536)]
     queue_capacity: usize,
@@ -260,6 +265,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
     let mut config = IngestConfig::new(writer);
     config.grpc_addr = args.grpc_addr;
     config.max_connections = args.max_connections;
+    config.handshake_timeout = Duration::from_millis(args.handshake_timeout_ms);
     if let Some(max_batch) = args.max_batch {
         config.max_batch = max_batch;
     }

@@ -161,7 +161,11 @@ impl App {
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let shutdown = cancel.clone();
-        let incoming = listener::bounded(self.grpc, self.config.max_grpc_connections);
+        let incoming = listener::bounded(
+            self.grpc,
+            self.config.max_grpc_connections,
+            self.config.handshake_timeout,
+        );
         let routes = self.reflection.add_service(service);
         // Each Watch is one stream of a connection's bound.
         tracker.spawn(hunt_serve::grpc::serve(
@@ -195,7 +199,8 @@ impl App {
         );
         let http_listener =
             listener::HttpListener::new(self.http, self.config.max_http_connections)
-                .with_send_buffer(HTTP_SEND_BUFFER_BYTES);
+                .with_send_buffer(HTTP_SEND_BUFFER_BYTES)
+                .with_handshake_timeout(self.config.handshake_timeout);
         tracker.spawn(admin::serve_http(
             http_listener,
             http,

@@ -97,6 +97,10 @@ pub struct RouterConfig {
     pub http_addr: SocketAddr,
     /// The most HTTP connections open at once.
     pub max_http_connections: usize,
+    /// How long a client may take to open a connection: the HTTP/2 preface on the gRPC port,
+    /// each request head on the HTTP port. Past it the connection is closed, so silent and
+    /// slow-loris sockets cannot hold the connection caps.
+    pub handshake_timeout: Duration,
     /// How often at most a tier's WebSocket spectators get an update (changes in between are
     /// coalesced into one).
     pub ws_coalesce: Duration,
@@ -230,6 +234,7 @@ impl RouterConfig {
             max_grpc_connections: DEFAULT_MAX_GRPC_CONNECTIONS,
             http_addr: DEFAULT_HTTP_ADDR,
             max_http_connections: DEFAULT_MAX_HTTP_CONNECTIONS,
+            handshake_timeout: hunt_serve::listener::DEFAULT_HANDSHAKE_TIMEOUT,
             ws_coalesce: DEFAULT_WS_COALESCE,
             ws: WsLimits::DEFAULT,
             saga_interval: DEFAULT_SAGA_INTERVAL,
@@ -306,6 +311,7 @@ impl RouterConfig {
             ("redis_connect_timeout", self.redis_connect_timeout),
             ("backoff", self.backoff),
             ("saga_interval", self.saga_interval),
+            ("handshake_timeout", self.handshake_timeout),
         ] {
             if value.is_zero() {
                 return Err(invalid(field, "must be longer than zero"));

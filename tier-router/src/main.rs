@@ -83,6 +83,10 @@ struct Args {
     /// Unacknowledged entries a shard's compensation inbox may hold before compensations wait.
     #[arg(long, env = "HUNT_INBOX_CAP", default_value_t = config::DEFAULT_INBOX_CAP)]
     inbox_cap: u64,
+    /// How long a client may take to open a connection (the HTTP/2 preface on the gRPC port,
+    /// each request head on the HTTP port), in milliseconds; past it the connection is closed.
+    #[arg(long, env = "HUNT_HANDSHAKE_TIMEOUT_MS", default_value_t = millis(hunt_serve::listener::DEFAULT_HANDSHAKE_TIMEOUT))]
+    handshake_timeout_ms: u64,
     /// Redis replicas that must hold a verdict before it is told or compensated, so a failover
     /// keeps it: 1 with a primary and replicas (Sentinel or Cluster), 0 without replicas.
     #[arg(long, env = "HUNT_CLAIM_REPLICAS", default_value_t = 0)]
@@ -127,6 +131,7 @@ fn main() -> ExitCode {
     config.record_ttl = Duration::from_secs(args.record_ttl_s);
     config.inbox_cap = args.inbox_cap;
     config.claim_replicas = args.claim_replicas;
+    config.handshake_timeout = Duration::from_millis(args.handshake_timeout_ms);
     config.failpoint = args.failpoint;
     if let Some(router_id) = args.router_id {
         config.router_id = router_id;

@@ -71,17 +71,47 @@ pub async fn upkeep(handle: PrometheusHandle, stop: CancellationToken) {
 }
 
 /// Serves `routes` on `listener` until `stop` is cancelled, then finishes the requests in
-/// service. A failure is logged under `what` (`"HTTP"`, `"metrics"`).
+/// service (open WebSockets end with `stop` too). Each connection is HTTP/1 with upgrades, and
+/// must send each request head within the listener's handshake timeout (hyper's header timer):
+/// a silent or slow-loris client is closed. A failure is logged under `what` (`"HTTP"`,
+/// `"metrics"`).
 pub async fn serve_http(
-    listener: HttpListener,
+    mut listener: HttpListener,
     routes: Router,
     stop: CancellationToken,
     what: &str,
 ) {
-    let served = axum::serve(listener, routes)
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .await;
-    if let Err(err) = served {
-        tracing::error!(error = %err, "{what} server failed");
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Some(listener.handshake_timeout()))
+        .keep_alive(true);
+    let connections = tokio_util::task::TaskTracker::new();
+    loop {
+        let (io, _peer) = tokio::select! {
+            () = stop.cancelled() => break,
+            accepted = listener.next() => accepted,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(routes.clone());
+        let connection = http
+            .serve_connection(hyper_util::rt::TokioIo::new(io), service)
+            .with_upgrades();
+        let stop = stop.clone();
+        connections.spawn(async move {
+            tokio::pin!(connection);
+            let served = tokio::select! {
+                served = connection.as_mut() => served,
+                () = stop.cancelled() => {
+                    // Finish the request in service, then close.
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(err) = served {
+                tracing::debug!(error = %err, "HTTP connection ended");
+            }
+        });
     }
+    connections.close();
+    connections.wait().await;
+    tracing::debug!("{what} server stopped");
 }

@@ -7,6 +7,10 @@
 //! - Each accepted socket has Nagle off: a reply is several small HTTP/2 frames and must not wait
 //!   for the peer's ACK.
 //! - A connection's permit lives as long as its socket, so closing it frees its place.
+//! - A connection must open within the handshake timeout: a gRPC connection must deliver the
+//!   HTTP/2 preface (24 bytes) in time, or its reads fail and the server drops it; an HTTP/1
+//!   connection must deliver each request head in time (hyper's header timer, see
+//!   [`crate::admin::serve_http`]). Silent sockets and slow-loris clients cannot hold places.
 
 use std::future::Future;
 use std::io;
@@ -20,11 +24,27 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_stream::Stream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
+/// How long a connection may take to open (the HTTP/2 preface, or an HTTP/1 request head),
+/// unless the server is configured otherwise.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The HTTP/2 connection preface a gRPC client sends first.
+const H2_PREFACE_BYTES: usize = 24;
+
 /// An accepted connection holding one of the listener's places until it is dropped.
 #[derive(Debug)]
 pub struct Bounded {
     stream: TcpStream,
     _place: OwnedSemaphorePermit,
+    /// Bytes that must arrive before a deadline, until they have.
+    head: Option<Head>,
+}
+
+/// The first bytes a connection owes, and by when.
+#[derive(Debug)]
+struct Head {
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    remaining: usize,
 }
 
 impl Bounded {
@@ -49,7 +69,27 @@ impl AsyncRead for Bounded {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let this = &mut *self;
+        if let Some(head) = &mut this.head
+            && head.deadline.as_mut().poll(cx).is_ready()
+        {
+            this.head = None;
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client did not open the connection within the handshake timeout",
+            )));
+        }
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
+        if let (Poll::Ready(Ok(())), Some(head)) = (&polled, &mut this.head) {
+            let read = buf.filled().len() - before;
+            head.remaining = head.remaining.saturating_sub(read);
+            // Opened, or at its end (a read of nothing).
+            if head.remaining == 0 || read == 0 {
+                this.head = None;
+            }
+        }
+        polled
     }
 }
 
@@ -83,15 +123,17 @@ impl AsyncWrite for Bounded {
     }
 }
 
-/// The connections accepted on `listener`, at most `max` open at once.
+/// The gRPC connections accepted on `listener`, at most `max` open at once, each dropped unless
+/// it sends the HTTP/2 preface within `handshake`.
 #[must_use]
-pub fn bounded(listener: TcpListener, max: usize) -> Incoming {
+pub fn bounded(listener: TcpListener, max: usize, handshake: std::time::Duration) -> Incoming {
     let places = Arc::new(Semaphore::new(max));
     let listener = Arc::new(listener);
     Incoming {
         next: Box::pin(accept(Arc::clone(&places), Arc::clone(&listener))),
         places,
         listener,
+        handshake,
     }
 }
 
@@ -100,6 +142,7 @@ pub struct Incoming {
     next: Pin<Box<dyn Future<Output = io::Result<Bounded>> + Send>>,
     places: Arc<Semaphore>,
     listener: Arc<TcpListener>,
+    handshake: std::time::Duration,
 }
 
 impl Stream for Incoming {
@@ -109,7 +152,21 @@ impl Stream for Incoming {
         let accepted = std::task::ready!(self.next.as_mut().poll(cx));
         let next = accept(Arc::clone(&self.places), Arc::clone(&self.listener));
         self.next = Box::pin(next);
-        Poll::Ready(Some(accepted))
+        let handshake = self.handshake;
+        Poll::Ready(Some(
+            accepted.map(|bounded| bounded.owing(H2_PREFACE_BYTES, handshake)),
+        ))
+    }
+}
+
+impl Bounded {
+    /// This connection, failing its reads unless `bytes` arrive within `within`.
+    fn owing(mut self, bytes: usize, within: std::time::Duration) -> Self {
+        self.head = Some(Head {
+            deadline: Box::pin(tokio::time::sleep(within)),
+            remaining: bytes,
+        });
+        self
     }
 }
 
@@ -128,6 +185,7 @@ pub async fn accept(places: Arc<Semaphore>, listener: Arc<TcpListener>) -> io::R
                 return Ok(Bounded {
                     stream,
                     _place: place,
+                    head: None,
                 });
             }
             // A connection that died in the backlog, or a passing shortage of file descriptors:
@@ -159,6 +217,7 @@ pub struct HttpListener {
     places: Arc<Semaphore>,
     listener: Arc<TcpListener>,
     send_buffer: Option<usize>,
+    handshake: std::time::Duration,
 }
 
 impl HttpListener {
@@ -169,7 +228,27 @@ impl HttpListener {
             places: Arc::new(Semaphore::new(max)),
             listener: Arc::new(listener),
             send_buffer: None,
+            handshake: DEFAULT_HANDSHAKE_TIMEOUT,
         }
+    }
+
+    /// How long a client may take to send each request head ([`DEFAULT_HANDSHAKE_TIMEOUT`]
+    /// unless set): past it, its connection is closed.
+    #[must_use]
+    pub fn with_handshake_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.handshake = timeout;
+        self
+    }
+
+    /// How long a client may take to send each request head.
+    #[must_use]
+    pub fn handshake_timeout(&self) -> std::time::Duration {
+        self.handshake
+    }
+
+    /// The next connection (waiting for a place first), with its peer's address.
+    pub async fn next(&mut self) -> (Bounded, std::net::SocketAddr) {
+        axum::serve::Listener::accept(self).await
     }
 
     /// Gives each connection a kernel send buffer of `bytes`: a peer that stops reading fills

@@ -10,6 +10,7 @@ mod browser;
 mod cluster;
 mod end_to_end;
 mod faults;
+mod hostile;
 mod ingest;
 mod observability;
 mod requests;

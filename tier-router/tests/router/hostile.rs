@@ -1,0 +1,150 @@
+//! Clients that open connections and do not use them, or use them one byte at a time: every
+//! port closes them within the handshake timeout, so they cannot hold the connection caps and
+//! health checks keep answering.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use hunt_testkit::RedisServer;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::support::{eventually, router_with};
+
+/// The handshake timeout of the routers in these tests.
+const HANDSHAKE: Duration = Duration::from_millis(500);
+
+/// How long a closed connection may take beyond the handshake timeout to be seen closed.
+const SLACK: Duration = Duration::from_secs(5);
+
+/// Waits until the server closes `stream`; returns how long after `opened` that was.
+fn closed_after(stream: &mut TcpStream, opened: Instant) -> Duration {
+    stream
+        .set_read_timeout(Some(HANDSHAKE + SLACK))
+        .expect("read timeout");
+    let mut buf = [0u8; 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return opened.elapsed(),
+            // A reply to a complete request (none is sent here) would be data: keep reading.
+            Ok(_) => {}
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                panic!("still open {:?} after it was opened", opened.elapsed())
+            }
+            // Reset by the server: closed too.
+            Err(_) => return opened.elapsed(),
+        }
+    }
+}
+
+fn silent(addr: SocketAddr) -> (TcpStream, Instant) {
+    let stream = TcpStream::connect(addr).expect("connect");
+    (stream, Instant::now())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_sockets_are_closed_on_every_port() {
+    let redis = RedisServer::start().expect("redis-server");
+    let router = router_with(&redis, |c| c.handshake_timeout = HANDSHAKE).await;
+    for addr in [router.http_addr(), router.grpc_addr()] {
+        let took = tokio::task::spawn_blocking(move || {
+            let (mut stream, opened) = silent(addr);
+            closed_after(&mut stream, opened)
+        })
+        .await
+        .expect("join");
+        assert!(
+            took >= HANDSHAKE,
+            "{addr}: closed after {took:?}, before the timeout"
+        );
+    }
+    assert!(router.shutdown(Duration::from_secs(10)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_head_sent_one_byte_at_a_time_is_cut_off() {
+    let redis = RedisServer::start().expect("redis-server");
+    let router = router_with(&redis, |c| c.handshake_timeout = HANDSHAKE).await;
+    for (addr, head) in [
+        (
+            router.http_addr(),
+            &b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n"[..],
+        ),
+        // The HTTP/2 preface, dribbled.
+        (router.grpc_addr(), &b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..]),
+    ] {
+        let head = head.to_vec();
+        let took = tokio::task::spawn_blocking(move || {
+            let (mut stream, opened) = silent(addr);
+            for byte in &head {
+                if stream.write_all(&[*byte]).is_err() {
+                    break;
+                }
+                // The client's pace: one byte per 100 ms.
+                std::thread::sleep(Duration::from_millis(100));
+                if opened.elapsed() > HANDSHAKE + SLACK {
+                    panic!("{addr}: still taking bytes after {:?}", opened.elapsed());
+                }
+            }
+            closed_after(&mut stream, opened)
+        })
+        .await
+        .expect("join");
+        assert!(
+            took < HANDSHAKE + SLACK,
+            "{addr}: a slow head held the connection {took:?}"
+        );
+    }
+    assert!(router.shutdown(Duration::from_secs(10)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caps_filled_with_idle_sockets_free_up_and_health_answers() {
+    let redis = RedisServer::start().expect("redis-server");
+    let router = router_with(&redis, |c| {
+        c.handshake_timeout = HANDSHAKE;
+        c.max_http_connections = 4;
+        c.max_grpc_connections = 4;
+    })
+    .await;
+    // Every place taken by a socket that never sends anything.
+    let idle: Vec<TcpStream> = [router.http_addr(), router.grpc_addr()]
+        .into_iter()
+        .flat_map(|addr| (0..4).map(move |_| TcpStream::connect(addr).expect("connect")))
+        .collect();
+    let http = router.http_addr();
+    eventually("/healthz answers past the idle sockets", || async move {
+        let probe = tokio::time::timeout(
+            Duration::from_millis(300),
+            hunt_testkit::http_get(http, "/healthz"),
+        );
+        matches!(probe.await, Ok((200, _))).then_some(())
+    })
+    .await;
+    let grpc = router.grpc_addr();
+    eventually("gRPC health answers past the idle sockets", || async move {
+        let channel = tonic::transport::Channel::from_shared(format!("http://{grpc}"))
+            .expect("uri")
+            .timeout(Duration::from_millis(300))
+            .connect_timeout(Duration::from_millis(300))
+            .connect()
+            .await
+            .ok()?;
+        HealthClient::new(channel)
+            .check(HealthCheckRequest {
+                service: "hunt.v1.LeaderboardService".into(),
+            })
+            .await
+            .ok()
+            .map(drop)
+    })
+    .await;
+    drop(idle);
+    assert!(router.shutdown(Duration::from_secs(10)).await);
+}
