@@ -79,16 +79,21 @@ async fn a_stalled_watermark_and_a_replay_request_are_redelivered() {
     config.redelivery_timeout = Duration::from_millis(300);
     config.max_redelivery_timeout = Duration::from_secs(60);
     let writer = open(&config).await;
+    // A router applied up to 40 and stalls there (a gap): the relay re-sends 41..=100. Set
+    // before anything is published, so no other re-send (from 0) can come first, however
+    // slowly this test runs.
+    set_applied(&redis, 1, 3, 40).await;
     for i in 0..100 {
         writer.append(score(1, "ada", i)).await.expect("append");
     }
-    eventually("100 published", || async {
-        (stream(&redis, 1).await.len() == 100).then_some(())
+    let published = eventually("100 published", || async {
+        let events = stream(&redis, 1).await;
+        (events.len() >= 100).then_some(events)
     })
     .await;
+    let first: Vec<u64> = published[..100].iter().map(|e| e.tier_seq).collect();
+    assert_eq!(first, (1..=100).collect::<Vec<_>>());
 
-    // A router applied up to 40 and stalled there (a gap): the relay re-sends 41..=100.
-    set_applied(&redis, 1, 3, 40).await;
     let resent = eventually("re-sent from the gap", || async {
         let events = stream(&redis, 1).await;
         (events.len() >= 160).then_some(events)
