@@ -545,5 +545,35 @@ mod tests {
             let e = HuntEvent { tier, tier_seq, kind, ..HuntEvent::default() };
             prop_assert_eq!(event(&e).is_ok(), event_is_valid(&e), "{:?}", e);
         }
+
+        /// Fuzzing the Append decoder: arbitrary bytes, and valid requests with bytes flipped,
+        /// either fail to decode or decode into events the validation judges exactly as the
+        /// model does; nothing panics.
+        #[test]
+        fn any_append_bytes_decode_and_validate_without_panicking(
+            bytes in prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..512),
+                (any_kind(), proptest::collection::vec((any::<usize>(), any::<u8>()), 0..8))
+                    .prop_map(|(kind, flips)| {
+                        let request = crate::v1::AppendRequest {
+                            events: vec![HuntEvent { tier: 1, kind, ..HuntEvent::default() }],
+                        };
+                        let mut bytes = prost::Message::encode_to_vec(&request);
+                        for (at, value) in flips {
+                            if !bytes.is_empty() {
+                                let at = at % bytes.len();
+                                bytes[at] = value;
+                            }
+                        }
+                        bytes
+                    }),
+            ],
+        ) {
+            if let Ok(request) = <crate::v1::AppendRequest as prost::Message>::decode(bytes.as_slice()) {
+                for e in &request.events {
+                    prop_assert_eq!(event(e).is_ok(), event_is_valid(e), "{:?}", e);
+                }
+            }
+        }
     }
 }

@@ -377,3 +377,97 @@ fn an_update_is_encoded_once_as_a_snapshot_and_as_a_delta_from_the_version_befor
     // 64-bit integers are strings in the proto3 JSON mapping: no precision lost in a browser.
     assert_eq!(entry["score"], big.to_string());
 }
+
+/// Fuzzing the frame handler: any text a client sends (arbitrary strings, and JSON shaped like
+/// the protocol with wrong types, unknown keys and odd values) is answered with a frame of the
+/// protocol, a pong or an error with a known code, or with nothing; never a panic.
+#[tokio::test]
+async fn any_client_frame_gets_a_protocol_answer_or_none() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, RngSeed, TestRunner};
+
+    const CODES: [&str; 4] = [
+        "bad_request",
+        "unknown_tier",
+        "too_many_subscriptions",
+        "rate_limited",
+    ];
+    let cache = Arc::new(Cache::new());
+    let state = state(&cache, WsLimits::DEFAULT);
+    let (frames, _replies) = mpsc::channel(4096);
+    let resyncs = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let value = prop_oneof![
+        Just("{}".to_owned()),
+        Just("null".to_owned()),
+        Just("[]".to_owned()),
+        any::<i64>().prop_map(|n| n.to_string()),
+        any::<u64>().prop_map(|n| format!("\"{n}\"")),
+        "[a-z]{0,8}".prop_map(|s| format!("\"{s}\"")),
+        (any::<u32>(), any::<i64>()).prop_map(|(t, v)| format!(r#"{{"tier":{t},"version":{v}}}"#)),
+        "[a-z]{1,6}".prop_map(|k| format!(r#"{{"tier":1,"{k}":2}}"#)),
+    ];
+    let op = prop_oneof![
+        Just("subscribe"),
+        Just("unsubscribe"),
+        Just("ping"),
+        Just("update"),
+        Just("op"),
+    ];
+    let shaped =
+        (op, value, proptest::option::of("[a-z]{1,5}")).prop_map(
+            |(op, value, extra)| match extra {
+                Some(key) => format!(r#"{{"{op}":{value},"{key}":1}}"#),
+                None => format!(r#"{{"{op}":{value}}}"#),
+            },
+        );
+    let text = prop_oneof![any::<String>(), shaped];
+    let mut runner = TestRunner::new(Config {
+        cases: 3000,
+        rng_seed: RngSeed::Fixed(0x5753_4652),
+        failure_persistence: None,
+        ..Config::default()
+    });
+    runner
+        .run(&text, |text| {
+            let mut subscriptions = HashMap::new();
+            let reply = handle(&text, &state, &frames, &resyncs, &mut subscriptions);
+            for (_, stop) in subscriptions.drain() {
+                stop.cancel();
+            }
+            if let Some(reply) = reply {
+                let frame: Value = serde_json::from_str(reply.as_str())
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let known = frame.get("pong").is_some()
+                    || frame["error"]["code"]
+                        .as_str()
+                        .is_some_and(|code| CODES.contains(&code));
+                prop_assert!(known, "{text:?} got {frame}");
+            }
+            Ok(())
+        })
+        .expect("every frame gets a protocol answer");
+    state.stop.cancel();
+}
+
+#[tokio::test]
+async fn unknown_keys_are_refused_wherever_they_are() {
+    let cache = Arc::new(Cache::new());
+    let state = state(&cache, WsLimits::DEFAULT);
+    let (frames, _replies) = mpsc::channel(16);
+    let resyncs = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    for text in [
+        r#"{"ping":{},"x":1}"#,
+        r#"{"ping":{"x":1}}"#,
+        r#"{"subscribe":{"tier":1,"tear":2}}"#,
+        r#"{"unsubscribe":{"tier":1},"x":1}"#,
+        r#"{"op":"ping","x":1}"#,
+    ] {
+        let mut subscriptions = HashMap::new();
+        let reply = handle(text, &state, &frames, &resyncs, &mut subscriptions)
+            .unwrap_or_else(|| panic!("{text} is answered"));
+        let frame: Value = serde_json::from_str(reply.as_str()).expect("JSON");
+        assert_eq!(frame["error"]["code"], "bad_request", "{text}: {frame}");
+        assert!(subscriptions.is_empty());
+    }
+    state.stop.cancel();
+}
