@@ -484,6 +484,11 @@ impl IngestService for Ingest {
     ) -> Result<Response<AppendResponse>, Status> {
         let events = request.into_inner().events;
         if events.len() > self.max_batch {
+            tracing::info!(
+                count = events.len(),
+                max = self.max_batch,
+                "append refused: too many events"
+            );
             return Err(IngestError::TooManyEvents {
                 count: events.len(),
                 max: self.max_batch,
@@ -504,6 +509,7 @@ impl IngestService for Ingest {
                 .await
                 .map_err(|rejected| match rejected {
                     BatchRejected::Invalid { index, reason } => {
+                        tracing::info!(index, %reason, "append refused: an invalid event");
                         IngestError::InvalidEvent { index, reason }
                     }
                     BatchRejected::QueueFull => IngestError::QueueFull { count },

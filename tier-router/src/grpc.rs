@@ -196,6 +196,13 @@ impl Leaderboard {
 fn refuse(err: Error) -> Status {
     let status = Status::from(err);
     metrics::counter!(m::GRPC_REFUSED, "code" => format!("{:?}", status.code())).increment(1);
+    // A malformed request says something about a client; a missing player or a Redis outage
+    // is counted and logged elsewhere.
+    if status.code() == tonic::Code::InvalidArgument {
+        tracing::info!(code = ?status.code(), reason = status.message(), "request refused");
+    } else {
+        tracing::debug!(code = ?status.code(), reason = status.message(), "request refused");
+    }
     status
 }
 

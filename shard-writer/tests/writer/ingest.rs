@@ -335,6 +335,16 @@ impl ServeProcess {
     /// Starts `shard-writer serve` with gRPC and metrics on free ports, and reads the addresses
     /// it prints.
     fn start(db: &std::path::Path, shard_id: u32, redis: &RedisServer) -> Self {
+        Self::start_with(db, shard_id, redis, &[])
+    }
+
+    /// [`ServeProcess::start`] with `extra` arguments.
+    fn start_with(
+        db: &std::path::Path,
+        shard_id: u32,
+        redis: &RedisServer,
+        extra: &[&str],
+    ) -> Self {
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_shard-writer"))
             .arg("serve")
             .arg("--db")
@@ -347,6 +357,7 @@ impl ServeProcess {
                 "--metrics-addr",
                 "127.0.0.1:0",
             ])
+            .args(extra)
             .env_remove("HUNT_METRICS_ADDR")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
@@ -453,4 +464,71 @@ async fn serve_exports_its_metrics_as_prometheus_text() {
         stderr.contains("cannot listen for metrics") && stderr.contains(&taken_addr),
         "{stderr}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sockets_cannot_hold_the_sidecar_ports_and_health_answers() {
+    use std::io::Read;
+    let redis = RedisServer::start().expect("redis-server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("shard-64.sqlite");
+    let serve = ServeProcess::start_with(
+        &db,
+        64,
+        &redis,
+        &["--handshake-timeout-ms", "500", "--max-connections", "4"],
+    );
+    // Every place on both ports taken by sockets that never send a byte.
+    let (grpc, metrics) = (serve.grpc_addr, serve.metrics_addr);
+    let mut idle: Vec<std::net::TcpStream> = (0..4)
+        .map(|_| std::net::TcpStream::connect(grpc).expect("connect"))
+        .chain(
+            (0..shard_writer::ingest::MAX_METRICS_CONNECTIONS)
+                .map(|_| std::net::TcpStream::connect(metrics).expect("connect")),
+        )
+        .collect();
+    eventually("/healthz answers past the idle sockets", || async move {
+        let probe = tokio::time::timeout(Duration::from_millis(300), http_get(metrics, "/healthz"));
+        matches!(probe.await, Ok((200, _))).then_some(())
+    })
+    .await;
+    let mut client = eventually("gRPC answers past the idle sockets", || async move {
+        let channel = tonic::transport::Channel::from_shared(format!("http://{grpc}"))
+            .expect("uri")
+            .connect_timeout(Duration::from_millis(300))
+            .connect()
+            .await
+            .ok()?;
+        Some(IngestServiceClient::new(channel))
+    })
+    .await;
+    client
+        .append(append(vec![score(1, "ada", 1)]))
+        .await
+        .expect("append");
+    // The idle sockets were closed by the sidecar, not left open.
+    let idle_socket = idle.first_mut().expect("an idle socket");
+    idle_socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("read timeout");
+    // (The gRPC port greets with its own SETTINGS first: read past it.)
+    let mut buf = [0u8; 64];
+    loop {
+        match idle_socket.read(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(err) => {
+                assert!(
+                    !matches!(
+                        err.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ),
+                    "an idle socket is still open"
+                );
+                break;
+            }
+        }
+    }
+    drop(idle);
+    assert!(serve.terminate().success());
 }
