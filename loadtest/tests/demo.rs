@@ -214,3 +214,94 @@ fn bench_rebuild_brings_every_board_back_after_a_flushall_and_a_restart_empty() 
         "{stdout}"
     );
 }
+
+/// Runs the built `loadtest` with `args` (no Redis from the environment: a private one);
+/// returns stdout, failing the test with both outputs unless it succeeded.
+fn loadtest(args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args(args)
+        .env_remove("HUNT_REDIS_URL")
+        .output()
+        .expect("run loadtest");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    stdout
+}
+
+#[test]
+fn bench_writer_completes_with_a_router_acknowledging_the_relay() {
+    let stdout = loadtest(&[
+        "bench-writer",
+        // Closed loop: as many appends as commits allow, well past the relay's publish window
+        // (2,000 per tier), which only an acknowledging router lets it go beyond.
+        "--rate",
+        "0",
+        "--concurrency",
+        "64",
+        "--seconds",
+        "1",
+        "--warmup",
+        "0",
+        "--baseline-seconds",
+        "1",
+    ]);
+    assert!(
+        stdout.contains("| durable appends/s, one shard |")
+            && stdout.contains("applied (and so acknowledged) by a tier router"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn bench_router_completes_its_three_phases() {
+    let stdout = loadtest(&[
+        "bench-router",
+        "--shards",
+        "2",
+        // More per shard and tier than the publish window (2,000): the streams hold a backlog
+        // no router has acknowledged when the router starts.
+        "--events",
+        "25000",
+        "--players",
+        "100",
+        "--baseline-events",
+        "500",
+        "--rate",
+        "500",
+        "--get-top-rate",
+        "50",
+        "--seconds",
+        "1",
+    ]);
+    assert!(
+        stdout.contains("| events/s applied by one router over 5 tiers"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn bench_claims_completes() {
+    let stdout = loadtest(&[
+        "bench-claims",
+        "--claimants",
+        "50",
+        "--connections",
+        "2",
+        "--rate",
+        "200",
+        "--seconds",
+        "1",
+        "--clues",
+        "10",
+        "--wave-ms",
+        "200",
+        "--sweep-awards",
+        "200",
+        "--saga-batch",
+        "50",
+        "--sweep-baseline-awards",
+        "20",
+    ]);
+    assert!(stdout.contains("| "), "{stdout}");
+}

@@ -77,7 +77,17 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let redis = args.redis.start()?;
     let client = redis.client()?;
     let mut conn = redis_target::connect(&client).await?;
-    let shards = Shards::open(&redis.url, 1..=args.shards).await?;
+    // Phase 1 measures a router catching up with full streams: the shards publish their whole
+    // backlog before any router runs, so flow control (a window past the applied watermark) is
+    // lifted for them and the streams are capped above the backlog, as if a router had fallen
+    // that far behind.
+    let backlog = args.events;
+    let shards = Shards::open_with(&redis.url, 1..=args.shards, |mut config| {
+        config.publish_window = u64::MAX / 4;
+        config.stream_cap = config.stream_cap.max(backlog);
+        config
+    })
+    .await?;
     let writers = &shards.writers;
     let (router, apply) = apply_rate(&args, &redis, &client, &mut conn, writers).await?;
     let e2e = end_to_end(&args, &router, writers, &redis.url, shards.dir()).await?;

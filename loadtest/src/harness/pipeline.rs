@@ -26,11 +26,24 @@ impl Shards {
     /// # Errors
     /// When the folder cannot be made or a writer cannot open.
     pub(crate) async fn open(redis_url: &str, ids: RangeInclusive<u32>) -> anyhow::Result<Self> {
+        Self::open_with(redis_url, ids, |config| config).await
+    }
+
+    /// [`Shards::open`], each writer's configuration passed through `tweak` first.
+    ///
+    /// # Errors
+    /// When the folder cannot be made or a writer cannot open.
+    pub(crate) async fn open_with(
+        redis_url: &str,
+        ids: RangeInclusive<u32>,
+        tweak: impl Fn(WriterConfig) -> WriterConfig,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir().context("creating a folder for the shard files")?;
         let (mut writers, mut files) = (Vec::new(), Vec::new());
         for shard in ids {
             let path = dir.path().join(format!("shard-{shard}.sqlite"));
-            let writer = ShardWriter::open(WriterConfig::new(&path, shard).with_redis(redis_url))
+            let config = tweak(WriterConfig::new(&path, shard).with_redis(redis_url));
+            let writer = ShardWriter::open(config)
                 .await
                 .with_context(|| format!("opening shard {shard}"))?;
             files.push((shard, path));
