@@ -15,6 +15,11 @@
 //!   still restores, so the gate opens for the others.
 //! - A Redis that loses its data again during a restore is noticed by the join, which then
 //!   refuses: the next round restores again.
+//! - A shard joins only once the router has applied again every event the shard had committed
+//!   when it wrote its decisions back, in each tier a router had applied before (the file's
+//!   acknowledged mark is above 0). New tokens are then handed out only after every older clue
+//!   solve is back on the boards in its original order, so a solve that scored before the loss
+//!   scores again (a solve applied after one with a newer token of its clue scores nothing).
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -59,6 +64,9 @@ pub(crate) struct ClaimsGate {
     proposals: AtomicU64,
     /// One restore at a time.
     restoring: tokio::sync::Mutex<()>,
+    /// The incarnation whose decisions this shard has written back, and per tier (reward
+    /// table order) the `tier_seq` the router must have applied again before the shard joins.
+    restored: Mutex<Option<(String, Vec<u64>)>>,
 }
 
 impl ClaimsGate {
@@ -169,12 +177,13 @@ impl ShardWriter {
     }
 
     /// One round of the restorer: reads the gate and, when Redis's incarnation is not the one
-    /// this shard joined, restores the file's decisions and joins.
+    /// this shard joined, restores the file's decisions, waits (round after round) until the
+    /// router has applied again what this shard had committed, and joins.
     ///
     /// # Errors
     /// [`ClaimError::Unreachable`] and friends when Redis does not answer; [`ClaimError::Record`]
-    /// when the file cannot be read; [`ClaimError::Recovering`] when Redis lost its data again
-    /// during the restore.
+    /// when the file cannot be read; [`ClaimError::Recovering`] when the replay is not done yet,
+    /// or Redis lost its data again during the restore.
     pub(crate) async fn restore_claims(&self) -> Result<(), ClaimError> {
         let inner = &self.inner;
         let Some(link) = inner.claims.as_ref() else {
@@ -194,21 +203,57 @@ impl ShardWriter {
             return Ok(());
         }
         inner.gate.set_joined(None);
-        if let Some(known) = known {
-            metrics::counter!(m::CLAIMS_LOSSES).increment(1);
-            tracing::error!(
-                shard = inner.shard_id,
-                was = %known,
-                now = %state.incarnation,
-                "Redis lost its claim state (a restart without data, a flush or a failover): claims \
-                 are refused until every shard has restored its decisions"
-            );
+        let restored = inner
+            .gate
+            .restored
+            .lock()
+            .ok()
+            .and_then(|restored| restored.clone())
+            .filter(|(incarnation, _)| *incarnation == state.incarnation);
+        let targets = match restored {
+            Some((_, targets)) => targets,
+            None => {
+                if let Some(known) = known {
+                    metrics::counter!(m::CLAIMS_LOSSES).increment(1);
+                    tracing::error!(
+                        shard = inner.shard_id,
+                        was = %known,
+                        now = %state.incarnation,
+                        "Redis lost its claim state (a restart without data, a flush or a \
+                         failover): claims are refused until every shard has restored its decisions"
+                    );
+                }
+                let targets = self.write_back(link).await?;
+                if let Ok(mut restored) = inner.gate.restored.lock() {
+                    *restored = Some((state.incarnation.clone(), targets.clone()));
+                }
+                targets
+            }
+        };
+        if !self.replayed(link, &targets).await? {
+            return Err(ClaimError::Recovering);
         }
+        self.join(link, &state.incarnation).await
+    }
+
+    /// Writes the file's claim decisions back into Redis (never lowering a token or replacing a
+    /// holder); returns per tier (reward table order) the `tier_seq` the router must have
+    /// applied again before this shard joins: what was committed now, in each tier a router had
+    /// applied before (0 elsewhere: nothing to wait for).
+    async fn write_back(&self, link: &hunt_redis::Reconnecting) -> Result<Vec<u64>, ClaimError> {
+        let inner = &self.inner;
+        let timeout = inner.config.claim_timeout;
+        let committed: Vec<u64> = leaderboard_proto::rewards::TIERS
+            .iter()
+            .map(|tier| self.committed_tier_seq(tier.id))
+            .collect();
         let (path, config) = (inner.config.path.clone(), inner.config.clone());
         let now_ms = inner.config.clock.now_ms();
-        let (clues, chests) = tokio::task::spawn_blocking(move || {
+        let (clues, chests, acknowledged) = tokio::task::spawn_blocking(move || {
             let conn = schema::connect(&path, &config).map_err(|err| err.to_string())?;
-            decisions::read(&conn, now_ms).map_err(|err| err.to_string())
+            let (clues, chests) = decisions::read(&conn, now_ms).map_err(|err| err.to_string())?;
+            let acknowledged = decisions::acknowledged(&conn).map_err(|err| err.to_string())?;
+            Ok::<_, String>((clues, chests, acknowledged))
         })
         .await
         .map_err(|err| ClaimError::Record {
@@ -266,14 +311,71 @@ impl ShardWriter {
                 }
             }
         }
-
-        let join = &ClaimsJoin::new(
-            &state.incarnation,
-            inner.shard_id,
-            inner.config.claim_shards,
+        tracing::info!(
+            shard = inner.shard_id,
+            clues = clues.len(),
+            chests = chests.len(),
+            "wrote this shard's claim decisions back; joining once its events are applied again"
         );
+        Ok(leaderboard_proto::rewards::TIERS
+            .iter()
+            .zip(committed)
+            .map(|(tier, committed)| {
+                let applied_before = acknowledged
+                    .iter()
+                    .any(|(acked_tier, mark)| *acked_tier == tier.id && *mark > 0);
+                if applied_before { committed } else { 0 }
+            })
+            .collect())
+    }
+
+    /// Whether the router's applied watermarks of this shard have reached `targets` again.
+    async fn replayed(
+        &self,
+        link: &hunt_redis::Reconnecting,
+        targets: &[u64],
+    ) -> Result<bool, ClaimError> {
+        if targets.iter().all(|target| *target == 0) {
+            return Ok(true);
+        }
+        let field = leaderboard_proto::keys::shard_field(self.inner.shard_id);
+        let mut pipe = redis::pipe();
+        for tier in leaderboard_proto::rewards::TIERS {
+            pipe.hget(leaderboard_proto::keys::tier_applied(tier.id), &field);
+        }
+        let pipe = &pipe;
+        let applied: Vec<Option<u64>> = link
+            .call(
+                self.inner.config.claim_timeout,
+                move |mut conn| async move { pipe.query_async(&mut conn).await },
+            )
+            .await
+            .map_err(|err| claim_error(link, err))?;
+        let behind = targets
+            .iter()
+            .zip(&applied)
+            .filter(|(target, applied)| applied.unwrap_or(0) < **target)
+            .count();
+        if behind > 0 {
+            tracing::debug!(
+                shard = self.inner.shard_id,
+                tiers = behind,
+                "claims gate: waiting for the router to apply this shard's events again"
+            );
+        }
+        Ok(behind == 0)
+    }
+
+    /// Joins the gate of `incarnation`.
+    async fn join(
+        &self,
+        link: &hunt_redis::Reconnecting,
+        incarnation: &str,
+    ) -> Result<(), ClaimError> {
+        let inner = &self.inner;
+        let join = &ClaimsJoin::new(incarnation, inner.shard_id, inner.config.claim_shards);
         let joined = link
-            .call(timeout, move |mut conn| async move {
+            .call(inner.config.claim_timeout, move |mut conn| async move {
                 hunt_redis::call(&mut conn, join).await
             })
             .await
@@ -282,13 +384,11 @@ impl ShardWriter {
             Joined::Joined { open } => {
                 tracing::info!(
                     shard = inner.shard_id,
-                    incarnation = %state.incarnation,
-                    clues = clues.len(),
-                    chests = chests.len(),
+                    %incarnation,
                     open,
                     "restored this shard's claim decisions and joined the claims gate"
                 );
-                inner.gate.set_joined(Some(state.incarnation));
+                inner.gate.set_joined(Some(incarnation.to_owned()));
                 Ok(())
             }
             Joined::Superseded => Err(ClaimError::Recovering),

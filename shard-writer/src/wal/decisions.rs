@@ -174,6 +174,22 @@ pub(crate) struct ClueRow {
 pub(crate) type ChestRow = (String, String);
 
 /// Every decision the file holds: clues, and chests whose claim has not expired at `now_ms`.
+/// Per tier: the highest `tier_seq` a router has acknowledged (applied), as the file keeps it.
+///
+/// # Errors
+/// SQLite's error.
+pub(crate) fn acknowledged(conn: &Connection) -> rusqlite::Result<Vec<(u32, u64)>> {
+    conn.prepare("SELECT tier, acknowledged FROM tiers")?
+        .query_map([], |row| {
+            let (tier, mark): (i64, i64) = (row.get(0)?, row.get(1)?);
+            Ok((
+                u32::try_from(tier).unwrap_or(0),
+                u64::try_from(mark).unwrap_or(0),
+            ))
+        })?
+        .collect()
+}
+
 pub(crate) fn read(
     conn: &Connection,
     now_ms: i64,

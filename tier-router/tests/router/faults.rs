@@ -233,3 +233,101 @@ async fn a_stream_trimmed_past_the_cursor_is_replayed_exactly() {
     hunt.finish(&redis).await;
     assert!(router.shutdown(Duration::from_secs(10)).await);
 }
+
+/// After Redis loses its data, no claim is answered until the router has applied again every
+/// event the shards had committed: a new token handed out earlier could make an older clue
+/// solve, replayed after it, score nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_wait_for_the_shards_events_to_be_applied_again() {
+    use shard_writer::{ClaimError, ClueClaim};
+    let redis = RedisServer::start().expect("redis-server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let router = router(&redis).await;
+    let tweak = |mut config: shard_writer::WriterConfig| {
+        config.claim_shards = 2;
+        config.claims_poll = Duration::from_millis(50);
+        config
+    };
+    let one = crate::support::writer_with(&redis, dir.path(), 1, tweak).await;
+    let two = crate::support::writer_with(&redis, dir.path(), 2, tweak).await;
+    let tier = leaderboard_proto::rewards::TIERS[0].id;
+    eventually("the claims gate opens", || async {
+        one.open_wave(tier, 1, &["c1".to_owned()]).await.ok()
+    })
+    .await;
+    // A backlog the router takes a while to apply again.
+    let mut appends = tokio::task::JoinSet::new();
+    for writer in [one.clone(), two.clone()] {
+        appends.spawn(async move {
+            for n in 0..6_000 {
+                let tier = leaderboard_proto::rewards::TIERS[n % 5].id;
+                writer
+                    .append(crate::support::score(tier, &format!("p{}", n % 97), 1))
+                    .await
+                    .expect("append");
+            }
+        });
+    }
+    while let Some(done) = appends.join_next().await {
+        done.expect("appender");
+    }
+    let before: Vec<(u32, u32, u64)> = [&one, &two]
+        .iter()
+        .flat_map(|writer| {
+            leaderboard_proto::rewards::tier_ids()
+                .map(|tier| (writer.shard_id(), tier, writer.committed_tier_seq(tier)))
+        })
+        .collect();
+    eventually("everything applied before the loss", || async {
+        let marks = applied_marks(&redis, &before).await;
+        marks
+            .iter()
+            .zip(&before)
+            .all(|(m, b)| *m >= b.2)
+            .then_some(())
+    })
+    .await;
+
+    redis.flushall().expect("FLUSHALL");
+    let claim = eventually("a claim is answered again", || async {
+        match one.claim_clue("c1", "ada").await {
+            Ok(claim) => Some(claim),
+            Err(ClaimError::Recovering | ClaimError::Unreachable { .. }) => None,
+            Err(err) => panic!("claim: {err}"),
+        }
+    })
+    .await;
+    // By the first answer, every event committed before the loss was applied again.
+    let marks = applied_marks(&redis, &before).await;
+    for (mark, (shard, tier, committed)) in marks.iter().zip(&before) {
+        assert!(
+            mark >= committed,
+            "shard {shard} tier {tier}: applied {mark} of {committed} when claims reopened"
+        );
+    }
+    assert!(matches!(claim, ClueClaim::Won { wave: 1, .. }), "{claim:?}");
+    for writer in [one, two] {
+        writer.shutdown().await.expect("shutdown");
+    }
+    assert!(router.shutdown(Duration::from_secs(10)).await);
+}
+
+/// The applied mark of each (shard, tier) of `of`, in order.
+async fn applied_marks(redis: &RedisServer, of: &[(u32, u32, u64)]) -> Vec<u64> {
+    let mut conn = redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let mut marks = Vec::new();
+    for (shard, tier, _) in of {
+        let mark: Option<u64> = redis::cmd("HGET")
+            .arg(leaderboard_proto::keys::tier_applied(*tier))
+            .arg(leaderboard_proto::keys::shard_field(*shard))
+            .query_async(&mut conn)
+            .await
+            .expect("HGET");
+        marks.push(mark.unwrap_or(0));
+    }
+    marks
+}
