@@ -4,6 +4,8 @@
 //! Design constraints:
 //! - At most `max_streams` streams open and requests in service per connection, and dead peers
 //!   found by HTTP/2 pings (every 30 s, 10 s to answer).
+//! - A request over the message size limit is refused with `RESOURCE_EXHAUSTED`, as other gRPC
+//!   stacks do (tonic says `OUT_OF_RANGE`).
 //! - Health (`grpc.health.v1`) says `SERVING` for the named service while it serves, and
 //!   `NOT_SERVING` from the moment the drain starts, so load balancers stop sending new calls
 //!   while the calls in service finish.
@@ -77,10 +79,39 @@ pub async fn serve(
             .await;
     };
     let served = server(max_streams)
+        .layer(tower::util::MapResponseLayer::new(
+            oversized_is_resource_exhausted,
+        ))
         .add_routes(routes.add_service(health_service))
         .serve_with_incoming_shutdown(incoming, stopping)
         .await;
     if let Err(err) = served {
         tracing::error!(error = %err, service, "gRPC server failed");
     }
+}
+
+/// A refusal of a message over the size limit says `RESOURCE_EXHAUSTED` (8), as gRPC's own stacks
+/// do, rather than tonic's `OUT_OF_RANGE` (11). Such a refusal is answered before the handler
+/// runs, with the status in the response headers.
+fn oversized_is_resource_exhausted<B>(
+    mut response: tonic::codegen::http::Response<B>,
+) -> tonic::codegen::http::Response<B> {
+    let headers = response.headers_mut();
+    let oversized = headers
+        .get("grpc-status")
+        .is_some_and(|status| status == "11")
+        && headers
+            .get("grpc-message")
+            .and_then(|message| message.to_str().ok())
+            .is_some_and(|message| {
+                message.contains("message%20length%20too%20large")
+                    || message.contains("message length too large")
+            });
+    if oversized {
+        headers.insert(
+            "grpc-status",
+            tonic::codegen::http::HeaderValue::from_static("8"),
+        );
+    }
+    response
 }

@@ -532,3 +532,30 @@ async fn idle_sockets_cannot_hold_the_sidecar_ports_and_health_answers() {
     drop(idle);
     assert!(serve.terminate().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_the_limit_is_resource_exhausted() {
+    let redis = RedisServer::start().expect("redis-server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let serve = ServeProcess::start(&dir.path().join("shard-65.sqlite"), 65, &redis);
+    let mut client = IngestServiceClient::new(hunt_testkit::grpc_channel(serve.grpc_addr).await);
+    let mut big = score(1, "ada", 1);
+    if let Some(leaderboard_proto::v1::hunt_event::Kind::ScoreGained(gained)) = &mut big.kind {
+        gained.player_id = "x".repeat(leaderboard_proto::limits::MAX_MESSAGE_BYTES + 1);
+    }
+    let refused = client
+        .append(append(vec![big]))
+        .await
+        .expect_err("over the limit");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    // The connection stays usable.
+    client
+        .append(append(vec![score(1, "ada", 1)]))
+        .await
+        .expect("append");
+    assert!(serve.terminate().success());
+}
