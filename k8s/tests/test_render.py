@@ -148,7 +148,11 @@ def test_default_router(chart):
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["startupProbe"]["grpc"] == {"port": 50051, "service": "hunt.v1.LeaderboardService"}
-    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"grpc": 50051, "http": 8080}
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {
+        "grpc": 50051, "http": 8080, "admin": 9101}
+    # Probes go to the admin port, which spectators cannot fill.
+    assert container["livenessProbe"]["httpGet"]["port"] == "admin"
+    assert container["readinessProbe"]["httpGet"]["port"] == "admin"
     config = find(objects, "ConfigMap", "-router")["data"]
     # Kubernetes waits longer than the router's own drain before SIGKILL.
     assert spec["terminationGracePeriodSeconds"] * 1000 > int(config["HUNT_SHUTDOWN_GRACE_MS"])

@@ -56,6 +56,7 @@ pub struct App {
     grpc_addr: SocketAddr,
     http: TcpListener,
     http_addr: SocketAddr,
+    admin: Option<(TcpListener, SocketAddr)>,
     reads: crate::grpc::Reads,
     /// The reflection service, built (and so checked) before anything starts.
     reflection: Routes,
@@ -72,6 +73,10 @@ impl App {
         let client = config.redis_target()?;
         let (grpc, grpc_addr) = hunt_serve::bind(config.grpc_addr).await?;
         let (http, http_addr) = hunt_serve::bind(config.http_addr).await?;
+        let admin = match config.admin_addr {
+            Some(addr) => Some(hunt_serve::bind(addr).await?),
+            None => None,
+        };
         // The contract's descriptor set also describes the sidecar's IngestService: only the
         // service served here is advertised.
         let reflection = hunt_serve::grpc::reflection(
@@ -96,6 +101,7 @@ impl App {
             grpc_addr,
             http,
             http_addr,
+            admin,
             reads,
             reflection,
             metrics: None,
@@ -119,6 +125,12 @@ impl App {
     #[must_use]
     pub fn grpc_addr(&self) -> SocketAddr {
         self.grpc_addr
+    }
+
+    /// Where the admin port listens, when it is on.
+    #[must_use]
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|(_, addr)| *addr)
     }
 
     /// Starts the heartbeat, a worker per tier and the gRPC server (with health checking and
@@ -184,6 +196,17 @@ impl App {
             &cancel,
             &tracker,
         ));
+        let admin_addr = self.admin.as_ref().map(|(_, addr)| *addr);
+        if let Some((admin, _)) = self.admin {
+            let routes = http::admin_routes(http::HttpState {
+                cache: Arc::clone(&cache),
+                metrics: self.metrics.clone(),
+            });
+            // Probes and scrapers are few.
+            let listener = listener::HttpListener::new(admin, MAX_ADMIN_CONNECTIONS)
+                .with_handshake_timeout(self.config.handshake_timeout);
+            tracker.spawn(admin::serve_http(listener, routes, cancel.clone(), "admin"));
+        }
         let http = http::routes(
             http::HttpState {
                 cache: Arc::clone(&cache),
@@ -220,9 +243,13 @@ impl App {
             cache,
             grpc_addr: self.grpc_addr,
             http_addr: self.http_addr,
+            admin_addr,
         }
     }
 }
+
+/// Connections open at once on the admin port.
+const MAX_ADMIN_CONNECTIONS: usize = 16;
 
 /// Sends this router's heartbeat every third of a lease TTL and shares the live routers with
 /// the workers. On shutdown it waits for the workers to release their leases, then leaves, so
@@ -281,9 +308,16 @@ pub struct AppHandle {
     cache: Arc<Cache>,
     grpc_addr: SocketAddr,
     http_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
 }
 
 impl AppHandle {
+    /// Where the admin port listens, when it is on.
+    #[must_use]
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
     /// Where gRPC listens.
     #[must_use]
     pub fn grpc_addr(&self) -> SocketAddr {

@@ -97,6 +97,10 @@ pub struct RouterConfig {
     pub http_addr: SocketAddr,
     /// The most HTTP connections open at once.
     pub max_http_connections: usize,
+    /// Where a port of its own serves only `/healthz`, `/readyz` and `/metrics` (for probes and
+    /// scrapers, with a small cap of its own), so they answer whatever clients do to the HTTP
+    /// port; `None` serves them on the HTTP port only.
+    pub admin_addr: Option<SocketAddr>,
     /// How long a client may take to open a connection: the HTTP/2 preface on the gRPC port,
     /// each request head on the HTTP port. Past it the connection is closed, so silent and
     /// slow-loris sockets cannot hold the connection caps.
@@ -234,6 +238,7 @@ impl RouterConfig {
             max_grpc_connections: DEFAULT_MAX_GRPC_CONNECTIONS,
             http_addr: DEFAULT_HTTP_ADDR,
             max_http_connections: DEFAULT_MAX_HTTP_CONNECTIONS,
+            admin_addr: None,
             handshake_timeout: hunt_serve::listener::DEFAULT_HANDSHAKE_TIMEOUT,
             ws_coalesce: DEFAULT_WS_COALESCE,
             ws: WsLimits::DEFAULT,

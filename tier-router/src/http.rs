@@ -24,6 +24,14 @@ pub(crate) struct HttpState {
     pub(crate) metrics: Option<PrometheusHandle>,
 }
 
+/// The routes of the admin port: liveness, readiness and metrics only.
+pub(crate) fn admin_routes(state: HttpState) -> Router {
+    Router::new()
+        .route("/readyz", get(readyz))
+        .with_state(state.cache)
+        .merge(hunt_serve::admin::routes(state.metrics))
+}
+
 /// The routes of the HTTP port.
 pub(crate) fn routes(state: HttpState, ws: ws::WsState) -> Router {
     Router::new()

@@ -26,6 +26,11 @@ struct Args {
     /// Where HTTP (`/healthz`, `/readyz`, `/metrics`) listens.
     #[arg(long, env = "HUNT_HTTP_ADDR", default_value_t = config::DEFAULT_HTTP_ADDR)]
     http_addr: SocketAddr,
+    /// A port of its own for `/healthz`, `/readyz` and `/metrics` only (probes and scrapers),
+    /// so they answer whatever clients do to the HTTP port; `off` (the default) serves them on
+    /// the HTTP port only.
+    #[arg(long, env = "HUNT_ADMIN_ADDR", default_value = "off")]
+    admin_addr: AdminAddr,
     /// Tier lease time-to-live, in milliseconds.
     #[arg(long, env = "HUNT_LEASE_TTL_MS", default_value_t = millis(config::DEFAULT_LEASE_TTL))]
     lease_ttl_ms: u64,
@@ -121,6 +126,7 @@ fn main() -> ExitCode {
     config.redis_response_timeout = Duration::from_millis(args.redis_timeout_ms);
     config.max_grpc_connections = args.max_grpc_connections;
     config.http_addr = args.http_addr;
+    config.admin_addr = args.admin_addr.0;
     config.max_http_connections = args.max_http_connections;
     config.ws_coalesce = Duration::from_millis(args.ws_coalesce_ms);
     config.ws.max_connections = args.ws_max_connections;
@@ -162,6 +168,9 @@ fn main() -> ExitCode {
         let app = app.with_metrics(metrics);
         println!("grpc {}", app.grpc_addr());
         println!("http {}", app.http_addr());
+        if let Some(admin) = app.admin_addr() {
+            println!("admin {admin}");
+        }
         let handle = app.spawn();
         hunt_serve::signal::shutdown_signal().await;
         if handle
@@ -174,4 +183,23 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     })
+}
+
+/// `--admin-addr`: an address, or `off`.
+#[derive(Debug, Clone, Copy)]
+struct AdminAddr(Option<SocketAddr>);
+
+impl std::str::FromStr for AdminAddr {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        let value = value.trim();
+        if value.is_empty() || value.eq_ignore_ascii_case("off") {
+            return Ok(Self(None));
+        }
+        value
+            .parse()
+            .map(|addr| Self(Some(addr)))
+            .map_err(|err| format!("{err}: expected host:port (an IP address) or `off`"))
+    }
 }

@@ -148,3 +148,36 @@ async fn caps_filled_with_idle_sockets_free_up_and_health_answers() {
     drop(idle);
     assert!(router.shutdown(Duration::from_secs(10)).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_on_the_admin_port_answer_while_the_http_port_is_full() {
+    let redis = RedisServer::start().expect("redis-server");
+    let router = router_with(&redis, |c| {
+        // Idle sockets would stay a minute on the HTTP port.
+        c.handshake_timeout = Duration::from_secs(60);
+        c.max_http_connections = 2;
+        c.admin_addr = Some("127.0.0.1:0".parse().expect("addr"));
+    })
+    .await;
+    let admin = router.admin_addr().expect("the admin port is on");
+    let idle: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(router.http_addr()).expect("connect"))
+        .collect();
+    // The HTTP port is full: a probe there waits in the backlog.
+    let blocked = tokio::time::timeout(
+        Duration::from_millis(300),
+        hunt_testkit::http_get(router.http_addr(), "/healthz"),
+    )
+    .await;
+    assert!(blocked.is_err(), "the HTTP port answered past its cap");
+    // The admin port answers at once, and serves nothing else.
+    assert_eq!(hunt_testkit::http_get(admin, "/healthz").await.0, 200);
+    eventually("/readyz on the admin port", || async move {
+        (hunt_testkit::http_get(admin, "/readyz").await.0 == 200).then_some(())
+    })
+    .await;
+    assert_eq!(hunt_testkit::http_get(admin, "/").await.0, 404);
+    assert_eq!(hunt_testkit::http_get(admin, "/ws").await.0, 404);
+    drop(idle);
+    assert!(router.shutdown(Duration::from_secs(10)).await);
+}
