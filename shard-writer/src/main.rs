@@ -114,6 +114,10 @@ struct ServeArgs {
     /// replicas.
     #[arg(long, env = "HUNT_CLAIM_REPLICAS", default_value_t = 0)]
     claim_replicas: u32,
+    /// How often the writer reads the claims gate to notice a Redis that lost its data (and
+    /// whether the boards are rebuilt), in milliseconds.
+    #[arg(long, env = "HUNT_CLAIMS_POLL_MS", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    claims_poll_ms: u64,
 }
 
 /// `--metrics-addr`: an address, or `off`.
@@ -262,6 +266,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
     writer.shutdown_grace = Duration::from_millis(args.shutdown_grace_ms);
     writer.claim_shards = args.claim_shards;
     writer.claim_replicas = args.claim_replicas;
+    writer.claims_poll = Duration::from_millis(args.claims_poll_ms);
     let mut config = IngestConfig::new(writer);
     config.grpc_addr = args.grpc_addr;
     config.max_connections = args.max_connections;
