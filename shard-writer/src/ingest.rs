@@ -80,6 +80,8 @@ pub struct IngestConfig {
     /// How long a client may take to open a connection (the HTTP/2 preface on the gRPC port,
     /// each request head on the metrics port); past it the connection is closed.
     pub handshake_timeout: Duration,
+    /// The most gRPC connections open at once from one client address; 0 for no limit.
+    pub max_connections_per_ip: usize,
     /// The most events in one `Append` (at most the writer's `queue_capacity`, so a request
     /// can always fit an empty queue).
     pub max_batch: usize,
@@ -102,6 +104,7 @@ impl IngestConfig {
             grpc_addr: SocketAddr::from(([0, 0, 0, 0], 50_052)),
             max_connections: 1_024,
             handshake_timeout: listener::DEFAULT_HANDSHAKE_TIMEOUT,
+            max_connections_per_ip: 0,
             max_batch,
             compensation_wait: Duration::from_secs(1),
             metrics_addr: None,
@@ -348,7 +351,8 @@ impl Sidecar {
             self.listener,
             self.config.max_connections,
             self.config.handshake_timeout,
-        );
+        )
+        .with_per_ip(self.config.max_connections_per_ip);
         let shutdown = cancel.clone();
         tracker.spawn(hunt_serve::grpc::serve(
             Routes::new(server),

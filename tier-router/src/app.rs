@@ -177,7 +177,8 @@ impl App {
             self.grpc,
             self.config.max_grpc_connections,
             self.config.handshake_timeout,
-        );
+        )
+        .with_per_ip(self.config.max_connections_per_ip);
         let routes = self.reflection.add_service(service);
         // Each Watch is one stream of a connection's bound.
         tracker.spawn(hunt_serve::grpc::serve(
@@ -223,7 +224,8 @@ impl App {
         let http_listener =
             listener::HttpListener::new(self.http, self.config.max_http_connections)
                 .with_send_buffer(HTTP_SEND_BUFFER_BYTES)
-                .with_handshake_timeout(self.config.handshake_timeout);
+                .with_handshake_timeout(self.config.handshake_timeout)
+                .with_per_ip(self.config.max_connections_per_ip);
         tracker.spawn(admin::serve_http(
             http_listener,
             http,

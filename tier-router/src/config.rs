@@ -101,6 +101,9 @@ pub struct RouterConfig {
     /// scrapers, with a small cap of its own), so they answer whatever clients do to the HTTP
     /// port; `None` serves them on the HTTP port only.
     pub admin_addr: Option<SocketAddr>,
+    /// The most connections open at once from one client address, on the gRPC port and on the
+    /// HTTP port each; 0 for no limit (behind an ingress every spectator shares its address).
+    pub max_connections_per_ip: usize,
     /// How long a client may take to open a connection: the HTTP/2 preface on the gRPC port,
     /// each request head on the HTTP port. Past it the connection is closed, so silent and
     /// slow-loris sockets cannot hold the connection caps.
@@ -239,6 +242,7 @@ impl RouterConfig {
             http_addr: DEFAULT_HTTP_ADDR,
             max_http_connections: DEFAULT_MAX_HTTP_CONNECTIONS,
             admin_addr: None,
+            max_connections_per_ip: 0,
             handshake_timeout: hunt_serve::listener::DEFAULT_HANDSHAKE_TIMEOUT,
             ws_coalesce: DEFAULT_WS_COALESCE,
             ws: WsLimits::DEFAULT,

@@ -88,6 +88,11 @@ struct Args {
     /// Unacknowledged entries a shard's compensation inbox may hold before compensations wait.
     #[arg(long, env = "HUNT_INBOX_CAP", default_value_t = config::DEFAULT_INBOX_CAP)]
     inbox_cap: u64,
+    /// The most connections open at once from one client address, on the gRPC and the HTTP
+    /// port each; 0 (the default) for no limit, as behind an ingress every spectator shares
+    /// its address.
+    #[arg(long, env = "HUNT_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
+    max_connections_per_ip: usize,
     /// How long a client may take to open a connection (the HTTP/2 preface on the gRPC port,
     /// each request head on the HTTP port), in milliseconds; past it the connection is closed.
     #[arg(long, env = "HUNT_HANDSHAKE_TIMEOUT_MS", default_value_t = millis(hunt_serve::listener::DEFAULT_HANDSHAKE_TIMEOUT))]
@@ -127,6 +132,7 @@ fn main() -> ExitCode {
     config.max_grpc_connections = args.max_grpc_connections;
     config.http_addr = args.http_addr;
     config.admin_addr = args.admin_addr.0;
+    config.max_connections_per_ip = args.max_connections_per_ip;
     config.max_http_connections = args.max_http_connections;
     config.ws_coalesce = Duration::from_millis(args.ws_coalesce_ms);
     config.ws.max_connections = args.ws_max_connections;

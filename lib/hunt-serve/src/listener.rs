@@ -11,6 +11,10 @@
 //!   HTTP/2 preface (24 bytes) in time, or its reads fail and the server drops it; an HTTP/1
 //!   connection must deliver each request head in time (hyper's header timer, see
 //!   [`crate::admin::serve_http`]). Silent sockets and slow-loris clients cannot hold places.
+//! - Optionally, at most so many connections per client address ([`Incoming::with_per_ip`],
+//!   [`HttpListener::with_per_ip`]): one more from an address at its limit is closed as soon as
+//!   it is accepted. Off by default: behind a load balancer or an ingress, many clients share
+//!   one address.
 
 use std::future::Future;
 use std::io;
@@ -36,6 +40,8 @@ const H2_PREFACE_BYTES: usize = 24;
 pub struct Bounded {
     stream: TcpStream,
     _place: OwnedSemaphorePermit,
+    /// The connection's count against its address, when addresses are limited.
+    _address: Option<AddressGuard>,
     /// Bytes that must arrive before a deadline, until they have.
     head: Option<Head>,
 }
@@ -130,10 +136,15 @@ pub fn bounded(listener: TcpListener, max: usize, handshake: std::time::Duration
     let places = Arc::new(Semaphore::new(max));
     let listener = Arc::new(listener);
     Incoming {
-        next: Box::pin(accept(Arc::clone(&places), Arc::clone(&listener))),
+        next: Box::pin(accept(
+            Arc::clone(&places),
+            Arc::clone(&listener),
+            PerIp::default(),
+        )),
         places,
         listener,
         handshake,
+        per_ip: PerIp::default(),
     }
 }
 
@@ -143,6 +154,21 @@ pub struct Incoming {
     places: Arc<Semaphore>,
     listener: Arc<TcpListener>,
     handshake: std::time::Duration,
+    per_ip: PerIp,
+}
+
+impl Incoming {
+    /// At most `max` connections open at once from one client address; 0 for no limit.
+    #[must_use]
+    pub fn with_per_ip(mut self, max: usize) -> Self {
+        self.per_ip = PerIp::new(max);
+        self.next = Box::pin(accept(
+            Arc::clone(&self.places),
+            Arc::clone(&self.listener),
+            self.per_ip.clone(),
+        ));
+        self
+    }
 }
 
 impl Stream for Incoming {
@@ -150,7 +176,11 @@ impl Stream for Incoming {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let accepted = std::task::ready!(self.next.as_mut().poll(cx));
-        let next = accept(Arc::clone(&self.places), Arc::clone(&self.listener));
+        let next = accept(
+            Arc::clone(&self.places),
+            Arc::clone(&self.listener),
+            self.per_ip.clone(),
+        );
         self.next = Box::pin(next);
         let handshake = self.handshake;
         Poll::Ready(Some(
@@ -175,16 +205,32 @@ impl Bounded {
 ///
 /// # Errors
 /// The listener's error when it is not transient, or the semaphore closed.
-pub async fn accept(places: Arc<Semaphore>, listener: Arc<TcpListener>) -> io::Result<Bounded> {
+pub async fn accept(
+    places: Arc<Semaphore>,
+    listener: Arc<TcpListener>,
+    per_ip: PerIp,
+) -> io::Result<Bounded> {
     let place = places.acquire_owned().await.map_err(io::Error::other)?;
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
                 // Best effort: a socket that refuses it still works, only slower.
                 let _ = stream.set_nodelay(true);
+                let address = match stream.peer_addr() {
+                    Ok(peer) => match per_ip.admit(peer.ip()) {
+                        Admitted::Yes(guard) => guard,
+                        Admitted::No => {
+                            tracing::debug!(%peer, "connection refused: too many from its address");
+                            drop(stream);
+                            continue;
+                        }
+                    },
+                    Err(_) => None,
+                };
                 return Ok(Bounded {
                     stream,
                     _place: place,
+                    _address: address,
                     head: None,
                 });
             }
@@ -218,6 +264,7 @@ pub struct HttpListener {
     listener: Arc<TcpListener>,
     send_buffer: Option<usize>,
     handshake: std::time::Duration,
+    per_ip: PerIp,
 }
 
 impl HttpListener {
@@ -229,7 +276,15 @@ impl HttpListener {
             listener: Arc::new(listener),
             send_buffer: None,
             handshake: DEFAULT_HANDSHAKE_TIMEOUT,
+            per_ip: PerIp::default(),
         }
+    }
+
+    /// At most `max` connections open at once from one client address; 0 for no limit.
+    #[must_use]
+    pub fn with_per_ip(mut self, max: usize) -> Self {
+        self.per_ip = PerIp::new(max);
+        self
     }
 
     /// How long a client may take to send each request head ([`DEFAULT_HANDSHAKE_TIMEOUT`]
@@ -267,7 +322,12 @@ impl axum::serve::Listener for HttpListener {
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         loop {
-            match accept(Arc::clone(&self.places), Arc::clone(&self.listener)).await {
+            let accepted = accept(
+                Arc::clone(&self.places),
+                Arc::clone(&self.listener),
+                self.per_ip.clone(),
+            );
+            match accepted.await {
                 Ok(bounded) => {
                     if let Some(bytes) = self.send_buffer {
                         // Best effort, like Nagle's: the connection works without it.
@@ -294,5 +354,67 @@ impl axum::serve::Listener for HttpListener {
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
         self.listener.local_addr()
+    }
+}
+
+/// Open connections per client address, each at most `max` (0: no limit).
+#[derive(Debug, Clone, Default)]
+pub struct PerIp {
+    max: usize,
+    open: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+}
+
+/// Whether a connection from an address may stay.
+enum Admitted {
+    /// Yes, counted by the guard (none when addresses are not limited).
+    Yes(Option<AddressGuard>),
+    /// No: its address is at the limit.
+    No,
+}
+
+impl PerIp {
+    fn new(max: usize) -> Self {
+        Self {
+            max,
+            open: Arc::default(),
+        }
+    }
+
+    fn admit(&self, ip: std::net::IpAddr) -> Admitted {
+        if self.max == 0 {
+            return Admitted::Yes(None);
+        }
+        let Ok(mut open) = self.open.lock() else {
+            return Admitted::Yes(None);
+        };
+        let count = open.entry(ip).or_insert(0);
+        if *count >= self.max {
+            return Admitted::No;
+        }
+        *count += 1;
+        Admitted::Yes(Some(AddressGuard {
+            ip,
+            open: Arc::clone(&self.open),
+        }))
+    }
+}
+
+/// One open connection counted against its address; uncounted when dropped.
+#[derive(Debug)]
+struct AddressGuard {
+    ip: std::net::IpAddr,
+    open: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+}
+
+impl Drop for AddressGuard {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.open.lock()
+            && let Some(count) = open.get_mut(&self.ip)
+        {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
     }
 }

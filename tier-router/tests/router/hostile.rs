@@ -181,3 +181,48 @@ async fn probes_on_the_admin_port_answer_while_the_http_port_is_full() {
     drop(idle);
     assert!(router.shutdown(Duration::from_secs(10)).await);
 }
+
+/// A connection from `from` (a loopback address) to `to`.
+async fn connect_from(from: &str, to: SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(format!("{from}:0").parse().expect("addr"))
+        .expect("bind");
+    socket.connect(to).await.expect("connect")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_holds_at_most_its_share_of_connections() {
+    use tokio::io::AsyncReadExt;
+    let redis = RedisServer::start().expect("redis-server");
+    let router = router_with(&redis, |c| {
+        c.handshake_timeout = Duration::from_secs(60);
+        c.max_connections_per_ip = 2;
+    })
+    .await;
+    let http = router.http_addr();
+    let _held = [
+        connect_from("127.0.0.1", http).await,
+        connect_from("127.0.0.1", http).await,
+    ];
+    // A third from the same address is closed at once, without a byte.
+    let mut third = connect_from("127.0.0.1", http).await;
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(5), third.read(&mut buf))
+        .await
+        .expect("closed in time");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    // Another address is served.
+    let mut other = connect_from("127.0.0.2", http).await;
+    {
+        use tokio::io::AsyncWriteExt;
+        other
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("send");
+    }
+    let mut reply = String::new();
+    other.read_to_string(&mut reply).await.expect("reply");
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(router.shutdown(Duration::from_secs(10)).await);
+}
