@@ -10,6 +10,22 @@ import helm_python as helm
 import pytest
 import yaml
 
+class StrictLoader(yaml.SafeLoader):
+    """A YAML loader that refuses a mapping with a key twice, as kustomize and kubectl apply do
+    (Helm itself keeps the last one silently)."""
+
+
+def _mapping_without_duplicates(loader, node, deep=False):
+    keys = [loader.construct_object(key, deep=deep) for key, _ in node.value]
+    duplicates = sorted({str(k) for k in keys if keys.count(k) > 1})
+    if duplicates:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"mapping key(s) defined twice: {duplicates}", node.start_mark)
+    return loader.construct_mapping(node, deep=deep)
+
+
+StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "k8s" / "hunt-pipeline"
 KUBE_VERSION = "1.28"
@@ -30,7 +46,7 @@ def render(chart, values: dict | None = None) -> dict[str, list[dict]]:
     for path, text in manifests.items():
         if path.endswith("NOTES.txt"):
             continue
-        docs = [doc for doc in yaml.safe_load_all(text) if doc]
+        docs = [doc for doc in yaml.load_all(text, Loader=StrictLoader) if doc]
         if docs:
             objects[path] = docs
     return objects

@@ -18,9 +18,15 @@
 {{- end }}
 
 {{- define "hunt-pipeline.labels" -}}
-helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 app.kubernetes.io/name: {{ include "hunt-pipeline.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
+{{ include "hunt-pipeline.commonLabels" . }}
+{{- end }}
+
+{{/* The labels of every object but the ones selectors use: for pod templates, beside
+hunt-pipeline.selectorLabels, so no key appears twice. */}}
+{{- define "hunt-pipeline.commonLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: hunt-pipeline
