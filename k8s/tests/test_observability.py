@@ -13,10 +13,11 @@ DASHBOARD = json.loads((CHART / "dashboards" / "hunt-pipeline.json").read_text()
 
 
 def named_metrics(text: str) -> set[str]:
-    """Metric names in `text`; a summary's `_sum` and `_count` series count as their metric."""
+    """Metric names in `text`; a histogram's `_bucket`, `_sum` and `_count` series count as their
+    metric."""
     names = set()
     for name in re.findall(r"\bhunt_(?:router|writer)_[a-z_]+", text):
-        base = re.sub(r"_(sum|count)$", "", name)
+        base = re.sub(r"_(bucket|sum|count)$", "", name)
         names.add(base if base in METRICS else name)
     return names
 

@@ -48,13 +48,31 @@ async fn render(State(metrics): State<Option<PrometheusHandle>>) -> Response {
     }
 }
 
+/// Bucket bounds of every `*_seconds` histogram: 100 µs to 60 s.
+const SECONDS_BUCKETS: [f64; 18] = [
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0, 60.0,
+];
+
+/// Bucket bounds of every `*_events` histogram (batch sizes): 1 to 10,000.
+const EVENTS_BUCKETS: [f64; 13] = [
+    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1_000.0, 2_000.0, 5_000.0, 10_000.0,
+];
+
 /// Installs the process-wide Prometheus recorder. Call it before anything records, so metric
-/// descriptions reach it too.
+/// descriptions reach it too. Histograms are exported as Prometheus histograms (buckets), which
+/// aggregate across replicas, not as summaries.
 ///
 /// # Errors
 /// The exporter's error, in words, when a recorder is installed already.
 pub fn install_recorder() -> Result<PrometheusHandle, String> {
+    use metrics_exporter_prometheus::Matcher;
     metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), &SECONDS_BUCKETS)
+        .and_then(|builder| {
+            builder.set_buckets_for_metric(Matcher::Suffix("_events".to_owned()), &EVENTS_BUCKETS)
+        })
+        .map_err(|err| format!("cannot configure the metrics buckets: {err}"))?
         .install_recorder()
         .map_err(|err| format!("cannot install the metrics recorder: {err}"))
 }

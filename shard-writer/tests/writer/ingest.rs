@@ -429,6 +429,13 @@ async fn serve_exports_its_metrics_as_prometheus_text() {
         page.contains("# TYPE hunt_writer_appended_total counter"),
         "{page}"
     );
+    // Histograms with buckets, which aggregate across replicas (not summaries).
+    assert!(
+        page.contains("# TYPE hunt_writer_commit_seconds histogram")
+            && page.contains("hunt_writer_commit_seconds_bucket{le=\"0.001\"}")
+            && page.contains("# TYPE hunt_writer_commit_batch_events histogram"),
+        "{page}"
+    );
     assert_eq!(
         http_get(serve.metrics_addr, "/healthz").await,
         (200, "ok\n".into())
