@@ -51,6 +51,24 @@ pub const CLAIMS_GATE_FORCED: &str = "hunt_writer_claims_gate_forced_total";
 /// Registers the descriptions of every writer metric with the installed recorder.
 pub fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    // Counters without labels exist from the start, at 0, so `rate()` over them reads 0
+    // rather than no data before their first event.
+    for name in [
+        ACKNOWLEDGED,
+        APPENDED,
+        CLAIMS_CONFLICTS,
+        CLAIMS_GATE_FORCED,
+        CLAIMS_LOSSES,
+        COMMITTED,
+        PRUNED,
+        PUBLISHED,
+        REDELIVERED,
+        REDIS_LOSSES,
+        RELAY_ERRORS,
+        REPLAY_PRUNED,
+    ] {
+        metrics::counter!(name).increment(0);
+    }
     describe_counter!(APPENDED, "Events accepted into the commit queue.");
     describe_counter!(COMMITTED, "Events committed to the shard's SQLite file.");
     describe_counter!(

@@ -55,6 +55,28 @@ pub const SAGA_SWEEP_SECONDS: &str = "hunt_router_saga_sweep_seconds";
 /// Registers the descriptions of every router metric with the installed recorder.
 pub fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    // Counters without labels exist from the start, at 0, so `rate()` over them reads 0
+    // rather than no data before their first event.
+    for name in [
+        APPLIED,
+        AWARDS_CONFIRMED,
+        AWARDS_RECORDED,
+        AWARDS_REVOKED,
+        COMPENSATIONS,
+        DUPLICATES,
+        FENCED,
+        INBOX_FULL,
+        MALFORMED,
+        REDIS_DATA_LOST,
+        REDIS_ERRORS,
+        REJECTED,
+        REPLAY_REQUESTS,
+        STALE_CLUE_SOLVES,
+        WATCH_RESYNCS,
+        WS_REFUSED,
+    ] {
+        metrics::counter!(name).increment(0);
+    }
     describe_counter!(APPLIED, "Stream entries applied.");
     describe_counter!(DUPLICATES, "Stream entries skipped as already applied.");
     describe_counter!(
