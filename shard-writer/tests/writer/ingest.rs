@@ -430,7 +430,11 @@ async fn serve_exports_its_metrics_as_prometheus_text() {
         "{page}"
     );
     // A counter without labels is there at 0 before its first event.
-    assert_eq!(sample(&page, "hunt_writer_claims_losses_total"), Some(0.0), "{page}");
+    assert_eq!(
+        sample(&page, "hunt_writer_claims_losses_total"),
+        Some(0.0),
+        "{page}"
+    );
     // Histograms with buckets, which aggregate across replicas (not summaries).
     assert!(
         page.contains("# TYPE hunt_writer_commit_seconds histogram")

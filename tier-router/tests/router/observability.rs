@@ -98,7 +98,10 @@ async fn the_router_binary_serves_prometheus_metrics() {
     .await;
     assert!(body.contains("# HELP hunt_router_live_routers"), "{body}");
     // Counters without labels are there at 0 before their first event.
-    assert!(body.contains("\nhunt_router_redis_data_lost_total 0\n"), "{body}");
+    assert!(
+        body.contains("\nhunt_router_redis_data_lost_total 0\n"),
+        "{body}"
+    );
     assert!(body.contains("\nhunt_router_fenced_total 0\n"), "{body}");
     assert!(router.terminate().success());
 }
