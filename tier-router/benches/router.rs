@@ -78,18 +78,22 @@ fn top_diff(c: &mut Criterion) {
 fn ws_encode(c: &mut Criterion) {
     let mut group = c.benchmark_group("ws_encode");
     let first = snapshot(1, top("player"));
-    let bytes = Published::encode(TIER, None, &first).snapshot().len() as u64;
+    let bytes = Published::encode(TIER, "bench", None, &first)
+        .snapshot()
+        .len() as u64;
     group.throughput(Throughput::Bytes(bytes));
     group.bench_function("snapshot", |b| {
-        b.iter(|| Published::encode(TIER, None, black_box(&first)));
+        b.iter(|| Published::encode(TIER, "bench", None, black_box(&first)));
     });
     for (name, before, after) in cases() {
         let (before, after) = (snapshot(1, before), snapshot(2, after));
-        let update = Published::encode(TIER, Some(&before), &after);
+        let update = Published::encode(TIER, "bench", Some(&before), &after);
         let bytes = update.snapshot().len() + update.delta().map_or(0, str::len);
         group.throughput(Throughput::Bytes(bytes as u64));
         group.bench_function(format!("snapshot_and_delta/{name}"), |b| {
-            b.iter(|| Published::encode(TIER, Some(black_box(&before)), black_box(&after)));
+            b.iter(|| {
+                Published::encode(TIER, "bench", Some(black_box(&before)), black_box(&after))
+            });
         });
     }
     group.finish();

@@ -31,6 +31,8 @@ pub struct Snapshot {
 #[derive(Debug)]
 pub struct Cache {
     tiers: Vec<watch::Sender<Snapshot>>,
+    /// The lineage of this cache's versions: unique to this cache in this process's run.
+    epoch: String,
 }
 
 impl Default for Cache {
@@ -43,12 +45,25 @@ impl Cache {
     /// An empty cache for every tier.
     #[must_use]
     pub fn new() -> Self {
+        static CACHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let n = CACHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Self {
             tiers: rewards::TIERS
                 .iter()
                 .map(|_| watch::Sender::new(Snapshot::default()))
                 .collect(),
+            epoch: format!("{started:x}.{:x}.{n}", std::process::id()),
         }
+    }
+
+    /// The epoch of this cache's versions: versions of another epoch (another router, or this
+    /// one before a restart) do not compare with these.
+    #[must_use]
+    pub fn epoch(&self) -> &str {
+        &self.epoch
     }
 
     /// The current top of `tier`, or `None` for a tier not in the reward table.

@@ -487,8 +487,17 @@ impl Leaderboard {
         known_tier(tier)?;
         let changes = self.cache.subscribe(tier).ok_or(Error::UnknownTier(tier))?;
         let (updates, receiver) = tokio::sync::mpsc::channel(WATCH_QUEUE);
-        self.tasks
-            .spawn(follow(tier, changes, updates, self.shutdown.clone()));
+        let epoch = self.cache.epoch().to_owned();
+        // A version of another epoch (another router, or this one before a restart) is
+        // unrelated to this router's and never resumed from.
+        let resume = (request.version > 0 && request.epoch == epoch).then_some(request.version);
+        self.tasks.spawn(follow(
+            tier,
+            Lineage { epoch, resume },
+            changes,
+            updates,
+            self.shutdown.clone(),
+        ));
         Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(
             receiver,
         )))
@@ -504,13 +513,32 @@ const WATCH_QUEUE: usize = 8;
 /// A watcher whose queue is full holds no one back: the cache's watch channel keeps only the
 /// latest top, and once the watcher has room again it gets a fresh snapshot of that latest top
 /// instead of the deltas it missed. A delta larger than the top itself is sent as a snapshot too.
+/// The epoch a watcher's versions count in, and the version it resumes from, if any.
+struct Lineage {
+    epoch: String,
+    resume: Option<u64>,
+}
+
 async fn follow(
     tier: u32,
+    lineage: Lineage,
     mut changes: tokio::sync::watch::Receiver<Snapshot>,
     updates: tokio::sync::mpsc::Sender<Result<WatchResponse, Status>>,
     shutdown: CancellationToken,
 ) {
+    let Lineage { epoch, resume } = lineage;
     let mut sent: Option<Snapshot> = None;
+    // Resuming at the latest version of this epoch: nothing to send until the next change,
+    // which goes out as a delta from it. Any older version gets a snapshot.
+    if let Some(version) = resume {
+        let current = changes.borrow_and_update().clone();
+        if current.version == version {
+            sent = Some(current);
+            if !next_version(&mut changes, &updates, &shutdown, sent.as_ref()).await {
+                return;
+            }
+        }
+    }
     loop {
         let (permit, lagged) = match updates.try_reserve() {
             Ok(permit) => (permit, false),
@@ -546,23 +574,36 @@ async fn follow(
             tier,
             version: current.version,
             update: Some(update),
+            epoch: epoch.clone(),
         }));
         sent = Some(current);
-        // Wait for the next version (a stale mark alone moves no version and sends nothing).
-        loop {
-            tokio::select! {
-                changed = changes.changed() => if changed.is_err() { return },
-                () = updates.closed() => return,
-                () = shutdown.cancelled() => {
-                    // Never waits: a watcher that does not read still lets the server drain.
-                    let _ = updates.try_send(Err(Error::ShuttingDown.into()));
-                    return;
-                }
+        if !next_version(&mut changes, &updates, &shutdown, sent.as_ref()).await {
+            return;
+        }
+    }
+}
+
+/// Waits for a version other than `sent`'s (a stale mark alone moves no version and sends
+/// nothing); false when the watcher left or the server is draining.
+async fn next_version(
+    changes: &mut tokio::sync::watch::Receiver<Snapshot>,
+    updates: &tokio::sync::mpsc::Sender<Result<WatchResponse, Status>>,
+    shutdown: &CancellationToken,
+    sent: Option<&Snapshot>,
+) -> bool {
+    loop {
+        tokio::select! {
+            changed = changes.changed() => if changed.is_err() { return false },
+            () = updates.closed() => return false,
+            () = shutdown.cancelled() => {
+                // Never waits: a watcher that does not read still lets the server drain.
+                let _ = updates.try_send(Err(Error::ShuttingDown.into()));
+                return false;
             }
-            let version = changes.borrow().version;
-            if sent.as_ref().is_none_or(|last| last.version != version) {
-                break;
-            }
+        }
+        let version = changes.borrow().version;
+        if sent.is_none_or(|last| last.version != version) {
+            return true;
         }
     }
 }
@@ -662,7 +703,16 @@ mod tests {
         let (changes, receiver) = tokio::sync::watch::channel(top(1, 10));
         let (updates, mut received) = tokio::sync::mpsc::channel(WATCH_QUEUE);
         let shutdown = CancellationToken::new();
-        tokio::spawn(follow(1, receiver, updates, shutdown.clone()));
+        tokio::spawn(follow(
+            1,
+            Lineage {
+                epoch: "e1".to_owned(),
+                resume: None,
+            },
+            receiver,
+            updates,
+            shutdown.clone(),
+        ));
         // Keep up for a while: a snapshot, then one small delta per version.
         let first = next(&mut received).await;
         assert!(matches!(

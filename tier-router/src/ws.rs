@@ -309,7 +309,11 @@ fn handle(
             }
             None
         }
-        Op::Subscribe(Subscribe { tier, version }) => {
+        Op::Subscribe(Subscribe {
+            tier,
+            version,
+            epoch,
+        }) => {
             let Some(feed) = state.fanout.tiers.get(&tier) else {
                 return Some(error("unknown_tier", format!("no tier {tier}")));
             };
@@ -326,8 +330,11 @@ fn handle(
             subscriptions.insert(tier, stop.clone());
             // Subscribed before the history is read, so nothing falls between the two.
             let updates = feed.updates.subscribe();
-            // Version 0 is "none": versions count from 1.
-            let resume = (version > 0).then(|| feed.resume_from(version)).flatten();
+            // Version 0 is "none": versions count from 1; a version of another epoch (another
+            // router, or this one before a restart) is unrelated to these and never resumed.
+            let resume = (version > 0 && epoch == state.fanout.epoch)
+                .then(|| feed.resume_from(version))
+                .flatten();
             state.tasks.spawn(forward(
                 updates,
                 resume,

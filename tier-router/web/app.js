@@ -12,6 +12,7 @@ const versionLabel = document.getElementById("version");
 
 let tier = null;
 let version = null; // the last version applied, as the string the router sent
+let epoch = null; // the lineage that version counts in (one router's run)
 let rows = new Map(); // player -> {rank, score}
 let socket = null;
 let backoff = 1000;
@@ -63,12 +64,13 @@ function applySnapshot(update) {
     }
   }
   version = update.version;
+  epoch = update.epoch;
   render(changed);
 }
 
 function applyDelta(update) {
   const delta = update.delta;
-  if (delta.base !== version) {
+  if (delta.base !== version || update.epoch !== epoch) {
     // Out of step: follow the tier again from where this page is.
     socket.send(JSON.stringify({ unsubscribe: { tier } }));
     subscribe();
@@ -92,7 +94,10 @@ function applyDelta(update) {
 function subscribe() {
   if (!socket || socket.readyState !== WebSocket.OPEN || tier === null) return;
   const subscribe = { tier };
-  if (version !== null) subscribe.version = version;
+  if (version !== null && epoch !== null) {
+    subscribe.version = version;
+    subscribe.epoch = epoch;
+  }
   socket.send(JSON.stringify({ subscribe }));
 }
 
@@ -128,6 +133,7 @@ function choose(next, name) {
   }
   tier = next;
   version = null;
+  epoch = null;
   rows = new Map();
   render(new Map());
   caption.textContent = name + ": top 100";

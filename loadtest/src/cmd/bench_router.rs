@@ -391,7 +391,10 @@ impl Sightings {
         for (index, tier) in rewards::TIERS.iter().enumerate() {
             let mut grpc = LeaderboardServiceClient::new(channel.clone());
             let mut updates = grpc
-                .watch(WatchRequest { tier: tier.id })
+                .watch(WatchRequest {
+                    tier: tier.id,
+                    ..WatchRequest::default()
+                })
                 .await?
                 .into_inner();
             let (sightings, stop) = (Arc::clone(self), stop.clone());

@@ -169,7 +169,10 @@ pub(crate) async fn watch(
 ) -> anyhow::Result<()> {
     for (index, tier) in rewards::TIERS.iter().enumerate() {
         let mut updates = LeaderboardServiceClient::new(channel.clone())
-            .watch(WatchRequest { tier: tier.id })
+            .watch(WatchRequest {
+                tier: tier.id,
+                ..WatchRequest::default()
+            })
             .await?
             .into_inner();
         let (probes, stop, player) = (Arc::clone(probes), stop.clone(), probe_player(tier.id));

@@ -30,6 +30,8 @@ const HISTORY: usize = 64;
 #[derive(Debug)]
 pub(crate) struct Fanout {
     pub(super) tiers: HashMap<u32, TierFeed>,
+    /// The epoch of every version published (the cache's).
+    pub(super) epoch: String,
 }
 
 /// Updates kept per tier for subscribers that are behind.
@@ -51,8 +53,9 @@ impl Fanout {
             };
             let first = changes.borrow_and_update().clone();
             let (sender, _) = broadcast::channel(BROADCAST_CAPACITY);
+            let epoch = cache.epoch().to_owned();
             let (latest_tx, latest) =
-                watch::channel(Arc::new(Published::encode(tier, None, &first)));
+                watch::channel(Arc::new(Published::encode(tier, &epoch, None, &first)));
             let (broadcast_tx, stop) = (sender.clone(), stop.clone());
             let history = Arc::new(std::sync::Mutex::new(VecDeque::with_capacity(HISTORY)));
             let kept = Arc::clone(&history);
@@ -77,7 +80,7 @@ impl Fanout {
                         continue;
                     }
                     published_at = tokio::time::Instant::now();
-                    let update = Arc::new(Published::encode(tier, Some(&last), &current));
+                    let update = Arc::new(Published::encode(tier, &epoch, Some(&last), &current));
                     if let Ok(mut kept) = kept.lock() {
                         if kept.len() == HISTORY {
                             kept.pop_front();
@@ -99,7 +102,10 @@ impl Fanout {
                 },
             );
         }
-        Self { tiers }
+        Self {
+            tiers,
+            epoch: cache.epoch().to_owned(),
+        }
     }
 }
 

@@ -29,9 +29,10 @@ impl Published {
     /// Encodes `now`, `tier`'s top, as a `snapshot` frame and, when `before` is given, as the
     /// `delta` frame that brings a spectator from `before` to `now`.
     #[must_use]
-    pub fn encode(tier: u32, before: Option<&Snapshot>, now: &Snapshot) -> Self {
+    pub fn encode(tier: u32, epoch: &str, before: Option<&Snapshot>, now: &Snapshot) -> Self {
         let snapshot = update(
             tier,
+            epoch,
             now.version,
             watch_response::Update::Snapshot(SnapshotMessage {
                 entries: now.entries.to_vec(),
@@ -42,6 +43,7 @@ impl Published {
                 let Diff { upserts, removals } = Diff::between(&before.entries, &now.entries);
                 let delta = update(
                     tier,
+                    epoch,
                     now.version,
                     watch_response::Update::Delta(Delta {
                         base: before.version,
@@ -87,11 +89,12 @@ impl Published {
 }
 
 /// An `update` frame.
-fn update(tier: u32, version: u64, update: watch_response::Update) -> Utf8Bytes {
+fn update(tier: u32, epoch: &str, version: u64, update: watch_response::Update) -> Utf8Bytes {
     to_text(spectator_response::Frame::Update(WatchResponse {
         tier,
         version,
         update: Some(update),
+        epoch: epoch.to_owned(),
     }))
 }
 

@@ -274,10 +274,21 @@ async fn a_resumed_subscription_gets_the_deltas_since_its_version_then_live_ones
     for ada in [10, 20, 30] {
         publish(&state, &cache, tier, top(&[("ada", ada), ("bo", 5)])).await;
     }
+    let epoch = cache.epoch().to_owned();
+    // Version 1 of another lineage (another router, or this one before a restart): a snapshot.
+    let mut elsewhere = Spectator::connect(&state);
+    elsewhere
+        .text(&format!(
+            r#"{{"subscribe":{{"tier":{tier},"version":"1","epoch":"another"}}}}"#
+        ))
+        .await;
+    let snapshot = elsewhere.frame().await;
+    assert!(snapshot["update"]["snapshot"].is_object(), "{snapshot}");
+    assert_eq!(snapshot["update"]["epoch"], epoch.as_str());
     let mut resumed = Spectator::connect(&state);
     resumed
         .text(&format!(
-            r#"{{"subscribe":{{"tier":{tier},"version":"1"}}}}"#
+            r#"{{"subscribe":{{"tier":{tier},"version":"1","epoch":"{epoch}"}}}}"#
         ))
         .await;
     for (version, ada) in [(2, 20), (3, 30)] {
@@ -289,13 +300,14 @@ async fn a_resumed_subscription_gets_the_deltas_since_its_version_then_live_ones
                     "upserts": [{"rank": "1", "playerId": "ada", "score": ada.to_string()}],
                     "removals": [],
                 },
+                "epoch": epoch,
             }})
         );
     }
     // A version the router no longer has (or never had) gets the latest snapshot.
     let mut lost = Spectator::connect(&state);
     lost.text(&format!(
-        r#"{{"subscribe":{{"tier":{tier},"version":77}}}}"#
+        r#"{{"subscribe":{{"tier":{tier},"version":77,"epoch":"{epoch}"}}}}"#
     ))
     .await;
     let snapshot = lost.frame().await;
@@ -310,13 +322,15 @@ async fn a_resumed_subscription_gets_the_deltas_since_its_version_then_live_ones
             {"rank": "2", "playerId": "ada", "score": "30"},
         ],
         "removals": ["bo"],
-    }}});
+    }, "epoch": epoch}});
     assert_eq!(resumed.frame().await, live);
     assert_eq!(lost.frame().await, live);
     // Resuming from the latest version sends nothing until the next update.
     let mut current = Spectator::connect(&state);
     current
-        .text(&format!(r#"{{"subscribe":{{"tier":{tier},"version":4}}}}"#))
+        .text(&format!(
+            r#"{{"subscribe":{{"tier":{tier},"version":4,"epoch":"{epoch}"}}}}"#
+        ))
         .await;
     current.text(r#"{"ping":{}}"#).await;
     assert_eq!(current.frame().await, json!({"pong": {}}));
@@ -339,12 +353,12 @@ fn an_update_is_encoded_once_as_a_snapshot_and_as_a_delta_from_the_version_befor
         entries: Arc::new(top(&[("bo", 10), ("ada", 9), ("di", 2)])),
         ..Snapshot::default()
     };
-    let first = Published::encode(3, None, &before);
+    let first = Published::encode(3, "e1", None, &before);
     assert_eq!(
         (first.version(), first.base(), first.delta()),
         (6, None, None)
     );
-    let update = Published::encode(3, Some(&before), &now);
+    let update = Published::encode(3, "e1", Some(&before), &now);
     assert_eq!((update.version(), update.base()), (7, Some(6)));
     let snapshot: Value = serde_json::from_str(update.snapshot()).expect("JSON");
     assert_eq!(
@@ -353,7 +367,7 @@ fn an_update_is_encoded_once_as_a_snapshot_and_as_a_delta_from_the_version_befor
             {"rank": "1", "playerId": "bo", "score": "10"},
             {"rank": "2", "playerId": "ada", "score": "9"},
             {"rank": "3", "playerId": "di", "score": "2"},
-        ]}}})
+        ]}, "epoch": "e1"}})
     );
     let delta: Value = serde_json::from_str(update.delta().expect("a delta")).expect("JSON");
     assert_eq!(
@@ -362,7 +376,7 @@ fn an_update_is_encoded_once_as_a_snapshot_and_as_a_delta_from_the_version_befor
             {"rank": "1", "playerId": "bo", "score": "10"},
             {"rank": "2", "playerId": "ada", "score": "9"},
             {"rank": "3", "playerId": "di", "score": "2"},
-        ], "removals": ["cy"]}}})
+        ], "removals": ["cy"]}, "epoch": "e1"}})
     );
     let big = i64::MAX;
     let odd = Snapshot {
@@ -371,7 +385,7 @@ fn an_update_is_encoded_once_as_a_snapshot_and_as_a_delta_from_the_version_befor
         ..Snapshot::default()
     };
     let snapshot: Value =
-        serde_json::from_str(Published::encode(1, None, &odd).snapshot()).expect("JSON");
+        serde_json::from_str(Published::encode(1, "e1", None, &odd).snapshot()).expect("JSON");
     let entry = &snapshot["update"]["snapshot"]["entries"][0];
     assert_eq!(entry["playerId"], "quote\"d");
     // 64-bit integers are strings in the proto3 JSON mapping: no precision lost in a browser.

@@ -194,7 +194,10 @@ async fn watch_snapshots_match_get_top_at_the_same_version_and_players_have_neig
     let writer = crate::support::writer(&redis, dir.path(), 9).await;
     let mut grpc = client(&router).await;
     let mut updates = grpc
-        .watch(WatchRequest { tier: 2 })
+        .watch(WatchRequest {
+            tier: 2,
+            ..WatchRequest::default()
+        })
         .await
         .expect("Watch")
         .into_inner();
@@ -247,6 +250,75 @@ async fn watch_snapshots_match_get_top_at_the_same_version_and_players_have_neig
         .map(|e| (e.rank, e.player_id))
         .collect();
     assert_eq!(neighbours, vec![(2, "di".to_owned()), (4, "bo".to_owned())]);
+    writer.shutdown().await.expect("shutdown");
+    assert!(router.shutdown(Duration::from_secs(10)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_resumes_within_its_epoch_and_starts_over_from_another() {
+    use leaderboard_proto::v1::watch_response::Update;
+    let redis = RedisServer::start().expect("redis-server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let router = router(&redis).await;
+    let writer = crate::support::writer(&redis, dir.path(), 11).await;
+    let mut grpc = client(&router).await;
+    for (i, player) in ["ada", "bo", "cy", "di", "ed"].iter().enumerate() {
+        append(&writer, player, 10 * (i as i64 + 1)).await;
+    }
+    let first = crate::support::eventually("five players on the board", || {
+        let mut grpc = grpc.clone();
+        async move {
+            let mut stream = grpc
+                .watch(WatchRequest {
+                    tier: 2,
+                    ..WatchRequest::default()
+                })
+                .await
+                .ok()?
+                .into_inner();
+            let update = stream.message().await.ok()??;
+            match &update.update {
+                Some(Update::Snapshot(s)) if s.entries.len() == 5 => Some(update),
+                _ => None,
+            }
+        }
+    })
+    .await;
+    assert!(!first.epoch.is_empty());
+    // Resumed at the latest version of this epoch: the first message is the next change, as a
+    // delta from that version.
+    let mut resumed = grpc
+        .watch(WatchRequest {
+            tier: 2,
+            version: first.version,
+            epoch: first.epoch.clone(),
+        })
+        .await
+        .expect("Watch")
+        .into_inner();
+    // Another epoch (another router, or this one before a restart): a snapshot first.
+    let mut elsewhere = grpc
+        .watch(WatchRequest {
+            tier: 2,
+            version: first.version,
+            epoch: "another-router".into(),
+        })
+        .await
+        .expect("Watch")
+        .into_inner();
+    let snapshot = elsewhere.message().await.expect("a message").expect("open");
+    assert!(
+        matches!(snapshot.update, Some(Update::Snapshot(_))),
+        "{snapshot:?}"
+    );
+    // One score changes, no rank: a delta is smaller than the top.
+    append(&writer, "ada", 1).await;
+    let next = resumed.message().await.expect("a message").expect("open");
+    let Some(Update::Delta(delta)) = &next.update else {
+        panic!("expected a delta from the resumed version, got {next:?}");
+    };
+    assert_eq!(delta.base, first.version);
+    assert_eq!(next.epoch, first.epoch);
     writer.shutdown().await.expect("shutdown");
     assert!(router.shutdown(Duration::from_secs(10)).await);
 }

@@ -71,7 +71,13 @@ async fn bad_requests_get_clear_status_codes() {
         Some(Code::NotFound)
     );
     assert_eq!(
-        code(grpc.watch(WatchRequest { tier: 0 }).await),
+        code(
+            grpc.watch(WatchRequest {
+                tier: 0,
+                ..WatchRequest::default()
+            })
+            .await
+        ),
         Some(Code::NotFound)
     );
     assert!(router.shutdown(Duration::from_secs(10)).await);

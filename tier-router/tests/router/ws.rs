@@ -297,7 +297,9 @@ async fn a_spectator_resumes_from_its_last_version_with_deltas() {
     send(&mut socket, r#"{"subscribe":{"tier":4}}"#).await;
     assert!(is_snapshot(next(&mut socket).await));
     writer.append(score(4, "ada", 5)).await.expect("append");
-    let version = update(next(&mut socket).await).version;
+    let first = update(next(&mut socket).await);
+    let (version, epoch) = (first.version, first.epoch);
+    assert!(!epoch.is_empty());
 
     // bo arrives while this spectator is away; the first one shows when it was published.
     writer.append(score(4, "bo", 7)).await.expect("append");
@@ -309,7 +311,7 @@ async fn a_spectator_resumes_from_its_last_version_with_deltas() {
     let mut socket = connect(router.http_addr()).await;
     send(
         &mut socket,
-        &format!(r#"{{"subscribe":{{"tier":4,"version":"{version}"}}}}"#),
+        &format!(r#"{{"subscribe":{{"tier":4,"version":"{version}","epoch":"{epoch}"}}}}"#),
     )
     .await;
     let resumed = update(next(&mut socket).await);
@@ -320,10 +322,42 @@ async fn a_spectator_resumes_from_its_last_version_with_deltas() {
     assert_eq!(delta.upserts[0].player_id, "bo", "{resumed:?}");
     send(&mut socket, r#"{"unsubscribe":{"tier":4}}"#).await;
     // A version the router never published: a snapshot.
-    send(&mut socket, r#"{"subscribe":{"tier":4,"version":999999}}"#).await;
+    send(
+        &mut socket,
+        &format!(r#"{{"subscribe":{{"tier":4,"version":999999,"epoch":"{epoch}"}}}}"#),
+    )
+    .await;
     assert!(is_snapshot(next(&mut socket).await));
+
+    // Another router on the same Redis counts its own versions: a spectator that moves there
+    // with this router's version gets a snapshot, never deltas of an unrelated lineage, and the
+    // board it rebuilds equals GetTop.
+    let other = crate::support::router(&redis).await;
+    let mut moved = connect(other.http_addr()).await;
+    send(
+        &mut moved,
+        &format!(r#"{{"subscribe":{{"tier":4,"version":"{version}","epoch":"{epoch}"}}}}"#),
+    )
+    .await;
+    let there = update(next(&mut moved).await);
+    assert_ne!(there.epoch, epoch, "each router has its own epoch");
+    let Some(Update::Snapshot(snapshot)) = &there.update else {
+        panic!("a version of another epoch must get a snapshot, got {there:?}");
+    };
+    let top = crate::support::client(&other)
+        .await
+        .get_top(leaderboard_proto::v1::GetTopRequest {
+            tier: 4,
+            offset: 0,
+            limit: 100,
+        })
+        .await
+        .expect("GetTop")
+        .into_inner();
+    assert_eq!(snapshot.entries, top.entries);
     writer.shutdown().await.expect("shutdown");
     assert!(router.shutdown(Duration::from_secs(10)).await);
+    assert!(other.shutdown(Duration::from_secs(10)).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
