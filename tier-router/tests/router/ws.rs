@@ -12,7 +12,7 @@ use leaderboard_proto::v1::{Entry, GetTopRequest, SpectatorResponse, WatchRespon
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::support::{DEADLINE, client, router, router_with, score};
+use crate::support::{DEADLINE, client, eventually, router, router_with, score};
 
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -333,6 +333,34 @@ async fn a_spectator_resumes_from_its_last_version_with_deltas() {
     // with this router's version gets a snapshot, never deltas of an unrelated lineage, and the
     // board it rebuilds equals GetTop.
     let other = crate::support::router(&redis).await;
+    // Once it has read the board (nothing is appended meanwhile, so it stays the same).
+    let top = eventually("the other router has read the board", || async {
+        let top = client(&other)
+            .await
+            .get_top(leaderboard_proto::v1::GetTopRequest {
+                tier: 4,
+                offset: 0,
+                limit: 100,
+            })
+            .await
+            .ok()?
+            .into_inner();
+        (top.entries.len() == 2).then_some(top)
+    })
+    .await;
+    // And has published it to its spectators (a plain subscription shows both players).
+    let mut probe = connect(other.http_addr()).await;
+    send(&mut probe, r#"{"subscribe":{"tier":4}}"#).await;
+    loop {
+        let seen = update(next(&mut probe).await);
+        if let Some(Update::Snapshot(snapshot)) = &seen.update
+            && snapshot.entries.len() == 2
+        {
+            break;
+        }
+        send(&mut probe, r#"{"unsubscribe":{"tier":4}}"#).await;
+        send(&mut probe, r#"{"subscribe":{"tier":4}}"#).await;
+    }
     let mut moved = connect(other.http_addr()).await;
     send(
         &mut moved,
@@ -344,17 +372,8 @@ async fn a_spectator_resumes_from_its_last_version_with_deltas() {
     let Some(Update::Snapshot(snapshot)) = &there.update else {
         panic!("a version of another epoch must get a snapshot, got {there:?}");
     };
-    let top = crate::support::client(&other)
-        .await
-        .get_top(leaderboard_proto::v1::GetTopRequest {
-            tier: 4,
-            offset: 0,
-            limit: 100,
-        })
-        .await
-        .expect("GetTop")
-        .into_inner();
     assert_eq!(snapshot.entries, top.entries);
+    assert_eq!(there.version, top.version);
     writer.shutdown().await.expect("shutdown");
     assert!(router.shutdown(Duration::from_secs(10)).await);
     assert!(other.shutdown(Duration::from_secs(10)).await);
