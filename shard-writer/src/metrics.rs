@@ -1,6 +1,8 @@
 //! Metric names of the shard writer, recorded through the `metrics` facade. The binary that
 //! embeds the writer chooses the exporter.
 
+/// 1, labelled with the running `version` (gauge).
+pub const BUILD_INFO: &str = "hunt_writer_build_info";
 /// Events accepted into the commit queue (counter).
 pub const APPENDED: &str = "hunt_writer_appended_total";
 /// Events committed to SQLite (counter).
@@ -51,6 +53,8 @@ pub const CLAIMS_GATE_FORCED: &str = "hunt_writer_claims_gate_forced_total";
 /// Registers the descriptions of every writer metric with the installed recorder.
 pub fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(BUILD_INFO, "1, labelled with the version running.");
+    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     // Counters without labels exist from the start, at 0, so `rate()` over them reads 0
     // rather than no data before their first event.
     for name in [

@@ -10,6 +10,8 @@ pub const REPLAY_REQUESTS: &str = "hunt_router_replay_requests_total";
 /// How far a tier's applying is behind, in seconds: the age of the last applied entry while
 /// reads come back full, 0 once caught up; by `tier` (gauge).
 pub const LAG_SECONDS: &str = "hunt_router_lag_seconds";
+/// 1, labelled with the running `version` (gauge).
+pub const BUILD_INFO: &str = "hunt_router_build_info";
 /// Live routers this router sees, itself included (gauge).
 pub const ROUTERS: &str = "hunt_router_live_routers";
 /// Player totals refused for leaving the exact integer range (counter).
@@ -55,6 +57,8 @@ pub const SAGA_SWEEP_SECONDS: &str = "hunt_router_saga_sweep_seconds";
 /// Registers the descriptions of every router metric with the installed recorder.
 pub fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(BUILD_INFO, "1, labelled with the version running.");
+    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     // Counters without labels exist from the start, at 0, so `rate()` over them reads 0
     // rather than no data before their first event.
     for name in [

@@ -103,5 +103,12 @@ async fn the_router_binary_serves_prometheus_metrics() {
         "{body}"
     );
     assert!(body.contains("\nhunt_router_fenced_total 0\n"), "{body}");
+    assert!(
+        body.contains(&format!(
+            "hunt_router_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{body}"
+    );
     assert!(router.terminate().success());
 }
