@@ -135,15 +135,7 @@ fn short_hunt(command: &str, extra: &[&str]) -> (String, tempfile::TempDir) {
         svg.to_str().expect("utf-8 path"),
     ];
     args.extend_from_slice(extra);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_loadtest"))
-        .args(&args)
-        .env_remove("HUNT_REDIS_URL")
-        .output()
-        .expect("run loadtest");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
-    (stdout, dir)
+    (loadtest(&args), dir)
 }
 
 #[test]
@@ -190,22 +182,15 @@ fn the_baseline_is_reported_beside_the_pipeline() {
 
 #[test]
 fn bench_rebuild_brings_every_board_back_after_a_flushall_and_a_restart_empty() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_loadtest"))
-        .args([
-            "bench-rebuild",
-            "--events",
-            "3000",
-            "--players",
-            "50",
-            "--limit-s",
-            "60",
-        ])
-        .env_remove("HUNT_REDIS_URL")
-        .output()
-        .expect("run loadtest");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let stdout = loadtest(&[
+        "bench-rebuild",
+        "--events",
+        "3000",
+        "--players",
+        "50",
+        "--limit-s",
+        "60",
+    ]);
     assert!(
         stdout.contains("| events/s |")
             && stdout.contains("every board equals the appended totals after each rebuild")

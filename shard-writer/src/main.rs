@@ -86,7 +86,7 @@ struct ServeArgs {
     /// Where HTTP serves Prometheus metrics (`/metrics`) and liveness (`/healthz`); `off` (or
     /// an empty value) serves none.
     #[arg(long, env = "HUNT_METRICS_ADDR", default_value = "0.0.0.0:9102")]
-    metrics_addr: MetricsAddr,
+    metrics_addr: hunt_serve::cli::AddrOrOff,
     /// The most gRPC connections open at once.
     #[arg(long, env = "HUNT_MAX_CONNECTIONS", default_value_t = 1_024)]
     max_connections: usize,
@@ -122,25 +122,6 @@ struct ServeArgs {
     /// whether the boards are rebuilt), in milliseconds.
     #[arg(long, env = "HUNT_CLAIMS_POLL_MS", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     claims_poll_ms: u64,
-}
-
-/// `--metrics-addr`: an address, or `off`.
-#[derive(Debug, Clone, Copy)]
-struct MetricsAddr(Option<SocketAddr>);
-
-impl std::str::FromStr for MetricsAddr {
-    type Err = String;
-
-    fn from_str(value: &str) -> Result<Self, Self::Err> {
-        let value = value.trim();
-        if value.is_empty() || value.eq_ignore_ascii_case("off") {
-            return Ok(Self(None));
-        }
-        value
-            .parse()
-            .map(|addr| Self(Some(addr)))
-            .map_err(|err| format!("{err}: expected host:port (an IP address) or `off`"))
-    }
 }
 
 #[derive(Debug, clap::Args)]

@@ -30,7 +30,7 @@ struct Args {
     /// so they answer whatever clients do to the HTTP port; `off` (the default) serves them on
     /// the HTTP port only.
     #[arg(long, env = "HUNT_ADMIN_ADDR", default_value = "off")]
-    admin_addr: AdminAddr,
+    admin_addr: hunt_serve::cli::AddrOrOff,
     /// Tier lease time-to-live, in milliseconds.
     #[arg(long, env = "HUNT_LEASE_TTL_MS", default_value_t = millis(config::DEFAULT_LEASE_TTL))]
     lease_ttl_ms: u64,
@@ -189,23 +189,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     })
-}
-
-/// `--admin-addr`: an address, or `off`.
-#[derive(Debug, Clone, Copy)]
-struct AdminAddr(Option<SocketAddr>);
-
-impl std::str::FromStr for AdminAddr {
-    type Err = String;
-
-    fn from_str(value: &str) -> Result<Self, Self::Err> {
-        let value = value.trim();
-        if value.is_empty() || value.eq_ignore_ascii_case("off") {
-            return Ok(Self(None));
-        }
-        value
-            .parse()
-            .map(|addr| Self(Some(addr)))
-            .map_err(|err| format!("{err}: expected host:port (an IP address) or `off`"))
-    }
 }

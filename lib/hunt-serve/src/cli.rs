@@ -38,3 +38,39 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
         ExitCode::FAILURE
     })
 }
+
+/// A listening address flag that may be turned off: `host:port` (an IP address), or `off` (or
+/// an empty value) for none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddrOrOff(pub Option<std::net::SocketAddr>);
+
+impl std::str::FromStr for AddrOrOff {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        let value = value.trim();
+        if value.is_empty() || value.eq_ignore_ascii_case("off") {
+            return Ok(Self(None));
+        }
+        value
+            .parse()
+            .map(|addr| Self(Some(addr)))
+            .map_err(|err| format!("{err}: expected host:port (an IP address) or `off`"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AddrOrOff;
+
+    #[test]
+    fn an_address_or_off() {
+        assert_eq!("off".parse::<AddrOrOff>(), Ok(AddrOrOff(None)));
+        assert_eq!(" ".parse::<AddrOrOff>(), Ok(AddrOrOff(None)));
+        assert_eq!(
+            "127.0.0.1:9101".parse::<AddrOrOff>(),
+            Ok(AddrOrOff(Some(([127, 0, 0, 1], 9101).into())))
+        );
+        assert!("localhost".parse::<AddrOrOff>().is_err());
+    }
+}
