@@ -72,37 +72,19 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let started = Instant::now();
     let totals = append(&writer, args.events, args.players).await?;
     let appended = started.elapsed();
-    let events = wait_reached(
-        &mut conn,
-        std::slice::from_ref(&writer),
-        keys::tier_applied,
-        limit,
-    )
-    .await?;
+    let events = applied(&mut conn, &writer, limit).await?;
     let first = started.elapsed();
 
     let flushed = Instant::now();
     redis::cmd("FLUSHALL").query_async::<()>(&mut conn).await?;
-    wait_reached(
-        &mut conn,
-        std::slice::from_ref(&writer),
-        keys::tier_applied,
-        limit,
-    )
-    .await?;
+    applied(&mut conn, &writer, limit).await?;
     let rebuilt = flushed.elapsed();
     check_boards(&mut conn, &totals).await?;
 
     let killed = Instant::now();
     let restarted = if redis.restart_empty()? {
         let mut conn = reconnect(&client, limit).await?;
-        wait_reached(
-            &mut conn,
-            std::slice::from_ref(&writer),
-            keys::tier_applied,
-            limit,
-        )
-        .await?;
+        applied(&mut conn, &writer, limit).await?;
         let restarted = killed.elapsed();
         check_boards(&mut conn, &totals).await?;
         Some(restarted)
@@ -147,6 +129,22 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         bail!("the router did not stop within 10 s");
     }
     Ok(())
+}
+
+/// Waits (up to `limit`) until the router has applied everything `writer` committed; returns
+/// how many events that is.
+async fn applied(
+    conn: &mut redis::aio::MultiplexedConnection,
+    writer: &ShardWriter,
+    limit: Duration,
+) -> anyhow::Result<u64> {
+    wait_reached(
+        conn,
+        std::slice::from_ref(writer),
+        keys::tier_applied,
+        limit,
+    )
+    .await
 }
 
 /// A new connection once Redis answers again, within `limit`.
