@@ -378,8 +378,9 @@ impl Drop for RedisServer {
 /// Primaries of a [`RedisCluster`].
 pub const CLUSTER_PRIMARIES: usize = 3;
 
-/// A private Redis Cluster of [`CLUSTER_PRIMARIES`] primaries (no replicas), each a
-/// `redis-server` child on free loopback ports, owned by the test that started it.
+/// A private Redis Cluster of [`CLUSTER_PRIMARIES`] primaries (with one replica each when
+/// started by [`RedisCluster::start_replicated`]), each a `redis-server` child on free loopback
+/// ports, owned by the test that started it.
 ///
 /// Dropping it kills and reaps every node and removes their directories.
 #[derive(Debug)]
@@ -393,6 +394,7 @@ pub struct RedisCluster {
 #[derive(Debug)]
 struct ClusterNode {
     port: u16,
+    bus_port: u16,
     client: redis::Client,
     child: Child,
 }
@@ -446,7 +448,7 @@ impl RedisCluster {
     /// A client for the node at `index` alone (no cluster routing).
     ///
     /// # Panics
-    /// When `index` is not below [`CLUSTER_PRIMARIES`].
+    /// When `index` is not below the number of nodes.
     #[must_use]
     pub fn node_client(&self, index: usize) -> redis::Client {
         self.nodes[index].client.clone()
@@ -471,39 +473,51 @@ impl RedisCluster {
     }
 
     fn start_node(&self, binary: &Path, index: usize) -> Result<ClusterNode, TestkitError> {
-        let dir = self.dir.path().join(format!("node-{index}"));
-        fs::create_dir_all(&dir).map_err(TestkitError::io("creating a node directory"))?;
         let mut last = None;
         for _ in 0..START_ATTEMPTS {
             let port = free_port()?;
             // The cluster bus gets a port of its own: port + 10000 may not exist.
             let bus_port = free_port()?;
-            let extra = [
-                "--cluster-enabled".to_owned(),
-                "yes".to_owned(),
-                "--cluster-config-file".to_owned(),
-                dir.join(format!("nodes-{index}.conf"))
-                    .display()
-                    .to_string(),
-                "--cluster-port".to_owned(),
-                bus_port.to_string(),
-                "--cluster-node-timeout".to_owned(),
-                "5000".to_owned(),
-            ];
-            match spawn_ready(binary, port, &dir, &extra, false) {
-                Ok((child, client)) => {
-                    return Ok(ClusterNode {
-                        port,
-                        client,
-                        child,
-                    });
-                }
+            match self.spawn_node(binary, index, port, bus_port) {
+                Ok(node) => return Ok(node),
                 Err(error) => last = Some(error),
             }
         }
         Err(TestkitError::StartFailed {
             attempts: START_ATTEMPTS,
             last: Box::new(last.unwrap_or(TestkitError::NotRunning)),
+        })
+    }
+
+    /// Starts node `index` on the given ports, with its directory and cluster config file (kept
+    /// across restarts, so a restarted node rejoins as itself; its data is never saved).
+    fn spawn_node(
+        &self,
+        binary: &Path,
+        index: usize,
+        port: u16,
+        bus_port: u16,
+    ) -> Result<ClusterNode, TestkitError> {
+        let dir = self.dir.path().join(format!("node-{index}"));
+        fs::create_dir_all(&dir).map_err(TestkitError::io("creating a node directory"))?;
+        let extra = [
+            "--cluster-enabled".to_owned(),
+            "yes".to_owned(),
+            "--cluster-config-file".to_owned(),
+            dir.join(format!("nodes-{index}.conf"))
+                .display()
+                .to_string(),
+            "--cluster-port".to_owned(),
+            bus_port.to_string(),
+            "--cluster-node-timeout".to_owned(),
+            "5000".to_owned(),
+        ];
+        let (child, client) = spawn_ready(binary, port, &dir, &extra, false)?;
+        Ok(ClusterNode {
+            port,
+            bus_port,
+            client,
+            child,
         })
     }
 
@@ -515,6 +529,7 @@ impl RedisCluster {
             .args(
                 self.nodes
                     .iter()
+                    .take(CLUSTER_PRIMARIES)
                     .map(|node| format!("127.0.0.1:{}", node.port)),
             )
             .args(["--cluster-replicas", "0", "--cluster-yes"])
@@ -547,7 +562,7 @@ impl RedisCluster {
                 .arg("INFO")
                 .query(&mut connection)
                 .ok()?;
-            let known = format!("cluster_known_nodes:{CLUSTER_PRIMARIES}");
+            let known = format!("cluster_known_nodes:{}", self.nodes.len());
             let ok = info.lines().any(|line| line.trim() == "cluster_state:ok")
                 && info.lines().any(|line| line.trim() == known);
             (!ok).then_some(info)

@@ -1,5 +1,7 @@
 //! A Redis primary with one replica and three sentinels, for failover tests, and the
-//! [`TcpProxy`] its replication link runs through so a test can cut that link.
+//! [`TcpProxy`] its replication link runs through so a test can cut that link; and the controls
+//! of a Redis Cluster with replicas ([`RedisCluster::start_replicated`]) for the same failover on
+//! a Cluster.
 //!
 //! Design constraints:
 //! - The replica reaches the primary only through the proxy: cutting the proxy closes the
@@ -19,7 +21,11 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::{READY_TIMEOUT, RedisServer, TestkitError};
+use rustix::process::{Pid, Signal, kill_process};
+
+use crate::{
+    CLUSTER_PRIMARIES, READY_TIMEOUT, RedisCluster, RedisServer, TestkitError, find_on_path,
+};
 
 /// The service name the sentinels monitor.
 pub const SERVICE: &str = "hunt";
@@ -344,7 +350,11 @@ fn info_text(server: &RedisServer) -> Result<String, TestkitError> {
 }
 
 fn info_field(server: &RedisServer, name: &str) -> Result<u64, TestkitError> {
-    let info = info_text(server)?;
+    field(&info_text(server)?, name)
+}
+
+/// The numeric field `name` of an `INFO` text.
+fn field(info: &str, name: &str) -> Result<u64, TestkitError> {
     info.lines()
         .find_map(|line| {
             line.strip_prefix(name)?
@@ -384,4 +394,208 @@ fn wait_until(
         }
         thread::sleep(crate::POLL_INTERVAL);
     }
+}
+
+/// A Redis Cluster whose primaries each have a replica, and the faults a lost-writes failover
+/// needs.
+///
+/// Design constraints:
+/// - Node `i` below [`CLUSTER_PRIMARIES`] is a primary; node `CLUSTER_PRIMARIES + i` is its
+///   replica.
+/// - A cluster replica reaches its primary at the address the cluster announces, so no proxy
+///   sits on that link. [`RedisCluster::cut_replication`] pauses every replica and then has each
+///   primary close its replica link: what the kernel already buffered is delivered when the
+///   replica resumes, and nothing written after the cut is, because the paused replica cannot
+///   reconnect before [`RedisCluster::kill_primaries`].
+impl RedisCluster {
+    /// Starts [`CLUSTER_PRIMARIES`] primaries owning every slot, then one replica for each,
+    /// returning once every replica is in sync.
+    ///
+    /// # Errors
+    ///
+    /// Any start error of [`RedisCluster::start`]; [`TestkitError::NotReady`] when a replica did
+    /// not attach or catch up within 10 s.
+    pub fn start_replicated() -> Result<Self, TestkitError> {
+        let server = find_on_path("redis-server").ok_or(TestkitError::NotInstalled)?;
+        let mut cluster = Self::start()?;
+        for index in 0..CLUSTER_PRIMARIES {
+            let replica = cluster.start_node(&server, CLUSTER_PRIMARIES + index)?;
+            cluster.nodes.push(replica);
+        }
+        for index in 0..CLUSTER_PRIMARIES {
+            let primary = &cluster.nodes[index];
+            let replica = &cluster.nodes[CLUSTER_PRIMARIES + index];
+            let primary_id: String = {
+                let mut conn = primary.client.get_connection_with_timeout(READY_TIMEOUT)?;
+                redis::cmd("CLUSTER").arg("MYID").query(&mut conn)?
+            };
+            let mut conn = replica.client.get_connection_with_timeout(READY_TIMEOUT)?;
+            redis::cmd("CLUSTER")
+                .arg("MEET")
+                .arg("127.0.0.1")
+                .arg(primary.port)
+                .arg(primary.bus_port)
+                .query::<()>(&mut conn)?;
+            // The replica can follow its primary once the handshake has introduced them.
+            wait_until(
+                replica.port,
+                "the replica to attach to its primary",
+                || match redis::cmd("CLUSTER")
+                    .arg("REPLICATE")
+                    .arg(&primary_id)
+                    .query::<()>(&mut conn)
+                {
+                    Ok(()) => Ok(true),
+                    Err(error) if matches!(error.kind(), redis::ErrorKind::Server(_)) => Ok(false),
+                    Err(error) => Err(error.into()),
+                },
+            )?;
+        }
+        cluster.wait_settled()?;
+        cluster.wait_in_sync()?;
+        Ok(cluster)
+    }
+
+    /// Returns once every replica's link is up and its offset equals its primary's.
+    ///
+    /// # Errors
+    ///
+    /// [`TestkitError::NotReady`] when that did not happen within 10 s.
+    pub fn wait_in_sync(&self) -> Result<(), TestkitError> {
+        for index in 0..CLUSTER_PRIMARIES {
+            let replica = self.replica(index)?;
+            wait_until(replica.port, "a replica to be in sync", || {
+                let up = node_info(replica)?.contains("master_link_status:up");
+                Ok(up && self.replica_offset(index)? == self.primary_offset(index)?)
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The replication offset of primary `index` (`master_repl_offset`).
+    ///
+    /// # Errors
+    ///
+    /// [`TestkitError::Redis`] when the node does not answer.
+    pub fn primary_offset(&self, index: usize) -> Result<u64, TestkitError> {
+        let primary = self.nodes.get(index).ok_or(TestkitError::NotRunning)?;
+        field(&node_info(primary)?, "master_repl_offset")
+    }
+
+    /// How far the replica of primary `index` has replicated: its `slave_repl_offset`, or its
+    /// own `master_repl_offset` once promoted.
+    ///
+    /// # Errors
+    ///
+    /// [`TestkitError::Redis`] when the node does not answer.
+    pub fn replica_offset(&self, index: usize) -> Result<u64, TestkitError> {
+        let info = node_info(self.replica(index)?)?;
+        field(&info, "slave_repl_offset").or_else(|_| field(&info, "master_repl_offset"))
+    }
+
+    /// Cuts every replication link: pauses each replica (SIGSTOP), then has each primary close
+    /// its replica connections. The primaries keep answering clients.
+    ///
+    /// # Errors
+    ///
+    /// [`TestkitError::Redis`] when a primary does not answer.
+    pub fn cut_replication(&self) -> Result<(), TestkitError> {
+        for node in &self.nodes[CLUSTER_PRIMARIES..] {
+            kill_process(Pid::from_child(&node.child), Signal::STOP)
+                .map_err(|errno| TestkitError::io("pausing a replica")(errno.into()))?;
+        }
+        for node in &self.nodes[..CLUSTER_PRIMARIES] {
+            let mut conn = node.client.get_connection_with_timeout(READY_TIMEOUT)?;
+            redis::cmd("CLIENT")
+                .arg("KILL")
+                .arg("TYPE")
+                .arg("replica")
+                .query::<i64>(&mut conn)?;
+        }
+        Ok(())
+    }
+
+    /// Kills every primary (SIGKILL): their last writes exist nowhere else.
+    pub fn kill_primaries(&mut self) {
+        for node in &mut self.nodes[..CLUSTER_PRIMARIES] {
+            crate::kill_and_reap(&mut node.child);
+        }
+    }
+
+    /// Resumes the replicas and promotes each with `CLUSTER FAILOVER TAKEOVER`, returning once
+    /// each answers as a primary and reports `cluster_state:ok`.
+    ///
+    /// # Errors
+    ///
+    /// [`TestkitError::Redis`] when a replica refuses; [`TestkitError::NotReady`] when the
+    /// cluster did not settle within 10 s.
+    pub fn take_over(&self) -> Result<(), TestkitError> {
+        for node in &self.nodes[CLUSTER_PRIMARIES..] {
+            crate::resume_child(&node.child);
+        }
+        for index in 0..CLUSTER_PRIMARIES {
+            let replica = self.replica(index)?;
+            // Once it has read what its socket held and noticed the link is gone.
+            wait_until(replica.port, "a resumed replica to lose its link", || {
+                Ok(node_info(replica)?.contains("master_link_status:down"))
+            })?;
+            let mut conn = replica.client.get_connection_with_timeout(READY_TIMEOUT)?;
+            redis::cmd("CLUSTER")
+                .arg("FAILOVER")
+                .arg("TAKEOVER")
+                .query::<()>(&mut conn)?;
+        }
+        for index in 0..CLUSTER_PRIMARIES {
+            let replica = self.replica(index)?;
+            wait_until(replica.port, "a replica to take over", || {
+                let mut conn = replica.client.get_connection_with_timeout(READY_TIMEOUT)?;
+                let cluster: String = redis::cmd("CLUSTER").arg("INFO").query(&mut conn)?;
+                Ok(node_info(replica)?.contains("role:master")
+                    && cluster
+                        .lines()
+                        .any(|line| line.trim() == "cluster_state:ok"))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Starts the killed primaries again, empty, on their ports: each rejoins, learns that its
+    /// slots moved and becomes a replica of the node that took them. Returns once every one of
+    /// them is in sync.
+    ///
+    /// # Errors
+    ///
+    /// Any start error; [`TestkitError::NotReady`] when a node did not become an in-sync
+    /// replica within 10 s.
+    pub fn restart_primaries(&mut self) -> Result<(), TestkitError> {
+        let server = find_on_path("redis-server").ok_or(TestkitError::NotInstalled)?;
+        for index in 0..CLUSTER_PRIMARIES {
+            let (port, bus_port) = (self.nodes[index].port, self.nodes[index].bus_port);
+            let node = self.spawn_node(&server, index, port, bus_port)?;
+            self.nodes[index] = node;
+        }
+        for index in 0..CLUSTER_PRIMARIES {
+            let node = &self.nodes[index];
+            let promoted = self.replica(index)?;
+            wait_until(node.port, "an old primary to replicate the new one", || {
+                let info = node_info(node)?;
+                Ok(info.contains("role:slave")
+                    && info.contains("master_link_status:up")
+                    && field(&info, "slave_repl_offset")?
+                        == field(&node_info(promoted)?, "master_repl_offset")?)
+            })?;
+        }
+        Ok(())
+    }
+
+    fn replica(&self, index: usize) -> Result<&crate::ClusterNode, TestkitError> {
+        self.nodes
+            .get(CLUSTER_PRIMARIES + index)
+            .ok_or(TestkitError::NotRunning)
+    }
+}
+
+fn node_info(node: &crate::ClusterNode) -> Result<String, TestkitError> {
+    let mut conn = node.client.get_connection_with_timeout(READY_TIMEOUT)?;
+    Ok(redis::cmd("INFO").arg("replication").query(&mut conn)?)
 }

@@ -24,8 +24,14 @@ pub(crate) fn shard_writer(args: &[&str]) -> std::process::Output {
 
 /// A writer configuration with short timers, relaying to `redis`.
 pub(crate) fn config(dir: &Path, shard_id: u32, redis: &RedisServer) -> WriterConfig {
-    let mut config = WriterConfig::new(dir.join(format!("shard-{shard_id}.sqlite")), shard_id)
-        .with_redis(redis.url());
+    timers(
+        WriterConfig::new(dir.join(format!("shard-{shard_id}.sqlite")), shard_id)
+            .with_redis(redis.url()),
+    )
+}
+
+/// `config` with the short timers of these tests.
+pub(crate) fn timers(mut config: WriterConfig) -> WriterConfig {
     config.ack_poll_interval = Duration::from_millis(20);
     config.reconnect_backoff = Duration::from_millis(20);
     config.max_reconnect_backoff = Duration::from_millis(200);
