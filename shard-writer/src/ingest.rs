@@ -80,6 +80,9 @@ pub struct IngestConfig {
     /// How long a client may take to open a connection (the HTTP/2 preface on the gRPC port,
     /// each request head on the metrics port); past it the connection is closed.
     pub handshake_timeout: Duration,
+    /// How long a gRPC connection may have no request in service before it is closed; `None`
+    /// never closes it.
+    pub grpc_idle_timeout: Option<Duration>,
     /// The most gRPC connections open at once from one client address; 0 for no limit.
     pub max_connections_per_ip: usize,
     /// The most events in one `Append` (at most the writer's `queue_capacity`, so a request
@@ -104,6 +107,7 @@ impl IngestConfig {
             grpc_addr: SocketAddr::from(([0, 0, 0, 0], 50_052)),
             max_connections: 1_024,
             handshake_timeout: listener::DEFAULT_HANDSHAKE_TIMEOUT,
+            grpc_idle_timeout: Some(hunt_serve::idle::DEFAULT_IDLE_TIMEOUT),
             max_connections_per_ip: 0,
             max_batch,
             compensation_wait: Duration::from_secs(1),
@@ -121,6 +125,15 @@ impl IngestConfig {
             return Err(ConfigError::Invalid {
                 field: "max_connections",
                 reason: "must be at least 1".into(),
+            });
+        }
+        if self
+            .grpc_idle_timeout
+            .is_some_and(|timeout| timeout.is_zero())
+        {
+            return Err(ConfigError::Invalid {
+                field: "grpc_idle_timeout",
+                reason: "must be longer than zero (none never closes a connection)".into(),
             });
         }
         if self.handshake_timeout.is_zero() {
@@ -352,7 +365,8 @@ impl Sidecar {
             self.config.max_connections,
             self.config.handshake_timeout,
         )
-        .with_per_ip(self.config.max_connections_per_ip);
+        .with_per_ip(self.config.max_connections_per_ip)
+        .with_idle_timeout(self.config.grpc_idle_timeout);
         let shutdown = cancel.clone();
         tracker.spawn(hunt_serve::grpc::serve(
             Routes::new(server),

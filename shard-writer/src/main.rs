@@ -95,6 +95,10 @@ struct ServeArgs {
     /// closed.
     #[arg(long, env = "HUNT_HANDSHAKE_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     handshake_timeout_ms: u64,
+    /// How long a gRPC connection may have no request in service before it is closed, in
+    /// milliseconds; 0 never closes it. HTTP/2 pings do not count as activity.
+    #[arg(long, env = "HUNT_GRPC_IDLE_TIMEOUT_MS", default_value_t = 300_000)]
+    grpc_idle_timeout_ms: u64,
     /// The most gRPC connections open at once from one client address; 0 (the default) for no
     /// limit.
     #[arg(long, env = "HUNT_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
@@ -256,6 +260,8 @@ async fn serve(args: ServeArgs) -> ExitCode {
     config.grpc_addr = args.grpc_addr;
     config.max_connections = args.max_connections;
     config.handshake_timeout = Duration::from_millis(args.handshake_timeout_ms);
+    config.grpc_idle_timeout =
+        (args.grpc_idle_timeout_ms > 0).then(|| Duration::from_millis(args.grpc_idle_timeout_ms));
     config.max_connections_per_ip = args.max_connections_per_ip;
     if let Some(max_batch) = args.max_batch {
         config.max_batch = max_batch;

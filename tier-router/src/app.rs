@@ -178,7 +178,8 @@ impl App {
             self.config.max_grpc_connections,
             self.config.handshake_timeout,
         )
-        .with_per_ip(self.config.max_connections_per_ip);
+        .with_per_ip(self.config.max_connections_per_ip)
+        .with_idle_timeout(self.config.grpc_idle_timeout);
         let routes = self.reflection.add_service(service);
         // Each Watch is one stream of a connection's bound.
         tracker.spawn(hunt_serve::grpc::serve(

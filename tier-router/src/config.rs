@@ -108,6 +108,9 @@ pub struct RouterConfig {
     /// each request head on the HTTP port. Past it the connection is closed, so silent and
     /// slow-loris sockets cannot hold the connection caps.
     pub handshake_timeout: Duration,
+    /// How long a gRPC connection may have no request in service before it is closed; `None`
+    /// never closes it.
+    pub grpc_idle_timeout: Option<Duration>,
     /// How often at most a tier's WebSocket spectators get an update (changes in between are
     /// coalesced into one).
     pub ws_coalesce: Duration,
@@ -244,6 +247,7 @@ impl RouterConfig {
             admin_addr: None,
             max_connections_per_ip: 0,
             handshake_timeout: hunt_serve::listener::DEFAULT_HANDSHAKE_TIMEOUT,
+            grpc_idle_timeout: Some(hunt_serve::idle::DEFAULT_IDLE_TIMEOUT),
             ws_coalesce: DEFAULT_WS_COALESCE,
             ws: WsLimits::DEFAULT,
             saga_interval: DEFAULT_SAGA_INTERVAL,
@@ -321,6 +325,10 @@ impl RouterConfig {
             ("backoff", self.backoff),
             ("saga_interval", self.saga_interval),
             ("handshake_timeout", self.handshake_timeout),
+            (
+                "grpc_idle_timeout",
+                self.grpc_idle_timeout.unwrap_or(Duration::MAX),
+            ),
         ] {
             if value.is_zero() {
                 return Err(invalid(field, "must be longer than zero"));

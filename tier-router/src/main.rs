@@ -97,6 +97,10 @@ struct Args {
     /// each request head on the HTTP port), in milliseconds; past it the connection is closed.
     #[arg(long, env = "HUNT_HANDSHAKE_TIMEOUT_MS", default_value_t = millis(hunt_serve::listener::DEFAULT_HANDSHAKE_TIMEOUT))]
     handshake_timeout_ms: u64,
+    /// How long a gRPC connection may have no request in service (no call, no Watch) before it
+    /// is closed, in milliseconds; 0 never closes it. HTTP/2 pings do not count as activity.
+    #[arg(long, env = "HUNT_GRPC_IDLE_TIMEOUT_MS", default_value_t = millis(hunt_serve::idle::DEFAULT_IDLE_TIMEOUT))]
+    grpc_idle_timeout_ms: u64,
     /// Redis replicas that must hold a verdict before it is told or compensated, so a failover
     /// keeps it: 1 with a primary and replicas (Sentinel or Cluster), 0 without replicas.
     #[arg(long, env = "HUNT_CLAIM_REPLICAS", default_value_t = 0)]
@@ -144,6 +148,8 @@ fn main() -> ExitCode {
     config.inbox_cap = args.inbox_cap;
     config.claim_replicas = args.claim_replicas;
     config.handshake_timeout = Duration::from_millis(args.handshake_timeout_ms);
+    config.grpc_idle_timeout =
+        (args.grpc_idle_timeout_ms > 0).then(|| Duration::from_millis(args.grpc_idle_timeout_ms));
     config.failpoint = args.failpoint;
     if let Some(router_id) = args.router_id {
         config.router_id = router_id;

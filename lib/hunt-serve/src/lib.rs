@@ -4,6 +4,7 @@
 //! - [`bind`]: a port bound, and the address it got (port 0 picks a free one).
 //! - [`listener`]: accepted connections bounded in number, for gRPC ([`listener::bounded`]) and
 //!   for axum ([`listener::HttpListener`]).
+//! - [`idle`]: the idle timer of gRPC connections (no request in service).
 //! - [`grpc`]: the gRPC server with the per-connection bounds, health checking that turns
 //!   `NOT_SERVING` when the drain starts, and server reflection.
 //! - [`admin`]: `/healthz` and `/metrics` (Prometheus), and the recorder's upkeep.
@@ -16,6 +17,7 @@
 pub mod admin;
 pub mod cli;
 pub mod grpc;
+pub mod idle;
 pub mod listener;
 pub mod logging;
 pub mod signal;

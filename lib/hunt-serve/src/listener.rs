@@ -11,6 +11,8 @@
 //!   HTTP/2 preface (24 bytes) in time, or its reads fail and the server drops it; an HTTP/1
 //!   connection must deliver each request head in time (hyper's header timer, see
 //!   [`crate::admin::serve_http`]). Silent sockets and slow-loris clients cannot hold places.
+//! - Optionally, a gRPC connection with no request in service for the idle timeout is closed
+//!   ([`Incoming::with_idle_timeout`], see [`crate::idle`]).
 //! - Optionally, at most so many connections per client address ([`Incoming::with_per_ip`],
 //!   [`HttpListener::with_per_ip`]): one more from an address at its limit is closed as soon as
 //!   it is accepted. Off by default: behind a load balancer or an ingress, many clients share
@@ -26,7 +28,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_stream::Stream;
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic::transport::server::Connected;
+
+use crate::idle::{Activity, ConnectionInfo, IdleTimer};
 
 /// How long a connection may take to open (the HTTP/2 preface, or an HTTP/1 request head),
 /// unless the server is configured otherwise.
@@ -44,6 +48,10 @@ pub struct Bounded {
     _address: Option<AddressGuard>,
     /// Bytes that must arrive before a deadline, until they have.
     head: Option<Head>,
+    /// The requests in service on this connection (gRPC).
+    activity: Arc<Activity>,
+    /// Closes the connection once it has had no request in service for a while.
+    idle: Option<IdleTimer>,
 }
 
 /// The first bytes a connection owes, and by when.
@@ -62,10 +70,13 @@ impl Bounded {
 }
 
 impl Connected for Bounded {
-    type ConnectInfo = TcpConnectInfo;
+    type ConnectInfo = ConnectionInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.stream.connect_info()
+        ConnectionInfo {
+            tcp: self.stream.connect_info(),
+            activity: Arc::clone(&self.activity),
+        }
     }
 }
 
@@ -83,6 +94,15 @@ impl AsyncRead for Bounded {
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "the client did not open the connection within the handshake timeout",
+            )));
+        }
+        if let Some(idle) = &mut this.idle
+            && idle.poll_expired(cx).is_ready()
+        {
+            this.idle = None;
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the connection had no request in service for the idle timeout",
             )));
         }
         let before = buf.filled().len();
@@ -144,6 +164,7 @@ pub fn bounded(listener: TcpListener, max: usize, handshake: std::time::Duration
         places,
         listener,
         handshake,
+        idle: None,
         per_ip: PerIp::default(),
     }
 }
@@ -154,10 +175,18 @@ pub struct Incoming {
     places: Arc<Semaphore>,
     listener: Arc<TcpListener>,
     handshake: std::time::Duration,
+    idle: Option<std::time::Duration>,
     per_ip: PerIp,
 }
 
 impl Incoming {
+    /// Closes a connection once it has had no request in service for `timeout` (`None`: never).
+    #[must_use]
+    pub fn with_idle_timeout(mut self, timeout: Option<std::time::Duration>) -> Self {
+        self.idle = timeout;
+        self
+    }
+
     /// At most `max` connections open at once from one client address; 0 for no limit.
     #[must_use]
     pub fn with_per_ip(mut self, max: usize) -> Self {
@@ -182,10 +211,12 @@ impl Stream for Incoming {
             self.per_ip.clone(),
         );
         self.next = Box::pin(next);
-        let handshake = self.handshake;
-        Poll::Ready(Some(
-            accepted.map(|bounded| bounded.owing(H2_PREFACE_BYTES, handshake)),
-        ))
+        let (handshake, idle) = (self.handshake, self.idle);
+        Poll::Ready(Some(accepted.map(|bounded| {
+            bounded
+                .owing(H2_PREFACE_BYTES, handshake)
+                .idling_after(idle)
+        })))
     }
 }
 
@@ -196,6 +227,12 @@ impl Bounded {
             deadline: Box::pin(tokio::time::sleep(within)),
             remaining: bytes,
         });
+        self
+    }
+
+    /// This connection, closed once it has had no request in service for `timeout`.
+    fn idling_after(mut self, timeout: Option<std::time::Duration>) -> Self {
+        self.idle = timeout.map(|timeout| IdleTimer::new(Arc::clone(&self.activity), timeout));
         self
     }
 }
@@ -232,6 +269,8 @@ pub async fn accept(
                     _place: place,
                     _address: address,
                     head: None,
+                    activity: Arc::default(),
+                    idle: None,
                 });
             }
             // A connection that died in the backlog, or a passing shortage of file descriptors:

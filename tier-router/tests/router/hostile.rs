@@ -226,3 +226,51 @@ async fn one_address_holds_at_most_its_share_of_connections() {
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     assert!(router.shutdown(Duration::from_secs(10)).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_connection_with_nothing_in_service_is_closed_after_the_idle_timeout() {
+    use leaderboard_proto::v1::WatchRequest;
+    const IDLE: Duration = Duration::from_millis(600);
+    let redis = RedisServer::start().expect("redis-server");
+    let router = router_with(&redis, |c| c.grpc_idle_timeout = Some(IDLE)).await;
+    let grpc = router.grpc_addr();
+
+    // Opened properly (the preface and SETTINGS), then nothing: closed once idle for IDLE,
+    // although the server's own frames (SETTINGS, its ACK) crossed the connection.
+    let took = tokio::task::spawn_blocking(move || {
+        let (mut stream, opened) = silent(grpc);
+        stream
+            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+            .expect("preface and SETTINGS");
+        closed_after(&mut stream, opened)
+    })
+    .await
+    .expect("join");
+    assert!(
+        took >= IDLE,
+        "closed after {took:?}, before the idle timeout"
+    );
+
+    // A Watch keeps its connection in service: after several idle timeouts it is still open.
+    let mut client = crate::support::client(&router).await;
+    let mut updates = client
+        .watch(WatchRequest {
+            tier: 1,
+            ..WatchRequest::default()
+        })
+        .await
+        .expect("Watch")
+        .into_inner();
+    updates
+        .message()
+        .await
+        .expect("the snapshot")
+        .expect("a first message");
+    // Time passing is what is tested here: the stream must neither fail nor end meanwhile.
+    let waited = tokio::time::timeout(3 * IDLE, updates.message()).await;
+    assert!(
+        waited.is_err(),
+        "the Watch ended while in service: {waited:?}"
+    );
+    assert!(router.shutdown(Duration::from_secs(10)).await);
+}
