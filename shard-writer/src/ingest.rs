@@ -77,7 +77,7 @@ pub struct IngestConfig {
     pub grpc_addr: SocketAddr,
     /// The most gRPC connections open at once; past it, newcomers wait in the kernel's backlog.
     pub max_connections: usize,
-    /// How long a client may take to open a connection (the HTTP/2 preface on the gRPC port,
+    /// How long a client may take to open a connection (the HTTP/2 preface and SETTINGS on the gRPC port,
     /// each request head on the metrics port); past it the connection is closed.
     pub handshake_timeout: Duration,
     /// How long a gRPC connection may have no request in service before it is closed; `None`

@@ -90,7 +90,7 @@ struct ServeArgs {
     /// The most gRPC connections open at once.
     #[arg(long, env = "HUNT_MAX_CONNECTIONS", default_value_t = 1_024)]
     max_connections: usize,
-    /// How long a client may take to open a connection (the HTTP/2 preface on the gRPC port,
+    /// How long a client may take to open a connection (the HTTP/2 preface and SETTINGS on the gRPC port,
     /// each request head on the metrics port), in milliseconds; past it the connection is
     /// closed.
     #[arg(long, env = "HUNT_HANDSHAKE_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]

@@ -104,7 +104,7 @@ pub struct RouterConfig {
     /// The most connections open at once from one client address, on the gRPC port and on the
     /// HTTP port each; 0 for no limit (behind an ingress every spectator shares its address).
     pub max_connections_per_ip: usize,
-    /// How long a client may take to open a connection: the HTTP/2 preface on the gRPC port,
+    /// How long a client may take to open a connection: the HTTP/2 preface and SETTINGS on the gRPC port,
     /// each request head on the HTTP port. Past it the connection is closed, so silent and
     /// slow-loris sockets cannot hold the connection caps.
     pub handshake_timeout: Duration,

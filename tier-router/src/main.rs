@@ -93,7 +93,7 @@ struct Args {
     /// its address.
     #[arg(long, env = "HUNT_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
     max_connections_per_ip: usize,
-    /// How long a client may take to open a connection (the HTTP/2 preface on the gRPC port,
+    /// How long a client may take to open a connection (the HTTP/2 preface and SETTINGS on the gRPC port,
     /// each request head on the HTTP port), in milliseconds; past it the connection is closed.
     #[arg(long, env = "HUNT_HANDSHAKE_TIMEOUT_MS", default_value_t = millis(hunt_serve::listener::DEFAULT_HANDSHAKE_TIMEOUT))]
     handshake_timeout_ms: u64,

@@ -8,7 +8,7 @@
 //!   for the peer's ACK.
 //! - A connection's permit lives as long as its socket, so closing it frees its place.
 //! - A connection must open within the handshake timeout: a gRPC connection must deliver the
-//!   HTTP/2 preface (24 bytes) in time, or its reads fail and the server drops it; an HTTP/1
+//!   HTTP/2 preface and the header of its first SETTINGS frame (24 + 9 bytes) in time, or its reads fail and the server drops it; an HTTP/1
 //!   connection must deliver each request head in time (hyper's header timer, see
 //!   [`crate::admin::serve_http`]). Silent sockets and slow-loris clients cannot hold places.
 //! - Optionally, a gRPC connection with no request in service for the idle timeout is closed
@@ -36,8 +36,9 @@ use crate::idle::{Activity, ConnectionInfo, IdleTimer};
 /// unless the server is configured otherwise.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// The HTTP/2 connection preface a gRPC client sends first.
-const H2_PREFACE_BYTES: usize = 24;
+/// What a gRPC client sends first: the HTTP/2 connection preface (24 bytes), then at once a
+/// SETTINGS frame, whose header is 9 bytes (RFC 9113, section 3.4).
+const H2_OPENING_BYTES: usize = 24 + 9;
 
 /// An accepted connection holding one of the listener's places until it is dropped.
 #[derive(Debug)]
@@ -150,7 +151,7 @@ impl AsyncWrite for Bounded {
 }
 
 /// The gRPC connections accepted on `listener`, at most `max` open at once, each dropped unless
-/// it sends the HTTP/2 preface within `handshake`.
+/// it sends the HTTP/2 preface and its SETTINGS within `handshake`.
 #[must_use]
 pub fn bounded(listener: TcpListener, max: usize, handshake: std::time::Duration) -> Incoming {
     let places = Arc::new(Semaphore::new(max));
@@ -214,7 +215,7 @@ impl Stream for Incoming {
         let (handshake, idle) = (self.handshake, self.idle);
         Poll::Ready(Some(accepted.map(|bounded| {
             bounded
-                .owing(H2_PREFACE_BYTES, handshake)
+                .owing(H2_OPENING_BYTES, handshake)
                 .idling_after(idle)
         })))
     }

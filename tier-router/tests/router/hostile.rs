@@ -64,6 +64,21 @@ async fn silent_sockets_are_closed_on_every_port() {
             "{addr}: closed after {took:?}, before the timeout"
         );
     }
+    // The preface alone, with no SETTINGS frame after it, is not an opened connection either.
+    let grpc = router.grpc_addr();
+    let took = tokio::task::spawn_blocking(move || {
+        let (mut stream, opened) = silent(grpc);
+        stream
+            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .expect("preface");
+        closed_after(&mut stream, opened)
+    })
+    .await
+    .expect("join");
+    assert!(
+        took >= HANDSHAKE,
+        "closed after {took:?}, before the timeout"
+    );
     assert!(router.shutdown(Duration::from_secs(10)).await);
 }
 
@@ -76,7 +91,7 @@ async fn a_request_head_sent_one_byte_at_a_time_is_cut_off() {
             router.http_addr(),
             &b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n"[..],
         ),
-        // The HTTP/2 preface, dribbled.
+        // The HTTP/2 preface, dribbled, and no SETTINGS after it.
         (router.grpc_addr(), &b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..]),
     ] {
         let head = head.to_vec();
