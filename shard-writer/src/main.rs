@@ -238,13 +238,13 @@ fn main() -> ExitCode {
     }
 }
 
-/// A configuration error, naming the command-line flag of the setting.
-fn config_error(err: &ConfigError) -> ExitCode {
+/// A configuration error, naming the setting as the operator set it: the flag of `Command`'s
+/// arguments (and its environment variable) when one sets it, else the setting's name.
+fn config_error<Command: clap::Args>(err: &ConfigError) -> ExitCode {
     let ConfigError::Invalid { field, reason } = err;
-    cli::config_error(format_args!(
-        "invalid --{}: {reason}",
-        field.replace('_', "-")
-    ))
+    let command = Command::augment_args(clap::Command::new("shard-writer"));
+    let setting = cli::flag_of(&command, field).unwrap_or_else(|| (*field).to_owned());
+    cli::config_error(format_args!("invalid {setting}: {reason}"))
 }
 
 async fn serve(args: ServeArgs) -> ExitCode {
@@ -268,14 +268,14 @@ async fn serve(args: ServeArgs) -> ExitCode {
     }
     config.metrics_addr = args.metrics_addr.0;
     if let Err(err) = config.validate() {
-        return config_error(&err);
+        return config_error::<ServeArgs>(&err);
     }
     // Installed before the writer opens, so metric descriptions reach it too.
     let metrics = match config.metrics_addr {
         Some(_) => match admin::install_recorder() {
             Ok(handle) => Some(handle),
             Err(err) => {
-                eprintln!("error: {err}");
+                logging::fatal(&err);
                 return ExitCode::FAILURE;
             }
         },
@@ -284,10 +284,10 @@ async fn serve(args: ServeArgs) -> ExitCode {
     let sidecar = match Sidecar::build(config).await {
         Ok(sidecar) => sidecar,
         Err(StartError::Config(err) | StartError::Open(OpenError::Config(err))) => {
-            return config_error(&err);
+            return config_error::<ServeArgs>(&err);
         }
         Err(err) => {
-            eprintln!("error: {err}");
+            logging::fatal(&err);
             return ExitCode::FAILURE;
         }
     };
@@ -306,9 +306,12 @@ async fn serve(args: ServeArgs) -> ExitCode {
         .shutdown(Duration::from_millis(args.shutdown_grace_ms))
         .await
     {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => {
+            tracing::info!("drained; exiting");
+            ExitCode::SUCCESS
+        }
         Err(err) => {
-            eprintln!("error: {err}");
+            logging::fatal(&err);
             ExitCode::FAILURE
         }
     }
@@ -318,7 +321,7 @@ async fn inspect(args: InspectArgs) -> ExitCode {
     let state = match ShardState::read(&args.db) {
         Ok(state) => state,
         Err(err) => {
-            eprintln!("error: {err}");
+            logging::fatal(&err);
             return ExitCode::FAILURE;
         }
     };
@@ -329,7 +332,7 @@ async fn inspect(args: InspectArgs) -> ExitCode {
         {
             Ok(state) => state,
             Err(err) => {
-                eprintln!("error: {err}");
+                logging::fatal(&err);
                 return ExitCode::FAILURE;
             }
         },
@@ -369,7 +372,7 @@ async fn run_replay(args: ReplayArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(err) => {
-            eprintln!("error: {err}");
+            logging::fatal(&err);
             ExitCode::FAILURE
         }
     }
@@ -394,10 +397,10 @@ async fn open_claims(args: OpenClaimsArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(reason) => {
-            eprintln!(
-                "error: Redis at {}: {reason}",
+            logging::fatal(format_args!(
+                "Redis at {}: {reason}",
                 shard_writer::redact_url(&args.redis_url)
-            );
+            ));
             ExitCode::FAILURE
         }
     }
@@ -427,7 +430,7 @@ fn run_backup(args: &BackupArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(err) => {
-            eprintln!("error: {err}");
+            logging::fatal(&err);
             ExitCode::FAILURE
         }
     }
@@ -447,7 +450,7 @@ fn run_restore(args: &RestoreArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(err) => {
-            eprintln!("error: {err}");
+            logging::fatal(&err);
             ExitCode::FAILURE
         }
     }
@@ -458,12 +461,12 @@ async fn generate(args: GenerateArgs) -> ExitCode {
     config.redis_url = args.redis_url;
     config.redis_cluster = args.redis_cluster;
     if let Err(err) = config.validate() {
-        return config_error(&err);
+        return config_error::<GenerateArgs>(&err);
     }
     let writer = match ShardWriter::open(config).await {
         Ok(writer) => writer,
         Err(err) => {
-            eprintln!("error: {err}");
+            logging::fatal(&err);
             return ExitCode::FAILURE;
         }
     };
@@ -494,14 +497,14 @@ async fn generate(args: GenerateArgs) -> ExitCode {
                 }
             }
             Err(err) => {
-                eprintln!("error: append failed: {err}");
+                logging::fatal(format_args!("append failed: {err}"));
                 status = ExitCode::FAILURE;
                 break;
             }
         }
     }
     if let Err(err) = writer.shutdown().await {
-        eprintln!("error: {err}");
+        logging::fatal(&err);
         status = ExitCode::FAILURE;
     }
     eprintln!(

@@ -179,11 +179,13 @@ impl Relay {
     /// Runs until drained (after `shutdown`) or aborted.
     pub(crate) async fn run(mut self) {
         let mut backoff = self.config.reconnect_backoff;
+        // Since when Redis has been unreachable: the loss is said once, and its end once.
+        let mut lost_since: Option<Instant> = None;
         loop {
             let outcome = match connect(&self.client, &self.config).await {
                 Ok(conn) => {
                     backoff = self.config.reconnect_backoff;
-                    self.serve(conn).await
+                    self.serve(conn, &mut lost_since).await
                 }
                 Err(err) => Err(RelayError::Redis(err)),
             };
@@ -192,13 +194,20 @@ impl Relay {
                 Err(RelayError::Closed) => return,
                 Err(err) => {
                     metrics::counter!(m::RELAY_ERRORS).increment(1);
-                    tracing::warn!(
-                        shard = self.shard_id,
-                        redis = %redact_url(self.config.redis_url.as_deref().unwrap_or_default()),
-                        error = %err,
-                        retry_in_ms = backoff.as_millis() as u64,
-                        "relay lost Redis; appends keep landing in the shard file"
-                    );
+                    let redis = redact_url(self.config.redis_url.as_deref().unwrap_or_default());
+                    let retry_in_ms = backoff.as_millis() as u64;
+                    if lost_since.is_none() {
+                        lost_since = Some(Instant::now());
+                        tracing::warn!(
+                            shard = self.shard_id,
+                            %redis,
+                            error = %err,
+                            retry_in_ms,
+                            "relay lost Redis; appends keep landing in the shard file"
+                        );
+                    } else {
+                        tracing::debug!(shard = self.shard_id, %redis, error = %err, retry_in_ms, "relay still cannot reach Redis");
+                    }
                 }
             }
             if self.drain.is_cancelled() {
@@ -219,12 +228,23 @@ impl Relay {
     }
 
     /// Serves one connection until it fails, or until drained.
-    async fn serve(&mut self, mut conn: RedisConnection) -> Result<(), RelayError> {
+    async fn serve(
+        &mut self,
+        mut conn: RedisConnection,
+        lost_since: &mut Option<Instant>,
+    ) -> Result<(), RelayError> {
         let published = published_marks(&mut conn, self.shard_id).await?;
         self.confirm(&published).await?;
         self.poll_acks(&mut conn).await?;
         self.resync(&published);
-        tracing::info!(shard = self.shard_id, "relay connected");
+        match lost_since.take() {
+            Some(since) => tracing::info!(
+                shard = self.shard_id,
+                down_ms = since.elapsed().as_millis() as u64,
+                "relay reached Redis again"
+            ),
+            None => tracing::info!(shard = self.shard_id, "relay connected"),
+        }
 
         let mut next_poll = Instant::now() + self.config.ack_poll_interval;
         let mut next_prune = Instant::now();

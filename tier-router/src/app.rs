@@ -35,8 +35,13 @@ pub enum StartError {
     #[error(transparent)]
     Bind(#[from] hunt_serve::BindError),
     /// Redis could not be reached at start.
-    #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
+    #[error("Redis at {url}: {source}")]
+    Redis {
+        /// Where Redis was looked for, without its password.
+        url: String,
+        /// Why it could not be reached.
+        source: redis::RedisError,
+    },
     /// The reflection service could not be built from the embedded descriptor set.
     #[error("gRPC reflection: {0}")]
     Reflection(String),
@@ -70,7 +75,11 @@ impl App {
     /// [`StartError`]: bad configuration, a port taken, Redis unreachable.
     pub async fn build(config: RouterConfig) -> Result<Self, StartError> {
         config.validate()?;
-        let client = config.redis_target()?;
+        let redis_error = |source| StartError::Redis {
+            url: hunt_redis::connection::redact_url(&config.redis_url),
+            source,
+        };
+        let client = config.redis_target().map_err(redis_error)?;
         let (grpc, grpc_addr) = hunt_serve::bind(config.grpc_addr).await?;
         let (http, http_addr) = hunt_serve::bind(config.http_addr).await?;
         let admin = match config.admin_addr {
@@ -90,7 +99,9 @@ impl App {
                 connect: Some(config.redis_connect_timeout),
                 response: Some(config.redis_response_timeout),
             },
-            apply::connect(&client, &config, Some(config.redis_response_timeout)).await?,
+            apply::connect(&client, &config, Some(config.redis_response_timeout))
+                .await
+                .map_err(redis_error)?,
         )
         .with_replicas(config.claim_replicas, config.redis_response_timeout / 2);
         crate::metrics::describe();

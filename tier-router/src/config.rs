@@ -311,7 +311,7 @@ impl RouterConfig {
         if self.read_block.is_zero() || self.read_block >= self.lease_ttl / 3 {
             return Err(invalid(
                 "read_block",
-                "must be longer than zero and shorter than a third of lease_ttl",
+                "must be longer than zero and shorter than a third of the lease TTL (--lease-ttl-ms)",
             ));
         }
         for (field, value) in [

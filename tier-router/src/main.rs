@@ -155,7 +155,14 @@ fn main() -> ExitCode {
         config.router_id = router_id;
     }
     if let Err(err) = config.validate() {
-        return cli::config_error(err);
+        // Name the setting as the operator set it: its flag and environment variable.
+        let command = <Args as clap::CommandFactory>::command();
+        let field = match err.field {
+            "redis_response_timeout" => "redis_timeout",
+            field => field,
+        };
+        let setting = cli::flag_of(&command, field).unwrap_or_else(|| err.field.to_owned());
+        return cli::config_error(format_args!("invalid {setting}: {}", err.reason));
     }
     let runtime = match cli::runtime() {
         Ok(runtime) => runtime,
@@ -166,14 +173,14 @@ fn main() -> ExitCode {
         let metrics = match admin::install_recorder() {
             Ok(handle) => handle,
             Err(err) => {
-                eprintln!("error: {err}");
+                logging::fatal(&err);
                 return ExitCode::FAILURE;
             }
         };
         let app = match App::build(config).await {
             Ok(app) => app,
             Err(err) => {
-                eprintln!("error: {err}");
+                logging::fatal(&err);
                 return ExitCode::FAILURE;
             }
         };
@@ -185,13 +192,18 @@ fn main() -> ExitCode {
         }
         let handle = app.spawn();
         hunt_serve::signal::shutdown_signal().await;
+        tracing::info!(
+            grace_ms = args.shutdown_grace_ms,
+            "draining: health says NOT_SERVING, tiers are handed over, calls in service finish"
+        );
         if handle
             .shutdown(Duration::from_millis(args.shutdown_grace_ms))
             .await
         {
+            tracing::info!("drained; exiting");
             ExitCode::SUCCESS
         } else {
-            eprintln!("error: shutdown did not finish within the grace period");
+            logging::fatal("shutdown did not finish within the grace period");
             ExitCode::FAILURE
         }
     })

@@ -15,7 +15,7 @@ pub const BUILD_INFO: &str = "hunt_router_build_info";
 /// Live routers this router sees, itself included (gauge).
 pub const ROUTERS: &str = "hunt_router_live_routers";
 /// Player totals refused for leaving the exact integer range (counter).
-pub const REJECTED: &str = "hunt_router_rejected_totals_total";
+pub const REJECTED: &str = "hunt_router_out_of_range_events_total";
 /// Stream entries that did not decode (counter).
 pub const MALFORMED: &str = "hunt_router_malformed_entries_total";
 /// Applies refused by Redis for a stale fence token (counter).

@@ -129,6 +129,8 @@ struct State {
     /// Since when the lease has been seen free while another router should hold it.
     free_since: Option<Instant>,
     next_refresh: Instant,
+    /// Since when Redis has been unreachable: the loss is said once, and its end once.
+    lost_since: Option<Instant>,
 }
 
 impl TierWorker {
@@ -141,6 +143,7 @@ impl TierWorker {
             next_attempt: now,
             free_since: None,
             next_refresh: now,
+            lost_since: None,
         };
         loop {
             let outcome = self.serve(&mut state).await;
@@ -150,7 +153,12 @@ impl TierWorker {
             if let Err(err) = outcome {
                 metrics::counter!(m::REDIS_ERRORS).increment(1);
                 self.cache.mark_stale(self.tier);
-                tracing::warn!(tier = self.tier, error = %err, "tier worker lost Redis");
+                if state.lost_since.is_none() {
+                    state.lost_since = Some(Instant::now());
+                    tracing::warn!(tier = self.tier, error = %err, "tier worker lost Redis");
+                } else {
+                    tracing::debug!(tier = self.tier, error = %err, "tier worker still cannot reach Redis");
+                }
             }
             let wait = jitter(backoff);
             backoff = (backoff * 2).min(self.config.max_backoff);
@@ -175,6 +183,13 @@ impl TierWorker {
             Some(self.config.redis_response_timeout + self.config.read_block),
         )
         .await?;
+        if let Some(since) = state.lost_since.take() {
+            tracing::info!(
+                tier = self.tier,
+                down_ms = since.elapsed().as_millis() as u64,
+                "tier worker reached Redis again"
+            );
+        }
         let mut view = self.view.clone();
         while !self.cancel.is_cancelled() {
             let wanted = members::wants(

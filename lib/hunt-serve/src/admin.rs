@@ -8,6 +8,9 @@
 //! - A process that installed no recorder (an embedding test, say) answers `/metrics` with 404
 //!   rather than an empty page.
 //! - The recorder's histograms are drained by [`upkeep`], which runs while the server does.
+//! - A scrape also reads the process's own figures (`process_cpu_seconds_total`,
+//!   `process_resident_memory_bytes`, `process_open_fds`, …) from `/proc` as it renders, and every
+//!   HTTP request is counted and timed by route ([`crate::calls`]).
 
 use std::time::Duration;
 
@@ -35,11 +38,15 @@ async fn healthz() -> &'static str {
 
 async fn render(State(metrics): State<Option<PrometheusHandle>>) -> Response {
     match metrics {
-        Some(handle) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            handle.render(),
-        )
-            .into_response(),
+        Some(handle) => {
+            // `process_*` (CPU, memory, file descriptors, threads), read from `/proc` now.
+            metrics_process::Collector::default().collect();
+            (
+                [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                handle.render(),
+            )
+                .into_response()
+        }
         None => (
             StatusCode::NOT_FOUND,
             "this process records no Prometheus metrics\n",
@@ -75,6 +82,10 @@ pub fn install_recorder() -> Result<PrometheusHandle, String> {
         .map_err(|err| format!("cannot configure the metrics buckets: {err}"))?
         .install_recorder()
         .map_err(|err| format!("cannot install the metrics recorder: {err}"))
+        .inspect(|_| {
+            crate::calls::describe();
+            metrics_process::Collector::default().describe();
+        })
 }
 
 /// Drains `handle`'s histograms every 5 s until `stop` is cancelled.
@@ -103,6 +114,7 @@ pub async fn serve_http(
     http.timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(Some(listener.handshake_timeout()))
         .keep_alive(true);
+    let routes = routes.layer(axum::middleware::from_fn(crate::calls::http_requests));
     let connections = tokio_util::task::TaskTracker::new();
     loop {
         let (io, _peer) = tokio::select! {

@@ -22,10 +22,30 @@ pub fn parse<T: clap::Parser>() -> Result<T, ExitCode> {
     })
 }
 
-/// A configuration error, printed as `error: <what>`, with [`EXIT_CONFIG`] to return.
+/// A configuration error, said as `error: <what>` (in the log format, see
+/// [`crate::logging::fatal`]), with [`EXIT_CONFIG`] to return.
 pub fn config_error(what: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {what}");
+    crate::logging::fatal(what);
     ExitCode::from(EXIT_CONFIG)
+}
+
+/// The flag (and environment variable) that sets a configuration field, as `--flag-name
+/// (ENV_NAME)`, for error messages: the argument of `command` named like the field, or like it
+/// with a unit suffix (`read_block` → `--read-block-ms`). `None` when no argument matches.
+#[must_use]
+pub fn flag_of(command: &clap::Command, field: &str) -> Option<String> {
+    let field = field.replace('.', "_");
+    let arg = ["", "_ms", "_s"].iter().find_map(|suffix| {
+        let id = format!("{field}{suffix}");
+        command
+            .get_arguments()
+            .find(|arg| arg.get_id().as_str() == id)
+    })?;
+    let long = arg.get_long()?;
+    Some(match arg.get_env() {
+        Some(env) => format!("--{long} ({})", env.to_string_lossy()),
+        None => format!("--{long}"),
+    })
 }
 
 /// The multi-threaded runtime a server runs on.
@@ -34,7 +54,7 @@ pub fn config_error(what: impl std::fmt::Display) -> ExitCode {
 /// The exit code to return from `main` when the runtime cannot start (said on stderr).
 pub fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
     tokio::runtime::Runtime::new().map_err(|err| {
-        eprintln!("error: cannot start the runtime: {err}");
+        crate::logging::fatal(format_args!("cannot start the runtime: {err}"));
         ExitCode::FAILURE
     })
 }

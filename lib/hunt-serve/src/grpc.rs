@@ -4,8 +4,8 @@
 //! Design constraints:
 //! - At most `max_streams` streams open and requests in service per connection, and dead peers
 //!   found by HTTP/2 pings (every 30 s, 10 s to answer).
-//! - Each request counts as in service on its connection until its response is done, for the
-//!   connection's idle timer ([`crate::idle`]).
+//! - Each call is counted and timed, and counts as in service on its connection until its
+//!   response is done, for the connection's idle timer ([`crate::calls`], [`crate::idle`]).
 //! - A request over the message size limit is refused with `RESOURCE_EXHAUSTED`, as other gRPC
 //!   stacks do (tonic says `OUT_OF_RANGE`).
 //! - Health (`grpc.health.v1`) says `SERVING` for the named service while it serves, and
@@ -84,7 +84,7 @@ pub async fn serve(
         .layer(tower::util::MapResponseLayer::new(
             oversized_is_resource_exhausted,
         ))
-        .layer(crate::idle::InServiceLayer)
+        .layer(crate::calls::CallLayer)
         .add_routes(routes.add_service(health_service))
         .serve_with_incoming_shutdown(incoming, stopping)
         .await;

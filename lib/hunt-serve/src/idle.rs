@@ -8,7 +8,7 @@
 //!   body, trailers included, has been sent or dropped; a Watch stream is in service for its
 //!   whole life.
 //! - The count lives beside the connection ([`Activity`], shared through tonic's connect info)
-//!   and is kept by a tower layer ([`InServiceLayer`]) around the routes; the accepted socket
+//!   and is kept by a tower layer ([`crate::calls::CallLayer`]) around the routes; the accepted socket
 //!   ([`crate::listener::Bounded`]) reads it and fails its reads once the timer runs out, which
 //!   makes the server drop the connection.
 //! - Restarting the timer costs nothing per byte: the socket looks at the count only when it
@@ -21,8 +21,6 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use hyper::body::{Body, Frame};
-use tonic::codegen::http;
 use tonic::transport::server::TcpConnectInfo;
 
 /// How long a gRPC connection may go without a request in service, unless configured
@@ -49,7 +47,7 @@ pub(crate) struct Activity {
 
 impl Activity {
     /// One more request in service, until the returned guard is dropped.
-    fn serving(self: &Arc<Self>) -> InService {
+    pub(crate) fn serving(self: &Arc<Self>) -> InService {
         self.in_service.fetch_add(1, Ordering::AcqRel);
         InService(Arc::clone(self))
     }
@@ -70,7 +68,7 @@ impl Activity {
 
 /// A request in service; dropping it ends its service.
 #[derive(Debug)]
-struct InService(Arc<Activity>);
+pub(crate) struct InService(Arc<Activity>);
 
 impl Drop for InService {
     fn drop(&mut self) {
@@ -118,82 +116,6 @@ impl IdleTimer {
                 .reset(tokio::time::Instant::now() + self.timeout);
         }
         self.deadline.as_mut().poll(cx)
-    }
-}
-
-/// Counts each request as in service on its connection, until its response body is done.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct InServiceLayer;
-
-impl<S> tower::Layer<S> for InServiceLayer {
-    type Service = Counted<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Counted(inner)
-    }
-}
-
-/// The service of [`InServiceLayer`].
-#[derive(Debug, Clone)]
-pub struct Counted<S>(S);
-
-impl<S, ReqBody> tower::Service<http::Request<ReqBody>> for Counted<S>
-where
-    S: tower::Service<http::Request<ReqBody>, Response = http::Response<tonic::body::Body>>,
-    S::Future: Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.0.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        let serving = request
-            .extensions()
-            .get::<ConnectionInfo>()
-            .map(|info| info.activity.serving());
-        let response = self.0.call(request);
-        Box::pin(async move {
-            let response = response.await?;
-            Ok(match serving {
-                Some(serving) => response.map(|body| {
-                    tonic::body::Body::new(Tracked {
-                        body,
-                        _serving: serving,
-                    })
-                }),
-                None => response,
-            })
-        })
-    }
-}
-
-/// A response body that keeps its request in service until it is dropped.
-struct Tracked {
-    body: tonic::body::Body,
-    _serving: InService,
-}
-
-impl Body for Tracked {
-    type Data = tonic::codegen::Bytes;
-    type Error = tonic::Status;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.body.size_hint()
     }
 }
 

@@ -4,6 +4,7 @@
 //! - [`bind`]: a port bound, and the address it got (port 0 picks a free one).
 //! - [`listener`]: accepted connections bounded in number, for gRPC ([`listener::bounded`]) and
 //!   for axum ([`listener::HttpListener`]).
+//! - [`calls`]: every gRPC call and HTTP request counted and timed.
 //! - [`idle`]: the idle timer of gRPC connections (no request in service).
 //! - [`grpc`]: the gRPC server with the per-connection bounds, health checking that turns
 //!   `NOT_SERVING` when the drain starts, and server reflection.
@@ -15,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod calls;
 pub mod cli;
 pub mod grpc;
 pub mod idle;

@@ -110,5 +110,104 @@ async fn the_router_binary_serves_prometheus_metrics() {
         )),
         "{body}"
     );
+    // Each gRPC call is counted and timed by method and code; a method nobody serves is
+    // labelled `other`, so clients cannot mint labels.
+    let channel = hunt_testkit::grpc_channel(router.grpc_addr).await;
+    let mut grpc = leaderboard_proto::v1::leaderboard_service_client::LeaderboardServiceClient::new(
+        channel.clone(),
+    );
+    grpc.get_top(leaderboard_proto::v1::GetTopRequest {
+        tier: 1,
+        offset: 0,
+        limit: 10,
+    })
+    .await
+    .expect("GetTop");
+    let refused = grpc
+        .get_top(leaderboard_proto::v1::GetTopRequest {
+            tier: 99,
+            offset: 0,
+            limit: 10,
+        })
+        .await
+        .expect_err("no tier 99");
+    assert_eq!(refused.code(), tonic::Code::NotFound);
+    let mut unknown = tonic::client::Grpc::new(channel);
+    unknown.ready().await.expect("ready");
+    let missing: Result<tonic::Response<()>, tonic::Status> = unknown
+        .unary(
+            tonic::Request::new(()),
+            tonic::codegen::http::uri::PathAndQuery::from_static("/hunt.v1.Nope/Made_Up_123"),
+            tonic_prost::ProstCodec::<(), ()>::default(),
+        )
+        .await;
+    assert_eq!(
+        missing.expect_err("unimplemented").code(),
+        tonic::Code::Unimplemented
+    );
+    let body = eventually("request metrics on /metrics", || async {
+        let (_, body) = crate::support::http_get(router.http_addr, "/metrics").await;
+        body.contains("code=\"UNIMPLEMENTED\"").then_some(body)
+    })
+    .await;
+    for wanted in [
+        "hunt_grpc_requests_total{method=\"/hunt.v1.LeaderboardService/GetTop\",code=\"OK\"} 1",
+        "hunt_grpc_requests_total{method=\"/hunt.v1.LeaderboardService/GetTop\",code=\"NOT_FOUND\"} 1",
+        "hunt_grpc_requests_total{method=\"other\",code=\"UNIMPLEMENTED\"} 1",
+        "hunt_grpc_request_duration_seconds_bucket{method=\"/hunt.v1.LeaderboardService/GetTop\",le=\"0.1\"}",
+        "hunt_http_requests_total{route=\"/metrics\",status=\"200\"}",
+        "hunt_http_request_duration_seconds_bucket{route=\"/metrics\",le=\"0.1\"}",
+        "\nprocess_resident_memory_bytes ",
+        "\nprocess_cpu_seconds_total ",
+        "\nprocess_open_fds ",
+    ] {
+        assert!(body.contains(wanted), "{wanted} missing from:\n{body}");
+    }
+    assert!(!body.contains("Made_Up"), "a client minted a label: {body}");
     assert!(router.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_redis_and_getting_it_back_are_one_line_each_per_tier_and_drain_is_said() {
+    let mut redis = RedisServer::start().expect("redis-server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let router = crate::support::RouterProcess::start(&redis, dir.path(), "transitions");
+    let tiers = leaderboard_proto::rewards::TIERS.len();
+    let count = |log: &str, what: &str| log.lines().filter(|line| line.contains(what)).count();
+    eventually("every tier owned", || async {
+        (count(&router.log(), "tier owned") == tiers).then_some(())
+    })
+    .await;
+    // Down long enough for several reconnect attempts per tier.
+    redis.stop();
+    eventually("every tier worker says it lost Redis", || async {
+        (count(&router.log(), "tier worker lost Redis") == tiers).then_some(())
+    })
+    .await;
+    let (_, metrics) = crate::support::http_get(router.http_addr, "/metrics").await;
+    let errors = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("hunt_router_redis_errors_total "))
+        .and_then(|value| value.trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    eventually("several failed attempts per tier", || async {
+        let (_, metrics) = crate::support::http_get(router.http_addr, "/metrics").await;
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("hunt_router_redis_errors_total "))
+            .and_then(|value| value.trim().parse::<f64>().ok())
+            .filter(|now| *now >= errors + 2.0 * tiers as f64)
+    })
+    .await;
+    redis.start_again().expect("redis back");
+    let log = eventually("every tier worker says Redis is back", || async {
+        let log = router.log();
+        (count(&log, "tier worker reached Redis again") == tiers).then_some(log)
+    })
+    .await;
+    assert_eq!(count(&log, "tier worker lost Redis"), tiers, "{log}");
+    assert!(router.terminate().success());
+    let log = std::fs::read_to_string(dir.path().join("transitions.log")).expect("log");
+    assert_eq!(count(&log, "draining:"), 1, "{log}");
+    assert_eq!(count(&log, "drained; exiting"), 1, "{log}");
 }

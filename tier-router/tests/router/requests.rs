@@ -363,10 +363,25 @@ fn bad_configuration_exits_64_saying_what_is_wrong() {
     };
     let (code, stderr) = run(&["--redis-url", "redis://127.0.0.1:1/", "--apply-batch", "0"]);
     assert_eq!(code, Some(64), "{stderr}");
-    assert!(stderr.contains("apply_batch"), "{stderr}");
+    // The setting is named as the operator sets it: flag and environment variable.
+    assert!(
+        stderr.contains("invalid --apply-batch (HUNT_APPLY_BATCH):"),
+        "{stderr}"
+    );
     let (code, stderr) = run(&["--redis-url", "not a url"]);
     assert_eq!(code, Some(64), "{stderr}");
-    assert!(stderr.contains("redis_url"), "{stderr}");
+    assert!(stderr.contains("--redis-url (HUNT_REDIS_URL)"), "{stderr}");
+    let (code, stderr) = run(&[
+        "--redis-url",
+        "redis://127.0.0.1:1/",
+        "--read-block-ms",
+        "0",
+    ]);
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(
+        stderr.contains("--read-block-ms (HUNT_READ_BLOCK_MS)"),
+        "{stderr}"
+    );
     let (code, stderr) = run(&[]);
     assert_eq!(code, Some(64), "{stderr}");
     assert!(stderr.contains("--redis-url"), "{stderr}");
@@ -382,6 +397,36 @@ fn bad_configuration_exits_64_saying_what_is_wrong() {
     ]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(!stderr.contains("s3cret-pass"), "{stderr}");
+    // It names where Redis was looked for, and writes no colour into a pipe.
+    assert!(
+        stderr.contains("Redis at redis://:***@127.0.0.1:1/"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains('\u{1b}'), "{stderr}");
+    // In JSON, startup errors are JSON lines too, with flat fields.
+    let json = |extra: &[&str]| {
+        let mut args = vec![
+            "--redis-url",
+            "redis://:s3cret-pass@127.0.0.1:1/",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ];
+        args.extend_from_slice(extra);
+        let (code, stderr) = run(&args);
+        assert!(!stderr.contains("s3cret-pass"), "{stderr}");
+        let line: serde_json::Value =
+            serde_json::from_str(stderr.lines().last().expect("a line")).expect("a JSON line");
+        assert_eq!(line["level"], "ERROR", "{stderr}");
+        (code, line["error"].as_str().unwrap_or_default().to_owned())
+    };
+    let (code, error) = json(&["--apply-batch", "0"]);
+    assert_eq!(code, Some(64), "{error}");
+    assert!(error.contains("--apply-batch"), "{error}");
+    let (code, error) = json(&[]);
+    assert_eq!(code, Some(1), "{error}");
+    assert!(error.contains("127.0.0.1:1"), "{error}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
