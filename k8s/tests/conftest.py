@@ -86,6 +86,24 @@ def router_env_vars() -> set[str]:
     return set(re.findall(r'env = "([A-Z_]+)"', source))
 
 
+# A restricted container, as the chart's own: what the escape-hatches variant adds to each pod.
+LOCKED_DOWN = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
+               "privileged": False, "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
+SMALL = {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "32Mi"}}
+EXTRA_POD = {
+    "extraVolumes": [{"name": "extra-config", "configMap": {"name": "hunt-extra"}}],
+    "initContainers": [{"name": "wait", "image": "busybox:1.36", "command": ["true"],
+                        "securityContext": LOCKED_DOWN, "resources": SMALL}],
+    "sidecars": [{"name": "proxy", "image": "envoyproxy/envoy:v1.31.0", "securityContext": LOCKED_DOWN,
+                  "resources": SMALL, "ports": [{"name": "proxy", "containerPort": 10000}]}],
+}
+EXTRA_CONTAINER = {
+    "extraEnv": [{"name": "EXTRA", "value": "1"},
+                 {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
+    "extraEnvFrom": [{"secretRef": {"name": "hunt-extra"}}, {"configMapRef": {"name": "hunt-extra", "optional": True}}],
+    "extraVolumeMounts": [{"name": "extra-config", "mountPath": "/etc/extra", "readOnly": True}],
+}
+
 # Values of the variants every test renders: each must render, lint clean and validate.
 VARIANTS: dict[str, dict] = {
     "default": {},
@@ -124,6 +142,48 @@ VARIANTS: dict[str, dict] = {
     "service-monitor-with-shard": {
         "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
         "shardExample": {"enabled": True, "shardId": 5},
+    },
+    "escape-hatches": {
+        "image": {"registry": "registry.example.com/hunt", "digest": "sha256:" + "a" * 64},
+        "serviceAccount": {"annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/hunt"}},
+        "router": {**EXTRA_POD, **EXTRA_CONTAINER, "podLabels": {"team": "games"}, "podAnnotations": {"team": "games"},
+                   "livenessProbe": {"periodSeconds": 20}, "readinessProbe": {"httpGet": {"path": "/readyz"}, "failureThreshold": 4},
+                   "startupProbe": {"tcpSocket": {"port": "grpc"}}},
+        "redis": {"bundled": {**EXTRA_POD, **EXTRA_CONTAINER, "livenessProbe": {"timeoutSeconds": 3}}},
+        "shardExample": {"enabled": True, "shardId": 2, **EXTRA_POD,
+                         "game": EXTRA_CONTAINER, "sidecar": {**EXTRA_CONTAINER, "readinessProbe": {"enabled": False}}},
+        "metrics": {"serviceMonitor": {"enabled": True, "namespace": "monitoring", "labels": {"release": "prometheus"},
+                                       "relabelings": [{"sourceLabels": ["__meta_kubernetes_pod_node_name"], "targetLabel": "node"}],
+                                       "metricRelabelings": [{"sourceLabels": ["__name__"], "regex": "go_.*", "action": "drop"}]}},
+    },
+    "openshift": {
+        # The restricted-v2 SCC picks the UID and GID: the chart's fixed ones are dropped.
+        "router": {"podSecurityContext": {"runAsUser": None, "runAsGroup": None, "fsGroup": None}},
+        "redis": {"bundled": {"podSecurityContext": {"runAsUser": None, "runAsGroup": None, "fsGroup": None}}},
+        "shardExample": {"enabled": True, "podSecurityContext": {"runAsUser": None, "runAsGroup": None, "fsGroup": None}},
+    },
+    "common-metadata": {
+        "commonLabels": {"team": "games", "cost-center": "hunt", "example.com/tier": "gold"},
+        "commonAnnotations": {"example.com/owner": "games-team", "helm.sh/resource-policy": "delete"},
+        # The same keys in an object's own labels: it wins, and no key appears twice.
+        "router": {"podLabels": {"team": "router-team"}},
+        "metrics": {"serviceMonitor": {"enabled": True, "labels": {"team": "monitoring", "release": "prometheus"}},
+                    "dashboard": {"enabled": True, "labels": {"grafana_dashboard": "1", "cost-center": "dashboards"}}},
+        "service": {"http": {"type": "ClusterIP", "port": 8080, "annotations": {"example.com/owner": "http-team"}}},
+        "serviceAccount": {"annotations": {"iam.gke.io/gcp-service-account": "hunt@project.iam.gserviceaccount.com"}},
+        "shardExample": {"enabled": True},
+        "ingress": {"enabled": True},
+        "httpRoute": {"enabled": True, "parentRefs": [{"name": "edge"}]},
+    },
+    "ingress": {
+        "ingress": {"enabled": True, "className": "nginx", "hosts": ["hunt.example.com", "*.hunt.example.org"],
+                    "annotations": {"nginx.ingress.kubernetes.io/proxy-read-timeout": "3600"},
+                    "tls": [{"secretName": "hunt-tls", "hosts": ["hunt.example.com"]}]},
+    },
+    "http-route": {
+        "httpRoute": {"enabled": True, "annotations": {"example.com/owner": "games-team"},
+                      "parentRefs": [{"name": "edge", "namespace": "gateways", "sectionName": "https"}],
+                      "hostnames": ["hunt.example.com"]},
     },
     "everything-off": {
         "networkPolicy": {"enabled": False},

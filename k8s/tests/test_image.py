@@ -92,3 +92,24 @@ def test_build_context_leaves_out_build_output_and_history():
     ignored = {line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
                if line.strip() and not line.startswith("#")}
     assert {"target/", ".git", "**/node_modules/", ".venv/"} <= ignored
+
+
+def oci_labels() -> dict[str, str]:
+    runtime = " ".join(line for line in stages()[-1] if line.startswith("LABEL "))
+    return dict(re.findall(r'(org\.opencontainers\.image\.[a-z]+)="([^"]*)"', runtime))
+
+
+def test_runtime_image_carries_the_oci_labels():
+    workspace = tomllib.loads((REPO / "Cargo.toml").read_text())["workspace"]["package"]
+    labels = oci_labels()
+    assert labels["org.opencontainers.image.title"] == "hunt-pipeline"
+    assert labels["org.opencontainers.image.description"]
+    assert labels["org.opencontainers.image.licenses"] == workspace["license"]
+    assert labels["org.opencontainers.image.source"] == workspace["repository"]
+    # The version comes from a build argument, declared before the first stage with the
+    # workspace's version (the chart's appVersion) and brought into the runtime stage.
+    assert labels["org.opencontainers.image.version"] == "${VERSION}"
+    assert "ARG VERSION" in stages()[-1]
+    (default,) = [line.split("=", 1)[1] for line in INSTRUCTIONS if line.startswith("ARG VERSION=")]
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert default == workspace["version"] == chart["appVersion"]

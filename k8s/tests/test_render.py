@@ -28,14 +28,31 @@ from conftest import (
 # checked against this subset of monitoring.coreos.com/v1 (the fields the chart sets, with their
 # types).
 DURATION = {"type": "string", "pattern": "^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"}
+RELABEL_CONFIGS = {"type": "array", "items": {
+    "type": "object", "additionalProperties": False,
+    "properties": {
+        "sourceLabels": {"type": "array", "items": {"type": "string", "pattern": "^[a-zA-Z_][a-zA-Z0-9_]*$"}},
+        "separator": {"type": "string"},
+        "targetLabel": {"type": "string"},
+        "regex": {"type": "string"},
+        "modulus": {"type": "integer", "minimum": 0},
+        "replacement": {"type": "string"},
+        "action": {"enum": ["replace", "Replace", "keep", "Keep", "drop", "Drop", "hashmod", "HashMod",
+                            "labelmap", "LabelMap", "labeldrop", "LabelDrop", "labelkeep", "LabelKeep",
+                            "lowercase", "Lowercase", "uppercase", "Uppercase", "keepequal", "KeepEqual",
+                            "dropequal", "DropEqual"]},
+    }}}
+METADATA = {"type": "object", "required": ["name"],
+            "properties": {"name": {"type": "string"}, "namespace": {"type": "string"},
+                           "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                           "annotations": {"type": "object", "additionalProperties": {"type": "string"}}}}
 SERVICE_MONITOR_SHAPE = {
     "type": "object",
     "required": ["apiVersion", "kind", "metadata", "spec"],
     "properties": {
         "apiVersion": {"const": "monitoring.coreos.com/v1"},
         "kind": {"const": "ServiceMonitor"},
-        "metadata": {"type": "object", "required": ["name"],
-                     "properties": {"labels": {"type": "object", "additionalProperties": {"type": "string"}}}},
+        "metadata": METADATA,
         "spec": {
             "type": "object",
             "required": ["selector", "endpoints"],
@@ -53,6 +70,8 @@ SERVICE_MONITOR_SHAPE = {
                         "scheme": {"enum": ["http", "https"]},
                         "interval": DURATION,
                         "scrapeTimeout": DURATION,
+                        "relabelings": RELABEL_CONFIGS,
+                        "metricRelabelings": RELABEL_CONFIGS,
                     }}},
             },
         },
@@ -82,11 +101,61 @@ POD_MONITOR_SHAPE = {
                         "scheme": {"enum": ["http", "https"]},
                         "interval": DURATION,
                         "scrapeTimeout": DURATION,
+                        "relabelings": RELABEL_CONFIGS,
+                        "metricRelabelings": RELABEL_CONFIGS,
                     }}},
             },
         },
     },
 }
+
+
+# No schema for the Gateway API either: HTTPRoute is checked against this subset of
+# gateway.networking.k8s.io/v1 (the fields the chart sets, with their types and limits).
+GATEWAY_NAME = {"type": "string", "minLength": 1, "maxLength": 253}
+HTTP_ROUTE_SHAPE = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "gateway.networking.k8s.io/v1"},
+        "kind": {"const": "HTTPRoute"},
+        "metadata": METADATA,
+        "spec": {
+            "type": "object",
+            "required": ["parentRefs", "rules"],
+            "additionalProperties": False,
+            "properties": {
+                "parentRefs": {"type": "array", "minItems": 1, "maxItems": 32, "items": {
+                    "type": "object", "additionalProperties": False, "required": ["name"],
+                    "properties": {
+                        "group": {"type": "string", "maxLength": 253},
+                        "kind": {"type": "string", "minLength": 1, "maxLength": 63},
+                        "namespace": {"type": "string", "minLength": 1, "maxLength": 63},
+                        "name": GATEWAY_NAME,
+                        "sectionName": GATEWAY_NAME,
+                        "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+                    }}},
+                "hostnames": {"type": "array", "maxItems": 16, "items": {
+                    "type": "string", "pattern": r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"}},
+                "rules": {"type": "array", "minItems": 1, "maxItems": 16, "items": {
+                    "type": "object", "additionalProperties": False,
+                    "properties": {
+                        "matches": {"type": "array", "maxItems": 64, "items": {
+                            "type": "object", "additionalProperties": False,
+                            "properties": {"path": {
+                                "type": "object", "additionalProperties": False, "required": ["type", "value"],
+                                "properties": {"type": {"enum": ["Exact", "PathPrefix", "RegularExpression"]},
+                                               "value": {"type": "string", "pattern": "^/", "maxLength": 1024}}}}}},
+                        "backendRefs": {"type": "array", "minItems": 1, "items": {
+                            "type": "object", "additionalProperties": False, "required": ["name", "port"],
+                            "properties": {"name": GATEWAY_NAME,
+                                           "port": {"type": "integer", "minimum": 1, "maximum": 65535}}}},
+                    }}},
+            },
+        },
+    },
+}
+CRD_SHAPES = {"ServiceMonitor": SERVICE_MONITOR_SHAPE, "PodMonitor": POD_MONITOR_SHAPE, "HTTPRoute": HTTP_ROUTE_SHAPE}
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -102,14 +171,11 @@ def test_every_manifest_is_valid_for_kubernetes_1_28(chart, variant):
     objects = all_objects(chart, VARIANTS[variant])
     assert objects
     for obj in objects:
-        if obj["kind"] == "ServiceMonitor":
-            jsonschema.validate(obj, SERVICE_MONITOR_SHAPE)
-            continue
-        if obj["kind"] == "PodMonitor":
-            jsonschema.validate(obj, POD_MONITOR_SHAPE)
-            continue
-        # Strict: an unknown field is an error, as a server-side apply would report it.
-        kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+        if obj["kind"] in CRD_SHAPES:
+            jsonschema.validate(obj, CRD_SHAPES[obj["kind"]])
+        else:
+            # Strict: an unknown field is an error, as a server-side apply would report it.
+            kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
         assert obj["metadata"]["labels"]["app.kubernetes.io/part-of"] == "hunt-pipeline"
 
 
@@ -120,9 +186,10 @@ def test_every_container_is_locked_down(chart, variant):
             continue
         spec = pod_spec(obj)
         assert spec["securityContext"]["runAsNonRoot"] is True
-        assert spec["securityContext"]["runAsUser"] != 0
+        # Fixed by default; left to the platform (OpenShift's SCC) in the openshift variant.
+        assert spec["securityContext"].get("runAsUser") != 0
         assert spec["automountServiceAccountToken"] is False
-        for container in spec["containers"]:
+        for container in spec["containers"] + spec.get("initContainers", []):
             context = container["securityContext"]
             assert context["runAsNonRoot"] is True, container["name"]
             assert context["readOnlyRootFilesystem"] is True, container["name"]

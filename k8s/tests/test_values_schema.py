@@ -41,16 +41,26 @@ def test_schema_is_a_valid_draft_7_schema():
     jsonschema.Draft7Validator.check_schema(SCHEMA)
 
 
+# Helm hands a subchart every global of its parent: values.global must take keys it does not know.
+OPEN_BY_DESIGN = {"values.global"}
+
+
 def test_every_default_value_is_described_and_closed():
     seen = 0
     for path, node in walk(DEFAULTS, SCHEMA):
         seen += 1
-        if node.get("properties"):
+        if node.get("properties") and path not in OPEN_BY_DESIGN:
             assert node.get("additionalProperties") is False, f"{path} accepts unknown keys"
             assert set(node.get("required", [])) <= set(node["properties"]), path
         elif "anyOf" not in node:
             assert "type" in node or "enum" in node, f"{path} has no type"
     assert seen > 100
+
+
+def test_global_takes_a_parent_charts_keys_and_types_its_own(chart):
+    chart.validate_schema(chart.merge_values({"global": {"imageRegistry": "mirror.example.com", "storageClass": "x"}}))
+    with pytest.raises(helm.HelmValuesError):
+        chart.validate_schema(chart.merge_values({"global": {"imageRegistry": 5}}))
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -89,6 +99,54 @@ BAD_VALUES = {
     "shard on nfs": {"shardExample": {"persistence": {"storageClassName": "nfs-client"}}},
     "shard without storage class": {"shardExample": {"persistence": {"storageClassName": ""}}},
     "sidecar args": {"shardExample": {"sidecar": {"extraArgs": [1]}}},
+    # The escape hatches: closed, typed.
+    "pod security context key": {"router": {"podSecurityContext": {"runAsUsr": 1000}}},
+    "pod security context uid as text": {"router": {"podSecurityContext": {"runAsUser": "nobody"}}},
+    "negative uid": {"redis": {"bundled": {"podSecurityContext": {"fsGroup": -1}}}},
+    "seccomp type": {"router": {"podSecurityContext": {"seccompProfile": {"type": "Default"}}}},
+    "container security context key": {"router": {"containerSecurityContext": {"readOnlyRoot": True}}},
+    "privileged as text": {"shardExample": {"game": {"containerSecurityContext": {"privileged": "no"}}}},
+    "capabilities as text": {"redis": {"bundled": {"containerSecurityContext": {"capabilities": {"drop": "ALL"}}}}},
+    "env var without name": {"router": {"extraEnv": [{"value": "1"}]}},
+    "env var as a map": {"router": {"extraEnv": {"EXTRA": "1"}}},
+    "env var value as number": {"shardExample": {"sidecar": {"extraEnv": [{"name": "N", "value": 1}]}}},
+    "env var key": {"redis": {"bundled": {"extraEnv": [{"name": "N", "valueFrom": {"secret": {"name": "s"}}}]}}},
+    "env from key": {"router": {"extraEnvFrom": [{"secret": {"name": "s"}}]}},
+    "volume without source": {"router": {"extraVolumes": [{"name": "v"}]}},
+    "volume source as text": {"shardExample": {"extraVolumes": [{"name": "v", "emptyDir": "yes"}]}},
+    "relative mount path": {"router": {"extraVolumeMounts": [{"name": "v", "mountPath": "etc"}]}},
+    "mount key": {"shardExample": {"game": {"extraVolumeMounts": [{"name": "v", "mountPath": "/x", "ro": True}]}}},
+    "sidecar without image": {"router": {"sidecars": [{"name": "proxy"}]}},
+    "sidecar key": {"redis": {"bundled": {"sidecars": [{"name": "p", "image": "p:1", "imagePullpolicy": "Always"}]}}},
+    "init container name": {"shardExample": {"initContainers": [{"name": "Wait", "image": "busybox"}]}},
+    "probe key": {"router": {"livenessProbe": {"period": 10}}},
+    "probe period 0": {"router": {"readinessProbe": {"periodSeconds": 0}}},
+    "probe enabled as text": {"shardExample": {"sidecar": {"startupProbe": {"enabled": "no"}}}},
+    "probe handler key": {"redis": {"bundled": {"livenessProbe": {"httpGet": {"url": "/"}}}}},
+    "image digest": {"image": {"digest": "latest"}},
+    "image registry with a scheme": {"image": {"registry": "https://ghcr.io"}},
+    "global registry": {"global": {"imageRegistry": "https://mirror.example.com"}},
+    "bundled image digest": {"redis": {"bundled": {"image": {"digest": "sha256:xyz"}}}},
+    "common label the chart sets": {"commonLabels": {"app.kubernetes.io/name": "other"}},
+    "pod label the chart sets": {"router": {"podLabels": {"app.kubernetes.io/component": "web"}}},
+    "common label value": {"commonLabels": {"team": 1}},
+    "common label value too long": {"commonLabels": {"team": "x" * 64}},
+    "common label key": {"commonLabels": {"a b": "c"}},
+    "common annotation value": {"commonAnnotations": {"owner": True}},
+    "service account annotations": {"serviceAccount": {"annotations": ["role"]}},
+    "monitor namespace": {"metrics": {"serviceMonitor": {"namespace": "Monitoring"}}},
+    "relabel action": {"metrics": {"serviceMonitor": {"relabelings": [{"action": "rename"}]}}},
+    "relabel key": {"metrics": {"serviceMonitor": {"metricRelabelings": [{"source_labels": ["a"]}]}}},
+    "ingress key": {"ingress": {"enabled": True, "class": "nginx"}},
+    "ingress enabled as text": {"ingress": {"enabled": "true"}},
+    "ingress path type": {"ingress": {"paths": [{"path": "/", "pathType": "PathPrefix"}]}},
+    "ingress relative path": {"ingress": {"paths": [{"path": "ws", "pathType": "Exact"}]}},
+    "ingress without paths": {"ingress": {"paths": []}},
+    "ingress host": {"ingress": {"hosts": ["https://hunt.example.com"]}},
+    "ingress tls key": {"ingress": {"tls": [{"secret": "hunt-tls"}]}},
+    "http route parent without name": {"httpRoute": {"parentRefs": [{"namespace": "gateways"}]}},
+    "http route path type": {"httpRoute": {"paths": [{"path": "/", "pathType": "Prefix"}]}},
+    "http route key": {"httpRoute": {"gateway": "edge"}},
 }
 
 

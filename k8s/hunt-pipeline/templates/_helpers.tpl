@@ -17,19 +17,54 @@
 {{- end }}
 {{- end }}
 
+{{/* Call with the root context, or with (dict "ctx" $ "extra" $labels) to add an object's own
+labels (router.podLabels, metrics.serviceMonitor.labels…), which win over commonLabels. */}}
 {{- define "hunt-pipeline.labels" -}}
-app.kubernetes.io/name: {{ include "hunt-pipeline.name" . }}
-app.kubernetes.io/instance: {{ .Release.Name }}
+{{- $ctx := . }}
+{{- if hasKey . "ctx" }}{{ $ctx = .ctx }}{{ end -}}
+app.kubernetes.io/name: {{ include "hunt-pipeline.name" $ctx }}
+app.kubernetes.io/instance: {{ $ctx.Release.Name }}
 {{ include "hunt-pipeline.commonLabels" . }}
 {{- end }}
 
+{{/* The label keys the chart sets itself: commonLabels and the other label values may not
+set them (values.schema.json refuses them; they are dropped here too), so no key appears
+twice in a rendered mapping. */}}
+{{- define "hunt-pipeline.reservedLabels" -}}
+{{- list "app.kubernetes.io/name" "app.kubernetes.io/instance" "app.kubernetes.io/component" "app.kubernetes.io/version" "app.kubernetes.io/managed-by" "app.kubernetes.io/part-of" "helm.sh/chart" "hunt-pipeline/port" "hunt-pipeline/metrics" "hunt-pipeline/redis-client" | toJson }}
+{{- end }}
+
 {{/* The labels of every object but the ones selectors use: for pod templates, beside
-hunt-pipeline.selectorLabels, so no key appears twice. */}}
+hunt-pipeline.selectorLabels, so no key appears twice. Then the operator's commonLabels, merged
+with the object's own labels (see hunt-pipeline.labels for the call with "extra"). */}}
 {{- define "hunt-pipeline.commonLabels" -}}
-helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
-app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
-app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- $ctx := . }}
+{{- $extra := dict }}
+{{- if hasKey . "ctx" }}{{ $ctx = .ctx }}{{ $extra = .extra | default dict }}{{ end -}}
+helm.sh/chart: {{ printf "%s-%s" $ctx.Chart.Name $ctx.Chart.Version | replace "+" "_" }}
+app.kubernetes.io/version: {{ $ctx.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ $ctx.Release.Service }}
 app.kubernetes.io/part-of: hunt-pipeline
+{{- $user := merge (deepCopy $extra) (deepCopy $ctx.Values.commonLabels) }}
+{{- range include "hunt-pipeline.reservedLabels" $ctx | fromJsonArray }}
+{{- $_ := unset $user . }}
+{{- end }}
+{{- with $user }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* The metadata.annotations of an object, on a line of its own under metadata: commonAnnotations
+merged with the object's own (which win). Call with the root context or
+(dict "ctx" $ "extra" $annotations), right after the line before, as
+`{{- include "hunt-pipeline.annotations" . }}`; renders nothing when both are empty. */}}
+{{- define "hunt-pipeline.annotations" -}}
+{{- $ctx := . }}
+{{- $extra := dict }}
+{{- if hasKey . "ctx" }}{{ $ctx = .ctx }}{{ $extra = .extra | default dict }}{{ end }}
+{{- with merge (deepCopy $extra) (deepCopy $ctx.Values.commonAnnotations) }}
+{{ dict "annotations" . | toYaml | indent 2 }}
+{{- end }}
 {{- end }}
 
 {{/* Selector labels of one component: call with (dict "ctx" $ "component" "router"). */}}
@@ -52,8 +87,53 @@ hunt-pipeline/redis-client: "true"
 {{- end }}
 {{- end }}
 
+{{/* The chart's image (tier-router and shard-writer). */}}
 {{- define "hunt-pipeline.image" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- include "hunt-pipeline.imageRef" (dict "image" .Values.image "defaultTag" .Chart.AppVersion "global" .Values.global) }}
+{{- end }}
+
+{{/*
+An image reference from (dict "image" $image "defaultTag" $tag "global" .Values.global):
+[registry/]repository, then @digest when image.digest is set (the tag is then not used), else
+:tag (defaultTag when the tag is empty). global.imageRegistry, when set, replaces image.registry.
+*/}}
+{{- define "hunt-pipeline.imageRef" -}}
+{{- $image := .image }}
+{{- $registry := $image.registry }}
+{{- if and .global (hasKey .global "imageRegistry") }}
+{{- $registry = .global.imageRegistry | default $registry }}
+{{- end }}
+{{- $repository := $image.repository }}
+{{- if $registry }}
+{{- $repository = printf "%s/%s" (trimSuffix "/" $registry) $repository }}
+{{- end }}
+{{- if $image.digest }}
+{{- printf "%s@%s" $repository $image.digest }}
+{{- else }}
+{{- printf "%s:%s" $repository (default .defaultTag $image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/*
+A probe: (dict "default" $probe "override" $values) renders the default probe with the override
+merged over it, or nothing when the override says enabled: false. An override naming a handler
+(exec, grpc, httpGet, tcpSocket) replaces the default's handler, unless it is the same handler,
+whose fields are then merged.
+*/}}
+{{- define "hunt-pipeline.probe" -}}
+{{- $override := .override | default dict }}
+{{- $enabled := true }}
+{{- if hasKey $override "enabled" }}{{ $enabled = $override.enabled }}{{ end }}
+{{- if $enabled }}
+{{- $probe := deepCopy .default }}
+{{- $handlers := list "exec" "grpc" "httpGet" "tcpSocket" }}
+{{- $overridesHandler := false }}
+{{- range $handlers }}{{ if hasKey $override . }}{{ $overridesHandler = true }}{{ end }}{{ end }}
+{{- if $overridesHandler }}
+{{- range $handlers }}{{ if not (hasKey $override .) }}{{ $_ := unset $probe . }}{{ end }}{{ end }}
+{{- end }}
+{{- toYaml (mergeOverwrite $probe (omit (deepCopy $override) "enabled")) }}
+{{- end }}
 {{- end }}
 
 {{- define "hunt-pipeline.redisPort" -}}
@@ -146,17 +226,4 @@ redis.external.sentinelMaster the URL names the sentinels and the service they m
   value: "true"
 {{- end }}
 {{- end }}
-{{- end }}
-
-{{/* The restricted pod security profile every container of the chart runs under. */}}
-{{- define "hunt-pipeline.containerSecurityContext" -}}
-allowPrivilegeEscalation: false
-readOnlyRootFilesystem: true
-runAsNonRoot: true
-privileged: false
-capabilities:
-  drop:
-    - ALL
-seccompProfile:
-  type: RuntimeDefault
 {{- end }}
