@@ -74,9 +74,9 @@ def env_of(container: dict) -> dict[str, dict]:
     return {entry["name"]: entry for entry in container.get("env", [])}
 
 
-def metric_names(crate: str) -> set[str]:
-    """Every metric name a crate's metrics.rs declares."""
-    source = (REPO / crate / "src" / "metrics.rs").read_text()
+def metric_names(crate: str, module: str = "metrics.rs") -> set[str]:
+    """Every metric name a crate's metrics module declares (`crate` may be `lib/<name>`)."""
+    source = (REPO / crate / "src" / module).read_text()
     return set(re.findall(r'pub const \w+: &str = "([a-z_]+)";', source))
 
 

@@ -8,7 +8,12 @@ import re
 
 from conftest import CHART, REPO, metric_names
 
-METRICS = metric_names("tier-router") | metric_names("shard-writer")
+# The request metrics both servers record come from their shared serving crate.
+METRICS = (
+    metric_names("tier-router")
+    | metric_names("shard-writer")
+    | metric_names("lib/hunt-serve", "calls.rs")
+)
 DASHBOARD = json.loads((CHART / "dashboards" / "hunt-pipeline.json").read_text())
 
 
@@ -16,7 +21,7 @@ def named_metrics(text: str) -> set[str]:
     """Metric names in `text`; a histogram's `_bucket`, `_sum` and `_count` series count as their
     metric."""
     names = set()
-    for name in re.findall(r"\bhunt_(?:router|writer)_[a-z_]+", text):
+    for name in re.findall(r"\bhunt_(?:router|writer|grpc|http)_[a-z_]+", text):
         base = re.sub(r"_(bucket|sum|count)$", "", name)
         names.add(base if base in METRICS else name)
     return names
@@ -32,6 +37,7 @@ def dashboard_exprs() -> list[str]:
 def test_the_code_declares_metrics():
     assert len(metric_names("tier-router")) > 20
     assert len(metric_names("shard-writer")) > 10
+    assert len(metric_names("lib/hunt-serve", "calls.rs")) == 4
 
 
 def test_dashboard_uses_every_metric_and_no_other():
