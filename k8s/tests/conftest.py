@@ -129,6 +129,13 @@ VARIANTS: dict[str, dict] = {
             "passwordKey": "password", "sentinelMaster": "hunt", "replicaAcks": 1}},
         "shardExample": {"enabled": True, "shardId": 4},
     },
+    "external-redis-tls": {
+        "redis": {"mode": "external", "external": {
+            "host": "hunt.redis.example.cloud", "port": 6380, "username": "hunt", "existingSecret": "hunt-redis",
+            "passwordKey": "password", "cluster": True,
+            "tls": {"enabled": True, "caSecret": "hunt-redis-ca", "caKey": "ca.pem"}}},
+        "shardExample": {"enabled": True, "shardId": 5},
+    },
     "external-redis-url-secret": {
         "redis": {"mode": "external", "external": {"existingSecret": "hunt-redis", "urlKey": "url"}},
     },

@@ -235,11 +235,12 @@ def test_router_settings_are_flags_the_router_reads(chart):
     flags = router_env_vars()
     for name in config:
         assert name == "RUST_LOG" or name in flags, f"{name} is not an environment variable of tier-router"
-    # Every flag but the Redis URL (a Secret's business), the cluster mode and the replica
-    # acknowledgements (set with the URL, only for redis.external.cluster and
-    # redis.external.replicaAcks) and the per-process router id is set.
+    # Every flag but the Redis URL (a Secret's business), the cluster mode, the replica
+    # acknowledgements and the CA file (set with the URL, only for redis.external.cluster,
+    # redis.external.replicaAcks and redis.external.tls.caSecret) and the per-process router id
+    # is set.
     assert flags - set(config) == {
-        "HUNT_REDIS_URL", "HUNT_REDIS_CLUSTER", "HUNT_CLAIM_REPLICAS", "HUNT_ROUTER_ID"}
+        "HUNT_REDIS_URL", "HUNT_REDIS_CLUSTER", "HUNT_CLAIM_REPLICAS", "HUNT_REDIS_CA_FILE", "HUNT_ROUTER_ID"}
 
 
 def test_services_for_grpc_and_http(chart):
@@ -330,11 +331,45 @@ def test_redis_sentinel_and_replica_acks_reach_the_router_and_the_sidecar(chart)
     assert "HUNT_CLAIM_REPLICAS" not in env_of(plain)
 
 
+def test_redis_over_tls_with_an_acl_user_and_a_ca_secret(chart):
+    objects = all_objects(chart, VARIANTS["external-redis-tls"])
+    router = pod_spec(find(objects, "Deployment", "-router"))
+    sidecar_pod = pod_spec(find(objects, "Deployment", "-shard-5"))
+    sidecar = {c["name"]: c for c in sidecar_pod["containers"]}["shard-writer"]
+    for pod, container in ((router, router["containers"][0]), (sidecar_pod, sidecar)):
+        env = env_of(container)
+        assert env["HUNT_REDIS_URL"]["value"] == "rediss://hunt:$(REDIS_PASSWORD)@hunt.redis.example.cloud:6380/0"
+        assert env["HUNT_REDIS_CA_FILE"]["value"] == "/etc/hunt/redis-ca/ca.pem"
+        mount = {m["name"]: m for m in container["volumeMounts"]}["redis-ca"]
+        assert mount == {"name": "redis-ca", "mountPath": "/etc/hunt/redis-ca", "readOnly": True}
+        volume = {v["name"]: v for v in pod["volumes"]}["redis-ca"]
+        assert volume["secret"] == {"secretName": "hunt-redis-ca", "items": [{"key": "ca.pem", "path": "ca.pem"}]}
+    # TLS without a CA Secret trusts the image's authorities: no file, no volume.
+    values = {"redis": {"mode": "external", "external": {
+        "host": "r.example", "tls": {"enabled": True, "caSecret": "", "caKey": "ca.crt"}}}}
+    router = pod_spec(find(all_objects(chart, values), "Deployment", "-router"))
+    assert env_of(router["containers"][0])["HUNT_REDIS_URL"]["value"] == "rediss://r.example:6379/0"
+    assert "HUNT_REDIS_CA_FILE" not in env_of(router["containers"][0])
+    assert "redis-ca" not in {v["name"] for v in router["volumes"]}
+    # Sentinel over TLS.
+    values = {"redis": {"mode": "external", "external": {
+        "host": "s.example", "port": 26379, "sentinelMaster": "hunt",
+        "tls": {"enabled": True, "caSecret": "", "caKey": "ca.crt"}}}}
+    router = pod_spec(find(all_objects(chart, values), "Deployment", "-router"))["containers"][0]
+    assert env_of(router)["HUNT_REDIS_URL"]["value"] == "rediss+sentinel://s.example:26379/hunt"
+    # The default stays plain text.
+    plain = pod_spec(find(all_objects(chart, VARIANTS["external-redis"]), "Deployment", "-router"))["containers"][0]
+    assert env_of(plain)["HUNT_REDIS_URL"]["value"].startswith("redis://")
+
+
 @pytest.mark.parametrize(
     ("values", "message"),
     [
         ({"redis": {"mode": "external", "external": {"host": "r", "cluster": True, "sentinelMaster": "m"}}},
          "exclude each other"),
+        ({"redis": {"mode": "external", "external": {
+            "host": "r", "sentinelMaster": "m", "tls": {"enabled": True, "caSecret": "ca", "caKey": "ca.crt"}}}},
+         "caSecret does not apply with sentinelMaster"),
         ({"redis": {"mode": "external", "external": {"existingSecret": "s", "urlKey": "u", "sentinelMaster": "m"}}},
          "not urlKey"),
         ({"router": {"terminationGracePeriodSeconds": 10}}, "must be longer than router.shutdownGraceMs"),

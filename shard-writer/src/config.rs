@@ -51,6 +51,9 @@ pub struct WriterConfig {
     /// Whether `redis_url` is a comma-separated list of Redis Cluster seed node URLs rather than
     /// one Redis.
     pub redis_cluster: bool,
+    /// The authorities (a PEM file) that sign the certificates of `rediss://` (TLS) Redis
+    /// servers; `None` trusts the system's (or `SSL_CERT_FILE`'s).
+    pub redis_ca_file: Option<PathBuf>,
     /// `synchronous` for append commits.
     pub synchronous: Synchronous,
     /// Appends waiting for group commit; past it `append` waits and `try_append` is refused.
@@ -137,6 +140,7 @@ impl WriterConfig {
             shard_id,
             redis_url: None,
             redis_cluster: false,
+            redis_ca_file: None,
             synchronous: Synchronous::Normal,
             queue_capacity: 65_536,
             max_commit_batch: 4_096,
@@ -254,9 +258,22 @@ impl WriterConfig {
             });
         }
         if let Some(url) = &self.redis_url {
-            RedisTarget::open(url, self.redis_cluster).map_err(|err| ConfigError::Invalid {
-                field: "redis_url",
-                reason: format!("{} ({err_kind:?})", redact_url(url), err_kind = err.kind()),
+            let ca = self.redis_ca_file.as_deref();
+            if let Some(ca) = ca {
+                std::fs::File::open(ca).map_err(|err| ConfigError::Invalid {
+                    field: "redis_ca_file",
+                    reason: format!("cannot read {}: {err}", ca.display()),
+                })?;
+            }
+            RedisTarget::open_with_ca(url, self.redis_cluster, ca).map_err(|err| {
+                ConfigError::Invalid {
+                    field: if ca.is_some() {
+                        "redis_ca_file"
+                    } else {
+                        "redis_url"
+                    },
+                    reason: format!("{}: {err}", redact_url(url)),
+                }
             })?;
         }
         Ok(())

@@ -80,6 +80,10 @@ struct ServeArgs {
     /// one Redis.
     #[arg(long, env = "HUNT_REDIS_CLUSTER")]
     redis_cluster: bool,
+    /// A PEM file of the authorities that sign the Redis servers' certificates, for rediss://
+    /// (TLS) URLs; without it the system's authorities (or SSL_CERT_FILE's) are trusted.
+    #[arg(long, env = "HUNT_REDIS_CA_FILE")]
+    redis_ca_file: Option<PathBuf>,
     /// Where gRPC listens.
     #[arg(long, env = "HUNT_GRPC_ADDR", default_value = "0.0.0.0:50052")]
     grpc_addr: SocketAddr,
@@ -251,6 +255,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
     let mut writer = WriterConfig::new(&args.db, args.shard_id);
     writer.redis_url = args.redis_url;
     writer.redis_cluster = args.redis_cluster;
+    writer.redis_ca_file = args.redis_ca_file;
     writer.queue_capacity = args.queue_capacity;
     writer.shutdown_grace = Duration::from_millis(args.shutdown_grace_ms);
     writer.claim_shards = args.claim_shards;

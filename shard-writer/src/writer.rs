@@ -540,12 +540,15 @@ async fn reconcile(
 ) -> Result<Reconciled, OpenError> {
     let path = config.path.clone();
     let client = match &config.redis_url {
-        Some(url) => Some(RedisTarget::open(url, config.redis_cluster).map_err(|err| {
-            OpenError::Config(crate::error::ConfigError::Invalid {
-                field: "redis_url",
-                reason: format!("{}: {:?}", redact_url(url), err.kind()),
-            })
-        })?),
+        Some(url) => Some(
+            RedisTarget::open_with_ca(url, config.redis_cluster, config.redis_ca_file.as_deref())
+                .map_err(|err| {
+                OpenError::Config(crate::error::ConfigError::Invalid {
+                    field: "redis_url",
+                    reason: format!("{}: {:?}", redact_url(url), err.kind()),
+                })
+            })?,
+        ),
         None => None,
     };
     let floor = file.loaded.epoch + 1;

@@ -65,6 +65,9 @@ pub struct RouterConfig {
     pub redis_url: String,
     /// Whether `redis_url` names a Redis Cluster (by its seed nodes) instead of one Redis.
     pub redis_cluster: bool,
+    /// The authorities (a PEM file) that sign the certificates of `rediss://` (TLS) Redis
+    /// servers; `None` trusts the system's (or `SSL_CERT_FILE`'s).
+    pub redis_ca_file: Option<std::path::PathBuf>,
     /// Where gRPC listens; port 0 picks a free one.
     pub grpc_addr: SocketAddr,
     /// This router instance's name in leases and fence tokens; unique per process start.
@@ -230,6 +233,7 @@ impl RouterConfig {
         Self {
             redis_url: redis_url.into(),
             redis_cluster: false,
+            redis_ca_file: None,
             grpc_addr: DEFAULT_GRPC_ADDR,
             router_id: random_router_id(),
             lease_ttl: DEFAULT_LEASE_TTL,
@@ -264,7 +268,11 @@ impl RouterConfig {
     /// # Errors
     /// The Redis error when `redis_url` cannot be parsed.
     pub fn redis_target(&self) -> redis::RedisResult<RedisTarget> {
-        RedisTarget::open(&self.redis_url, self.redis_cluster)
+        RedisTarget::open_with_ca(
+            &self.redis_url,
+            self.redis_cluster,
+            self.redis_ca_file.as_deref(),
+        )
     }
 
     /// Checks every bound.
@@ -276,6 +284,22 @@ impl RouterConfig {
             field,
             reason: reason.to_owned(),
         };
+        if let Some(ca) = &self.redis_ca_file {
+            std::fs::File::open(ca).map_err(|err| ConfigError {
+                field: "redis_ca_file",
+                reason: format!("cannot read {}: {err}", ca.display()),
+            })?;
+            if !self
+                .redis_url
+                .split(',')
+                .all(|url| url.trim().starts_with("rediss://"))
+            {
+                return Err(invalid(
+                    "redis_ca_file",
+                    "applies to rediss:// (TLS) URLs only; with Sentinel, set SSL_CERT_FILE",
+                ));
+            }
+        }
         self.redis_target().map_err(|_| {
             let reason = if self.redis_cluster {
                 "not a comma-separated list of redis:// or rediss:// seed URLs"

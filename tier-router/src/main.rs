@@ -20,6 +20,10 @@ struct Args {
     /// Talk to a Redis Cluster: --redis-url lists seed nodes.
     #[arg(long, env = "HUNT_REDIS_CLUSTER")]
     redis_cluster: bool,
+    /// A PEM file of the authorities that sign the Redis servers' certificates, for rediss://
+    /// (TLS) URLs; without it the system's authorities (or SSL_CERT_FILE's) are trusted.
+    #[arg(long, env = "HUNT_REDIS_CA_FILE")]
+    redis_ca_file: Option<std::path::PathBuf>,
     /// Where gRPC listens.
     #[arg(long, env = "HUNT_GRPC_ADDR", default_value_t = config::DEFAULT_GRPC_ADDR)]
     grpc_addr: SocketAddr,
@@ -126,6 +130,7 @@ fn main() -> ExitCode {
     logging::init(args.log_format);
     let mut config = RouterConfig::new(args.redis_url);
     config.redis_cluster = args.redis_cluster;
+    config.redis_ca_file = args.redis_ca_file;
     config.grpc_addr = args.grpc_addr;
     config.lease_ttl = Duration::from_millis(args.lease_ttl_ms);
     config.apply_batch = args.apply_batch;

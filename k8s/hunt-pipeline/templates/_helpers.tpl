@@ -210,11 +210,12 @@ redis.external.sentinelMaster the URL names the sentinels and the service they m
 {{- else if $external.username }}
 {{- $credentials = printf "%s@" $external.username }}
 {{- end }}
+{{- $scheme := ternary "rediss" "redis" $external.tls.enabled }}
 - name: HUNT_REDIS_URL
 {{- if $external.sentinelMaster }}
-  value: {{ printf "redis+sentinel://%s%s:%v/%s" $credentials $external.host (int $external.port) $external.sentinelMaster | quote }}
+  value: {{ printf "%s+sentinel://%s%s:%v/%s" $scheme $credentials $external.host (int $external.port) $external.sentinelMaster | quote }}
 {{- else }}
-  value: {{ printf "redis://%s%s:%v/%v" $credentials $external.host (int $external.port) (int $external.db) | quote }}
+  value: {{ printf "%s://%s%s:%v/%v" $scheme $credentials $external.host (int $external.port) (int $external.db) | quote }}
 {{- end }}
 {{- end }}
 {{- if gt (int $external.replicaAcks) 0 }}
@@ -225,5 +226,34 @@ redis.external.sentinelMaster the URL names the sentinels and the service they m
 - name: HUNT_REDIS_CLUSTER
   value: "true"
 {{- end }}
+{{- if $external.tls.caSecret }}
+{{- if $external.sentinelMaster }}
+{{- fail "redis.external.tls.caSecret does not apply with sentinelMaster: Sentinel's TLS trusts the system's authorities" }}
+{{- end }}
+- name: HUNT_REDIS_CA_FILE
+  value: {{ printf "/etc/hunt/redis-ca/%s" $external.tls.caKey | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The volume mount and the volume of the Redis CA file (redis.external.tls.caSecret), when set.
+*/}}
+{{- define "hunt-pipeline.redisCaVolumeMount" -}}
+{{- if and (eq .Values.redis.mode "external") .Values.redis.external.tls.caSecret }}
+- name: redis-ca
+  mountPath: /etc/hunt/redis-ca
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "hunt-pipeline.redisCaVolume" -}}
+{{- if and (eq .Values.redis.mode "external") .Values.redis.external.tls.caSecret }}
+- name: redis-ca
+  secret:
+    secretName: {{ .Values.redis.external.tls.caSecret }}
+    items:
+      - key: {{ .Values.redis.external.tls.caKey }}
+        path: {{ .Values.redis.external.tls.caKey }}
 {{- end }}
 {{- end }}

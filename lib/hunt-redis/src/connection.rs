@@ -21,6 +21,7 @@
 //! - Secrets never reach logs: [`redact_url`] hides passwords, in seed lists too.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
@@ -30,7 +31,7 @@ use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo, SingleNodeRou
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use redis::{
     Arg, AsyncConnectionConfig, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult,
-    Value,
+    TlsCertificates, Value,
 };
 
 /// How long connecting and each command may take; `None` waits without limit.
@@ -48,8 +49,8 @@ pub struct RedisTarget(Target);
 
 #[derive(Clone)]
 enum Target {
-    /// A single Redis (`redis://[:password@]host:port/`).
-    Single(redis::Client),
+    /// A single Redis (`redis://[:password@]host:port/`; boxed: with TLS its client is large).
+    Single(Box<redis::Client>),
     /// A Redis Cluster, discovered from its seed nodes (boxed: its client is large).
     Cluster(Box<ClusterClient>),
     /// The primary Redis Sentinel names for a service, asked again on every connect (so a
@@ -80,11 +81,60 @@ impl RedisTarget {
     /// The Redis error when a URL is malformed, the seed list is empty, or seeds disagree on
     /// credentials.
     pub fn open(url: &str, cluster: bool) -> RedisResult<Self> {
+        Self::open_with_ca(url, cluster, None)
+    }
+
+    /// [`RedisTarget::open`], trusting the certificate authorities in the PEM file `ca` for
+    /// `rediss://` (TLS) URLs instead of the system's (which `SSL_CERT_FILE` may also name).
+    /// Usernames (Redis ACL) and passwords come from the URLs: `rediss://user:password@host:port/`.
+    ///
+    /// # Errors
+    /// As [`RedisTarget::open`]; also when `ca` cannot be read, or is given for URLs that are
+    /// not all `rediss://`, or for a Sentinel URL (whose TLS trusts the system's authorities and
+    /// `SSL_CERT_FILE`).
+    pub fn open_with_ca(url: &str, cluster: bool, ca: Option<&Path>) -> RedisResult<Self> {
+        let invalid =
+            |reason: &'static str| RedisError::from((ErrorKind::InvalidClientConfig, reason));
+        let certificates = match ca {
+            None => None,
+            Some(path) => Some(TlsCertificates {
+                client_tls: None,
+                root_cert: Some(std::fs::read(path).map_err(|err| {
+                    RedisError::from((
+                        ErrorKind::InvalidClientConfig,
+                        "cannot read the Redis CA file",
+                        format!("{}: {err}", path.display()),
+                    ))
+                })?),
+            }),
+        };
         if !cluster {
             if let Some(sentinel) = url.strip_prefix(SENTINEL_SCHEME) {
-                return open_sentinel(sentinel);
+                if certificates.is_some() {
+                    return Err(invalid(
+                        "a CA file applies to rediss:// URLs; Sentinel's TLS trusts the system's authorities and SSL_CERT_FILE",
+                    ));
+                }
+                return open_sentinel(sentinel, false);
             }
-            return redis::Client::open(url).map(|client| Self(Target::Single(client)));
+            if let Some(sentinel) = url.strip_prefix(SENTINEL_TLS_SCHEME) {
+                if certificates.is_some() {
+                    return Err(invalid(
+                        "a CA file applies to rediss:// URLs; Sentinel's TLS trusts the system's authorities and SSL_CERT_FILE",
+                    ));
+                }
+                return open_sentinel(sentinel, true);
+            }
+            let client = match certificates {
+                Some(certificates) => {
+                    if !url.trim_start().starts_with("rediss://") {
+                        return Err(invalid("a CA file applies to rediss:// (TLS) URLs only"));
+                    }
+                    redis::Client::build_with_tls(url, certificates)?
+                }
+                None => redis::Client::open(url)?,
+            };
+            return Ok(Self(Target::Single(Box::new(client))));
         }
         let seeds: Vec<&str> = url
             .split(',')
@@ -97,7 +147,16 @@ impl RedisTarget {
                 "no Redis Cluster seed URL given",
             )));
         }
-        ClusterClient::new(seeds).map(|client| Self(Target::Cluster(Box::new(client))))
+        let mut builder = ClusterClient::builder(seeds.iter().copied());
+        if let Some(certificates) = certificates {
+            if !seeds.iter().all(|seed| seed.starts_with("rediss://")) {
+                return Err(invalid("a CA file applies to rediss:// (TLS) URLs only"));
+            }
+            builder = builder.certs(certificates);
+        }
+        builder
+            .build()
+            .map(|client| Self(Target::Cluster(Box::new(client))))
     }
 
     /// Whether this is a Redis Cluster.
@@ -168,9 +227,13 @@ impl RedisTarget {
 /// `redis+sentinel://[[user]:password@]host:port[,host:port...]/<service>`.
 pub const SENTINEL_SCHEME: &str = "redis+sentinel://";
 
-/// A Sentinel target from the part of its URL after [`SENTINEL_SCHEME`]. The credentials, when
-/// given, are used for the sentinels and for the primary alike.
-fn open_sentinel(rest: &str) -> RedisResult<RedisTarget> {
+/// The scheme of a Sentinel target reached over TLS, the sentinels and the primary alike:
+/// `rediss+sentinel://…`.
+pub const SENTINEL_TLS_SCHEME: &str = "rediss+sentinel://";
+
+/// A Sentinel target from the part of its URL after its scheme. The credentials, when given,
+/// are used for the sentinels and for the primary alike; with `tls`, both are reached over TLS.
+fn open_sentinel(rest: &str, tls: bool) -> RedisResult<RedisTarget> {
     let invalid = |reason: &'static str| RedisError::from((ErrorKind::InvalidClientConfig, reason));
     let (authority, service) = rest.split_once('/').ok_or_else(|| {
         invalid("a Sentinel URL names its service: redis+sentinel://host:port/<service>")
@@ -189,20 +252,21 @@ fn open_sentinel(rest: &str) -> RedisResult<RedisTarget> {
         .split(',')
         .map(str::trim)
         .filter(|host| !host.is_empty())
-        .map(|host| format!("redis://{credentials}{host}/"))
+        .map(|host| {
+            let scheme = if tls { "rediss" } else { "redis" };
+            format!("{scheme}://{credentials}{host}/")
+        })
         .collect();
     let Some(first) = sentinels.first() else {
         return Err(invalid("a Sentinel URL names at least one sentinel host"));
     };
     let node = redis::IntoConnectionInfo::into_connection_info(first.as_str())?;
-    let node = SentinelNodeConnectionInfo::default()
+    let mut node = SentinelNodeConnectionInfo::default()
         .set_redis_connection_info(node.redis_settings().clone());
-    let client = SentinelClient::build(
-        sentinels,
-        service.to_owned(),
-        Some(node),
-        SentinelServerType::Master,
-    )?;
+    if tls {
+        node = node.set_tls_mode(redis::TlsMode::Secure);
+    }
+    let client = SentinelClient::build(sentinels, service, Some(node), SentinelServerType::Master)?;
     Ok(RedisTarget(Target::Sentinel(std::sync::Arc::new(
         tokio::sync::Mutex::new(client),
     ))))
@@ -476,7 +540,8 @@ impl Primaries for Connection {
 /// comma-separated list of cluster seeds is redacted seed by seed.
 #[must_use]
 pub fn redact_url(url: &str) -> String {
-    if url.trim_start().starts_with(SENTINEL_SCHEME) {
+    let trimmed = url.trim_start();
+    if trimmed.starts_with(SENTINEL_SCHEME) || trimmed.starts_with(SENTINEL_TLS_SCHEME) {
         // One URL naming several sentinel hosts.
         return redact_one(url.trim());
     }

@@ -29,6 +29,7 @@ pub mod recorded;
 pub mod replicated;
 #[cfg(test)]
 mod tests;
+pub mod tls;
 
 /// How long a start or a shutdown may take before it counts as failed.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);

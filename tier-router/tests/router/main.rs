@@ -15,4 +15,5 @@ mod ingest;
 mod observability;
 mod requests;
 mod saga;
+mod tls;
 mod ws;

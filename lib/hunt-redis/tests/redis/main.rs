@@ -5,3 +5,4 @@
 
 mod cluster;
 mod replication;
+mod tls;

@@ -1,0 +1,60 @@
+//! Redis over TLS with an ACL user, as managed Redis services are reached: `rediss://` URLs,
+//! the server's authority given as a CA file, the username and password from the URL.
+
+use std::time::Duration;
+
+use hunt_redis::{Connection, RedisTarget, Timeouts};
+use hunt_testkit::tls::{PASSWORD, TlsRedis, USER};
+use leaderboard_proto::functions::{LeaseAcquire, LeaseAcquired};
+
+const TIMEOUTS: Timeouts = Timeouts {
+    connect: Some(Duration::from_secs(5)),
+    response: Some(Duration::from_secs(5)),
+};
+
+async fn connect(url: &str, ca: Option<&std::path::Path>) -> redis::RedisResult<Connection> {
+    RedisTarget::open_with_ca(url, false, ca)?
+        .connect(TIMEOUTS)
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_with_a_ca_file_and_an_acl_user_loads_and_calls_the_library() {
+    let redis = TlsRedis::start().expect("a TLS redis-server");
+    let ca = redis.ca_file();
+    let mut conn = connect(&redis.url(), Some(&ca))
+        .await
+        .expect("TLS connection as the ACL user");
+    hunt_redis::ensure_loaded(&mut conn)
+        .await
+        .expect("library loads over TLS");
+    let acquire = LeaseAcquire::new(1, "router-a", Duration::from_secs(5));
+    assert!(matches!(
+        hunt_redis::call(&mut conn, &acquire).await.expect("lease"),
+        LeaseAcquired::Held(_)
+    ));
+    let whoami: String = redis::cmd("ACL")
+        .arg("WHOAMI")
+        .query_async(&mut conn)
+        .await
+        .expect("whoami");
+    assert_eq!(whoami, USER);
+
+    // The system's authorities do not know the test's: refused.
+    assert!(connect(&redis.url(), None).await.is_err());
+    // The username counts: the same password for the default user is refused.
+    let tls = redis.tls_port();
+    let default_user = format!("rediss://:{PASSWORD}@127.0.0.1:{tls}/");
+    assert!(connect(&default_user, Some(&ca)).await.is_err());
+    let wrong = format!("rediss://{USER}:not-it@127.0.0.1:{tls}/");
+    assert!(connect(&wrong, Some(&ca)).await.is_err());
+    // Plain text to the TLS port gets nowhere, and a CA file asks for a rediss:// URL.
+    let plain = format!("redis://{USER}:{PASSWORD}@127.0.0.1:{tls}/");
+    assert!(connect(&plain, None).await.is_err());
+    assert!(RedisTarget::open_with_ca(&plain, false, Some(&ca)).is_err());
+    // A CA file that cannot be read is a configuration error, said before connecting.
+    let missing = ca.with_file_name("missing.pem");
+    let error = RedisTarget::open_with_ca(&redis.url(), false, Some(&missing))
+        .expect_err("unreadable CA file");
+    assert!(error.to_string().contains("missing.pem"), "{error}");
+}

@@ -1,0 +1,119 @@
+//! A private `redis-server` that also speaks TLS, with certificates made for the test, and an
+//! ACL user: how managed Redis services are reached (`rediss://user:password@host:port/`).
+//!
+//! Design constraints:
+//! - A certificate authority and a server certificate for `127.0.0.1` and `localhost` are
+//!   generated at start (rcgen), kept in a temporary directory that goes with the value.
+//! - The server keeps its plain port for the harness's own probes and stop; clients under test
+//!   use the TLS port. Clients need no certificate of their own (`tls-auth-clients no`).
+//! - The ACL user [`USER`] may run every command on every key; the default user stays as it is.
+
+use std::fs;
+use std::path::PathBuf;
+
+use tempfile::TempDir;
+
+use crate::{RedisServer, TestkitError, free_port};
+
+/// The ACL user the server knows.
+pub const USER: &str = "hunt";
+/// [`USER`]'s password.
+pub const PASSWORD: &str = "hunt-acl-pass";
+
+/// A `redis-server` with a TLS port and an ACL user.
+#[derive(Debug)]
+pub struct TlsRedis {
+    /// The server (its plain port is the harness's).
+    pub server: RedisServer,
+    tls_port: u16,
+    certs: TempDir,
+}
+
+impl TlsRedis {
+    /// Generates the certificates and starts the server.
+    ///
+    /// # Errors
+    /// Any start error of [`RedisServer::start_with`]; [`TestkitError::Io`] when the
+    /// certificates cannot be made or written.
+    pub fn start() -> Result<Self, TestkitError> {
+        let certs = tempfile::Builder::new()
+            .prefix("hunt-redis-tls-")
+            .tempdir()
+            .map_err(TestkitError::io("creating the certificates' directory"))?;
+        let (ca, cert, key) = certificates().map_err(|err| TestkitError::Io {
+            action: "generating test certificates",
+            source: std::io::Error::other(err),
+        })?;
+        let write = |name: &str, pem: &str| {
+            let path = certs.path().join(name);
+            fs::write(&path, pem)
+                .map(|()| path.display().to_string())
+                .map_err(TestkitError::io("writing a test certificate"))
+        };
+        let (ca_file, cert_file, key_file) = (
+            write("ca.pem", &ca)?,
+            write("server.pem", &cert)?,
+            write("server.key", &key)?,
+        );
+        let tls_port = free_port()?;
+        let tls_port_arg = tls_port.to_string();
+        let password = format!(">{PASSWORD}");
+        let server = RedisServer::start_with(&[
+            "--tls-port",
+            &tls_port_arg,
+            "--tls-cert-file",
+            &cert_file,
+            "--tls-key-file",
+            &key_file,
+            "--tls-ca-cert-file",
+            &ca_file,
+            "--tls-auth-clients",
+            "no",
+            "--user",
+            USER,
+            "on",
+            &password,
+            "~*",
+            "&*",
+            "+@all",
+        ])?;
+        Ok(Self {
+            server,
+            tls_port,
+            certs,
+        })
+    }
+
+    /// The TLS port.
+    #[must_use]
+    pub fn tls_port(&self) -> u16 {
+        self.tls_port
+    }
+
+    /// The PEM file of the authority that signed the server's certificate.
+    #[must_use]
+    pub fn ca_file(&self) -> PathBuf {
+        self.certs.path().join("ca.pem")
+    }
+
+    /// `rediss://hunt:…@127.0.0.1:<tls port>/`.
+    #[must_use]
+    pub fn url(&self) -> String {
+        format!("rediss://{USER}:{PASSWORD}@127.0.0.1:{}/", self.tls_port)
+    }
+}
+
+/// A certificate authority, and a server certificate and key it signed, in PEM.
+fn certificates() -> Result<(String, String, String), rcgen::Error> {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    let mut authority = CertificateParams::new(Vec::<String>::new())?;
+    authority.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    authority
+        .distinguished_name
+        .push(DnType::CommonName, "hunt-pipeline test authority");
+    let issuer = CertifiedIssuer::self_signed(authority, KeyPair::generate()?)?;
+    let key = KeyPair::generate()?;
+    let server = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])?
+        .signed_by(&key, &issuer)?;
+    Ok((issuer.pem(), server.pem(), key.serialize_pem()))
+}
