@@ -61,6 +61,7 @@ fn snapshot(version: u64, entries: Vec<Entry>) -> Snapshot {
         entries: Arc::new(entries),
         stale: false,
         loaded: true,
+        changed_at_ms: 1,
     }
 }
 

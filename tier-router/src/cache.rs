@@ -25,6 +25,17 @@ pub struct Snapshot {
     pub stale: bool,
     /// True once the top has been read from Redis at least once.
     pub loaded: bool,
+    /// When this version of the top was first read, in Unix milliseconds; 0 before.
+    pub changed_at_ms: u64,
+}
+
+impl Snapshot {
+    /// Whether a watcher should be told the top may be out of date: not read from Redis yet,
+    /// or the last refresh failed.
+    #[must_use]
+    pub fn unconfirmed(&self) -> bool {
+        self.stale || !self.loaded
+    }
 }
 
 /// The tops of every tier of the reward table.
@@ -87,6 +98,11 @@ impl Cache {
                 if changed {
                     snapshot.version += 1;
                     snapshot.entries = Arc::new(entries);
+                    snapshot.changed_at_ms = now_ms();
+                }
+                if snapshot.changed_at_ms == 0 {
+                    // The first read, of an empty top.
+                    snapshot.changed_at_ms = now_ms();
                 }
                 let was_loaded = std::mem::replace(&mut snapshot.loaded, true);
                 snapshot.stale = false;
@@ -123,6 +139,15 @@ impl Cache {
     fn sender(&self, tier: u32) -> Option<&watch::Sender<Snapshot>> {
         rewards::tier_index(tier).and_then(|index| self.tiers.get(index))
     }
+}
+
+/// The wall clock in Unix milliseconds: only ever shown to people, never compared.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
 }
 
 /// What changed between two tops of a tier: the entries to upsert (new, or with a new rank or

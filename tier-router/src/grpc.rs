@@ -528,15 +528,12 @@ async fn follow(
 ) {
     let Lineage { epoch, resume } = lineage;
     let mut sent: Option<Snapshot> = None;
-    // Resuming at the latest version of this epoch: nothing to send until the next change,
-    // which goes out as a delta from it. Any older version gets a snapshot.
+    // Resuming at the latest version of this epoch: the stream starts with an empty delta from
+    // it (its freshness now), then a delta per change. Any older version gets a snapshot.
     if let Some(version) = resume {
-        let current = changes.borrow_and_update().clone();
+        let current = changes.borrow().clone();
         if current.version == version {
             sent = Some(current);
-            if !next_version(&mut changes, &updates, &shutdown, sent.as_ref()).await {
-                return;
-            }
         }
     }
     loop {
@@ -575,6 +572,8 @@ async fn follow(
             version: current.version,
             update: Some(update),
             epoch: epoch.clone(),
+            stale: current.unconfirmed(),
+            changed_at_ms: current.changed_at_ms,
         }));
         sent = Some(current);
         if !next_version(&mut changes, &updates, &shutdown, sent.as_ref()).await {
@@ -583,8 +582,9 @@ async fn follow(
     }
 }
 
-/// Waits for a version other than `sent`'s (a stale mark alone moves no version and sends
-/// nothing); false when the watcher left or the server is draining.
+/// Waits for a version other than `sent`'s, or for `sent`'s version turning stale or fresh
+/// again (sent as a delta with no changes); false when the watcher left or the server is
+/// draining.
 async fn next_version(
     changes: &mut tokio::sync::watch::Receiver<Snapshot>,
     updates: &tokio::sync::mpsc::Sender<Result<WatchResponse, Status>>,
@@ -601,8 +601,11 @@ async fn next_version(
                 return false;
             }
         }
-        let version = changes.borrow().version;
-        if sent.is_none_or(|last| last.version != version) {
+        let (version, stale) = {
+            let current = changes.borrow();
+            (current.version, current.unconfirmed())
+        };
+        if sent.is_none_or(|last| last.version != version || last.unconfirmed() != stale) {
             return true;
         }
     }
@@ -685,23 +688,23 @@ mod tests {
             ]),
             stale: false,
             loaded: true,
+            changed_at_ms: 1,
         }
     }
 
-    async fn next(
-        updates: &mut tokio::sync::mpsc::Receiver<Result<WatchResponse, Status>>,
-    ) -> WatchResponse {
-        tokio::time::timeout(Duration::from_secs(10), updates.recv())
-            .await
-            .expect("an update in time")
-            .expect("stream open")
-            .expect("no error")
-    }
+    type Updates = tokio::sync::mpsc::Receiver<Result<WatchResponse, Status>>;
 
-    #[tokio::test]
-    async fn a_watcher_that_falls_behind_gets_a_fresh_snapshot() {
-        let (changes, receiver) = tokio::sync::watch::channel(top(1, 10));
-        let (updates, mut received) = tokio::sync::mpsc::channel(WATCH_QUEUE);
+    /// A watcher of tier 1 following `first` and its changes: the changes' sender, what the
+    /// watcher is sent, and its shutdown.
+    fn watching(
+        first: Snapshot,
+    ) -> (
+        tokio::sync::watch::Sender<Snapshot>,
+        Updates,
+        CancellationToken,
+    ) {
+        let (changes, receiver) = tokio::sync::watch::channel(first);
+        let (updates, received) = tokio::sync::mpsc::channel(WATCH_QUEUE);
         let shutdown = CancellationToken::new();
         tokio::spawn(follow(
             1,
@@ -713,6 +716,20 @@ mod tests {
             updates,
             shutdown.clone(),
         ));
+        (changes, received, shutdown)
+    }
+
+    async fn next(updates: &mut Updates) -> WatchResponse {
+        tokio::time::timeout(Duration::from_secs(10), updates.recv())
+            .await
+            .expect("an update in time")
+            .expect("stream open")
+            .expect("no error")
+    }
+
+    #[tokio::test]
+    async fn a_watcher_that_falls_behind_gets_a_fresh_snapshot() {
+        let (changes, mut received, shutdown) = watching(top(1, 10));
         // Keep up for a while: a snapshot, then one small delta per version.
         let first = next(&mut received).await;
         assert!(matches!(
@@ -749,6 +766,28 @@ mod tests {
             panic!("expected a snapshot after falling behind, got {fresh:?}");
         };
         assert_eq!(snapshot.entries, *top(version, 149).entries);
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_watcher_learns_when_its_top_turns_stale_and_fresh_again() {
+        let (changes, mut received, shutdown) = watching(top(4, 10));
+        let first = next(&mut received).await;
+        assert!(!first.stale);
+        assert_eq!(first.changed_at_ms, 1);
+        // Redis unreachable: the same version, stale, as a delta with no changes.
+        changes.send_modify(|top| top.stale = true);
+        let paused = next(&mut received).await;
+        assert_eq!((paused.version, paused.stale), (4, true));
+        let Some(watch_response::Update::Delta(delta)) = paused.update else {
+            panic!("expected an empty delta, got {paused:?}");
+        };
+        assert_eq!(delta.base, 4);
+        assert!(delta.upserts.is_empty() && delta.removals.is_empty());
+        // Back: fresh again.
+        changes.send_modify(|top| top.stale = false);
+        let back = next(&mut received).await;
+        assert_eq!((back.version, back.stale), (4, false));
         shutdown.cancel();
     }
 }

@@ -183,6 +183,9 @@ impl TierWorker {
             Some(self.config.redis_response_timeout + self.config.read_block),
         )
         .await?;
+        // Read the top once on every (re)connect: an owner that keeps its lease and has nothing
+        // new to apply would otherwise leave the top marked stale after Redis came back.
+        self.bounded(1, self.refresh(&mut conn)).await?;
         if let Some(since) = state.lost_since.take() {
             tracing::info!(
                 tier = self.tier,

@@ -376,7 +376,13 @@ async fn forward(
             update = updates.recv() => update,
         };
         let frame = match update {
-            Ok(update) if update.version <= sent => continue,
+            // Older than what was sent; the same version is news only as a freshness change.
+            Ok(update)
+                if update.version < sent
+                    || (update.version == sent && update.base != Some(sent)) =>
+            {
+                continue;
+            }
             Ok(update) => {
                 let frame = match (&update.delta, update.base) {
                     (Some(delta), Some(base)) if base == sent => delta.clone(),

@@ -1,163 +1,483 @@
 // The live leaderboard page: follows one tier over /ws (snapshot, then deltas) and reconnects
 // with backoff, resuming from the last version it saw. Frames are hunt.v1.SpectatorRequest and
-// SpectatorResponse in the proto3 JSON mapping (64-bit integers arrive as strings).
+// SpectatorResponse in the proto3 JSON mapping (64-bit integers arrive as strings, and fields at
+// their default value are left out: an update without `stale` is fresh, one without
+// `changedAtMs` comes from a router that does not say when the board changed).
+//
+// Rows are kept per player and updated in place: a frame moves the rows whose rank changed
+// (animated unless the reader prefers reduced motion) and marks each change with ▲/▼, the
+// places gained or lost and the score change, for MOVE_MS.
 "use strict";
 
 const state = document.getElementById("state");
+const announce = document.getElementById("announce");
 const tiersNav = document.getElementById("tiers");
 const tbody = document.querySelector("#board tbody");
 const caption = document.getElementById("caption");
 const empty = document.getElementById("empty");
-const versionLabel = document.getElementById("version");
+const updated = document.getElementById("updated");
+
+/// How long a change stays marked beside its row.
+const MOVE_MS = 3000;
+/// How long a row takes to slide to its new place.
+const SLIDE_MS = 450;
+const MAX_BACKOFF_MS = 30000;
+const reducedMotion = window.matchMedia("(prefers-reduced-motion: reduce)");
 
 let tier = null;
+let tierName = "";
 let version = null; // the last version applied, as the string the router sent
 let epoch = null; // the lineage that version counts in (one router's run)
-let rows = new Map(); // player -> {rank, score}
+let stale = false; // the router could not read this tier's top for the last update
+let changedAt = null; // when the board last changed, Unix ms (the router's, or this page's)
+let rows = new Map(); // player -> Row
 let socket = null;
+let connected = false;
 let backoff = 1000;
+let reconnectAt = null; // when the next connection attempt starts, while waiting for it
+let reconnectTimer = null;
+let error = null; // {code, message} of the last error frame, until a good update arrives
+let failure = null; // why the page cannot start at all
 
-function setState(name, text) {
-  state.className = "state " + name;
-  state.textContent = text;
+// ---- the status badge and the footer -----------------------------------------------------
+
+function clock(ms) {
+  return new Date(ms).toLocaleTimeString(undefined, {
+    hour: "2-digit",
+    minute: "2-digit",
+    second: "2-digit",
+  });
 }
 
-function render(changed) {
-  const entries = [...rows.entries()]
-    .map(([player, e]) => ({ player, rank: e.rank, score: e.score }))
-    .sort((a, b) => a.rank - b.rank);
-  const fragment = document.createDocumentFragment();
-  for (const e of entries) {
-    const tr = document.createElement("tr");
-    tr.dataset.player = e.player;
-    if (e.rank <= 3) tr.classList.add("r" + e.rank);
-    const move = changed.get(e.player);
-    if (move) tr.classList.add(move);
-    for (const [cls, value] of [["rank", e.rank], ["player", e.player], ["score", e.score.toLocaleString()]]) {
-      const td = document.createElement("td");
-      td.className = cls;
-      td.textContent = value;
-      tr.appendChild(td);
-    }
-    fragment.appendChild(tr);
+function ago(ms) {
+  const seconds = Math.max(0, Math.floor((Date.now() - ms) / 1000));
+  if (seconds < 1) return "updated just now";
+  if (seconds < 60) return `updated ${seconds} s ago`;
+  const minutes = Math.floor(seconds / 60);
+  if (minutes < 60) return `updated ${minutes} min ago`;
+  return `updated ${Math.floor(minutes / 60)} h ago`;
+}
+
+/// What the badge says now: [class, visible text, what a screen reader is told].
+function status() {
+  if (failure) return ["error", failure, failure];
+  if (!connected) {
+    if (reconnectAt === null) return ["connecting", "connecting…", "connecting"];
+    const seconds = Math.max(1, Math.ceil((reconnectAt - Date.now()) / 1000));
+    return ["reconnecting", `reconnecting in ${seconds} s…`, "connection lost, reconnecting"];
   }
-  tbody.replaceChildren(fragment);
-  empty.hidden = entries.length > 0;
-  versionLabel.textContent = version === null ? "" : "version " + version;
+  if (error) {
+    const text = "error: " + error.code.replace(/_/g, " ");
+    return ["error", text, text + (error.message ? ". " + error.message : "")];
+  }
+  if (version === null) return ["connecting", "connecting…", "connecting"];
+  if (stale) {
+    const text =
+      changedAt === null ? "paused — data may be out of date" : `paused — data from ${clock(changedAt)}`;
+    return ["paused", text, text];
+  }
+  return ["live", "live", "live"];
+}
+
+function showStatus() {
+  const [name, text, spoken] = status();
+  const className = "state " + name;
+  if (state.className !== className) state.className = className;
+  if (state.textContent !== text) state.textContent = text;
+  if (error && name === "error") state.title = error.message || "";
+  else state.removeAttribute("title");
+  // Announce changes of state, not every tick of a countdown.
+  if (announce.dataset.said !== spoken) {
+    announce.dataset.said = spoken;
+    announce.textContent = spoken;
+  }
+  const footer = changedAt === null ? "" : ago(changedAt);
+  if (updated.textContent !== footer) updated.textContent = footer;
+  if (changedAt === null) updated.removeAttribute("datetime");
+  else updated.dateTime = new Date(changedAt).toISOString();
+}
+
+// The badge's countdown and the footer's "updated N s ago" move with the clock.
+setInterval(showStatus, 1000);
+
+// ---- rows ----------------------------------------------------------------------------------
+
+/// One player's row, kept for as long as the player is in the shown top.
+class Row {
+  constructor(player, rank, score) {
+    this.player = player;
+    this.rank = rank;
+    this.score = score;
+    this.tr = document.createElement("tr");
+    this.tr.dataset.player = player;
+    this.cells = {};
+    for (const name of ["rank", "player", "score", "move"]) {
+      const td = document.createElement("td");
+      td.className = name;
+      td.appendChild(document.createTextNode(""));
+      this.cells[name] = td;
+      this.tr.appendChild(td);
+    }
+    this.cells.player.firstChild.data = player;
+    this.mark = null; // the ▲/▼ element while a change is shown
+    this.markTimer = null;
+    this.slide = null;
+    this.paint();
+  }
+
+  /// Writes rank and score into the row's text nodes (kept, so a selection inside survives).
+  paint() {
+    const rank = String(this.rank);
+    const score = this.score.toLocaleString();
+    if (this.cells.rank.firstChild.data !== rank) this.cells.rank.firstChild.data = rank;
+    if (this.cells.score.firstChild.data !== score) this.cells.score.firstChild.data = score;
+    for (const top of [1, 2, 3]) this.tr.classList.toggle("r" + top, this.rank === top);
+  }
+
+  /// Shows a change beside the row for MOVE_MS; a newer change replaces it and starts over.
+  show(change) {
+    const { kind, places, points } = change;
+    const parts = [];
+    const words = [];
+    if (kind === "new") {
+      parts.push("new");
+      words.push("new in the top");
+    } else if (kind === "up") {
+      parts.push("▲" + places);
+      words.push(`up ${places} ${places === 1 ? "place" : "places"}`);
+    } else if (kind === "down") {
+      parts.push("▼" + places);
+      words.push(`down ${places} ${places === 1 ? "place" : "places"}`);
+    }
+    if (points !== 0 && kind !== "new") {
+      const sign = points > 0 ? "+" : "−";
+      parts.push(sign + Math.abs(points).toLocaleString());
+      words.push(`score ${points > 0 ? "up" : "down"} ${Math.abs(points).toLocaleString()}`);
+    }
+    if (parts.length === 0) return;
+    const mark = document.createElement("span");
+    mark.className = "mark " + (kind === "same" ? (points > 0 ? "up" : "down") : kind);
+    mark.setAttribute("role", "img");
+    mark.setAttribute("aria-label", words.join(", "));
+    mark.textContent = parts.join(" ");
+    this.clearMark();
+    this.mark = mark;
+    this.cells.move.appendChild(mark);
+    this.tr.dataset.change = mark.classList[1];
+    // Restart the flash of the row (a CSS animation, off for reduced motion) when its own
+    // score changed or it is new; a row only pushed along by others just gets its mark.
+    this.tr.classList.remove("flash");
+    if (points !== 0 || kind === "new") {
+      void this.tr.offsetWidth;
+      this.tr.classList.add("flash");
+    }
+    this.markTimer = setTimeout(() => this.clearMark(), MOVE_MS);
+  }
+
+  clearMark() {
+    clearTimeout(this.markTimer);
+    this.markTimer = null;
+    if (this.mark) this.mark.remove();
+    this.mark = null;
+    this.tr.classList.remove("flash");
+    delete this.tr.dataset.change;
+  }
 }
 
 // An entry as the page keeps it: rank and score as numbers (scores stay within 2^53).
-function row(e) {
-  return { rank: Number(e.rank), score: Number(e.score) };
+function entry(e) {
+  return { player: e.playerId, rank: Number(e.rank ?? 0), score: Number(e.score ?? 0) };
+}
+
+/// The change between a row's old and new place and score, or null when nothing to show.
+function change(old, rank, score) {
+  if (!old) return { kind: "new", places: 0, points: 0 };
+  const points = score - old.score;
+  if (rank < old.rank) return { kind: "up", places: old.rank - rank, points };
+  if (rank > old.rank) return { kind: "down", places: rank - old.rank, points };
+  if (points !== 0) return { kind: "same", places: 0, points };
+  return null;
+}
+
+/// The positions in `sequence` of a longest increasing run of it (not necessarily contiguous):
+/// the rows that can stay where they are while the others move around them.
+function steady(sequence) {
+  const tails = []; // tails[k]: index in sequence ending an increasing run of length k + 1
+  const previous = new Array(sequence.length);
+  for (let i = 0; i < sequence.length; i++) {
+    let lo = 0;
+    let hi = tails.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (sequence[tails[mid]] < sequence[i]) lo = mid + 1;
+      else hi = mid;
+    }
+    previous[i] = lo > 0 ? tails[lo - 1] : -1;
+    tails[lo] = i;
+  }
+  const keep = new Set();
+  for (let i = tails.length ? tails[tails.length - 1] : -1; i >= 0; i = previous[i]) keep.add(i);
+  return keep;
+}
+
+/// Brings the table in line with `rows`: removes rows gone, adds new ones and moves the rows
+/// whose place changed, each row node kept for its player. `changes` are marked beside rows.
+function render(changes, gone) {
+  const animate = !reducedMotion.matches && document.visibilityState === "visible";
+  const ordered = [...rows.values()].sort((a, b) => a.rank - b.rank);
+  // First: where the rows are on screen before anything moves.
+  const before = new Map();
+  if (animate && changes.size > 0) {
+    for (const row of ordered) {
+      if (row.tr.parentNode === tbody) before.set(row, row.tr.getBoundingClientRect().top);
+    }
+  }
+  // Keep focus and selection across the moves.
+  const focused = tbody.contains(document.activeElement) ? document.activeElement : null;
+  const selection = document.getSelection();
+  const range =
+    selection && selection.rangeCount > 0 && tbody.contains(selection.anchorNode)
+      ? [selection.anchorNode, selection.anchorOffset, selection.focusNode, selection.focusOffset]
+      : null;
+
+  for (const row of gone) {
+    row.clearMark();
+    row.tr.remove();
+  }
+  // Move only the rows outside a longest run already in order; add the new ones.
+  const position = new Map([...tbody.children].map((tr, i) => [tr, i]));
+  const current = ordered.map((row) => position.get(row.tr) ?? -1);
+  const present = current.flatMap((p, i) => (p < 0 ? [] : [i]));
+  const keep = new Set([...steady(present.map((i) => current[i]))].map((k) => present[k]));
+  const place = typeof tbody.moveBefore === "function" ? "moveBefore" : "insertBefore";
+  let next = null;
+  for (let i = ordered.length - 1; i >= 0; i--) {
+    const tr = ordered[i].tr;
+    if (current[i] < 0) tbody.insertBefore(tr, next);
+    else if (!keep.has(i)) tbody[place](tr, next);
+    next = tr;
+  }
+  for (const row of ordered) row.paint();
+  for (const [row, c] of changes) row.show(c);
+
+  if (focused && focused.isConnected && document.activeElement !== focused) {
+    focused.focus({ preventScroll: true });
+  }
+  if (range && range[0].isConnected && range[2].isConnected) {
+    try {
+      selection.setBaseAndExtent(...range);
+    } catch {
+      // The selected text changed under it: nothing to keep.
+    }
+  }
+  // Last, invert, play: slide each moved row from where it was on screen (mid-slide, too).
+  for (const [row, top] of before) {
+    if (row.slide) row.slide.cancel();
+    row.slide = null;
+    const dy = top - row.tr.getBoundingClientRect().top;
+    if (Math.abs(dy) < 1) continue;
+    row.slide = row.tr.animate(
+      [{ transform: `translateY(${dy}px)` }, { transform: "translateY(0)" }],
+      { duration: SLIDE_MS, easing: "cubic-bezier(.2,.7,.3,1)" },
+    );
+    row.slide.onfinish = () => (row.slide = null);
+  }
+  empty.hidden = rows.size > 0 || version === null;
+}
+
+/// Applies a new top: `entries` are the upserts (all of them for a snapshot), `removals` the
+/// players gone. The first snapshot of a tier marks nothing.
+function apply(entries, removals, snapshot) {
+  const quiet = rows.size === 0;
+  const changes = new Map();
+  const gone = [];
+  const next = snapshot ? new Set(entries.map((e) => e.playerId)) : null;
+  for (const [player, row] of rows) {
+    if ((snapshot && !next.has(player)) || removals.includes(player)) {
+      rows.delete(player);
+      gone.push(row);
+    }
+  }
+  for (const e of entries.map(entry)) {
+    const row = rows.get(e.player);
+    const c = change(row, e.rank, e.score);
+    if (row) {
+      row.rank = e.rank;
+      row.score = e.score;
+      if (c) changes.set(row, c);
+    } else {
+      const added = new Row(e.player, e.rank, e.score);
+      rows.set(e.player, added);
+      if (!quiet) changes.set(added, c);
+    }
+  }
+  render(changes, gone);
+}
+
+/// The freshness an update carries: `stale` and `changedAtMs`, both left out at their default.
+function freshness(update, moved) {
+  stale = update.stale === true;
+  const at = Number(update.changedAtMs ?? 0);
+  if (at > 0) changedAt = at;
+  else if (moved || changedAt === null) changedAt = Date.now();
 }
 
 function applySnapshot(update) {
-  const before = rows;
-  rows = new Map(update.snapshot.entries.map((e) => [e.playerId, row(e)]));
-  const changed = new Map();
-  if (before.size > 0) {
-    for (const [player, e] of rows) {
-      const old = before.get(player);
-      if (!old) changed.set(player, "new");
-      else if (e.rank < old.rank) changed.set(player, "up");
-      else if (e.rank > old.rank + 1) changed.set(player, "down");
-    }
-  }
+  const moved = update.version !== version || update.epoch !== epoch;
   version = update.version;
   epoch = update.epoch;
-  render(changed);
+  apply(update.snapshot?.entries ?? [], [], true);
+  freshness(update, moved);
 }
 
 function applyDelta(update) {
   const delta = update.delta;
-  if (delta.base !== version || update.epoch !== epoch) {
+  if ((delta.base ?? "0") !== version || update.epoch !== epoch) {
     // Out of step: follow the tier again from where this page is.
-    socket.send(JSON.stringify({ unsubscribe: { tier } }));
+    send({ unsubscribe: { tier } });
     subscribe();
     return;
   }
-  const changed = new Map();
-  for (const player of delta.removals) rows.delete(player);
-  for (const e of delta.upserts) {
-    const next = row(e);
-    const old = rows.get(e.playerId);
-    if (!old) changed.set(e.playerId, "new");
-    else if (next.rank < old.rank) changed.set(e.playerId, "up");
-    // Pushed down one place by a climber: not worth a flash of its own.
-    else if (next.rank > old.rank + 1) changed.set(e.playerId, "down");
-    rows.set(e.playerId, next);
-  }
+  const moved = update.version !== version;
   version = update.version;
-  render(changed);
+  apply(delta.upserts ?? [], delta.removals ?? [], false);
+  freshness(update, moved);
+}
+
+// ---- the connection ------------------------------------------------------------------------
+
+function send(request) {
+  if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(request));
 }
 
 function subscribe() {
-  if (!socket || socket.readyState !== WebSocket.OPEN || tier === null) return;
+  if (tier === null) return;
   const subscribe = { tier };
   if (version !== null && epoch !== null) {
     subscribe.version = version;
     subscribe.epoch = epoch;
   }
-  socket.send(JSON.stringify({ subscribe }));
+  send({ subscribe });
 }
 
 function connect() {
+  reconnectTimer = null;
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  socket = new WebSocket(scheme + "://" + location.host + "/ws");
-  socket.onopen = () => {
+  const ws = new WebSocket(scheme + "://" + location.host + "/ws");
+  socket = ws;
+  ws.onopen = () => {
     backoff = 1000;
-    setState("live", "live");
+    connected = true;
+    reconnectAt = null;
     subscribe();
+    showStatus();
   };
-  socket.onmessage = (event) => {
-    const frame = JSON.parse(event.data);
+  ws.onmessage = (event) => {
+    let frame;
+    try {
+      frame = JSON.parse(event.data);
+    } catch {
+      return;
+    }
     if (frame.update) {
-      if (frame.update.tier !== tier) return;
+      if ((frame.update.tier ?? 0) !== tier) return;
       if (frame.update.snapshot) applySnapshot(frame.update);
       else if (frame.update.delta) applyDelta(frame.update);
+      else return;
+      error = null;
+      showStatus();
     } else if (frame.error) {
-      setState("offline", frame.error.code.replace(/_/g, " "));
+      error = { code: frame.error.code || "error", message: frame.error.message || "" };
+      showStatus();
     }
   };
-  socket.onclose = () => {
-    const wait = Math.min(backoff, 30000) * (0.5 + Math.random() / 2);
-    backoff = Math.min(backoff * 2, 30000);
-    setState("reconnecting", "reconnecting in " + Math.ceil(wait / 1000) + " s");
-    setTimeout(connect, wait);
+  ws.onclose = () => {
+    if (socket !== ws) return;
+    connected = false;
+    error = null;
+    // Capped exponential backoff with jitter: half to all of the current step.
+    const wait = Math.min(backoff, MAX_BACKOFF_MS) * (0.5 + Math.random() / 2);
+    backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
+    reconnectAt = Date.now() + wait;
+    reconnectTimer = setTimeout(connect, wait);
+    showStatus();
   };
 }
 
-function choose(next, name) {
-  if (socket && socket.readyState === WebSocket.OPEN && tier !== null) {
-    socket.send(JSON.stringify({ unsubscribe: { tier } }));
+// ---- tiers -----------------------------------------------------------------------------------
+
+const tierButtons = new Map(); // tier id -> button
+
+function choose(next) {
+  const button = tierButtons.get(next);
+  if (!button) return;
+  if (next !== tier) {
+    if (tier !== null) send({ unsubscribe: { tier } });
+    tier = next;
+    tierName = button.textContent;
+    version = null;
+    epoch = null;
+    stale = false;
+    changedAt = null;
+    error = null;
+    const gone = [...rows.values()];
+    rows = new Map();
+    render(new Map(), gone);
+    caption.textContent = tierName + ": top 100";
+    document.title = `${tierName} · Live leaderboards · hunt-pipeline`;
+    for (const [id, b] of tierButtons) b.setAttribute("aria-pressed", String(id === next));
+    subscribe();
+    showStatus();
   }
-  tier = next;
-  version = null;
-  epoch = null;
-  rows = new Map();
-  render(new Map());
-  caption.textContent = name + ": top 100";
-  for (const button of tiersNav.querySelectorAll("button")) {
-    button.setAttribute("aria-pressed", String(Number(button.dataset.tier) === next));
-  }
-  history.replaceState(null, "", "#tier-" + next);
-  subscribe();
+  if (location.hash !== "#tier-" + next) history.replaceState(null, "", "#tier-" + next);
 }
 
+function wanted() {
+  return Number((location.hash.match(/tier-(\d+)/) || [])[1]);
+}
+
+// Arrow keys, Home and End move between the tier buttons (Tab, Enter and Space work as usual).
+tiersNav.addEventListener("keydown", (event) => {
+  const buttons = [...tierButtons.values()];
+  const at = buttons.indexOf(document.activeElement);
+  if (at < 0) return;
+  const to = {
+    ArrowRight: at + 1,
+    ArrowDown: at + 1,
+    ArrowLeft: at - 1,
+    ArrowUp: at - 1,
+    Home: 0,
+    End: buttons.length - 1,
+  }[event.key];
+  if (to === undefined) return;
+  event.preventDefault();
+  buttons[(to + buttons.length) % buttons.length].focus();
+});
+
+window.addEventListener("hashchange", () => {
+  if (tierButtons.has(wanted())) choose(wanted());
+});
+
 async function start() {
-  const { tiers } = await fetch("/tiers").then((r) => r.json());
+  const { tiers = [] } = await fetch("/tiers").then((r) => r.json());
   for (const t of tiers) {
     const button = document.createElement("button");
     button.type = "button";
     button.dataset.tier = t.id;
     button.textContent = t.name;
-    button.onclick = () => choose(t.id, t.name);
+    button.setAttribute("aria-pressed", "false");
+    button.onclick = () => choose(t.id);
     tiersNav.appendChild(button);
+    tierButtons.set(t.id, button);
   }
-  const wanted = Number((location.hash.match(/tier-(\d+)/) || [])[1]);
-  const first = tiers.find((t) => t.id === wanted) || tiers[0];
+  const first = tierButtons.has(wanted()) ? wanted() : tiers[0]?.id;
   connect();
-  if (first) choose(first.id, first.name);
+  if (first !== undefined) choose(first);
+  showStatus();
 }
 
-start().catch(() => setState("offline", "cannot reach the router"));
+showStatus();
+start().catch(() => {
+  failure = "cannot reach the router";
+  showStatus();
+});

@@ -76,7 +76,10 @@ impl Fanout {
                         () = tokio::time::sleep_until(published_at + coalesce) => {}
                     }
                     let current = changes.borrow_and_update().clone();
-                    if current.version == last.version {
+                    // A new version, or the same one turning stale or fresh again.
+                    if current.version == last.version
+                        && current.unconfirmed() == last.unconfirmed()
+                    {
                         continue;
                     }
                     published_at = tokio::time::Instant::now();
@@ -112,10 +115,15 @@ impl Fanout {
 impl TierFeed {
     /// The deltas that bring a spectator from `version` to the latest update, and that latest
     /// version; `None` when the history no longer reaches back to `version` (a snapshot then).
+    /// A spectator at the latest version gets the latest freshness alone (an empty delta), as
+    /// it may have turned stale or fresh while the spectator was away.
     pub(super) fn resume_from(&self, version: u64) -> Option<(u64, Vec<Utf8Bytes>)> {
-        let latest = self.latest.borrow().version;
+        let (latest, freshness) = {
+            let latest = self.latest.borrow();
+            (latest.version, latest.freshness.clone())
+        };
         if version == latest {
-            return Some((latest, Vec::new()));
+            return Some((latest, vec![freshness]));
         }
         let history = self.history.lock().ok()?;
         let start = history.iter().position(|u| u.base == Some(version))?;

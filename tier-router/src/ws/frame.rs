@@ -23,17 +23,21 @@ pub struct Published {
     pub(super) base: Option<u64>,
     pub(super) snapshot: Utf8Bytes,
     pub(super) delta: Option<Utf8Bytes>,
+    /// An empty `delta` from `version` to itself: this update's freshness alone, for a
+    /// spectator that already has the version.
+    pub(super) freshness: Utf8Bytes,
 }
 
 impl Published {
     /// Encodes `now`, `tier`'s top, as a `snapshot` frame and, when `before` is given, as the
-    /// `delta` frame that brings a spectator from `before` to `now`.
+    /// `delta` frame that brings a spectator from `before` to `now` (empty, from a version to
+    /// itself, when only `stale` changed). Both carry `now`'s freshness.
     #[must_use]
     pub fn encode(tier: u32, epoch: &str, before: Option<&Snapshot>, now: &Snapshot) -> Self {
         let snapshot = update(
             tier,
             epoch,
-            now.version,
+            now,
             watch_response::Update::Snapshot(SnapshotMessage {
                 entries: now.entries.to_vec(),
             }),
@@ -44,7 +48,7 @@ impl Published {
                 let delta = update(
                     tier,
                     epoch,
-                    now.version,
+                    now,
                     watch_response::Update::Delta(Delta {
                         base: before.version,
                         upserts,
@@ -55,11 +59,22 @@ impl Published {
             }
             None => (None, None),
         };
+        let freshness = update(
+            tier,
+            epoch,
+            now,
+            watch_response::Update::Delta(Delta {
+                base: now.version,
+                upserts: Vec::new(),
+                removals: Vec::new(),
+            }),
+        );
         Self {
             version: now.version,
             base,
             snapshot,
             delta,
+            freshness,
         }
     }
 
@@ -89,12 +104,14 @@ impl Published {
 }
 
 /// An `update` frame.
-fn update(tier: u32, epoch: &str, version: u64, update: watch_response::Update) -> Utf8Bytes {
+fn update(tier: u32, epoch: &str, now: &Snapshot, update: watch_response::Update) -> Utf8Bytes {
     to_text(spectator_response::Frame::Update(WatchResponse {
         tier,
-        version,
+        version: now.version,
         update: Some(update),
         epoch: epoch.to_owned(),
+        stale: now.unconfirmed(),
+        changed_at_ms: now.changed_at_ms,
     }))
 }
 

@@ -1,28 +1,251 @@
-// Opens the live leaderboard page in Debian's Chromium, waits until it shows the board, says so on
-// stdout, then waits for the climber's score to change on screen and saves a screenshot.
-// Usage: node page.mjs <page url> <screenshot path>
+// Drives the live leaderboard page in Debian's Chromium, in step with ../router/browser.rs: each
+// line on stdout tells the Rust side what the page showed (and so what to change next), and
+// every check that fails throws, so the script exits non-zero. Steps:
+//   rendered 30   the board shows; the Rust side then lifts the climber from 30 to 100
+//   changed 100   the climber's row moved up in place, marked ▲2 +70 for about 3 s (axe clean)
+//   errored       with reduced motion, an error frame shows; the Rust side then lifts di to 80
+//   changed 80    the error cleared, di's row marked without animation (axe clean)
+//   pause redis   (the test pauses Redis) … paused   the badge said paused; (Redis resumed)
+//   done          a reconnect resumed, the badge went live again, the phone layout fits
+// Usage: node page.mjs <page url> <directory for screenshots>
+import { readFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { join } from "node:path";
 import { chromium } from "playwright-core";
 
-const [url, screenshot] = process.argv.slice(2);
+const [url, shots] = process.argv.slice(2);
+const axeSource = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
+const say = (line) => console.log(line);
+function check(ok, what, detail) {
+  if (!ok) throw new Error(`${what}${detail === undefined ? "" : `: ${JSON.stringify(detail)}`}`);
+}
+
+const row = (player) => `#board tbody tr[data-player="${player}"]`;
+const WAIT = { timeout: 30_000 };
+
+// Keeps each socket the page opens and each frame it sends and gets, to break, inspect and feed
+// the connection.
+function spy() {
+  const Native = window.WebSocket;
+  window.__sockets = [];
+  window.__sent = [];
+  window.__received = [];
+  window.WebSocket = class extends Native {
+    constructor(...args) {
+      super(...args);
+      window.__sockets.push(this);
+      this.addEventListener("message", (event) => event.isTrusted && window.__received.push(event.data));
+    }
+    send(data) {
+      window.__sent.push(String(data));
+      super.send(data);
+    }
+  };
+}
+
+async function axe(page, when) {
+  if (!(await page.evaluate(() => typeof window.axe === "object"))) {
+    await page.addScriptTag({ content: axeSource });
+  }
+  const violations = await page.evaluate(async () => {
+    const result = await window.axe.run(document, { resultTypes: ["violations"] });
+    return result.violations.map((v) => ({
+      id: v.id,
+      help: v.help,
+      nodes: v.nodes.map((n) => [n.target.join(" "), n.failureSummary]),
+    }));
+  });
+  check(violations.length === 0, `axe found violations (${when})`, violations);
+}
+
+/// Fails on errors the page itself reports, and on any request for /favicon.ico.
+function watch(page, problems) {
+  page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
+  page.on("console", (m) => m.type() === "error" && problems.push(`console error: ${m.text()}`));
+  page.on("request", (r) => new URL(r.url()).pathname === "/favicon.ico" && problems.push("asked for /favicon.ico"));
+}
+
 const browser = await chromium.launch({
   executablePath: process.env.HUNT_CHROMIUM ?? "/usr/bin/chromium",
   args: ["--no-sandbox"],
 });
+const problems = [];
 try {
-  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  // ---- desktop -------------------------------------------------------------------------------
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  await context.addInitScript(spy);
+  const page = await context.newPage();
+  watch(page, problems);
   await page.goto(url);
-  await page.waitForSelector(".state.live", { timeout: 30_000 });
-  const score = '#board tbody tr[data-player="climber"] td.score';
-  await page.waitForSelector(score, { timeout: 30_000 });
+  await page.waitForSelector(".state.live", WAIT);
+  const icon = await page.getAttribute('link[rel="icon"]', "href");
+  check(icon?.startsWith("data:image/svg+xml,"), "an inline SVG favicon", icon);
+  const score = `${row("climber")} td.score`;
+  await page.waitForSelector(score, WAIT);
+  // Tag the rows: the same nodes must still be there after frames arrive.
+  await page.evaluate(() => {
+    for (const tr of document.querySelectorAll("#board tbody tr")) tr.__kept = tr.dataset.player;
+  });
   const before = await page.textContent(score);
-  console.log(`rendered ${before}`);
-  await page.waitForFunction(
-    ([selector, old]) => document.querySelector(selector)?.textContent !== old,
+  check((await page.textContent(`${row("climber")} td.rank`)) === "3", "the climber starts third");
+  say(`rendered ${before}`);
+
+  // The climber passes two players: its row moves up, in place, marked ▲2 +70.
+  const seen = await page.waitForFunction(
+    ([selector, old]) => document.querySelector(selector)?.textContent !== old && performance.now(),
     [score, before],
-    { timeout: 30_000 },
+    WAIT,
   );
-  console.log(`changed ${await page.textContent(score)}`);
-  await page.screenshot({ path: screenshot });
+  const changedAt = await seen.jsonValue();
+  say(`changed ${await page.textContent(score)}`);
+  const climber = await page.evaluate((selector) => {
+    const tr = document.querySelector(selector);
+    const mark = tr.querySelector("td.move .mark");
+    return {
+      kept: tr.__kept,
+      index: [...tr.parentNode.children].indexOf(tr),
+      rank: tr.querySelector("td.rank").textContent,
+      mark: mark?.textContent,
+      label: mark?.getAttribute("aria-label"),
+      same: [...document.querySelectorAll("#board tbody tr")].every((r) => r.__kept === r.dataset.player),
+    };
+  }, row("climber"));
+  check(climber.kept === "climber" && climber.same, "every row is the node it was before the frame", climber);
+  check(climber.index === 0 && climber.rank === "1", "the climber's row moved to the top", climber);
+  check(/^▲2 \+70$/.test(climber.mark ?? ""), "the climber is marked ▲2 +70", climber);
+  check(/up 2 places/.test(climber.label ?? "") && /70/.test(climber.label), "the mark has a label", climber);
+  const ada = await page.evaluate((s) => {
+    const mark = document.querySelector(s);
+    return { mark: mark?.textContent, label: mark?.getAttribute("aria-label") };
+  }, `${row("ada")} td.move .mark`);
+  check(ada.mark === "▼1" && ada.label === "down 1 place", "ada, passed, is marked ▼1", ada);
+  // The screenshot once the rows have slid into place (the flash and the marks still on).
+  await page.waitForFunction(
+    () => document.getAnimations().every((a) => a instanceof CSSAnimation || a.playState !== "running"),
+    null,
+    { timeout: 5_000 },
+  );
+  await page.screenshot({ path: join(shots, "live-page.png") });
+  await axe(page, "motion, a row flashing");
+
+  // The footer tells the board's age, not a version, and counts on by itself.
+  const footer = (await page.textContent("footer")).trim();
+  check(/^updated (just now|\d+ s ago)$/.test(footer), "the footer tells when the board changed", footer);
+  await page.waitForFunction((old) => document.querySelector("footer").textContent.trim() !== old, footer, {
+    timeout: 3_000,
+  });
+
+  // The mark lasts about 3 s, whatever else happens meanwhile: still there 2.6 s on, gone later.
+  const mark = `${row("climber")} td.move .mark`;
+  const lasted = await page.waitForFunction(
+    ([selector, since]) => {
+      const elapsed = performance.now() - since;
+      const shown = document.querySelector(selector)?.checkVisibility() === true;
+      return (!shown || elapsed >= 2600) && { shown, elapsed };
+    },
+    [mark, changedAt],
+    { timeout: 10_000, polling: 50 },
+  );
+  const kept = await lasted.jsonValue();
+  check(kept.shown && kept.elapsed >= 2500, "the ▲ mark is still shown 2.5 s after the change", kept);
+  await page.waitForSelector(mark, { state: "detached", timeout: 5_000 });
+
+  // Reduced motion from here on. An error frame (a subscription to a tier that does not
+  // exist) shows on the badge until the next good update.
+  await page.emulateMedia({ reducedMotion: "reduce" });
+  await page.evaluate(() => window.__sockets.at(-1).send(JSON.stringify({ subscribe: { tier: 999 } })));
+  await page.waitForFunction(() => /unknown tier/.test(document.querySelector(".state.error")?.textContent), null, WAIT);
+  say("errored");
+
+  const diScore = `${row("di")} td.score`;
+  await page.waitForFunction((s) => document.querySelector(s)?.textContent === "80", diScore, WAIT);
+  say(`changed ${await page.textContent(diScore)}`);
+  await page.waitForSelector(".state.live", { timeout: 5_000 });
+  const di = await page.evaluate((selector) => {
+    const tr = document.querySelector(selector);
+    return {
+      kept: tr.__kept,
+      rank: tr.querySelector("td.rank").textContent,
+      mark: tr.querySelector("td.move .mark")?.textContent,
+      animations: tr.getAnimations({ subtree: true }).length,
+      animation: getComputedStyle(tr).animationName,
+    };
+  }, row("di"));
+  check(di.kept === "di" && di.rank === "2", "di's row moved up in place", di);
+  check(di.mark === "▲2 +60", "di is marked ▲2 +60", di);
+  check(di.animations === 0 && di.animation === "none", "nothing moves with reduced motion", di);
+  await axe(page, "reduced motion, a row marked");
+
+  // A dropped connection counts down, reconnects and resumes from its version: same rows.
+  const sockets = await page.evaluate(() => {
+    window.__sockets.at(-1).close();
+    return window.__sockets.length;
+  });
+  await page.waitForFunction(
+    () => /^reconnecting in \d+ s…$/.test(document.querySelector(".state.reconnecting")?.textContent),
+    null,
+    WAIT,
+  );
+  await page.waitForFunction((n) => window.__sockets.length > n && document.querySelector(".state.live"), sockets, WAIT);
+  const resumed = await page.evaluate(() => ({
+    subscribe: JSON.parse(window.__sent.at(-1)).subscribe,
+    same: [...document.querySelectorAll("#board tbody tr")].every((r) => r.__kept === r.dataset.player),
+  }));
+  check(resumed.subscribe?.version && resumed.subscribe?.epoch, "the page resumed from its version", resumed);
+  check(resumed.same, "the rows survived the reconnect", resumed);
+
+  // Freshness follows the router: asked to, the test pauses Redis (SIGSTOP); the router cannot
+  // read the tier, flags its updates stale, and the badge stops saying live. Redis resumed, it
+  // says live again.
+  say("pause redis");
+  await page.waitForSelector(".state.paused", WAIT);
+  const freshness = await page.evaluate(() => ({
+    badge: document.querySelector("#state").textContent,
+    footer: document.querySelector("footer").textContent.trim(),
+    same: [...document.querySelectorAll("#board tbody tr")].every((r) => r.__kept === r.dataset.player),
+    rows: document.querySelectorAll("#board tbody tr").length,
+  }));
+  check(/^paused — data from \d{1,2}:\d{2}:\d{2}/.test(freshness.badge), "the badge says paused, with the data's time", freshness);
+  check(freshness.footer.startsWith("updated "), "the footer tells the board's age", freshness);
+  check(freshness.same && freshness.rows === 4, "a freshness change leaves the rows be", freshness);
+  await page.screenshot({ path: join(shots, "live-page-paused.png") });
+  say("paused");
+  await page.waitForSelector(".state.live", WAIT);
+  await context.close();
+
+  // ---- phone ---------------------------------------------------------------------------------
+  const phone = await browser.newContext({
+    viewport: { width: 390, height: 844 },
+    deviceScaleFactor: 2,
+    isMobile: true,
+    hasTouch: true,
+  });
+  const small = await phone.newPage();
+  watch(small, problems);
+  await small.goto(url);
+  await small.waitForSelector(".state.live", WAIT);
+  await small.waitForSelector(row("climber"), WAIT);
+  const layout = await small.evaluate(() => ({
+    buttons: [...document.querySelectorAll("#tiers button")].map((b) => {
+      const r = b.getBoundingClientRect();
+      return [b.textContent, Math.round(r.width), Math.round(r.height), Math.round(r.right)];
+    }),
+    width: window.innerWidth,
+    document: document.documentElement.scrollWidth,
+    body: document.body.scrollWidth,
+  }));
+  check(layout.buttons.length > 0, "the tier bar has buttons", layout);
+  for (const [name, width, height, right] of layout.buttons) {
+    check(width >= 44 && height >= 44, `tier button ${name} is a 44 px touch target`, layout);
+    check(right <= layout.width, `tier button ${name} is on screen`, layout);
+  }
+  check(layout.document <= layout.width && layout.body <= layout.width, "nothing overflows sideways", layout);
+  await axe(small, "phone");
+  await small.screenshot({ path: join(shots, "live-page-phone.png"), fullPage: true });
+  await phone.close();
+
+  check(problems.length === 0, "the page reported no errors", problems);
+  say("done");
 } finally {
   await browser.close();
 }

@@ -1,24 +1,43 @@
 //! The live page in a real browser: Debian's Chromium, driven by Playwright
-//! (`tests/browser/page.mjs`), shows the board and then a score change as events are appended.
-//! `./hunt test` installs Chromium, Node.js and the script's `node_modules`.
+//! (`tests/browser/page.mjs`), shows the board, then each change as events are appended: rows
+//! updated in place and marked ▲/▼ for about 3 s, an error frame on the badge, a reconnect that
+//! resumes, "paused" while Redis is paused, the phone layout, and no axe-core violation with
+//! motion or without. The script says on stdout what the page showed; this side makes the next
+//! change (an append, pausing and resuming Redis).
+//! Screenshots are left in `CARGO_TARGET_TMPDIR`. `./hunt test` installs Chromium, Node.js and
+//! the script's `node_modules`.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Lines};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 use hunt_testkit::RedisServer;
 
 use crate::support::{router, score};
 
+/// The script's next line on stdout, and the reader to go on with.
+async fn next_line(
+    mut lines: Lines<BufReader<ChildStdout>>,
+) -> (Option<String>, Lines<BufReader<ChildStdout>>) {
+    tokio::task::spawn_blocking(move || {
+        let line = lines.next().and_then(Result::ok);
+        (line, lines)
+    })
+    .await
+    .expect("reader")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_shows_the_board_and_a_score_change() {
     let script_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    assert!(
-        script_dir.join("node_modules/playwright-core").is_dir(),
-        "Playwright is missing: run `npm ci --prefix {}` (./hunt test does)",
-        script_dir.display()
-    );
+    for package in ["playwright-core", "axe-core"] {
+        assert!(
+            script_dir.join("node_modules").join(package).is_dir(),
+            "{package} is missing: run `npm ci --prefix {}` (./hunt test does)",
+            script_dir.display()
+        );
+    }
     let chromium = std::env::var("HUNT_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     assert!(
         Path::new(&chromium).exists(),
@@ -36,54 +55,88 @@ async fn the_page_shows_the_board_and_a_score_change() {
             .expect("append");
     }
 
-    let screenshot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("live-page.png");
-    let _ = std::fs::remove_file(&screenshot);
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let screenshots = [
+        "live-page.png",
+        "live-page-paused.png",
+        "live-page-phone.png",
+    ];
+    for name in screenshots {
+        let _ = std::fs::remove_file(shots.join(name));
+    }
     let mut node = Command::new("node")
         .arg(script_dir.join("page.mjs"))
         .arg(format!("http://{}/#tier-1", router.http_addr()))
-        .arg(&screenshot)
+        .arg(shots)
         .env("HUNT_CHROMIUM", &chromium)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("node is missing: install Debian's `nodejs` package (./hunt test does)");
-    let mut lines = BufReader::new(node.stdout.take().expect("stdout")).lines();
-    let rendered = tokio::task::spawn_blocking(move || {
-        let first = lines.next().and_then(Result::ok);
-        (first, lines)
-    })
-    .await
-    .expect("reader");
-    let (first, mut lines) = rendered;
+    let lines = BufReader::new(node.stdout.take().expect("stdout")).lines();
+
+    let (line, lines) = next_line(lines).await;
     assert_eq!(
-        first.as_deref(),
+        line.as_deref(),
         Some("rendered 30"),
         "the board rendered with the climber at 30"
     );
-
+    // The climber passes bo and ada.
     writer
         .append(score(1, "climber", 70))
         .await
         .expect("append");
-    let changed = tokio::task::spawn_blocking(move || lines.next().and_then(Result::ok))
-        .await
-        .expect("reader");
+    let (line, lines) = next_line(lines).await;
     assert_eq!(
-        changed.as_deref(),
+        line.as_deref(),
         Some("changed 100"),
         "the climber's new score shows"
     );
+    let (line, lines) = next_line(lines).await;
+    assert_eq!(
+        line.as_deref(),
+        Some("errored"),
+        "the climber's row moved in place, marked for ~3 s, axe clean; an error frame shows"
+    );
+    // di passes bo and ada: the update that clears the error.
+    writer.append(score(1, "di", 60)).await.expect("append");
+    let (line, lines) = next_line(lines).await;
+    assert_eq!(line.as_deref(), Some("changed 80"), "di's new score shows");
+    let (line, lines) = next_line(lines).await;
+    assert_eq!(
+        line.as_deref(),
+        Some("pause redis"),
+        "reduced motion marks without animating, axe clean; a reconnect resumes"
+    );
+    redis.pause().expect("SIGSTOP redis");
+    let (line, lines) = next_line(lines).await;
+    redis.resume();
+    assert_eq!(
+        line.as_deref(),
+        Some("paused"),
+        "the badge says paused while Redis is paused"
+    );
+    let (line, _) = next_line(lines).await;
+    assert_eq!(
+        line.as_deref(),
+        Some("done"),
+        "live again once Redis is back; the phone layout fits"
+    );
+
     let status = tokio::task::spawn_blocking(move || node.wait())
         .await
         .expect("join")
         .expect("wait");
     assert!(status.success(), "the browser script failed: {status}");
-    let size = std::fs::metadata(&screenshot).map(|m| m.len()).unwrap_or(0);
-    assert!(
-        size > 10_000,
-        "a screenshot was saved at {}",
-        screenshot.display()
-    );
+    for name in screenshots {
+        let path = shots.join(name);
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        assert!(
+            size > 10_000,
+            "a screenshot was saved at {}",
+            path.display()
+        );
+    }
 
     writer.shutdown().await.expect("shutdown");
     assert!(router.shutdown(Duration::from_secs(10)).await);

@@ -285,8 +285,8 @@ async fn a_watch_resumes_within_its_epoch_and_starts_over_from_another() {
     })
     .await;
     assert!(!first.epoch.is_empty());
-    // Resumed at the latest version of this epoch: the first message is the next change, as a
-    // delta from that version.
+    // Resumed at the latest version of this epoch: the first message is that version's
+    // freshness (an empty delta from it to itself), then the next change, as a delta from it.
     let mut resumed = grpc
         .watch(WatchRequest {
             tier: 2,
@@ -311,6 +311,12 @@ async fn a_watch_resumes_within_its_epoch_and_starts_over_from_another() {
         matches!(snapshot.update, Some(Update::Snapshot(_))),
         "{snapshot:?}"
     );
+    let fresh = resumed.message().await.expect("a message").expect("open");
+    let Some(Update::Delta(empty)) = &fresh.update else {
+        panic!("expected the freshness of the resumed version, got {fresh:?}");
+    };
+    assert_eq!((empty.base, fresh.version), (first.version, first.version));
+    assert!(empty.upserts.is_empty() && empty.removals.is_empty() && !fresh.stale);
     // One score changes, no rank: a delta is smaller than the top.
     append(&writer, "ada", 1).await;
     let next = resumed.message().await.expect("a message").expect("open");

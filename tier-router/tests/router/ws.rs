@@ -222,6 +222,11 @@ async fn limits_on_subscriptions_rate_connections_and_silence() {
     })
     .await;
     let addr = router.http_addr();
+    // Every tier read once, so no freshness update (fresh after the first read) interleaves.
+    eventually("the router ready", || async {
+        (hunt_testkit::http_get(addr, "/readyz").await.0 == 200).then_some(())
+    })
+    .await;
 
     let mut socket = connect(addr).await;
     for tier in [1, 2] {
@@ -511,5 +516,45 @@ async fn a_spectator_that_never_reads_delays_no_one_and_is_closed() {
          frames, {bytes} bytes)"
     );
     writer.shutdown().await.expect("shutdown");
+    assert!(router.shutdown(Duration::from_secs(10)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spectator_sees_its_board_go_stale_while_redis_is_paused_and_fresh_after() {
+    // No events at all: the tier's owner keeps its lease across the pause and has nothing to
+    // apply, so only re-reading the top on reconnect can clear the stale mark.
+    let redis = RedisServer::start().expect("redis-server");
+    let router = router_with(&redis, |config| {
+        config.redis_response_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let mut socket = connect(router.http_addr()).await;
+    send(&mut socket, r#"{"subscribe":{"tier":1}}"#).await;
+    // Fresh first, with the time the board was read.
+    let first = loop {
+        let first = update(next(&mut socket).await);
+        if !first.stale {
+            break first;
+        }
+    };
+    assert!(first.changed_at_ms > 0, "{first:?}");
+    redis.pause().expect("SIGSTOP redis");
+    let paused = loop {
+        let frame = update(next(&mut socket).await);
+        if frame.stale {
+            break frame;
+        }
+    };
+    // The same board, flagged: no version moved.
+    assert_eq!(paused.version, first.version);
+    assert_eq!(paused.changed_at_ms, first.changed_at_ms);
+    redis.resume();
+    let back = loop {
+        let frame = update(next(&mut socket).await);
+        if !frame.stale {
+            break frame;
+        }
+    };
+    assert_eq!(back.epoch, first.epoch);
     assert!(router.shutdown(Duration::from_secs(10)).await);
 }
