@@ -100,11 +100,23 @@ impl Spectator {
     }
 
     /// The next frame, as JSON.
+    /// The next text frame, parsed; an update's `changedAtMs` (the wall clock) is checked to be
+    /// a number and left out, so frames compare whole.
     async fn frame(&mut self) -> Value {
-        match self.next().await {
+        let mut frame: Value = match self.next().await {
             Message::Text(text) => serde_json::from_str(text.as_str()).expect("JSON frame"),
             other => panic!("expected a text frame, got {other:?}"),
+        };
+        if let Some(update) = frame.get_mut("update").and_then(Value::as_object_mut) {
+            let changed_at = update.remove("changedAtMs").expect("changedAtMs");
+            assert!(
+                changed_at
+                    .as_str()
+                    .is_some_and(|ms| ms.parse::<u64>().is_ok()),
+                "{changed_at}"
+            );
         }
+        frame
     }
 
     /// The text frames the server sends before its close frame, and that close frame's code and
@@ -301,6 +313,7 @@ async fn a_resumed_subscription_gets_the_deltas_since_its_version_then_live_ones
                     "removals": [],
                 },
                 "epoch": epoch,
+                "stale": false,
             }})
         );
     }
@@ -322,16 +335,23 @@ async fn a_resumed_subscription_gets_the_deltas_since_its_version_then_live_ones
             {"rank": "2", "playerId": "ada", "score": "30"},
         ],
         "removals": ["bo"],
-    }, "epoch": epoch}});
+    }, "epoch": epoch, "stale": false}});
     assert_eq!(resumed.frame().await, live);
     assert_eq!(lost.frame().await, live);
-    // Resuming from the latest version sends nothing until the next update.
+    // Resuming from the latest version sends its freshness alone (an empty delta from it to
+    // itself), then nothing until the next update.
     let mut current = Spectator::connect(&state);
     current
         .text(&format!(
             r#"{{"subscribe":{{"tier":{tier},"version":4,"epoch":"{epoch}"}}}}"#
         ))
         .await;
+    assert_eq!(
+        current.frame().await,
+        json!({"update": {"tier": tier, "version": "4", "delta": {
+            "base": "4", "upserts": [], "removals": [],
+        }, "epoch": epoch, "stale": false}})
+    );
     current.text(r#"{"ping":{}}"#).await;
     assert_eq!(current.frame().await, json!({"pong": {}}));
     state.stop.cancel();
@@ -346,11 +366,15 @@ fn an_update_is_encoded_once_as_a_snapshot_and_as_a_delta_from_the_version_befor
     let before = Snapshot {
         version: 6,
         entries: Arc::new(top(&[("ada", 9), ("bo", 5), ("cy", 1)])),
+        loaded: true,
+        changed_at_ms: 1_000,
         ..Snapshot::default()
     };
     let now = Snapshot {
         version: 7,
         entries: Arc::new(top(&[("bo", 10), ("ada", 9), ("di", 2)])),
+        loaded: true,
+        changed_at_ms: 2_000,
         ..Snapshot::default()
     };
     let first = Published::encode(3, "e1", None, &before);
@@ -367,7 +391,7 @@ fn an_update_is_encoded_once_as_a_snapshot_and_as_a_delta_from_the_version_befor
             {"rank": "1", "playerId": "bo", "score": "10"},
             {"rank": "2", "playerId": "ada", "score": "9"},
             {"rank": "3", "playerId": "di", "score": "2"},
-        ]}, "epoch": "e1"}})
+        ]}, "epoch": "e1", "stale": false, "changedAtMs": "2000"}})
     );
     let delta: Value = serde_json::from_str(update.delta().expect("a delta")).expect("JSON");
     assert_eq!(
@@ -376,7 +400,20 @@ fn an_update_is_encoded_once_as_a_snapshot_and_as_a_delta_from_the_version_befor
             {"rank": "1", "playerId": "bo", "score": "10"},
             {"rank": "2", "playerId": "ada", "score": "9"},
             {"rank": "3", "playerId": "di", "score": "2"},
-        ], "removals": ["cy"]}, "epoch": "e1"}})
+        ], "removals": ["cy"]}, "epoch": "e1", "stale": false, "changedAtMs": "2000"}})
+    );
+    // The same top turning stale: its freshness alone, an empty delta from 7 to 7.
+    let paused = Snapshot {
+        stale: true,
+        ..now.clone()
+    };
+    let freshness = Published::encode(3, "e1", Some(&now), &paused);
+    assert_eq!((freshness.version(), freshness.base()), (7, Some(7)));
+    let delta: Value = serde_json::from_str(freshness.delta().expect("a delta")).expect("JSON");
+    assert_eq!(
+        delta,
+        json!({"update": {"tier": 3, "version": "7", "delta": {"base": "7", "upserts": [],
+            "removals": []}, "epoch": "e1", "stale": true, "changedAtMs": "2000"}})
     );
     let big = i64::MAX;
     let odd = Snapshot {
