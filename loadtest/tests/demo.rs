@@ -290,3 +290,47 @@ fn bench_claims_completes() {
     ]);
     assert!(stdout.contains("| "), "{stdout}");
 }
+
+#[test]
+fn missed_goals_are_marked_and_fail_the_run_with_fail_on_goal() {
+    // A short run at 1,000 events/s cannot reach 50,000/s: that goal is marked MISSED, the JSON
+    // says so, and the run passes (its checks do) unless --fail-on-goal is given.
+    let (stdout, dir) = short_hunt("run", &[]);
+    assert!(stdout.contains("≥ 50,000: MISSED"), "{stdout}");
+    assert!(
+        stdout.contains("goals: ") && stdout.contains("MISSED: events/s"),
+        "{stdout}"
+    );
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("run.json")).expect("the JSON report"),
+    )
+    .expect("valid JSON");
+    let goals = report["goals"].as_array().expect("goals");
+    assert!(goals.iter().any(|goal| goal["met"] == false), "{goals:?}");
+    assert!(
+        goals
+            .iter()
+            .any(|goal| goal["name"] == "errors (arrivals / GetTop)" && goal["met"] == true),
+        "{goals:?}"
+    );
+
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let json = dir.path().join("run.json");
+    let svg = dir.path().join("run.svg");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args(["run", "--seconds", "2", "--shards", "2", "--hunters", "100"])
+        .args(["--rate", "200", "--spectators", "1", "--get-top-rate", "20"])
+        .args(["--fail-on-goal", "--json", json.to_str().expect("utf-8")])
+        .args(["--svg", svg.to_str().expect("utf-8")])
+        .env_remove("HUNT_REDIS_URL")
+        .output()
+        .expect("run loadtest");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a missed goal fails the run: {stderr}"
+    );
+    assert!(stderr.contains("missed goals (--fail-on-goal)"), "{stderr}");
+    // The reports are written all the same.
+    assert!(json.exists() && svg.exists());
+}

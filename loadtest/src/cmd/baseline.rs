@@ -43,7 +43,7 @@ pub(crate) struct Args {
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let mut report = hunt::execute(&args.hunt).await?;
     report.baseline = Some(naive(&args).await?);
-    report.finish(&args.hunt.json, &args.hunt.svg)
+    report.finish(&args.hunt.json, &args.hunt.svg, args.hunt.fail_on_goal)
 }
 
 /// The naive run: consumers per tier, then the open-loop load over naive shards, then the wait

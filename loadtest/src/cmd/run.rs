@@ -16,5 +16,5 @@ pub(crate) struct Args {
 /// When a part cannot be started or reached, a report cannot be written, or a check failed.
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let report = hunt::execute(&args.hunt).await?;
-    report.finish(&args.hunt.json, &args.hunt.svg)
+    report.finish(&args.hunt.json, &args.hunt.svg, args.hunt.fail_on_goal)
 }

@@ -112,7 +112,66 @@ pub(crate) struct Report {
     pub(crate) baseline: Option<Baseline>,
 }
 
+/// One performance goal of a run, and whether the run met it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct Goal {
+    pub(crate) name: &'static str,
+    pub(crate) goal: &'static str,
+    pub(crate) result: String,
+    pub(crate) met: bool,
+}
+
+/// Throughput into the boards a run should reach.
+const GOAL_EVENTS_PER_S: f64 = 50_000.0;
+/// End-to-end p99 a run should stay under.
+const GOAL_END_TO_END_P99_MS: f64 = 50.0;
+/// GetTop p99 (from the intended send) a run should stay under.
+const GOAL_GET_TOP_P99_MS: f64 = 5.0;
+
 impl Report {
+    /// The run's goals, each met or missed. A latency without samples is missed: nothing was
+    /// measured.
+    pub(crate) fn goals(&self) -> Vec<Goal> {
+        let p99 = |latency: &Latency| {
+            if latency.count == 0 {
+                ("no samples".to_owned(), false)
+            } else {
+                (format!("{:.2} ms", latency.p99_ms), true)
+            }
+        };
+        let (end_to_end, e2e_measured) = p99(&self.end_to_end);
+        let (get_top, get_top_measured) = p99(&self.get_top);
+        let mut goals = vec![
+            Goal {
+                name: "events/s into the leaderboards",
+                goal: "≥ 50,000",
+                result: format!("{:.0}", self.applied_per_s),
+                met: self.applied_per_s >= GOAL_EVENTS_PER_S,
+            },
+            Goal {
+                name: "end to end p99",
+                goal: "< 50 ms",
+                result: end_to_end,
+                met: e2e_measured && self.end_to_end.p99_ms < GOAL_END_TO_END_P99_MS,
+            },
+        ];
+        if self.config.get_top_rate > 0 {
+            goals.push(Goal {
+                name: "GetTop p99",
+                goal: "< 5 ms",
+                result: get_top,
+                met: get_top_measured && self.get_top.p99_ms < GOAL_GET_TOP_P99_MS,
+            });
+        }
+        goals.push(Goal {
+            name: "errors (arrivals / GetTop)",
+            goal: "0",
+            result: format!("{} / {}", self.errors, self.get_top_errors),
+            met: self.errors == 0 && self.get_top_errors == 0,
+        });
+        goals
+    }
+
     /// Prints the table (with the baseline beside the pipeline when there is one).
     fn print_table(&self) {
         let c = &self.config;
@@ -144,6 +203,16 @@ impl Report {
                 println!("|---|---|---|---|");
             }
         }
+        let goals = self.goals();
+        // A goal's cell says whether it was met: "p99 < 50 ms: MISSED".
+        let marked = |goal: &str| -> String {
+            let named = |g: &&Goal| goal == g.goal || goal.strip_prefix("p99 ") == Some(g.goal);
+            match goals.iter().find(named) {
+                Some(g) if g.met => format!("{goal}: met"),
+                Some(_) => format!("{goal}: MISSED"),
+                None => goal.to_owned(),
+            }
+        };
         let row = |measure: &str,
                    pipeline: String,
                    goal: &str,
@@ -151,7 +220,7 @@ impl Report {
             match baseline {
                 Some((naive, ratio)) => println!("| {measure} | {pipeline} | {naive} | {ratio} |"),
                 None if self.baseline.is_some() => println!("| {measure} | {pipeline} | | |"),
-                None => println!("| {measure} | {pipeline} | {goal} |"),
+                None => println!("| {measure} | {pipeline} | {} |", marked(goal)),
             }
         };
         let b = self.baseline.as_ref();
@@ -238,11 +307,31 @@ impl Report {
     ///
     /// # Errors
     /// When a file cannot be written, or naming every failed check.
-    pub(crate) fn finish(&self, json: &Path, svg: &Path) -> anyhow::Result<()> {
+    pub(crate) fn finish(&self, json: &Path, svg: &Path, fail_on_goal: bool) -> anyhow::Result<()> {
         self.print_table();
         self.write(json, svg)?;
         println!("report: {} and {}", json.display(), svg.display());
-        ground_truth::fail_on_checks(&self.checks)
+        let goals = self.goals();
+        let missed: Vec<String> = goals
+            .iter()
+            .filter(|goal| !goal.met)
+            .map(|goal| format!("{} {} (was {})", goal.name, goal.goal, goal.result))
+            .collect();
+        if missed.is_empty() {
+            println!("goals: all {} met", goals.len());
+        } else {
+            println!(
+                "goals: {} of {} met; MISSED: {}",
+                goals.len() - missed.len(),
+                goals.len(),
+                missed.join("; ")
+            );
+        }
+        ground_truth::fail_on_checks(&self.checks)?;
+        if fail_on_goal && !missed.is_empty() {
+            anyhow::bail!("missed goals (--fail-on-goal): {}", missed.join("; "));
+        }
+        Ok(())
     }
 
     /// Writes the JSON report to `json` and the chart to `svg`.
@@ -250,7 +339,11 @@ impl Report {
     /// # Errors
     /// When a file cannot be written or the chart drawn.
     fn write(&self, json: &Path, svg: &Path) -> anyhow::Result<()> {
-        let text = serde_json::to_string_pretty(self)?;
+        let mut value = serde_json::to_value(self)?;
+        if let Some(fields) = value.as_object_mut() {
+            fields.insert("goals".to_owned(), serde_json::to_value(self.goals())?);
+        }
+        let text = serde_json::to_string_pretty(&value)?;
         std::fs::write(json, text).with_context(|| format!("writing {}", json.display()))?;
         chart::draw(&self.timeline, svg).with_context(|| format!("drawing {}", svg.display()))
     }

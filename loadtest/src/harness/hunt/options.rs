@@ -65,6 +65,10 @@ pub(crate) struct Options {
     /// Where to write the SVG chart of throughput and p99 over time.
     #[arg(long, default_value = "loadtest-run.svg")]
     pub(crate) svg: PathBuf,
+    /// Exit non-zero when a goal is missed (throughput, end-to-end and GetTop p99, no errors),
+    /// not only when a correctness check fails.
+    #[arg(long)]
+    pub(crate) fail_on_goal: bool,
 }
 
 impl From<&Options> for Config {
