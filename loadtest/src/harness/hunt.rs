@@ -240,6 +240,7 @@ struct Observed {
     end_to_end: Latency,
     websocket: Latency,
     probes: u64,
+    reconnects: u64,
     timeline: Vec<Second>,
 }
 
@@ -261,6 +262,7 @@ impl Observation {
             end_to_end: Latency::of(&histogram::snapshot(&self.probes.grpc)?),
             websocket: Latency::of(&histogram::snapshot(&self.probes.ws)?),
             probes: self.probes.count() as u64,
+            reconnects: self.probes.reconnects(),
             timeline: self.timeline.seconds(),
         })
     }
@@ -466,6 +468,7 @@ fn report(
         get_top_service: Latency::of(&observed.get_top.service),
         errors,
         get_top_errors: observed.get_top.errors,
+        observer_reconnects: observed.reconnects,
         checks,
         timeline: observed.timeline,
         baseline: None,

@@ -60,7 +60,16 @@ pub(crate) struct Probes {
     /// Append → a WebSocket frame showing it.
     pub(crate) ws: Mutex<Histogram<u64>>,
     timeline: Arc<Timeline>,
+    /// Times an observer's stream or socket was cut and opened again.
+    reconnects: std::sync::atomic::AtomicU64,
 }
+
+/// First wait before an observer reconnects; it doubles up to [`RECONNECT_MAX`].
+const RECONNECT_MIN: std::time::Duration = std::time::Duration::from_millis(100);
+/// Longest wait between an observer's reconnects.
+const RECONNECT_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+/// Reconnects said on stderr one by one; later ones are only counted.
+const RECONNECTS_SAID: u64 = 10;
 
 impl Probes {
     pub(crate) fn new(timeline: Arc<Timeline>) -> anyhow::Result<Arc<Self>> {
@@ -70,7 +79,36 @@ impl Probes {
             grpc: Mutex::new(histogram::new()?),
             ws: Mutex::new(histogram::new()?),
             timeline,
+            reconnects: std::sync::atomic::AtomicU64::new(0),
         }))
+    }
+
+    /// Times an observer was cut off and reconnected.
+    pub(crate) fn reconnects(&self) -> u64 {
+        self.reconnects.load(Ordering::Relaxed)
+    }
+
+    /// Counts and says that `observer` was cut off (`why`), then waits `backoff` (doubling it,
+    /// up to [`RECONNECT_MAX`]) unless `stop` comes first; false when stopped.
+    async fn cut_off(
+        &self,
+        observer: &str,
+        why: &str,
+        backoff: &mut std::time::Duration,
+        stop: &CancellationToken,
+    ) -> bool {
+        let count = self.reconnects.fetch_add(1, Ordering::Relaxed) + 1;
+        if count <= RECONNECTS_SAID {
+            eprintln!("loadtest: {observer} was cut off ({why}); reconnecting");
+        } else if count == RECONNECTS_SAID + 1 {
+            eprintln!("loadtest: more observers cut off; counting them in the report");
+        }
+        let wait = *backoff;
+        *backoff = (*backoff * 2).min(RECONNECT_MAX);
+        tokio::select! {
+            () = tokio::time::sleep(wait) => true,
+            () = stop.cancelled() => false,
+        }
     }
 
     /// Records, for an observer of tier `index` that just saw `score` after `seen`, the latency
@@ -168,27 +206,60 @@ pub(crate) async fn watch(
     tasks: &mut JoinSet<anyhow::Result<()>>,
 ) -> anyhow::Result<()> {
     for (index, tier) in rewards::TIERS.iter().enumerate() {
-        let mut updates = LeaderboardServiceClient::new(channel.clone())
+        let tier = tier.id;
+        let mut client = LeaderboardServiceClient::new(channel.clone());
+        // The first stream opens before the load starts: a router that is not there fails the
+        // run at once. Later ones reopen after a cut, resuming from the last version seen.
+        let mut updates = client
             .watch(WatchRequest {
-                tier: tier.id,
+                tier,
                 ..WatchRequest::default()
             })
             .await?
             .into_inner();
-        let (probes, stop, player) = (Arc::clone(probes), stop.clone(), probe_player(tier.id));
+        let (probes, stop, player) = (Arc::clone(probes), stop.clone(), probe_player(tier));
         let seen = probes.observer(index);
         tasks.spawn(async move {
+            let mut resume = WatchRequest {
+                tier,
+                ..WatchRequest::default()
+            };
+            let mut backoff = RECONNECT_MIN;
             loop {
-                let update = tokio::select! {
-                    update = updates.message() => update?,
-                    () = stop.cancelled() => return Ok(()),
+                let why = loop {
+                    let update = tokio::select! {
+                        update = updates.message() => update,
+                        () = stop.cancelled() => return Ok(()),
+                    };
+                    let update = match update {
+                        Ok(Some(update)) => update,
+                        Ok(None) => break "the router ended the stream".to_owned(),
+                        Err(status) => break status.to_string(),
+                    };
+                    backoff = RECONNECT_MIN;
+                    resume.version = update.version;
+                    resume.epoch.clone_from(&update.epoch);
+                    if let Some(score) = watched_score(update, &player) {
+                        probes.saw(index, &seen, score, false);
+                    }
                 };
-                let Some(update) = update else {
-                    bail!("the router ended a Watch stream")
+                let observer = format!("the Watch of tier {tier}");
+                updates = loop {
+                    if !probes.cut_off(&observer, &why, &mut backoff, &stop).await {
+                        return Ok(());
+                    }
+                    match client.watch(resume.clone()).await {
+                        Ok(stream) => break stream.into_inner(),
+                        Err(status) => {
+                            if !probes
+                                .cut_off(&observer, &status.to_string(), &mut backoff, &stop)
+                                .await
+                            {
+                                return Ok(());
+                            }
+                        }
+                    }
                 };
-                if let Some(score) = watched_score(update, &player) {
-                    probes.saw(index, &seen, score, false);
-                }
             }
         });
     }
@@ -207,24 +278,67 @@ pub(crate) async fn spectate(
     for spectator in 0..count {
         let index = spectator as usize % rewards::TIERS.len();
         let tier = rewards::TIERS[index].id;
-        let (mut socket, _) = tokio_tungstenite::connect_async(format!("ws://{http}/ws")).await?;
-        socket
-            .send(Message::Text(
-                format!(r#"{{"subscribe":{{"tier":{tier}}}}}"#).into(),
-            ))
-            .await?;
+        // The first socket opens before the load starts; later ones after a cut, resuming.
+        let mut socket = subscribe(http, &format!(r#"{{"subscribe":{{"tier":{tier}}}}}"#)).await?;
         let (probes, stop, player) = (Arc::clone(probes), stop.clone(), probe_player(tier));
         let seen = probes.observer(index);
         tasks.spawn(async move {
-            while let Some(text) = next_text(&mut socket, &stop).await? {
-                if let Some(score) = probe_score(&text, &player) {
-                    probes.saw(index, &seen, score, true);
-                }
+            let mut resume = format!(r#"{{"subscribe":{{"tier":{tier}}}}}"#);
+            let mut backoff = RECONNECT_MIN;
+            loop {
+                let why = loop {
+                    match next_text(&mut socket, &stop).await {
+                        Ok(Some(text)) => {
+                            backoff = RECONNECT_MIN;
+                            if let Some((version, epoch)) = position(&text) {
+                                resume = format!(
+                                    r#"{{"subscribe":{{"tier":{tier},"version":"{version}","epoch":{epoch}}}}}"#
+                                );
+                            }
+                            if let Some(score) = probe_score(&text, &player) {
+                                probes.saw(index, &seen, score, true);
+                            }
+                        }
+                        Ok(None) => return Ok(()),
+                        Err(err) => break err.to_string(),
+                    }
+                };
+                let observer = format!("spectator {spectator} (tier {tier})");
+                socket = loop {
+                    if !probes.cut_off(&observer, &why, &mut backoff, &stop).await {
+                        return Ok(());
+                    }
+                    match subscribe(http, &resume).await {
+                        Ok(socket) => break socket,
+                        Err(err) => {
+                            if !probes.cut_off(&observer, &err.to_string(), &mut backoff, &stop).await {
+                                return Ok(());
+                            }
+                        }
+                    }
+                };
             }
-            Ok(())
         });
     }
     Ok(())
+}
+
+/// A `/ws` socket at `http` that has sent `request` (a `subscribe` frame).
+async fn subscribe(http: std::net::SocketAddr, request: &str) -> anyhow::Result<Socket> {
+    let (mut socket, _) = tokio_tungstenite::connect_async(format!("ws://{http}/ws")).await?;
+    socket
+        .send(Message::Text(request.to_owned().into()))
+        .await?;
+    Ok(socket)
+}
+
+/// The version and the epoch (as a JSON string) of an `update` frame, to resume from.
+fn position(text: &str) -> Option<(u64, String)> {
+    let response: SpectatorResponse = serde_json::from_str(text).ok()?;
+    let Some(spectator_response::Frame::Update(update)) = response.frame else {
+        return None;
+    };
+    Some((update.version, serde_json::to_string(&update.epoch).ok()?))
 }
 
 /// A spectator's socket.
@@ -267,4 +381,86 @@ fn probe_score(text: &str, player: &str) -> Option<i64> {
         .into_iter()
         .find(|e| e.player_id == player)
         .map(|e| e.score)
+}
+
+#[cfg(test)]
+#[allow(clippy::expect_used)]
+mod tests {
+    use std::time::Duration;
+
+    use hunt_testkit::{RedisServer, eventually};
+    use shard_writer::{ShardWriter, WriterConfig};
+    use tier_router::{App, RouterConfig};
+
+    use super::*;
+
+    async fn router(
+        redis: &RedisServer,
+        grpc: std::net::SocketAddr,
+        http: std::net::SocketAddr,
+    ) -> tier_router::AppHandle {
+        let mut config = RouterConfig::new(redis.url());
+        config.grpc_addr = grpc;
+        config.http_addr = http;
+        config.admin_addr = None;
+        config.lease_ttl = Duration::from_millis(1_000);
+        config.read_block = Duration::from_millis(50);
+        App::build(config).await.expect("router").spawn()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn observers_reconnect_when_their_router_restarts_and_see_later_probes() {
+        let redis = RedisServer::start().expect("redis-server");
+        let first = router(
+            &redis,
+            "127.0.0.1:0".parse().expect("addr"),
+            "127.0.0.1:0".parse().expect("addr"),
+        )
+        .await;
+        let (grpc, http) = (first.grpc_addr(), first.http_addr());
+        let probes = Probes::new(Arc::new(Timeline::new(Instant::now()))).expect("probes");
+        let stop = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        let channel = hunt_testkit::grpc_channel(grpc).await;
+        watch(&probes, &channel, &stop, &mut tasks)
+            .await
+            .expect("Watch streams");
+        spectate(&probes, http, 2, &stop, &mut tasks)
+            .await
+            .expect("spectators");
+
+        // The router goes away and comes back on the same ports.
+        assert!(first.shutdown(Duration::from_secs(10)).await);
+        let second = router(&redis, grpc, http).await;
+        eventually("every observer cut off and reconnecting", || async {
+            (probes.reconnects() >= rewards::TIERS.len() as u64 + 2).then_some(())
+        })
+        .await;
+
+        // Probes appended after the restart reach every observer.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let writer = ShardWriter::open(
+            WriterConfig::new(dir.path().join("probe.sqlite"), 1).with_redis(redis.url()),
+        )
+        .await
+        .expect("writer");
+        let sender = tokio::spawn(send(
+            Arc::clone(&probes),
+            writer.clone(),
+            stop.child_token(),
+        ));
+        eventually(
+            "every observer sees the probes after the restart",
+            || async { (probes.count() >= 10 && probes.all_seen()).then_some(()) },
+        )
+        .await;
+        stop.cancel();
+        sender.await.expect("join").expect("probes sent");
+        while let Some(done) = tasks.join_next().await {
+            done.expect("join")
+                .expect("an observer ends only when stopped");
+        }
+        writer.shutdown().await.expect("shutdown");
+        assert!(second.shutdown(Duration::from_secs(10)).await);
+    }
 }

@@ -107,6 +107,8 @@ pub(crate) struct Report {
     /// Arrivals that failed.
     pub(crate) errors: u64,
     pub(crate) get_top_errors: u64,
+    /// Times a `Watch` stream or a spectator's socket was cut and opened again.
+    pub(crate) observer_reconnects: u64,
     pub(crate) checks: Vec<Check>,
     pub(crate) timeline: Vec<Second>,
     pub(crate) baseline: Option<Baseline>,
@@ -286,6 +288,12 @@ impl Report {
             "errors (arrivals / GetTop)",
             format!("{} / {}", self.errors, self.get_top_errors),
             "0",
+            None,
+        );
+        row(
+            "observers cut off and reconnected (Watch streams, spectators)",
+            self.observer_reconnects.to_string(),
+            "",
             None,
         );
         for check in &self.checks {
