@@ -175,14 +175,15 @@ impl App {
             workers,
             cancel.clone(),
         ));
-        let service = LeaderboardServiceServer::new(Leaderboard::new(
+        let leaderboard = Leaderboard::new(
             Arc::clone(&cache),
             self.reads,
             cancel.clone(),
             tracker.clone(),
-        ))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        );
+        let service = LeaderboardServiceServer::new(leaderboard.clone())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let shutdown = cancel.clone();
         let incoming = listener::bounded(
             self.grpc,
@@ -225,6 +226,7 @@ impl App {
                 cache: Arc::clone(&cache),
                 metrics: self.metrics,
             },
+            leaderboard,
             ws::WsState {
                 fanout,
                 limits: self.config.ws,

@@ -329,7 +329,11 @@ impl Leaderboard {
         })
     }
 
-    async fn player(&self, request: GetPlayerRequest) -> Result<GetPlayerResponse, Error> {
+    /// `GetPlayer`: a player's entry and neighbours (also the page's `/player`).
+    pub(crate) async fn player(
+        &self,
+        request: GetPlayerRequest,
+    ) -> Result<GetPlayerResponse, Error> {
         let GetPlayerRequest {
             tier,
             player_id,

@@ -479,3 +479,54 @@ async fn health_readiness_and_the_page_over_http() {
     .await;
     assert!(router.shutdown(Duration::from_secs(10)).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_finds_a_player_and_its_neighbours_over_http() {
+    let redis = RedisServer::start().expect("redis-server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let router = router(&redis).await;
+    let http = router.http_addr();
+    let writer = crate::support::writer(&redis, dir.path(), 6).await;
+    for (player, points) in [("ada", 30), ("bo", 20), ("cy", 10)] {
+        writer
+            .append(score(1, player, points))
+            .await
+            .expect("append");
+    }
+    let (_, body) = eventually("bo on the board", || async {
+        let reply = http_get(http, "/player?tier=1&id=bo&around=1").await;
+        (reply.0 == 200).then_some(reply)
+    })
+    .await;
+    let answer: leaderboard_proto::v1::GetPlayerResponse =
+        serde_json::from_str(&body).expect("a GetPlayerResponse");
+    let entry = answer.player.expect("bo's entry");
+    assert_eq!(
+        (entry.rank, entry.player_id.as_str(), entry.score),
+        (2, "bo", 20)
+    );
+    let neighbours: Vec<&str> = answer
+        .neighbours
+        .iter()
+        .map(|n| n.player_id.as_str())
+        .collect();
+    assert_eq!(neighbours, ["ada", "cy"], "{body}");
+    // Errors say what is wrong, as JSON, with the HTTP status of the gRPC code.
+    for (path, status, code) in [
+        ("/player?tier=1&id=nobody", 404, "not_found"),
+        ("/player?tier=99&id=bo", 404, "not_found"),
+        ("/player?tier=1&id=bo&around=100000", 400, "bad_request"),
+        ("/player?tier=1&id=bad%7Bid%7D", 400, "bad_request"),
+        ("/player?tier=1&id=", 400, "bad_request"),
+        ("/player?tier=x&id=bo", 400, "bad_request"),
+        ("/player?tier=1", 400, "bad_request"),
+        ("/player?tier=1&id=bo&extra=1", 400, "bad_request"),
+    ] {
+        let (got, body) = http_get(http, path).await;
+        assert_eq!(got, status, "{path}: {body}");
+        let error: serde_json::Value = serde_json::from_str(&body).expect("a JSON error");
+        assert_eq!(error["error"]["code"], code, "{path}: {body}");
+    }
+    writer.shutdown().await.expect("shutdown");
+    assert!(router.shutdown(Duration::from_secs(10)).await);
+}
