@@ -1,6 +1,7 @@
 //! What the commands share: the pipeline under test, the load, the measurements, the checks and
 //! the reports. A command module imports from here and never from another command.
 
+pub(crate) mod cpu;
 pub(crate) mod ground_truth;
 pub(crate) mod histogram;
 pub(crate) mod hunt;

@@ -162,6 +162,15 @@ fn a_short_run_passes_every_correctness_check_and_writes_its_reports() {
         "the hunt made chest collisions for the saga: {chests}"
     );
     assert!(report["committed"].as_u64().expect("committed") > 2_000);
+    // What each event cost, by component.
+    let cpu = &report["cpu_per_event"];
+    for part in ["process_us", "commit_us", "rest_us", "redis_us"] {
+        assert!(
+            cpu[part].as_f64().is_some_and(|us| us > 0.0),
+            "{part}: {cpu}"
+        );
+    }
+    assert!(stdout.contains("CPU µs per event"), "{stdout}");
     assert!(!report["timeline"].as_array().expect("timeline").is_empty());
     let svg = std::fs::read_to_string(dir.path().join("run.svg")).expect("the chart");
     assert!(

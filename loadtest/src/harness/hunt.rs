@@ -34,6 +34,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
+use crate::harness::cpu;
 use crate::harness::ground_truth::{self, Check};
 use crate::harness::histogram;
 use crate::harness::leaderboard::get_top_load;
@@ -65,11 +66,16 @@ pub(crate) async fn execute(options: &Options) -> anyhow::Result<Report> {
     );
     let mut stage = set_up(options).await?;
     let mut observation = observe(options, &stage).await?;
+    // CPU from the load's start until every event is applied: what the events cost.
+    let cpu_before = cpu::Sample::now(&mut stage.conn).await;
     let load = load(options, &mut stage, &mut observation).await?;
     let drained = drain(options, &mut stage, &observation).await?;
+    let cpu_after = cpu::Sample::now(&mut stage.conn).await;
     let observed = observation.finish().await?;
     let (checks, logged) = check(stage).await?;
-    report(options, load, drained, observed, checks, logged)
+    let mut report = report(options, load, drained, observed, checks, logged)?;
+    report.cpu_per_event = cpu_before.per_event(&cpu_after, report.committed);
+    Ok(report)
 }
 
 /// The pipeline under test, set up for a hunt.
@@ -469,6 +475,7 @@ fn report(
         errors,
         get_top_errors: observed.get_top.errors,
         observer_reconnects: observed.reconnects,
+        cpu_per_event: cpu::PerEvent::default(),
         checks,
         timeline: observed.timeline,
         baseline: None,

@@ -109,6 +109,8 @@ pub(crate) struct Report {
     pub(crate) get_top_errors: u64,
     /// Times a `Watch` stream or a spectator's socket was cut and opened again.
     pub(crate) observer_reconnects: u64,
+    /// CPU time per committed event, from the load's start until every event was applied.
+    pub(crate) cpu_per_event: crate::harness::cpu::PerEvent,
     pub(crate) checks: Vec<Check>,
     pub(crate) timeline: Vec<Second>,
     pub(crate) baseline: Option<Baseline>,
@@ -288,6 +290,20 @@ impl Report {
             "errors (arrivals / GetTop)",
             format!("{} / {}", self.errors, self.get_top_errors),
             "0",
+            None,
+        );
+        let us = |value: Option<f64>| value.map_or_else(|| "–".to_owned(), |v| format!("{v:.1}"));
+        let cpu = &self.cpu_per_event;
+        row(
+            "CPU µs per event: this process (commit threads + the rest) / Redis",
+            format!(
+                "{} ({} + {}) / {}",
+                us(cpu.process_us),
+                us(cpu.commit_us),
+                us(cpu.rest_us),
+                us(cpu.redis_us)
+            ),
+            "",
             None,
         );
         row(
