@@ -7,6 +7,12 @@
 // Rows are kept per player and updated in place: a frame moves the rows whose rank changed
 // (animated unless the reader prefers reduced motion) and marks each change with ▲/▼, the
 // places gained or lost and the score change, for MOVE_MS.
+//
+// "Follow a hunter": the page asks GET /player?tier=N&id=P&around=AROUND (hunt.v1.GetPlayerResponse
+// in the proto3 JSON mapping; errors as {"error":{"code","message"}} with 400, 404 or 503) and
+// shows the player's rank, score and neighbours in a panel, asks again when the board changes (at
+// most once every REFRESH_MS), and marks the player's row in the board. The followed id is kept in
+// the URL hash: #tier-1&follow=ada.
 "use strict";
 
 const state = document.getElementById("state");
@@ -16,12 +22,25 @@ const tbody = document.querySelector("#board tbody");
 const caption = document.getElementById("caption");
 const empty = document.getElementById("empty");
 const updated = document.getElementById("updated");
+const followForm = document.getElementById("follow-form");
+const followInput = document.getElementById("follow-id");
+const followPanel = document.getElementById("follow-panel");
+const followSummary = document.getElementById("follow-summary");
+const followNote = document.getElementById("follow-note");
+const followAround = document.getElementById("follow-around");
+const followStop = document.getElementById("follow-stop");
 
 /// How long a change stays marked beside its row.
 const MOVE_MS = 3000;
 /// How long a row takes to slide to its new place.
 const SLIDE_MS = 450;
 const MAX_BACKOFF_MS = 30000;
+/// Neighbours asked for on each side of a followed player (the router allows up to 50).
+const AROUND = 3;
+/// The least time between two refreshes of the followed player.
+const REFRESH_MS = 1000;
+/// How long a look-up of the followed player may take before the page gives up on it.
+const LOOKUP_TIMEOUT_MS = 8000;
 const reducedMotion = window.matchMedia("(prefers-reduced-motion: reduce)");
 
 let tier = null;
@@ -38,6 +57,7 @@ let reconnectAt = null; // when the next connection attempt starts, while waitin
 let reconnectTimer = null;
 let error = null; // {code, message} of the last error frame, until a good update arrives
 let failure = null; // why the page cannot start at all
+let followed = null; // the id of the player followed, or null
 
 // ---- the status badge and the footer -----------------------------------------------------
 
@@ -119,6 +139,8 @@ class Row {
       this.tr.appendChild(td);
     }
     this.cells.player.firstChild.data = player;
+    this.tag = null; // the "★ following" element while the player is followed
+    this.setFollowed(player === followed);
     this.mark = null; // the ▲/▼ element while a change is shown
     this.markTimer = null;
     this.slide = null;
@@ -132,6 +154,25 @@ class Row {
     if (this.cells.rank.firstChild.data !== rank) this.cells.rank.firstChild.data = rank;
     if (this.cells.score.firstChild.data !== score) this.cells.score.firstChild.data = score;
     for (const top of [1, 2, 3]) this.tr.classList.toggle("r" + top, this.rank === top);
+  }
+
+  /// Marks the row as the followed player's: a highlight, an outline and the words "★ following".
+  setFollowed(on) {
+    if (on === (this.tag !== null)) return;
+    this.tr.classList.toggle("following", on);
+    if (on) {
+      this.tag = document.createElement("span");
+      this.tag.className = "tag";
+      const star = document.createElement("span");
+      star.setAttribute("aria-hidden", "true");
+      star.textContent = "★ ";
+      this.tag.append(star, "following");
+      this.cells.player.append(" ", this.tag);
+    } else {
+      this.tag.previousSibling?.remove(); // the space before it
+      this.tag.remove();
+      this.tag = null;
+    }
   }
 
   /// Shows a change beside the row for MOVE_MS; a newer change replaces it and starts over.
@@ -312,6 +353,8 @@ function apply(entries, removals, snapshot) {
     }
   }
   render(changes, gone);
+  // The followed player's rank may have moved, in the top or below it.
+  if (snapshot || changes.size > 0 || gone.length > 0) refreshFollowed();
 }
 
 /// The freshness an update carries: `stale` and `changedAtMs`, both left out at their default.
@@ -404,6 +447,209 @@ function connect() {
   };
 }
 
+// ---- following a player --------------------------------------------------------------------
+
+let lookup = null; // {controller, timer} of the look-up in flight
+let lookupAt = -Infinity; // performance.now() when the last look-up started
+let refreshTimer = null; // the refresh waiting for REFRESH_MS to pass
+let refreshWanted = false; // the board changed while a look-up was in flight
+let lastFound = null; // the last answer that found the followed player in this tier
+let lastCode = null; // the error code of the last look-up, or null
+
+function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
+}
+
+function points(score) {
+  return `${score.toLocaleString()} ${score === 1 || score === -1 ? "point" : "points"}`;
+}
+
+/// Starts following `id`: asks for it at once, then again as the board changes.
+function follow(id) {
+  id = id.trim();
+  if (id === "") return;
+  if (id !== followed) {
+    followed = id;
+    lastFound = null;
+    lastCode = null;
+    for (const row of rows.values()) row.setFollowed(row.player === id);
+    setText(followSummary, `Looking up ${id}…`);
+    followNote.hidden = true;
+    clearAround();
+  }
+  followPanel.hidden = false;
+  writeHash();
+  lookUp(true);
+}
+
+function unfollow() {
+  const focused = followPanel.contains(document.activeElement);
+  followed = null;
+  lastFound = null;
+  lastCode = null;
+  cancelLookUp();
+  for (const row of rows.values()) row.setFollowed(false);
+  followPanel.hidden = true;
+  followSummary.textContent = "";
+  followNote.hidden = true;
+  clearAround();
+  writeHash();
+  // The control pressed is gone: focus goes back to the search box.
+  if (focused) followInput.focus();
+}
+
+function cancelLookUp() {
+  clearTimeout(refreshTimer);
+  refreshTimer = null;
+  refreshWanted = false;
+  if (lookup) {
+    clearTimeout(lookup.timer);
+    lookup.controller.abort();
+    lookup = null;
+  }
+}
+
+/// The board changed: asks for the followed player again, at most once every REFRESH_MS and
+/// never twice at the same time.
+function refreshFollowed() {
+  if (followed === null || lastCode === "bad_request") return;
+  if (lookup) {
+    refreshWanted = true;
+    return;
+  }
+  if (refreshTimer !== null) return;
+  const wait = lookupAt + REFRESH_MS - performance.now();
+  if (wait <= 0) lookUp(false);
+  else refreshTimer = setTimeout(() => lookUp(false), wait);
+}
+
+/// Asks the router where the followed player stands; `now` (a new player or tier) drops any
+/// look-up in flight, a refresh waits for its turn.
+async function lookUp(now) {
+  if (now) cancelLookUp();
+  clearTimeout(refreshTimer);
+  refreshTimer = null;
+  refreshWanted = false;
+  if (followed === null || tier === null || lookup) return;
+  const id = followed;
+  const asked = tier;
+  const controller = new AbortController();
+  const mine = { controller, timer: setTimeout(() => controller.abort(), LOOKUP_TIMEOUT_MS) };
+  lookup = mine;
+  lookupAt = performance.now();
+  const query = new URLSearchParams({ tier: String(asked), id, around: String(AROUND) });
+  let status = 0;
+  let body = null;
+  let failed = null;
+  try {
+    const response = await fetch("/player?" + query, { signal: controller.signal, cache: "no-store" });
+    status = response.status;
+    body = await response.json().catch(() => null);
+  } catch (err) {
+    failed = err?.name === "AbortError" ? "the router took too long to answer" : "cannot reach the router";
+  }
+  if (lookup !== mine) return; // dropped for a newer look-up, or no longer following
+  clearTimeout(mine.timer);
+  lookup = null;
+  if (failed === null) showLookUp(id, status, body);
+  else showFailure(id, failed);
+  if (refreshWanted) refreshFollowed();
+}
+
+function showLookUp(id, status, body) {
+  const player = body?.player ?? body?.entry; // GetPlayerResponse.player (`entry` in some drafts)
+  if (status === 200 && player) {
+    lastCode = null;
+    lastFound = body;
+    const me = entry(player);
+    setText(followSummary, `${id} is #${me.rank} with ${points(me.score)}`);
+    followNote.hidden = body.stale !== true;
+    setText(followNote, "The router cannot reach its store: this may be out of date.");
+    showAround(id, me, (body.neighbours ?? []).map(entry));
+    return;
+  }
+  const code = body?.error?.code ?? (status === 404 ? "not_found" : "error");
+  const message = body?.error?.message || `the router answered ${status}`;
+  lastCode = code;
+  if (code === "not_found") {
+    lastFound = null;
+    setText(followSummary, `${id} has no score in ${tierName}`);
+    followNote.hidden = true;
+    clearAround();
+  } else if (code === "bad_request") {
+    lastFound = null;
+    setText(followSummary, `Cannot follow ${id}: ${message}`);
+    followNote.hidden = true;
+    clearAround();
+  } else {
+    showFailure(id, message);
+  }
+}
+
+/// A look-up that failed for now (503, no answer): the last answer stays, with a note.
+function showFailure(id, why) {
+  if (lastFound) {
+    setText(followNote, `Could not refresh ${id}: ${why}. Showing the last answer.`);
+    followNote.hidden = false;
+  } else {
+    setText(followSummary, `Could not look up ${id}: ${why}`);
+    followNote.hidden = true;
+    clearAround();
+  }
+}
+
+function clearAround() {
+  followAround.replaceChildren();
+  delete followAround.dataset.key;
+  followAround.removeAttribute("aria-label");
+}
+
+/// The followed player between their neighbours, by rank.
+function showAround(id, me, neighbours) {
+  const items = [...neighbours.filter((e) => e.player !== me.player), me].sort((a, b) => a.rank - b.rank);
+  const key = items.map((e) => `${e.rank}\u0000${e.player}\u0000${e.score}`).join("\u0001");
+  if (followAround.dataset.key === key) return;
+  followAround.dataset.key = key;
+  followAround.setAttribute("aria-label", `${id} and the hunters around them`);
+  followAround.replaceChildren(
+    ...items.map((e) => {
+      const li = document.createElement("li");
+      li.value = e.rank;
+      const rank = document.createElement("span");
+      rank.className = "n-rank";
+      rank.textContent = "#" + e.rank;
+      const name = document.createElement("span");
+      name.className = "n-player";
+      name.textContent = e.player;
+      const score = document.createElement("span");
+      score.className = "n-score";
+      score.textContent = points(e.score);
+      li.append(rank, " ", name, " ", score);
+      if (e.player === me.player) {
+        li.className = "me";
+        li.setAttribute("aria-current", "true");
+        const star = document.createElement("span");
+        star.className = "n-star";
+        star.setAttribute("aria-hidden", "true");
+        star.textContent = "★";
+        name.prepend(star, " ");
+      }
+      return li;
+    }),
+  );
+}
+
+followForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const id = followInput.value.trim();
+  if (id === "") {
+    followInput.focus();
+    return;
+  }
+  follow(id);
+});
+followStop.addEventListener("click", unfollow);
+
 // ---- tiers -----------------------------------------------------------------------------------
 
 const tierButtons = new Map(); // tier id -> button
@@ -428,12 +674,39 @@ function choose(next) {
     for (const [id, b] of tierButtons) b.setAttribute("aria-pressed", String(id === next));
     subscribe();
     showStatus();
+    // The followed player, in this tier.
+    if (followed !== null) {
+      lastFound = null;
+      lastCode = null;
+      setText(followSummary, `Looking up ${followed} in ${tierName}…`);
+      followNote.hidden = true;
+      clearAround();
+      lookUp(true);
+    }
   }
-  if (location.hash !== "#tier-" + next) history.replaceState(null, "", "#tier-" + next);
+  writeHash();
 }
 
 function wanted() {
   return Number((location.hash.match(/tier-(\d+)/) || [])[1]);
+}
+
+/// The player the hash asks to follow (`#tier-1&follow=ada`), or null.
+function wantedFollow() {
+  const match = location.hash.match(/[#&]follow=([^&]*)/);
+  if (!match) return null;
+  try {
+    return decodeURIComponent(match[1]).trim() || null;
+  } catch {
+    return null;
+  }
+}
+
+/// Keeps the tier and the followed player in the hash, so a reload shows the same.
+function writeHash() {
+  if (tier === null) return;
+  const hash = "#tier-" + tier + (followed === null ? "" : "&follow=" + encodeURIComponent(followed));
+  if (location.hash !== hash) history.replaceState(null, "", hash);
 }
 
 // Arrow keys, Home and End move between the tier buttons (Tab, Enter and Space work as usual).
@@ -455,7 +728,14 @@ tiersNav.addEventListener("keydown", (event) => {
 });
 
 window.addEventListener("hashchange", () => {
+  // Read before choose() writes the hash back.
+  const player = wantedFollow();
   if (tierButtons.has(wanted())) choose(wanted());
+  if (player !== null && player !== followed) {
+    followInput.value = player;
+    follow(player);
+  }
+  writeHash();
 });
 
 async function start() {
@@ -471,8 +751,13 @@ async function start() {
     tierButtons.set(t.id, button);
   }
   const first = tierButtons.has(wanted()) ? wanted() : tiers[0]?.id;
+  const player = wantedFollow();
   connect();
   if (first !== undefined) choose(first);
+  if (player !== null) {
+    followInput.value = player;
+    follow(player);
+  }
   showStatus();
 }
 

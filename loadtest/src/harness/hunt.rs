@@ -383,7 +383,15 @@ async fn drain(
     loop {
         if Instant::now() >= next_second {
             next_second += Duration::from_secs(1);
-            stage.record_totals(&observation.timeline).await?;
+            let (committed, applied) = stage.record_totals(&observation.timeline).await?;
+            // Said once a second, so a long catch-up shows it is moving.
+            eprintln!(
+                "settling: {applied} of {committed} events applied, {} award(s) pending, {:.0} s \
+                 of {} s",
+                marks::awards_pending(&mut stage.conn).await?,
+                settle_started.elapsed().as_secs_f64(),
+                options.settle_seconds
+            );
         }
         let applied = stage.applied_all().await?;
         if applied && applied_at.is_none() {

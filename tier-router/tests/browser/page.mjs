@@ -2,11 +2,16 @@
 // line on stdout tells the Rust side what the page showed (and so what to change next), and
 // every check that fails throws, so the script exits non-zero. Steps:
 //   rendered 30   the board shows; the Rust side then lifts the climber from 30 to 100
-//   changed 100   the climber's row moved up in place, marked ▲2 +70 for about 3 s (axe clean)
+//   changed 100   the climber's row moved up in place, marked ▲2 +70 for about 3 s (axe clean);
+//                 then "follow a hunter": an unknown id says "no score", a bad id the router's
+//                 reason, and bo shows in the panel as on the board, bo's row highlighted (axe
+//                 clean with the panel open)
 //   errored       with reduced motion, an error frame shows; the Rust side then lifts di to 80
-//   changed 80    the error cleared, di's row marked without animation (axe clean)
+//   changed 80    the error cleared, di's row marked without animation (axe clean); the panel
+//                 followed bo from #3 to #4 (refreshes at most once a second); stop following
 //   pause redis   (the test pauses Redis) … paused   the badge said paused; (Redis resumed)
-//   done          a reconnect resumed, the badge went live again, the phone layout fits
+//   done          a reconnect resumed, the badge went live again, nothing asked for bo once
+//                 unfollowed; the phone layout fits, with bo followed again from the URL hash
 // Usage: node page.mjs <page url> <directory for screenshots>
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
@@ -58,10 +63,18 @@ async function axe(page, when) {
   check(violations.length === 0, `axe found violations (${when})`, violations);
 }
 
-/// Fails on errors the page itself reports, and on any request for /favicon.ico.
+/// Fails on errors the page itself reports, and on any request for /favicon.ico. Chromium logs a
+/// 4xx answer to /player (a player with no score, a bad id) as a console error: that one is the
+/// router's answer, which the page shows, not a fault of the page.
 function watch(page, problems) {
   page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
-  page.on("console", (m) => m.type() === "error" && problems.push(`console error: ${m.text()}`));
+  page.on("console", (m) => {
+    if (m.type() !== "error") return;
+    const at = m.location()?.url ?? "";
+    const answered = /^Failed to load resource: the server responded with a status of 40[04]\b/.test(m.text());
+    if (answered && at && new URL(at).pathname === "/player") return;
+    problems.push(`console error: ${m.text()}`);
+  });
   page.on("request", (r) => new URL(r.url()).pathname === "/favicon.ico" && problems.push("asked for /favicon.ico"));
 }
 
@@ -76,6 +89,12 @@ try {
   await context.addInitScript(spy);
   const page = await context.newPage();
   watch(page, problems);
+  // Every look-up of a followed player: [when, id].
+  const lookups = [];
+  page.on("request", (r) => {
+    const u = new URL(r.url());
+    if (u.pathname === "/player") lookups.push([Date.now(), u.searchParams.get("id"), u.searchParams.get("around")]);
+  });
   await page.goto(url);
   await page.waitForSelector(".state.live", WAIT);
   const icon = await page.getAttribute('link[rel="icon"]', "href");
@@ -150,6 +169,71 @@ try {
   check(kept.shown && kept.elapsed >= 2500, "the ▲ mark is still shown 2.5 s after the change", kept);
   await page.waitForSelector(mark, { state: "detached", timeout: 5_000 });
 
+  // Follow a hunter. Someone with no score in the tier: the panel says so (Enter in the box).
+  const summary = (text) =>
+    page.waitForFunction((t) => document.querySelector("#follow-summary")?.textContent === t, text, WAIT);
+  const tierName = await page.textContent('#tiers button[aria-pressed="true"]');
+  const box = await page.evaluate(() => {
+    const input = document.querySelector("#follow-id");
+    return { label: input.labels[0]?.textContent, panel: document.querySelector("#follow-panel").hidden };
+  });
+  check(box.label === "Follow a hunter" && box.panel, "a labelled search box, no panel yet", box);
+  await page.focus("#follow-id");
+  await page.keyboard.type("nobody");
+  await page.keyboard.press("Enter");
+  await summary(`nobody has no score in ${tierName}`);
+  check((await page.evaluate(() => location.hash)) === "#tier-1&follow=nobody", "the hash keeps who is followed");
+  check((await page.$$("#board tbody tr.following")).length === 0, "no row is highlighted for nobody");
+  // An id the router refuses: its reason shows.
+  await page.fill("#follow-id", "a{b");
+  await page.keyboard.press("Enter");
+  await page.waitForFunction(() => /^Cannot follow a\{b: \S/.test(document.querySelector("#follow-summary")?.textContent), null, WAIT);
+  // bo, with the Follow button: the panel shows bo's rank and score as the board does.
+  await page.fill("#follow-id", "bo");
+  await page.click('#follow-form button[type="submit"]');
+  await page.waitForFunction(() => /^bo is #/.test(document.querySelector("#follow-summary")?.textContent), null, WAIT);
+  const following = await page.evaluate((selector) => {
+    const tr = document.querySelector(selector);
+    const style = getComputedStyle(tr);
+    return {
+      summary: document.querySelector("#follow-summary").textContent,
+      rank: tr.querySelector("td.rank").textContent,
+      score: tr.querySelector("td.score").textContent,
+      kept: tr.__kept,
+      highlighted: tr.classList.contains("following"),
+      tag: tr.querySelector("td.player .tag")?.textContent,
+      outline: style.outlineStyle,
+      background: [style.backgroundColor, getComputedStyle(document.querySelector(`#board tbody tr:not(.following)`)).backgroundColor],
+      rows: document.querySelectorAll("#board tbody tr.following").length,
+      around: [...document.querySelectorAll("#follow-around li")].map((li) => [
+        li.textContent.replace(/\s+/g, " ").trim(),
+        li.getAttribute("aria-current"),
+      ]),
+      hash: location.hash,
+      stop: document.querySelector("#follow-stop").checkVisibility(),
+    };
+  }, row("bo"));
+  check(following.rank === "3" && following.score === "40", "bo is third with 40 on the board", following);
+  check(following.summary === `bo is #${following.rank} with ${following.score} points`, "the panel agrees with the board", following);
+  check(following.kept === "bo" && following.highlighted && following.rows === 1, "bo's row, and only it, is highlighted", following);
+  check(following.tag === "★ following" && following.outline === "solid", "the highlight is not colour alone", following);
+  check(following.background[0] !== following.background[1], "the highlighted row has its own background", following);
+  check(
+    JSON.stringify(following.around) ===
+      JSON.stringify([
+        ["#1 climber 100 points", null],
+        ["#2 ada 50 points", null],
+        ["#3 ★ bo 40 points", "true"],
+        ["#4 di 20 points", null],
+      ]),
+    "the panel lists bo between the neighbours",
+    following,
+  );
+  check(following.hash === "#tier-1&follow=bo" && following.stop, "the hash follows bo; a stop control shows", following);
+  check(lookups.at(-1)?.[1] === "bo" && lookups.at(-1)?.[2] === "3", "the page asked for bo with 3 around", lookups);
+  await page.screenshot({ path: join(shots, "live-page-follow.png") });
+  await axe(page, "following bo, the panel open");
+
   // Reduced motion from here on. An error frame (a subscription to a tier that does not
   // exist) shows on the badge until the next good update.
   await page.emulateMedia({ reducedMotion: "reduce" });
@@ -175,6 +259,36 @@ try {
   check(di.mark === "▲2 +60", "di is marked ▲2 +60", di);
   check(di.animations === 0 && di.animation === "none", "nothing moves with reduced motion", di);
   await axe(page, "reduced motion, a row marked");
+
+  // di passed bo: the panel follows the board (once it asked again), bo's row stays marked.
+  await summary("bo is #4 with 40 points");
+  const passed = await page.evaluate((selector) => {
+    const tr = document.querySelector(selector);
+    return {
+      rank: tr.querySelector("td.rank").textContent,
+      kept: tr.__kept,
+      highlighted: tr.classList.contains("following"),
+      me: document.querySelector("#follow-around li.me")?.textContent.replace(/\s+/g, " ").trim(),
+    };
+  }, row("bo"));
+  check(passed.rank === "4" && passed.kept === "bo" && passed.highlighted, "bo's row moved to fourth, still highlighted", passed);
+  check(passed.me === "#4 ★ bo 40 points", "the panel's list moved with it", passed);
+  const bo = lookups.filter(([, id]) => id === "bo").map(([at]) => at);
+  check(bo.length >= 2, "the page asked for bo again after the board changed", lookups);
+  for (let i = 1; i < bo.length; i++) {
+    check(bo[i] - bo[i - 1] >= 800, "the panel refreshes at most about once a second", bo);
+  }
+  // Stop following: the panel and the highlight go, the hash is #tier-1 again, focus is kept.
+  await page.click("#follow-stop");
+  const stopped = await page.evaluate(() => ({
+    panel: document.querySelector("#follow-panel").hidden,
+    rows: document.querySelectorAll("#board tbody tr.following, #board .tag").length,
+    hash: location.hash,
+    focus: document.activeElement?.id,
+  }));
+  check(stopped.panel && stopped.rows === 0 && stopped.hash === "#tier-1", "stop following clears it", stopped);
+  check(stopped.focus === "follow-id", "focus goes back to the search box", stopped);
+  const asked = lookups.length;
 
   // A dropped connection counts down, reconnects and resumes from its version: same rows.
   const sockets = await page.evaluate(() => {
@@ -211,6 +325,7 @@ try {
   await page.screenshot({ path: join(shots, "live-page-paused.png") });
   say("paused");
   await page.waitForSelector(".state.live", WAIT);
+  check(lookups.length === asked, "nothing is asked for once no one is followed", lookups.slice(asked));
   await context.close();
 
   // ---- phone ---------------------------------------------------------------------------------
@@ -222,9 +337,24 @@ try {
   });
   const small = await phone.newPage();
   watch(small, problems);
-  await small.goto(url);
+  // A reload keeps the followed player: the hash says whom.
+  await small.goto(url + "&follow=bo");
   await small.waitForSelector(".state.live", WAIT);
   await small.waitForSelector(row("climber"), WAIT);
+  await small.waitForFunction(() => document.querySelector("#follow-summary")?.textContent === "bo is #4 with 40 points", null, WAIT);
+  const restored = await small.evaluate(() => ({
+    input: document.querySelector("#follow-id").value,
+    highlighted: document.querySelector('#board tbody tr[data-player="bo"]')?.classList.contains("following"),
+    targets: [...document.querySelectorAll("#follow-id, #follow button")].map((b) => {
+      const r = b.getBoundingClientRect();
+      return [b.id || b.textContent, Math.round(r.width), Math.round(r.height), Math.round(r.right)];
+    }),
+  }));
+  check(restored.input === "bo" && restored.highlighted, "bo is followed again after a reload", restored);
+  for (const [name, width, height, right] of restored.targets) {
+    check(width >= 44 && height >= 44, `${name} is a 44 px touch target`, restored);
+    check(right <= 390, `${name} is on screen`, restored);
+  }
   const layout = await small.evaluate(() => ({
     buttons: [...document.querySelectorAll("#tiers button")].map((b) => {
       const r = b.getBoundingClientRect();

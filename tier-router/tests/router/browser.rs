@@ -2,7 +2,9 @@
 //! (`tests/browser/page.mjs`), shows the board, then each change as events are appended: rows
 //! updated in place and marked ▲/▼ for about 3 s, an error frame on the badge, a reconnect that
 //! resumes, "paused" while Redis is paused, the phone layout, and no axe-core violation with
-//! motion or without. The script says on stdout what the page showed; this side makes the next
+//! motion or without. "Follow a hunter" (`/player`): the panel shows bo's rank and score as the
+//! board does, bo's row highlighted, and follows bo from #3 to #4 when di passes; an unknown id
+//! says "no score"; the URL hash keeps the followed player across a reload. The script says on stdout what the page showed; this side makes the next
 //! change (an append, pausing and resuming Redis).
 //! Screenshots are left in `CARGO_TARGET_TMPDIR`. `./hunt test` installs Chromium, Node.js and
 //! the script's `node_modules`.
@@ -58,6 +60,7 @@ async fn the_page_shows_the_board_and_a_score_change() {
     let shots = Path::new(env!("CARGO_TARGET_TMPDIR"));
     let screenshots = [
         "live-page.png",
+        "live-page-follow.png",
         "live-page-paused.png",
         "live-page-phone.png",
     ];
@@ -96,7 +99,7 @@ async fn the_page_shows_the_board_and_a_score_change() {
     assert_eq!(
         line.as_deref(),
         Some("errored"),
-        "the climber's row moved in place, marked for ~3 s, axe clean; an error frame shows"
+        "the climber's row moved in place, marked for ~3 s, axe clean; bo followed; an error frame shows"
     );
     // di passes bo and ada: the update that clears the error.
     writer.append(score(1, "di", 60)).await.expect("append");
@@ -106,7 +109,7 @@ async fn the_page_shows_the_board_and_a_score_change() {
     assert_eq!(
         line.as_deref(),
         Some("pause redis"),
-        "reduced motion marks without animating, axe clean; a reconnect resumes"
+        "reduced motion marks without animating, axe clean; the panel followed bo; a reconnect resumes"
     );
     redis.pause().expect("SIGSTOP redis");
     let (line, lines) = next_line(lines).await;
@@ -120,7 +123,7 @@ async fn the_page_shows_the_board_and_a_score_change() {
     assert_eq!(
         line.as_deref(),
         Some("done"),
-        "live again once Redis is back; the phone layout fits"
+        "live again once Redis is back; the phone layout fits, bo followed from the hash"
     );
 
     let status = tokio::task::spawn_blocking(move || node.wait())
