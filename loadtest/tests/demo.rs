@@ -177,6 +177,15 @@ fn a_short_run_passes_every_correctness_check_and_writes_its_reports() {
         svg.starts_with("<svg") && svg.contains("<polyline"),
         "{svg:.200}"
     );
+    // Titled with the run's parameters, the offered rate and the goal drawn and named.
+    for text in [
+        "hunt-pipeline loadtest",
+        "4 shards, 400 hunters, 1000 events/s offered for 3 s",
+        "offered",
+        "end-to-end goal",
+    ] {
+        assert!(svg.contains(text), "{text} missing from the chart");
+    }
 }
 
 #[test]

@@ -369,6 +369,19 @@ impl Report {
         }
         let text = serde_json::to_string_pretty(&value)?;
         std::fs::write(json, text).with_context(|| format!("writing {}", json.display()))?;
-        chart::draw(&self.timeline, svg).with_context(|| format!("drawing {}", svg.display()))
+        let c = &self.config;
+        let title = chart::Title {
+            headline: format!(
+                "hunt-pipeline loadtest: {:.0} events/s into the leaderboards",
+                self.applied_per_s
+            ),
+            parameters: format!(
+                "{} shards, {} hunters, {} events/s offered for {} s, {} GetTop/s, {} spectators, seed {}",
+                c.shards, c.hunters, c.rate, c.seconds, c.get_top_rate, c.spectators, c.seed
+            ),
+            offered_per_s: c.rate as f64,
+        };
+        chart::draw(&self.timeline, &title, svg)
+            .with_context(|| format!("drawing {}", svg.display()))
     }
 }
