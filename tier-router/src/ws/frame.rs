@@ -42,33 +42,22 @@ impl Published {
                 entries: now.entries.to_vec(),
             }),
         );
+        let delta_from = |base: u64, Diff { upserts, removals }: Diff| {
+            let change = Delta {
+                base,
+                upserts,
+                removals,
+            };
+            update(tier, epoch, now, watch_response::Update::Delta(change))
+        };
         let (base, delta) = match before {
             Some(before) => {
-                let Diff { upserts, removals } = Diff::between(&before.entries, &now.entries);
-                let delta = update(
-                    tier,
-                    epoch,
-                    now,
-                    watch_response::Update::Delta(Delta {
-                        base: before.version,
-                        upserts,
-                        removals,
-                    }),
-                );
-                (Some(before.version), Some(delta))
+                let diff = Diff::between(&before.entries, &now.entries);
+                (Some(before.version), Some(delta_from(before.version, diff)))
             }
             None => (None, None),
         };
-        let freshness = update(
-            tier,
-            epoch,
-            now,
-            watch_response::Update::Delta(Delta {
-                base: now.version,
-                upserts: Vec::new(),
-                removals: Vec::new(),
-            }),
-        );
+        let freshness = delta_from(now.version, Diff::default());
         Self {
             version: now.version,
             base,
