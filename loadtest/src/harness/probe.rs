@@ -283,19 +283,19 @@ pub(crate) async fn spectate(
         let (probes, stop, player) = (Arc::clone(probes), stop.clone(), probe_player(tier));
         let seen = probes.observer(index);
         tasks.spawn(async move {
-            let mut resume = format!(r#"{{"subscribe":{{"tier":{tier}}}}}"#);
+            // The last update's version and epoch, to resume from after a cut.
+            let mut last: Option<(u64, String)> = None;
             let mut backoff = RECONNECT_MIN;
             loop {
                 let why = loop {
                     match next_text(&mut socket, &stop).await {
                         Ok(Some(text)) => {
                             backoff = RECONNECT_MIN;
-                            if let Some((version, epoch)) = position(&text) {
-                                resume = format!(
-                                    r#"{{"subscribe":{{"tier":{tier},"version":"{version}","epoch":{epoch}}}}}"#
-                                );
-                            }
-                            if let Some(score) = probe_score(&text, &player) {
+                            let Some(update) = update_of(&text) else {
+                                continue;
+                            };
+                            last = Some((update.version, update.epoch.clone()));
+                            if let Some(score) = watched_score(update, &player) {
                                 probes.saw(index, &seen, score, true);
                             }
                         }
@@ -308,7 +308,13 @@ pub(crate) async fn spectate(
                     if !probes.cut_off(&observer, &why, &mut backoff, &stop).await {
                         return Ok(());
                     }
-                    match subscribe(http, &resume).await {
+                    let resume = match &last {
+                        Some((version, epoch)) => serde_json::json!(
+                            {"subscribe": {"tier": tier, "version": version.to_string(), "epoch": epoch}}
+                        ),
+                        None => serde_json::json!({"subscribe": {"tier": tier}}),
+                    };
+                    match subscribe(http, &resume.to_string()).await {
                         Ok(socket) => break socket,
                         Err(err) => {
                             if !probes.cut_off(&observer, &err.to_string(), &mut backoff, &stop).await {
@@ -332,13 +338,13 @@ async fn subscribe(http: std::net::SocketAddr, request: &str) -> anyhow::Result<
     Ok(socket)
 }
 
-/// The version and the epoch (as a JSON string) of an `update` frame, to resume from.
-fn position(text: &str) -> Option<(u64, String)> {
+/// The update an `update` frame carries; `None` for other frames.
+fn update_of(text: &str) -> Option<WatchResponse> {
     let response: SpectatorResponse = serde_json::from_str(text).ok()?;
-    let Some(spectator_response::Frame::Update(update)) = response.frame else {
-        return None;
-    };
-    Some((update.version, serde_json::to_string(&update.epoch).ok()?))
+    match response.frame {
+        Some(spectator_response::Frame::Update(update)) => Some(update),
+        _ => None,
+    }
 }
 
 /// A spectator's socket.
@@ -365,22 +371,6 @@ pub(crate) async fn next_text(
             None => bail!("the router closed a spectator"),
         }
     }
-}
-
-/// The probe player's score in an `update` frame (a snapshot or a delta), if the frame names it.
-fn probe_score(text: &str, player: &str) -> Option<i64> {
-    let response: SpectatorResponse = serde_json::from_str(text).ok()?;
-    let Some(spectator_response::Frame::Update(update)) = response.frame else {
-        return None;
-    };
-    let entries = match update.update? {
-        watch_response::Update::Snapshot(snapshot) => snapshot.entries,
-        watch_response::Update::Delta(delta) => delta.upserts,
-    };
-    entries
-        .into_iter()
-        .find(|e| e.player_id == player)
-        .map(|e| e.score)
 }
 
 #[cfg(test)]
