@@ -260,18 +260,16 @@ impl WriterConfig {
         if let Some(url) = &self.redis_url {
             let ca = self.redis_ca_file.as_deref();
             if let Some(ca) = ca {
-                std::fs::File::open(ca).map_err(|err| ConfigError::Invalid {
-                    field: "redis_ca_file",
-                    reason: format!("cannot read {}: {err}", ca.display()),
+                hunt_redis::connection::check_ca_file(url, ca).map_err(|reason| {
+                    ConfigError::Invalid {
+                        field: "redis_ca_file",
+                        reason,
+                    }
                 })?;
             }
             RedisTarget::open_with_ca(url, self.redis_cluster, ca).map_err(|err| {
                 ConfigError::Invalid {
-                    field: if ca.is_some() {
-                        "redis_ca_file"
-                    } else {
-                        "redis_url"
-                    },
+                    field: "redis_url",
                     reason: format!("{}: {err}", redact_url(url)),
                 }
             })?;

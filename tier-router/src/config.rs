@@ -285,20 +285,8 @@ impl RouterConfig {
             reason: reason.to_owned(),
         };
         if let Some(ca) = &self.redis_ca_file {
-            std::fs::File::open(ca).map_err(|err| ConfigError {
-                field: "redis_ca_file",
-                reason: format!("cannot read {}: {err}", ca.display()),
-            })?;
-            if !self
-                .redis_url
-                .split(',')
-                .all(|url| url.trim().starts_with("rediss://"))
-            {
-                return Err(invalid(
-                    "redis_ca_file",
-                    "applies to rediss:// (TLS) URLs only; with Sentinel, set SSL_CERT_FILE",
-                ));
-            }
+            hunt_redis::connection::check_ca_file(&self.redis_url, ca)
+                .map_err(|reason| invalid("redis_ca_file", &reason))?;
         }
         self.redis_target().map_err(|_| {
             let reason = if self.redis_cluster {

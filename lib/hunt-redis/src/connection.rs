@@ -127,7 +127,7 @@ impl RedisTarget {
             }
             let client = match certificates {
                 Some(certificates) => {
-                    if !url.trim_start().starts_with("rediss://") {
+                    if !all_tls(url) {
                         return Err(invalid("a CA file applies to rediss:// (TLS) URLs only"));
                     }
                     redis::Client::build_with_tls(url, certificates)?
@@ -149,7 +149,7 @@ impl RedisTarget {
         }
         let mut builder = ClusterClient::builder(seeds.iter().copied());
         if let Some(certificates) = certificates {
-            if !seeds.iter().all(|seed| seed.starts_with("rediss://")) {
+            if !all_tls(url) {
                 return Err(invalid("a CA file applies to rediss:// (TLS) URLs only"));
             }
             builder = builder.certs(certificates);
@@ -221,6 +221,33 @@ impl RedisTarget {
             }
         }
     }
+}
+
+/// Why the CA file `ca` cannot serve `url`, said for a configuration error: it cannot be read,
+/// or `url` is not all `rediss://` (a Sentinel URL's TLS trusts the system's authorities).
+///
+/// # Errors
+/// The reason, in words.
+pub fn check_ca_file(url: &str, ca: &Path) -> Result<(), String> {
+    std::fs::File::open(ca).map_err(|err| format!("cannot read {}: {err}", ca.display()))?;
+    if !all_tls(url) {
+        return Err(
+            "applies to rediss:// (TLS) URLs only; with Sentinel, set SSL_CERT_FILE".into(),
+        );
+    }
+    Ok(())
+}
+
+/// Whether `url` (a single URL, or a comma-separated seed list) names only `rediss://` (TLS)
+/// nodes: the URLs a CA file applies to. Sentinel URLs do not count: their TLS trusts the
+/// system's authorities.
+#[must_use]
+pub fn all_tls(url: &str) -> bool {
+    url.split(',')
+        .map(str::trim)
+        .filter(|seed| !seed.is_empty())
+        .all(|seed| seed.starts_with("rediss://"))
+        && !url.trim().is_empty()
 }
 
 /// The scheme of a Sentinel target:
@@ -587,6 +614,16 @@ mod tests {
             redact_url("redis+sentinel://:pw@s1:26379,s2:26379/hunt"),
             "redis+sentinel://:***@s1:26379,s2:26379/hunt"
         );
+    }
+
+    #[test]
+    fn a_ca_file_applies_only_where_every_node_is_rediss() {
+        assert!(all_tls("rediss://u:p@h:6380/"));
+        assert!(all_tls("rediss://h1:7000/, rediss://h2:7000/"));
+        assert!(!all_tls("rediss://h1:7000/,redis://h2:7000/"));
+        assert!(!all_tls("redis://h:6379/"));
+        assert!(!all_tls("rediss+sentinel://s:26379/hunt"));
+        assert!(!all_tls(" "));
     }
 
     #[test]
