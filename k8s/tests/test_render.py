@@ -357,6 +357,12 @@ def test_redis_over_tls_with_an_acl_user_and_a_ca_secret(chart):
         "tls": {"enabled": True, "caSecret": "", "caKey": "ca.crt"}}}}
     router = pod_spec(find(all_objects(chart, values), "Deployment", "-router"))["containers"][0]
     assert env_of(router)["HUNT_REDIS_URL"]["value"] == "rediss+sentinel://s.example:26379/hunt"
+    assert "HUNT_REDIS_CA_FILE" not in env_of(router)
+    # Sentinel over TLS with a private authority: the same file serves sentinels and primary.
+    values["redis"]["external"]["tls"]["caSecret"] = "hunt-redis-ca"
+    router = pod_spec(find(all_objects(chart, values), "Deployment", "-router"))["containers"][0]
+    assert env_of(router)["HUNT_REDIS_URL"]["value"] == "rediss+sentinel://s.example:26379/hunt"
+    assert env_of(router)["HUNT_REDIS_CA_FILE"]["value"] == "/etc/hunt/redis-ca/ca.crt"
     # The default stays plain text.
     plain = pod_spec(find(all_objects(chart, VARIANTS["external-redis"]), "Deployment", "-router"))["containers"][0]
     assert env_of(plain)["HUNT_REDIS_URL"]["value"].startswith("redis://")
@@ -367,9 +373,6 @@ def test_redis_over_tls_with_an_acl_user_and_a_ca_secret(chart):
     [
         ({"redis": {"mode": "external", "external": {"host": "r", "cluster": True, "sentinelMaster": "m"}}},
          "exclude each other"),
-        ({"redis": {"mode": "external", "external": {
-            "host": "r", "sentinelMaster": "m", "tls": {"enabled": True, "caSecret": "ca", "caKey": "ca.crt"}}}},
-         "caSecret does not apply with sentinelMaster"),
         ({"redis": {"mode": "external", "external": {"existingSecret": "s", "urlKey": "u", "sentinelMaster": "m"}}},
          "not urlKey"),
         ({"router": {"terminationGracePeriodSeconds": 10}}, "must be longer than router.shutdownGraceMs"),

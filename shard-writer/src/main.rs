@@ -81,7 +81,8 @@ struct ServeArgs {
     #[arg(long, env = "HUNT_REDIS_CLUSTER")]
     redis_cluster: bool,
     /// A PEM file of the authorities that sign the Redis servers' certificates, for rediss://
-    /// (TLS) URLs; without it the system's authorities (or SSL_CERT_FILE's) are trusted.
+    /// and rediss+sentinel:// (TLS) URLs; without it the system's authorities (or
+    /// SSL_CERT_FILE's) are trusted.
     #[arg(long, env = "HUNT_REDIS_CA_FILE")]
     redis_ca_file: Option<PathBuf>,
     /// Where gRPC listens.

@@ -21,7 +21,8 @@ struct Args {
     #[arg(long, env = "HUNT_REDIS_CLUSTER")]
     redis_cluster: bool,
     /// A PEM file of the authorities that sign the Redis servers' certificates, for rediss://
-    /// (TLS) URLs; without it the system's authorities (or SSL_CERT_FILE's) are trusted.
+    /// and rediss+sentinel:// (TLS) URLs; without it the system's authorities (or
+    /// SSL_CERT_FILE's) are trusted.
     #[arg(long, env = "HUNT_REDIS_CA_FILE")]
     redis_ca_file: Option<std::path::PathBuf>,
     /// Where gRPC listens.

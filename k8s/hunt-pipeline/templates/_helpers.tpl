@@ -227,9 +227,6 @@ redis.external.sentinelMaster the URL names the sentinels and the service they m
   value: "true"
 {{- end }}
 {{- if $external.tls.caSecret }}
-{{- if $external.sentinelMaster }}
-{{- fail "redis.external.tls.caSecret does not apply with sentinelMaster: Sentinel's TLS trusts the system's authorities" }}
-{{- end }}
 - name: HUNT_REDIS_CA_FILE
   value: {{ printf "/etc/hunt/redis-ca/%s" $external.tls.caKey | quote }}
 {{- end }}

@@ -28,7 +28,9 @@ use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster::{ClusterClient, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo, SingleNodeRoutingInfo, Slot};
-use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
+use redis::sentinel::{
+    SentinelClient, SentinelClientBuilder, SentinelNodeConnectionInfo, SentinelServerType,
+};
 use redis::{
     Arg, AsyncConnectionConfig, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult,
     TlsCertificates, Value,
@@ -90,8 +92,8 @@ impl RedisTarget {
     ///
     /// # Errors
     /// As [`RedisTarget::open`]; also when `ca` cannot be read, or is given for URLs that are
-    /// not all `rediss://`, or for a Sentinel URL (whose TLS trusts the system's authorities and
-    /// `SSL_CERT_FILE`).
+    /// not all TLS (`rediss://`, or `rediss+sentinel://`, where it serves the sentinels and the
+    /// primary alike).
     pub fn open_with_ca(url: &str, cluster: bool, ca: Option<&Path>) -> RedisResult<Self> {
         let invalid =
             |reason: &'static str| RedisError::from((ErrorKind::InvalidClientConfig, reason));
@@ -112,18 +114,13 @@ impl RedisTarget {
             if let Some(sentinel) = url.strip_prefix(SENTINEL_SCHEME) {
                 if certificates.is_some() {
                     return Err(invalid(
-                        "a CA file applies to rediss:// URLs; Sentinel's TLS trusts the system's authorities and SSL_CERT_FILE",
+                        "a CA file applies to TLS URLs only: rediss://, or rediss+sentinel:// for Sentinel",
                     ));
                 }
-                return open_sentinel(sentinel, false);
+                return open_sentinel(sentinel, None);
             }
             if let Some(sentinel) = url.strip_prefix(SENTINEL_TLS_SCHEME) {
-                if certificates.is_some() {
-                    return Err(invalid(
-                        "a CA file applies to rediss:// URLs; Sentinel's TLS trusts the system's authorities and SSL_CERT_FILE",
-                    ));
-                }
-                return open_sentinel(sentinel, true);
+                return open_sentinel(sentinel, Some(certificates));
             }
             let client = match certificates {
                 Some(certificates) => {
@@ -224,7 +221,7 @@ impl RedisTarget {
 }
 
 /// Why the CA file `ca` cannot serve `url`, said for a configuration error: it cannot be read,
-/// or `url` is not all `rediss://` (a Sentinel URL's TLS trusts the system's authorities).
+/// or `url` is not all TLS (`rediss://`, or one `rediss+sentinel://`).
 ///
 /// # Errors
 /// The reason, in words.
@@ -232,17 +229,19 @@ pub fn check_ca_file(url: &str, ca: &Path) -> Result<(), String> {
     std::fs::File::open(ca).map_err(|err| format!("cannot read {}: {err}", ca.display()))?;
     if !all_tls(url) {
         return Err(
-            "applies to rediss:// (TLS) URLs only; with Sentinel, set SSL_CERT_FILE".into(),
+            "applies to TLS URLs only: rediss://, or rediss+sentinel:// for Sentinel".into(),
         );
     }
     Ok(())
 }
 
-/// Whether `url` (a single URL, or a comma-separated seed list) names only `rediss://` (TLS)
-/// nodes: the URLs a CA file applies to. Sentinel URLs do not count: their TLS trusts the
-/// system's authorities.
+/// Whether `url` (a single URL, a comma-separated seed list, or a Sentinel URL) names only TLS
+/// nodes (`rediss://`, `rediss+sentinel://`): the URLs a CA file applies to.
 #[must_use]
 pub fn all_tls(url: &str) -> bool {
+    if url.trim_start().starts_with(SENTINEL_TLS_SCHEME) {
+        return true;
+    }
     url.split(',')
         .map(str::trim)
         .filter(|seed| !seed.is_empty())
@@ -259,8 +258,9 @@ pub const SENTINEL_SCHEME: &str = "redis+sentinel://";
 pub const SENTINEL_TLS_SCHEME: &str = "rediss+sentinel://";
 
 /// A Sentinel target from the part of its URL after its scheme. The credentials, when given,
-/// are used for the sentinels and for the primary alike; with `tls`, both are reached over TLS.
-fn open_sentinel(rest: &str, tls: bool) -> RedisResult<RedisTarget> {
+/// are used for the sentinels and for the primary alike. With `tls` (`Some`), both are reached
+/// over TLS, trusting the authorities given (when `Some`) instead of the system's.
+fn open_sentinel(rest: &str, tls: Option<Option<TlsCertificates>>) -> RedisResult<RedisTarget> {
     let invalid = |reason: &'static str| RedisError::from((ErrorKind::InvalidClientConfig, reason));
     let (authority, service) = rest.split_once('/').ok_or_else(|| {
         invalid("a Sentinel URL names its service: redis+sentinel://host:port/<service>")
@@ -280,20 +280,52 @@ fn open_sentinel(rest: &str, tls: bool) -> RedisResult<RedisTarget> {
         .map(str::trim)
         .filter(|host| !host.is_empty())
         .map(|host| {
-            let scheme = if tls { "rediss" } else { "redis" };
+            let scheme = if tls.is_some() { "rediss" } else { "redis" };
             format!("{scheme}://{credentials}{host}/")
         })
         .collect();
     let Some(first) = sentinels.first() else {
         return Err(invalid("a Sentinel URL names at least one sentinel host"));
     };
-    let node = redis::IntoConnectionInfo::into_connection_info(first.as_str())?;
-    let mut node = SentinelNodeConnectionInfo::default()
-        .set_redis_connection_info(node.redis_settings().clone());
-    if tls {
-        node = node.set_tls_mode(redis::TlsMode::Secure);
-    }
-    let client = SentinelClient::build(sentinels, service, Some(node), SentinelServerType::Master)?;
+    let first = redis::IntoConnectionInfo::into_connection_info(first.as_str())?;
+    let client = match tls {
+        Some(Some(certificates)) => {
+            // The builder is the one way to give the sentinels' connections an authority too.
+            let settings = first.redis_settings();
+            let addresses = sentinels
+                .iter()
+                .map(|url| {
+                    redis::IntoConnectionInfo::into_connection_info(url.as_str())
+                        .map(|info| info.addr().clone())
+                })
+                .collect::<RedisResult<Vec<_>>>()?;
+            let mut builder =
+                SentinelClientBuilder::new(addresses, service, SentinelServerType::Master)?
+                    .set_client_to_sentinel_tls_mode(redis::TlsMode::Secure)
+                    .set_client_to_sentinel_certificates(certificates.clone())
+                    .set_client_to_redis_tls_mode(redis::TlsMode::Secure)
+                    .set_client_to_redis_certificates(certificates);
+            if let Some(username) = settings.username() {
+                builder = builder
+                    .set_client_to_sentinel_username(username)
+                    .set_client_to_redis_username(username);
+            }
+            if let Some(password) = settings.password() {
+                builder = builder
+                    .set_client_to_sentinel_password(password)
+                    .set_client_to_redis_password(password);
+            }
+            builder.build()?
+        }
+        tls => {
+            let mut node = SentinelNodeConnectionInfo::default()
+                .set_redis_connection_info(first.redis_settings().clone());
+            if tls.is_some() {
+                node = node.set_tls_mode(redis::TlsMode::Secure);
+            }
+            SentinelClient::build(sentinels, service, Some(node), SentinelServerType::Master)?
+        }
+    };
     Ok(RedisTarget(Target::Sentinel(std::sync::Arc::new(
         tokio::sync::Mutex::new(client),
     ))))
@@ -622,7 +654,8 @@ mod tests {
         assert!(all_tls("rediss://h1:7000/, rediss://h2:7000/"));
         assert!(!all_tls("rediss://h1:7000/,redis://h2:7000/"));
         assert!(!all_tls("redis://h:6379/"));
-        assert!(!all_tls("rediss+sentinel://s:26379/hunt"));
+        assert!(all_tls("rediss+sentinel://s:26379/hunt"));
+        assert!(!all_tls("redis+sentinel://s:26379/hunt"));
         assert!(!all_tls(" "));
     }
 

@@ -103,6 +103,75 @@ impl TlsRedis {
     }
 }
 
+/// The service a [`TlsSentinel`] watches.
+pub const SENTINEL_SERVICE: &str = "hunt";
+
+/// A sentinel watching a [`TlsRedis`] over TLS (as [`USER`]), with a TLS port of its own where
+/// it knows [`USER`] too, and a plain port for the harness.
+#[derive(Debug)]
+pub struct TlsSentinel {
+    /// The sentinel (its plain port is the harness's).
+    pub server: RedisServer,
+    tls_port: u16,
+    _conf: TempDir,
+}
+
+impl TlsSentinel {
+    /// `rediss+sentinel://hunt:…@127.0.0.1:<tls port>/hunt`.
+    #[must_use]
+    pub fn url(&self) -> String {
+        format!(
+            "rediss+sentinel://{USER}:{PASSWORD}@127.0.0.1:{}/{SENTINEL_SERVICE}",
+            self.tls_port
+        )
+    }
+}
+
+impl TlsRedis {
+    /// Starts a sentinel that watches this server through its TLS port, signed by the same
+    /// authority.
+    ///
+    /// # Errors
+    /// Any start error of [`RedisServer::start_with`]; [`TestkitError::Io`] when its config
+    /// cannot be written.
+    pub fn start_sentinel(&self) -> Result<TlsSentinel, TestkitError> {
+        let conf_dir = tempfile::Builder::new()
+            .prefix("hunt-sentinel-tls-")
+            .tempdir()
+            .map_err(TestkitError::io("creating the sentinel's config directory"))?;
+        let tls_port = free_port()?;
+        let certs = self.certs.path();
+        let conf = conf_dir.path().join("sentinel.conf");
+        fs::write(
+            &conf,
+            format!(
+                "tls-port {tls_port}\n\
+                 tls-cert-file {cert}\n\
+                 tls-key-file {key}\n\
+                 tls-ca-cert-file {ca}\n\
+                 tls-auth-clients no\n\
+                 tls-replication yes\n\
+                 user {USER} on >{PASSWORD} ~* &* +@all\n\
+                 sentinel monitor {SENTINEL_SERVICE} 127.0.0.1 {primary} 1\n\
+                 sentinel auth-user {SENTINEL_SERVICE} {USER}\n\
+                 sentinel auth-pass {SENTINEL_SERVICE} {PASSWORD}\n",
+                cert = certs.join("server.pem").display(),
+                key = certs.join("server.key").display(),
+                ca = certs.join("ca.pem").display(),
+                primary = self.tls_port,
+            ),
+        )
+        .map_err(TestkitError::io("writing the sentinel's config"))?;
+        let conf_arg = conf.to_string_lossy().into_owned();
+        let server = RedisServer::start_with(&[&conf_arg, "--sentinel"])?;
+        Ok(TlsSentinel {
+            server,
+            tls_port,
+            _conf: conf_dir,
+        })
+    }
+}
+
 /// A certificate authority, and a server certificate and key it signed, in PEM.
 fn certificates() -> Result<(String, String, String), rcgen::Error> {
     use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};

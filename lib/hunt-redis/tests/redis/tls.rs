@@ -58,3 +58,40 @@ async fn rediss_with_a_ca_file_and_an_acl_user_loads_and_calls_the_library() {
         .expect_err("unreadable CA file");
     assert!(error.to_string().contains("missing.pem"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_sentinel_with_a_ca_file_verifies_the_sentinel_and_the_primary() {
+    let redis = TlsRedis::start().expect("a TLS redis-server");
+    let sentinel = redis.start_sentinel().expect("a TLS sentinel");
+    let ca = redis.ca_file();
+    let mut conn = connect(&sentinel.url(), Some(&ca))
+        .await
+        .expect("the primary the sentinel names, over TLS as the ACL user");
+    hunt_redis::ensure_loaded(&mut conn)
+        .await
+        .expect("library loads over TLS");
+    let whoami: String = redis::cmd("ACL")
+        .arg("WHOAMI")
+        .query_async(&mut conn)
+        .await
+        .expect("whoami");
+    assert_eq!(whoami, USER);
+    // The connection is the primary's, not the sentinel's: the library answers there.
+    let role: Vec<redis::Value> = redis::cmd("ROLE")
+        .query_async(&mut conn)
+        .await
+        .expect("role");
+    assert_eq!(
+        role.first(),
+        Some(&redis::Value::BulkString(b"master".to_vec()))
+    );
+
+    // Without the authority the sentinel's certificate is not trusted.
+    assert!(connect(&sentinel.url(), None).await.is_err());
+    // A CA file does not apply to a plain Sentinel URL.
+    let plain = sentinel
+        .url()
+        .replacen("rediss+sentinel", "redis+sentinel", 1);
+    let error = RedisTarget::open_with_ca(&plain, false, Some(&ca)).expect_err("plain Sentinel");
+    assert!(error.to_string().contains("TLS URLs only"), "{error}");
+}
