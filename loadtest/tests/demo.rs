@@ -142,6 +142,7 @@ fn short_hunt(command: &str, extra: &[&str]) -> (String, tempfile::TempDir) {
 fn a_short_run_passes_every_correctness_check_and_writes_its_reports() {
     let (stdout, dir) = short_hunt("run", &[]);
     assert!(!stdout.contains("FAIL"), "{stdout}");
+    fits_100_columns(&stdout);
     let report: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(dir.path().join("run.json")).expect("the JSON report"),
     )
@@ -183,6 +184,10 @@ fn a_short_run_passes_every_correctness_check_and_writes_its_reports() {
         "4 shards, 400 hunters, 1000 events/s offered for 3 s",
         "offered",
         "end-to-end goal",
+        "append p50",
+        "append p99",
+        "end to end p50",
+        "end to end p99",
     ] {
         assert!(svg.contains(text), "{text} missing from the chart");
     }
@@ -192,10 +197,23 @@ fn a_short_run_passes_every_correctness_check_and_writes_its_reports() {
 fn the_baseline_is_reported_beside_the_pipeline() {
     let (stdout, _dir) = short_hunt("baseline", &["--baseline-seconds", "2"]);
     assert!(
-        stdout.contains("| measure | pipeline | naive baseline | ratio |"),
+        stdout.contains("| throughput | pipeline | naive baseline | ratio |")
+            && stdout.contains("| append → visible, naive baseline |"),
         "{stdout}"
     );
     assert!(!stdout.contains("FAIL"), "{stdout}");
+    fits_100_columns(&stdout);
+}
+
+/// Every line `loadtest` printed fits a 100-column terminal.
+fn fits_100_columns(stdout: &str) {
+    for line in stdout.lines() {
+        assert!(
+            line.chars().count() <= 100,
+            "{} columns: {line}",
+            line.chars().count()
+        );
+    }
 }
 
 #[test]

@@ -52,16 +52,6 @@ impl Latency {
             max_ms: histogram::max_millis(recorded),
         }
     }
-
-    fn cells(&self) -> String {
-        if self.count == 0 {
-            return "–".into();
-        }
-        format!(
-            "{:.2} / {:.2} / {:.2} ms ({} samples)",
-            self.p50_ms, self.p99_ms, self.p999_ms, self.count
-        )
-    }
 }
 
 /// The naive way's figures, from the same run.
@@ -176,20 +166,27 @@ impl Report {
         goals
     }
 
-    /// Prints the table (with the baseline beside the pipeline when there is one).
+    /// Prints the tables (with the baseline beside the pipeline when there is one) and the
+    /// checks, every line within [`WIDTH`] columns.
     fn print_table(&self) {
         let c = &self.config;
-        println!(
-            "\n{} shards, {} hunters, {} arrivals/s offered for {:.1} s ({} arrivals), {} GetTop/s over {} connections, {} spectators",
-            c.shards,
-            c.hunters,
-            c.rate,
-            self.load_seconds,
-            self.arrivals,
-            c.get_top_rate,
-            c.readers,
-            c.spectators
-        );
+        println!();
+        for line in wrap(
+            &format!(
+                "{} shards, {} hunters, {} arrivals/s offered for {:.1} s ({} arrivals), {} GetTop/s over {} connections, {} spectators",
+                c.shards,
+                c.hunters,
+                c.rate,
+                self.load_seconds,
+                self.arrivals,
+                c.get_top_rate,
+                c.readers,
+                c.spectators
+            ),
+            "",
+        ) {
+            println!("{line}");
+        }
         let ratio = |pipeline: f64, baseline: f64| {
             if baseline > 0.0 {
                 format!("{:.1}×", pipeline / baseline)
@@ -197,16 +194,6 @@ impl Report {
                 "–".into()
             }
         };
-        match &self.baseline {
-            None => {
-                println!("| measure | result | goal |");
-                println!("|---|---|---|");
-            }
-            Some(_) => {
-                println!("| measure | pipeline | naive baseline | ratio |");
-                println!("|---|---|---|---|");
-            }
-        }
         let goals = self.goals();
         // A goal's cell says whether it was met: "p99 < 50 ms: MISSED".
         let marked = |goal: &str| -> String {
@@ -217,72 +204,40 @@ impl Report {
                 None => goal.to_owned(),
             }
         };
-        let row = |measure: &str,
-                   pipeline: String,
-                   goal: &str,
-                   baseline: Option<(String, String)>| {
-            match baseline {
-                Some((naive, ratio)) => println!("| {measure} | {pipeline} | {naive} | {ratio} |"),
-                None if self.baseline.is_some() => println!("| {measure} | {pipeline} | | |"),
-                None => println!("| {measure} | {pipeline} | {} |", marked(goal)),
-            }
-        };
         let b = self.baseline.as_ref();
+
+        println!();
+        match b {
+            None => println!("| throughput | pipeline | goal |\n|---|--:|---|"),
+            Some(_) => {
+                println!("| throughput | pipeline | naive baseline | ratio |\n|---|--:|--:|--:|")
+            }
+        }
+        let row = |measure: &str, pipeline: String, goal: &str, naive: Option<(f64, f64)>| match (
+            b, naive,
+        ) {
+            (Some(_), Some((pipeline_rate, naive_rate))) => println!(
+                "| {measure} | {pipeline} | {naive_rate:.0} | {} |",
+                ratio(pipeline_rate, naive_rate)
+            ),
+            (Some(_), None) => println!("| {measure} | {pipeline} | | |"),
+            (None, _) => println!("| {measure} | {pipeline} | {} |", marked(goal)),
+        };
         row(
-            "events/s into the leaderboards (committed ÷ time until all applied)",
+            "events/s into the leaderboards ¹",
             format!("{:.0}", self.applied_per_s),
             "≥ 50,000",
-            b.map(|b| {
-                (
-                    format!("{:.0}", b.applied_per_s),
-                    ratio(self.applied_per_s, b.applied_per_s),
-                )
-            }),
+            b.map(|b| (self.applied_per_s, b.applied_per_s)),
         );
         row(
             "events/s committed during the load",
             format!("{:.0}", self.committed_per_s),
             "",
-            b.map(|b| {
-                (
-                    format!("{:.0}", b.committed_per_s),
-                    ratio(self.committed_per_s, b.committed_per_s),
-                )
-            }),
+            b.map(|b| (self.committed_per_s, b.committed_per_s)),
         );
         row(
-            "leaderboards' catch-up after the load",
+            "catch-up after the load",
             format!("{:.2} s", self.catch_up_seconds),
-            "",
-            None,
-        );
-        row(
-            "append (arrival → committed) p50 / p99 / p99.9",
-            self.append.cells(),
-            "",
-            b.map(|b| (b.append.cells(), String::new())),
-        );
-        row(
-            "end to end (append → gRPC Watch) p50 / p99 / p99.9",
-            self.end_to_end.cells(),
-            "p99 < 50 ms",
-            b.map(|b| (b.end_to_end.cells(), String::new())),
-        );
-        row(
-            "end to end (append → WebSocket frame, deltas coalesced by the router) p50 / p99 / p99.9",
-            self.websocket.cells(),
-            "",
-            None,
-        );
-        row(
-            "GetTop p50 / p99 / p99.9",
-            self.get_top.cells(),
-            "p99 < 5 ms",
-            None,
-        );
-        row(
-            "GetTop from the actual send, p50 / p99 / p99.9",
-            self.get_top_service.cells(),
             "",
             None,
         );
@@ -295,7 +250,7 @@ impl Report {
         let us = |value: Option<f64>| value.map_or_else(|| "–".to_owned(), |v| format!("{v:.1}"));
         let cpu = &self.cpu_per_event;
         row(
-            "CPU µs per event: this process (commit threads + the rest) / Redis",
+            "CPU µs per event: process (commit + rest) / Redis",
             format!(
                 "{} ({} + {}) / {}",
                 us(cpu.process_us),
@@ -307,22 +262,53 @@ impl Report {
             None,
         );
         row(
-            "observers cut off and reconnected (Watch streams, spectators)",
+            "observers cut off and reconnected ²",
             self.observer_reconnects.to_string(),
             "",
             None,
         );
+
+        println!();
+        println!("| latency (ms, from the intended time) | p50 | p99 | p99.9 | samples | goal |");
+        println!("|---|--:|--:|--:|--:|---|");
+        let latency = |what: &str, latency: &Latency, goal: &str| {
+            let goal = if b.is_some() || goal.is_empty() {
+                String::new()
+            } else {
+                marked(goal)
+            };
+            if latency.count == 0 {
+                println!("| {what} | – | – | – | 0 | {goal} |");
+            } else {
+                println!(
+                    "| {what} | {:.2} | {:.2} | {:.2} | {} | {goal} |",
+                    latency.p50_ms, latency.p99_ms, latency.p999_ms, latency.count
+                );
+            }
+        };
+        latency("append → committed", &self.append, "");
+        if let Some(b) = b {
+            latency("append → committed, naive baseline", &b.append, "");
+        }
+        latency("append → gRPC Watch", &self.end_to_end, "p99 < 50 ms");
+        if let Some(b) = b {
+            latency("append → visible, naive baseline", &b.end_to_end, "");
+        }
+        latency("append → WebSocket frame ³", &self.websocket, "");
+        latency("GetTop", &self.get_top, "p99 < 5 ms");
+        latency("GetTop, from the actual send", &self.get_top_service, "");
+        println!("¹ committed ÷ time until all applied   ² Watch streams and spectators");
+        println!("³ deltas coalesced by the router");
+
+        println!("\nchecks (against the shard logs):");
         for check in &self.checks {
-            row(
-                check.name,
-                format!(
-                    "{} ({})",
-                    if check.passed { "PASS" } else { "FAIL" },
-                    check.detail
-                ),
-                "PASS",
-                None,
-            );
+            let verdict = if check.passed { "PASS" } else { "FAIL" };
+            for line in wrap(
+                &format!("{verdict}  {}: {}", check.name, check.detail),
+                "      ",
+            ) {
+                println!("  {line}");
+            }
         }
     }
 
@@ -344,12 +330,15 @@ impl Report {
         if missed.is_empty() {
             println!("goals: all {} met", goals.len());
         } else {
-            println!(
+            let said = format!(
                 "goals: {} of {} met; MISSED: {}",
                 goals.len() - missed.len(),
                 goals.len(),
                 missed.join("; ")
             );
+            for line in wrap(&said, "  ") {
+                println!("{line}");
+            }
         }
         ground_truth::fail_on_checks(&self.checks)?;
         if fail_on_goal && !missed.is_empty() {
@@ -383,5 +372,48 @@ impl Report {
         };
         chart::draw(&self.timeline, &title, svg)
             .with_context(|| format!("drawing {}", svg.display()))
+    }
+}
+
+/// The columns every line of the printed report fits in.
+const WIDTH: usize = 100;
+
+/// `text` in lines of at most [`WIDTH`] − 2 columns (the caller may indent by 2), broken
+/// between words; continuation lines start with `indent`. A word longer than a line stands
+/// alone on its own.
+fn wrap(text: &str, indent: &str) -> Vec<String> {
+    let limit = WIDTH - 2;
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        let width = line.chars().count();
+        if width > 0 && width + 1 + word.chars().count() > limit {
+            lines.push(std::mem::replace(&mut line, indent.to_owned()));
+        }
+        if !line.trim().is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.trim().is_empty() {
+        lines.push(line);
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{WIDTH, wrap};
+
+    #[test]
+    fn wrapped_lines_fit_and_keep_every_word() {
+        let text = "one two three ".repeat(40);
+        let lines = wrap(&text, "    ");
+        assert!(lines.len() > 1);
+        assert!(lines.iter().all(|line| line.chars().count() <= WIDTH - 2));
+        assert!(lines[1..].iter().all(|line| line.starts_with("    ")));
+        let words: Vec<&str> = lines.iter().flat_map(|l| l.split_whitespace()).collect();
+        assert_eq!(words, text.split_whitespace().collect::<Vec<_>>());
+        assert_eq!(wrap("", "  "), Vec::<String>::new());
     }
 }

@@ -1,5 +1,5 @@
-//! Per-second figures of a run: what was committed and applied, and the p99 latencies, for the
-//! JSON report and the chart.
+//! Per-second figures of a run: what was committed and applied, and the p50 and p99 latencies,
+//! for the JSON report and the chart.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -18,9 +18,13 @@ pub(crate) struct Second {
     pub(crate) committed_per_s: u64,
     /// Events applied to the leaderboards during this second.
     pub(crate) applied_per_s: u64,
-    /// p99 of the arrivals due in this second, from their intended time to their commit (ms).
+    /// p50 of the arrivals due in this second, from their intended time to their commit (ms).
+    pub(crate) append_p50_ms: f64,
+    /// Their p99 (ms).
     pub(crate) append_p99_ms: f64,
-    /// p99 of the probes sent in this second, append → visible in `Watch` (ms).
+    /// p50 of the probes sent in this second, append → visible in `Watch` (ms).
+    pub(crate) end_to_end_p50_ms: f64,
+    /// Their p99 (ms).
     pub(crate) end_to_end_p99_ms: f64,
 }
 
@@ -87,11 +91,11 @@ impl Timeline {
         let Ok(buckets) = self.buckets.lock() else {
             return Vec::new();
         };
-        let p99 = |histograms: &[Histogram<u64>], second: usize| {
+        let at = |histograms: &[Histogram<u64>], second: usize, quantile: f64| {
             histograms
                 .get(second)
                 .filter(|h| !h.is_empty())
-                .map_or(0.0, |h| histogram::millis(h, 0.99))
+                .map_or(0.0, |h| histogram::millis(h, quantile))
         };
         let mut before = (0, 0);
         buckets
@@ -103,8 +107,10 @@ impl Timeline {
                     second: second as u64 + 1,
                     committed_per_s: committed.saturating_sub(before.0),
                     applied_per_s: applied.saturating_sub(before.1),
-                    append_p99_ms: p99(&buckets.append, second),
-                    end_to_end_p99_ms: p99(&buckets.end_to_end, second),
+                    append_p50_ms: at(&buckets.append, second, 0.5),
+                    append_p99_ms: at(&buckets.append, second, 0.99),
+                    end_to_end_p50_ms: at(&buckets.end_to_end, second, 0.5),
+                    end_to_end_p99_ms: at(&buckets.end_to_end, second, 0.99),
                 };
                 before = (committed, applied);
                 row
