@@ -11,7 +11,7 @@
 
 -- Raised by hand whenever a function is added or changed, so an older process never replaces a
 -- newer library (see leaderboard_proto::functions::ensure_loaded).
-local LIBRARY_VERSION = 9
+local LIBRARY_VERSION = 10
 
 local function hash_get_number(key, field)
   local value = redis.call('HGET', key, field)
@@ -479,11 +479,46 @@ local function take_chest(chest, award, ttl)
   return {0, holder}
 end
 
--- hunt_restore_chest(KEYS[1] = chest; ARGV = award id, ttl seconds)
--- Puts back a chest claim a shard file records, ungated. Returns {1, award id}, or {0, holder}
--- when another award already holds the chest.
+-- hunt_restore_chest(KEYS[1] = chest, KEYS[2] = chest recorded; ARGV = award id, ttl seconds)
+-- Puts back a chest claim a shard file records, ungated, and marks it recorded. Returns
+-- {1, award id}, or {0, holder} when another award already holds the chest.
 local function restore_chest(keys, args)
-  return take_chest(keys[1], args[1], args[2])
+  local claim = take_chest(keys[1], args[1], args[2])
+  if claim[1] == 1 then
+    redis.call('SET', keys[2], args[1], 'EX', args[2])
+  end
+  return claim
+end
+
+-- hunt_chest_recorded(KEYS[1] = chest, KEYS[2] = chest recorded; ARGV = award id, mark)
+-- Whether the award holds the chest; with mark '1' (its holding now in a shard file), also marks
+-- the chest recorded for it, for as long as the claim lives. Returns 1 when the award holds the
+-- chest, 0 when it does not (nothing marked).
+local function chest_recorded(keys, args)
+  if redis.call('GET', keys[1]) ~= args[1] then
+    return 0
+  end
+  if args[2] == '1' then
+    local ttl = redis.call('PTTL', keys[1])
+    if ttl > 0 then
+      redis.call('SET', keys[2], args[1], 'PX', ttl)
+    else
+      redis.call('SET', keys[2], args[1])
+    end
+  end
+  return 1
+end
+
+-- hunt_verdict_send(KEYS[1] = shard verdicts; ARGV = award id, chest, cap)
+-- Asks a shard to record in its file that the award holds the chest (fields a, c). A stream
+-- holding cap entries refuses with INBOX_FULL: nothing is trimmed unread. Sending twice is
+-- harmless (recording is idempotent). Returns 1.
+local function verdict_send(keys, args)
+  if redis.call('XLEN', keys[1]) >= tonumber(args[3]) then
+    return redis.error_reply('INBOX_FULL the shard\'s verdict stream holds ' .. int(tonumber(args[3])) .. ' unrecorded entries')
+  end
+  redis.call('XADD', keys[1], '*', 'a', args[1], 'c', args[2])
+  return 1
 end
 
 -- hunt_open_clue(KEYS[1] = clue, [KEYS[2] = claims state]; ARGV = wave, [incarnation])
@@ -594,18 +629,19 @@ local function award_pending(keys, args)
 end
 
 -- hunt_award_settle(KEYS = tier fence, awards, awards pending, awards settled, scores, members,
---                          awards revoked;
+--                          awards revoked, awards confirming;
 --                   ARGV = fence token, now ms, top size, then pairs: award id, chest holder)
 -- Settles pending awards once their chests are claimed: the award holding its chest is
--- confirmed; any other is revoked, its points taken back exactly once (only a pending award
+-- confirmed (and waits in the confirming set until its shard is asked to record it); any other
+-- is revoked, its points taken back exactly once (only a pending award
 -- changes state) and moved to the revoked set (keeping its apply order) until its shard has been
 -- told: a shard whose inbox is full then delays only its own compensations, never the settling
 -- of newer awards. Fenced like hunt_apply. now ms (the router's clock) only decides when a
 -- settled record expires.
 -- Returns {confirmed, revoked, rejected, top, revoked award id...}.
 local function award_settle(keys, args)
-  local fence, awards, pending, settled, scores, members, revoked_set =
-    keys[1], keys[2], keys[3], keys[4], keys[5], keys[6], keys[7]
+  local fence, awards, pending, settled, scores, members, revoked_set, confirming =
+    keys[1], keys[2], keys[3], keys[4], keys[5], keys[6], keys[7], keys[8]
   local refused = fenced(fence, args[1])
   if refused then
     return refused
@@ -621,8 +657,12 @@ local function award_settle(keys, args)
       if state == 'pending' then
         if holder == id then
           redis.call('HSET', awards, id, award_record('confirmed', chest, player, int(points), shard))
+          local order = redis.call('ZSCORE', pending, id) or '0'
           redis.call('ZREM', pending, id)
           redis.call('ZADD', settled, now, id)
+          if chest ~= '' then
+            redis.call('ZADD', confirming, order, id)
+          end
           confirmed = confirmed + 1
         else
           redis.call('HSET', awards, id, award_record('revoked', chest, player, int(points), shard))
@@ -732,6 +772,8 @@ redis.register_function('hunt_claims_join', claims_join)
 redis.register_function('hunt_claims_open', claims_open)
 redis.register_function('hunt_restore_clue', restore_clue)
 redis.register_function('hunt_restore_chest', restore_chest)
+redis.register_function('hunt_chest_recorded', chest_recorded)
+redis.register_function('hunt_verdict_send', verdict_send)
 redis.register_function('hunt_open_clue', open_clue)
 redis.register_function('hunt_claim_clue', claim_clue)
 redis.register_function{function_name = 'hunt_check_clue', callback = check_clue, flags = {'no-writes'}}

@@ -39,7 +39,7 @@ pub use apply::{Applied, Apply, ApplyEntry, ApplyKind};
 pub use award::{
     AwardExpire, AwardFinish, AwardRecord, AwardSettle, AwardState, AwardsWaiting, Settled, Waiting,
 };
-pub use chest::{CHEST_TTL_SECONDS, ChestClaim, ClaimChest};
+pub use chest::{CHEST_TTL_SECONDS, ChestClaim, ChestRecorded, ClaimChest, VerdictSend};
 pub use claims::{
     ClaimsJoin, ClaimsOpen, ClaimsState, Gate, GateState, Joined, RestoreChest, RestoreClue,
 };
@@ -143,7 +143,7 @@ pub const LIBRARY_NAME: &str = "hunt";
 pub const LIBRARY: &str = include_str!(concat!(env!("OUT_DIR"), "/hunt.lua"));
 
 /// The version the embedded source reports through `hunt_version`.
-pub const LIBRARY_VERSION: i64 = 9;
+pub const LIBRARY_VERSION: i64 = 10;
 
 /// Function names, one constant per function of the library.
 pub mod name {
@@ -182,13 +182,19 @@ pub mod name {
     pub const CLAIMS_OPEN: &str = "hunt_claims_open";
     /// `hunt_restore_clue(clue; wave, token, holder) -> 1`.
     pub const RESTORE_CLUE: &str = "hunt_restore_clue";
-    /// `hunt_restore_chest(chest; award_id, ttl_s) -> {1, award_id} | {0, holder_award_id}`.
+    /// `hunt_restore_chest(chest, chest_recorded; award_id, ttl_s) -> {1, award_id} |
+    /// {0, holder_award_id}`.
     pub const RESTORE_CHEST: &str = "hunt_restore_chest";
+    /// `hunt_chest_recorded(chest, chest_recorded; award_id, mark) -> 1 | 0`.
+    pub const CHEST_RECORDED: &str = "hunt_chest_recorded";
+    /// `hunt_verdict_send(shard_verdicts; award_id, chest_key, cap) -> 1`, or an `INBOX_FULL`
+    /// error.
+    pub const VERDICT_SEND: &str = "hunt_verdict_send";
     /// `hunt_award_pending(awards, awards_pending | awards_revoked; limit) -> {award_id,
     /// record, ...}`. Built by [`super::awards_waiting_cmd`].
     pub const AWARD_PENDING: &str = "hunt_award_pending";
     /// `hunt_award_settle(fence, awards, awards_pending, awards_settled, scores, members,
-    /// awards_revoked; token, now_ms, top_size, (award_id, holder)...) -> {confirmed, revoked,
+    /// awards_revoked, awards_confirming; token, now_ms, top_size, (award_id, holder)...) -> {confirmed, revoked,
     /// rejected, top_changed, revoked_id...}`, or a `FENCED` error. Built by
     /// [`super::award_settle_cmd`].
     pub const AWARD_SETTLE: &str = "hunt_award_settle";
@@ -222,6 +228,8 @@ pub const ALL: &[&str] = &[
     name::CLAIMS_OPEN,
     name::RESTORE_CLUE,
     name::RESTORE_CHEST,
+    name::CHEST_RECORDED,
+    name::VERDICT_SEND,
     name::AWARD_PENDING,
     name::AWARD_SETTLE,
     name::COMPENSATE,

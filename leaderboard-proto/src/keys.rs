@@ -146,6 +146,14 @@ pub fn tier_awards_revoked(tier: u32) -> String {
     tier_key(tier, "awards:revoked")
 }
 
+/// `hunt:{t<N>}:awards:confirming`: award ids confirmed whose shards have not been asked yet to
+/// record the verdict in their files ([`shard_verdicts`]), scored by apply order. A verdict is
+/// told (`GetAward`) only once a shard file records it.
+#[must_use]
+pub fn tier_awards_confirming(tier: u32) -> String {
+    tier_key(tier, "awards:confirming")
+}
+
 /// `hunt:{t<N>}:awards:settled`: settled award ids, scored by settle time (the router's clock,
 /// milliseconds), so records can be forgotten after their retention.
 #[must_use]
@@ -164,6 +172,14 @@ pub fn tier_clues(tier: u32) -> String {
 #[must_use]
 pub fn chest(chest_key: &str) -> String {
     format!("hunt:chest:{{{chest_key}}}")
+}
+
+/// `hunt:chest:{<key>}:recorded`: the holder of a chest as a shard file records it (set only
+/// after the file has it, living as long as the claim). A chest's holder, and so an award's
+/// verdict, is told only when this names the holder: a Redis that forgets gets it back.
+#[must_use]
+pub fn chest_recorded(chest_key: &str) -> String {
+    format!("hunt:chest:{{{chest_key}}}:recorded")
 }
 
 /// `hunt:claims`: the claims gate (a hash: `incarnation`, `open`, `expected`, `joined`,
@@ -207,6 +223,14 @@ pub fn shard_inbox(shard_id: u32) -> String {
 #[must_use]
 pub fn shard_inbox_sent(shard_id: u32) -> String {
     format!("hunt:shard:{{{shard_id}}}:inbox:sent")
+}
+
+/// `hunt:shard:{<id>}:verdicts`: the stream of chest verdicts (fields `a`: the award holding
+/// the chest, `c`: the chest) the shard's writer records in its file, then marks recorded
+/// ([`chest_recorded`]) and deletes.
+#[must_use]
+pub fn shard_verdicts(shard_id: u32) -> String {
+    format!("hunt:shard:{{{shard_id}}}:verdicts")
 }
 
 /// The field naming a shard in the `applied`, `published` and `replay` hashes: its decimal id.
@@ -262,6 +286,7 @@ mod tests {
             tier_awards_pending(tier),
             tier_awards_settled(tier),
             tier_awards_revoked(tier),
+            tier_awards_confirming(tier),
             tier_clues(tier),
         ]
     }
@@ -326,6 +351,12 @@ mod tests {
         assert_eq!(tier_awards_pending(3), "hunt:{t3}:awards:pending");
         assert_eq!(tier_awards_settled(3), "hunt:{t3}:awards:settled");
         assert_eq!(tier_awards_revoked(3), "hunt:{t3}:awards:revoked");
+        assert_eq!(tier_awards_confirming(3), "hunt:{t3}:awards:confirming");
+        assert_eq!(
+            chest_recorded("north-gate"),
+            "hunt:chest:{north-gate}:recorded"
+        );
+        assert_eq!(shard_verdicts(12), "hunt:shard:{12}:verdicts");
         assert_eq!(tier_clues(3), "hunt:{t3}:clues");
         assert_eq!(shard_inbox_sent(12), "hunt:shard:{12}:inbox:sent");
         assert_eq!(chest("north-gate"), "hunt:chest:{north-gate}");
@@ -343,5 +374,10 @@ mod tests {
         assert_eq!(hash_tag(&shard_epoch(12)), "12");
         assert_eq!(slot(&shard_epoch(12)), slot(&shard_inbox(12)));
         assert_eq!(slot(&shard_inbox(12)), slot(&shard_inbox_sent(12)));
+        assert_eq!(slot(&shard_inbox(12)), slot(&shard_verdicts(12)));
+        assert_eq!(
+            slot(&chest("north-gate")),
+            slot(&chest_recorded("north-gate"))
+        );
     }
 }

@@ -24,7 +24,7 @@ use std::time::Instant;
 
 use hunt_redis::connection::Connection;
 use leaderboard_proto::functions::{
-    CheckClue, ClaimChest, ClaimClue, Function, OpenClue, TokenCheck,
+    CheckClue, ChestRecorded, ClaimChest, ClaimClue, Function, OpenClue, TokenCheck,
 };
 use leaderboard_proto::v1::hunt_event::Kind;
 use leaderboard_proto::v1::{HuntEvent, WaveReset};
@@ -256,6 +256,7 @@ impl ShardWriter {
                 award_id: holder.to_owned(),
             })
             .await?;
+            self.mark_recorded(chest_key, holder);
             Ok(claim)
         }
         .await;
@@ -268,6 +269,25 @@ impl ShardWriter {
             }),
         );
         outcome
+    }
+
+    /// Marks `chest_key` recorded for `holder` (the file has it now), in the background: the
+    /// answer does not wait for it. Should the mark be lost, the saga's request to record the
+    /// award's verdict marks it again ([`crate::verdicts`]).
+    fn mark_recorded(&self, chest_key: &str, holder: &str) {
+        let writer = self.clone();
+        let (chest_key, holder) = (chest_key.to_owned(), holder.to_owned());
+        tokio::spawn(async move {
+            let (chest_key, holder) = (&chest_key, &holder);
+            let marked = writer
+                .redis_call(move |mut conn| async move {
+                    hunt_redis::call(&mut conn, &ChestRecorded::new(chest_key, holder, true)).await
+                })
+                .await;
+            if let Err(err) = marked {
+                tracing::debug!(error = %err, chest_key, "a chest's recorded mark waits for the saga");
+            }
+        });
     }
 
     /// Runs `op` on the claims connection within `claim_timeout` (twice when the connection

@@ -85,6 +85,7 @@ pub mod recovery;
 mod relay;
 pub mod replay;
 pub mod synthetic;
+mod verdicts;
 pub mod wal;
 mod writer;
 

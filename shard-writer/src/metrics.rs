@@ -47,6 +47,9 @@ pub const CLAIMS_LOSSES: &str = "hunt_writer_claims_losses_total";
 /// Chests this shard recorded for one award but found held by another while restoring
 /// (counter; should stay 0).
 pub const CLAIMS_CONFLICTS: &str = "hunt_writer_claims_conflicts_total";
+/// Chest verdicts the saga confirmed for this shard's awards, recorded in the shard file and
+/// marked recorded, so they may be told (counter).
+pub const VERDICTS_RECORDED: &str = "hunt_writer_verdicts_recorded_total";
 /// Times the claims gate was opened by hand (`shard-writer open-claims`) (counter).
 pub const CLAIMS_GATE_FORCED: &str = "hunt_writer_claims_gate_forced_total";
 
@@ -70,6 +73,7 @@ pub fn describe() {
         REDIS_LOSSES,
         RELAY_ERRORS,
         REPLAY_PRUNED,
+        VERDICTS_RECORDED,
     ] {
         metrics::counter!(name).increment(0);
     }
@@ -109,6 +113,10 @@ pub fn describe() {
     describe_counter!(
         CLAIMS_CONFLICTS,
         "Recorded chest holders found held by another award while restoring."
+    );
+    describe_counter!(
+        VERDICTS_RECORDED,
+        "Chest verdicts of this shard's awards recorded in its file, so they may be told."
     );
     describe_histogram!(
         CLAIM_SECONDS,

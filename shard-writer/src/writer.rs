@@ -77,7 +77,7 @@ struct Tasks {
     committer: JoinHandle<()>,
     relay: Option<tokio::task::JoinHandle<()>>,
     checkpointer: tokio::task::JoinHandle<()>,
-    /// The claims restorer (with Redis).
+    /// The claims restorer and the verdict recorder (with Redis).
     restorer: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -677,12 +677,20 @@ fn start(
         }),
     };
     if writer.inner.claims.is_some() {
-        let restorer = tokio::spawn(recovery::restorer(
+        let restorer = recovery::restorer(
             Arc::downgrade(&writer.inner),
             Arc::clone(&writer.inner.gate),
             writer.inner.config.claims_poll,
             writer.inner.drain.clone(),
-        ));
+        );
+        let recorder = crate::verdicts::recorder(
+            Arc::downgrade(&writer.inner),
+            writer.inner.config.claims_poll,
+            writer.inner.drain.clone(),
+        );
+        let restorer = tokio::spawn(async move {
+            tokio::join!(restorer, recorder);
+        });
         if let Ok(mut tasks) = writer.inner.tasks.lock()
             && let Some(tasks) = tasks.as_mut()
         {

@@ -424,15 +424,17 @@ impl Leaderboard {
         let Some(record) = AwardRecord::parse(&record) else {
             return Err(Error::UnreadableAward(award_id));
         };
-        let holder_award_id: Option<String> = if record.chest_key.is_empty() {
-            None
-        } else {
-            redis::cmd("GET")
-                .arg(keys::chest(&record.chest_key))
-                .query_async(&mut conn)
-                .await
-                .map_err(|err| self.redis.failed(err))?
-        };
+        let (holder_award_id, recorded): (Option<String>, Option<String>) =
+            if record.chest_key.is_empty() {
+                (None, None)
+            } else {
+                redis::pipe()
+                    .get(keys::chest(&record.chest_key))
+                    .get(keys::chest_recorded(&record.chest_key))
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|err| self.redis.failed(err))?
+            };
         let chest_key = keys::chest(&record.chest_key);
         let awards_key = keys::tier_awards(tier);
         if record.chest_key.is_empty() {
@@ -442,11 +444,25 @@ impl Leaderboard {
                 .replicated(&mut conn, &[&awards_key, &chest_key])
                 .await?;
         }
+        // A verdict on a chest is told only once a shard file records its holder: until then
+        // a Redis that forgets could decide it afresh, so it is still pending to the caller.
+        let told = |holder: &Option<String>| holder.is_some() && *holder == recorded;
+        let (state, holder_award_id) = match record.state {
+            functions::AwardState::Confirmed
+            | functions::AwardState::Revoked
+            | functions::AwardState::Compensated
+                if !record.chest_key.is_empty() && !told(&holder_award_id) =>
+            {
+                (AwardState::Pending, None)
+            }
+            functions::AwardState::Pending => (AwardState::Pending, None),
+            state => (award_state(state), holder_award_id),
+        };
         Ok(GetAwardResponse {
             award: Some(Award {
                 award_id,
                 tier,
-                state: award_state(record.state) as i32,
+                state: state as i32,
                 chest_key: record.chest_key,
                 player_id: record.player_id,
                 points: record.points,
@@ -465,9 +481,10 @@ impl Leaderboard {
             .await
             .map_err(|err| self.redis.failed(err))?;
         let key = keys::chest(&chest_key);
-        let (holder, ttl_seconds): (Option<String>, i64) = redis::pipe()
+        let (holder, ttl_seconds, recorded): (Option<String>, i64, Option<String>) = redis::pipe()
             .get(&key)
             .ttl(&key)
+            .get(keys::chest_recorded(&chest_key))
             .query_async(&mut conn)
             .await
             .map_err(|err| self.redis.failed(err))?;
@@ -475,6 +492,10 @@ impl Leaderboard {
         let Some(holder_award_id) = holder else {
             return Err(Error::UnclaimedChest(chest_key));
         };
+        // Told only once a shard file records the holder (see GetAward).
+        if recorded.as_deref() != Some(holder_award_id.as_str()) {
+            return Err(Error::Unrecorded(chest_key));
+        }
         Ok(GetChestResponse {
             chest_key,
             holder_award_id,

@@ -28,7 +28,14 @@
 //!     it again and compensates it;
 //!   - `hunt_compensate` adds to a shard's inbox once per award id (its sent set remembers the
 //!     id for the record TTL), so a compensation re-sent after a crash is not added twice;
-//!   - `hunt_award_finish` changes only `revoked` records.
+//!   - `hunt_award_finish` changes only `revoked` records;
+//!   - asking a shard to record a verdict again is harmless: its writer records a holder only
+//!     while Redis names it, and recording is a merge.
+//! - A verdict is told (`GetAward`, `GetChest`) only once a shard file records the chest's
+//!   holder (`hunt:chest:{<key>}:recorded`), so a Redis that forgets gets it back from the files.
+//!   Each award the saga confirms waits in `:awards:confirming` until its own shard has been asked
+//!   to record it (`hunt:shard:{<id>}:verdicts`); a compensation carries its chest's holder to
+//!   the revoked award's shard, which records it too.
 //! - An inbox that is full (`INBOX_FULL`) is never trimmed: the award stays `revoked`, is counted
 //!   and logged, and a later step sends it. Revoked awards wait in a set of their own, so a shard
 //!   that stops reading its inbox delays only its own compensations, never the settling of other
@@ -45,7 +52,7 @@ use std::time::Duration;
 use hunt_redis::connection::Connection;
 use leaderboard_proto::functions::{
     AwardExpire, AwardFinish, AwardRecord, AwardSettle, AwardState, AwardsWaiting, ChestClaim,
-    ClaimChest, ClaimsState, Compensate, ErrorCode, Function, Gate, Settled, Waiting,
+    ClaimChest, ClaimsState, Compensate, ErrorCode, Function, Gate, Settled, VerdictSend, Waiting,
 };
 use leaderboard_proto::keys;
 use leaderboard_proto::v1::hunt_event::Kind;
@@ -74,6 +81,8 @@ pub struct StepReport {
     pub finished: u64,
     /// Compensations deferred because the shard's inbox was full.
     pub inbox_full: u64,
+    /// Confirmed awards whose shards were asked to record the verdict.
+    pub asked: u64,
 }
 
 impl StepReport {
@@ -107,10 +116,14 @@ pub async fn step(
     cache: &Cache,
 ) -> RedisResult<StepReport> {
     let mut report = StepReport::default();
-    let (waiting, awards) = read_waiting(conn, tier, config.saga_batch).await?;
+    let (waiting, awards, confirming) = read_waiting(conn, tier, config.saga_batch).await?;
     report.waiting = waiting;
     report.seen = awards.len();
+    // Confirmed awards whose shards are still to be asked to record them: from earlier steps,
+    // and (below) those this step confirms.
+    let mut to_record: Vec<(String, AwardRecord)> = confirming;
     if awards.is_empty() {
+        ask_to_record(conn, tier, config, &to_record, &mut report).await?;
         set_pending_gauge(tier, 0);
         return Ok(report);
     }
@@ -142,6 +155,15 @@ pub async fn step(
             cache.publish(tier, top);
         }
         failpoint(config, Failpoint::SagaAfterSettle);
+        for (award_id, holder) in &holders {
+            let award_id: &str = award_id;
+            if award_id == holder.as_str()
+                && let Some((_, record)) = pending.iter().find(|(id, _)| id.as_str() == award_id)
+                && !to_record.iter().any(|(id, _)| id.as_str() == award_id)
+            {
+                to_record.push((award_id.to_owned(), record.clone()));
+            }
+        }
         for award_id in &settled.revoked_ids {
             if let Some((known, _)) = awards.iter().find(|(id, _)| id == award_id) {
                 revoked.push(known.as_str());
@@ -160,6 +182,7 @@ pub async fn step(
             })
             .collect();
         if !verdicts_replicated(conn, tier, config, &to_send).await? {
+            ask_to_record(conn, tier, config, &to_record, &mut report).await?;
             set_pending_gauge(tier, report.remaining());
             return Ok(report);
         }
@@ -172,6 +195,7 @@ pub async fn step(
             report.finished = hunt_redis::call(conn, &finish).await?;
         }
     }
+    ask_to_record(conn, tier, config, &to_record, &mut report).await?;
     set_pending_gauge(tier, report.remaining());
     tracing::debug!(
         tier,
@@ -180,6 +204,7 @@ pub async fn step(
         revoked = report.revoked,
         compensated = report.compensated,
         finished = report.finished,
+        asked = report.asked,
         "saga step"
     );
     Ok(report)
@@ -229,41 +254,116 @@ pub async fn expire(conn: &mut Connection, tier: u32, config: &RouterConfig) -> 
     hunt_redis::call(conn, &AwardExpire::new(tier, before_ms, config.saga_batch)).await
 }
 
-/// The number of awards of `tier` waiting for the saga (pending and revoked), and the oldest
-/// `limit` of each set, with their records. A record that cannot be read is logged and left out.
+/// An award id with its record.
+type Award = (String, AwardRecord);
+
+/// The number of awards of `tier` waiting for the saga (pending and revoked), the oldest `limit`
+/// of each set with their records, and the oldest `limit` confirmed awards whose shards are
+/// still to be asked to record them. A record that cannot be read is logged and left out (and
+/// a confirming award without one is forgotten: there is no verdict left to record).
 async fn read_waiting(
     conn: &mut Connection,
     tier: u32,
     limit: usize,
-) -> RedisResult<(u64, Vec<(String, AwardRecord)>)> {
+) -> RedisResult<(u64, Vec<Award>, Vec<Award>)> {
     let mut pipe = redis::pipe();
     pipe.zcard(Waiting::Pending.key(tier))
-        .zcard(Waiting::Revoked.key(tier))
-        .add_command(
-            AwardsWaiting::new(tier, Waiting::Pending, limit)
-                .cmd()
-                .clone(),
-        )
-        .add_command(
-            AwardsWaiting::new(tier, Waiting::Revoked, limit)
-                .cmd()
-                .clone(),
-        );
+        .zcard(Waiting::Revoked.key(tier));
+    for waiting in [Waiting::Pending, Waiting::Revoked, Waiting::Confirming] {
+        pipe.add_command(AwardsWaiting::new(tier, waiting, limit).cmd().clone());
+    }
     type Awards = <AwardsWaiting as Function>::Reply;
-    let (pending, revoked, pending_awards, revoked_awards): (u64, u64, Awards, Awards) =
-        hunt_redis::pipeline(conn, &pipe).await?;
-    let mut awards = Vec::with_capacity(pending_awards.len() + revoked_awards.len());
-    for (award_id, record) in pending_awards.into_iter().chain(revoked_awards) {
-        match AwardRecord::parse(&record) {
-            Some(parsed) => awards.push((award_id, parsed)),
-            None => tracing::error!(
-                tier,
-                award_id = %award_id,
-                "skipping an award whose record cannot be read"
-            ),
+    let (pending, revoked, pending_awards, revoked_awards, confirming_awards): (
+        u64,
+        u64,
+        Awards,
+        Awards,
+        Awards,
+    ) = hunt_redis::pipeline(conn, &pipe).await?;
+    let parse = |raw: Awards, unreadable: &mut Vec<String>| {
+        let mut awards = Vec::with_capacity(raw.len());
+        for (award_id, record) in raw {
+            match AwardRecord::parse(&record) {
+                Some(parsed) => awards.push((award_id, parsed)),
+                None => {
+                    tracing::error!(
+                        tier,
+                        award_id = %award_id,
+                        "skipping an award whose record cannot be read"
+                    );
+                    unreadable.push(award_id);
+                }
+            }
+        }
+        awards
+    };
+    let mut ignored = Vec::new();
+    let mut awards = parse(pending_awards, &mut ignored);
+    awards.extend(parse(revoked_awards, &mut ignored));
+    let mut gone = Vec::new();
+    let confirming = parse(confirming_awards, &mut gone);
+    if !gone.is_empty() {
+        redis::cmd("ZREM")
+            .arg(Waiting::Confirming.key(tier))
+            .arg(&gone)
+            .query_async::<u64>(conn)
+            .await?;
+    }
+    Ok((pending + revoked, awards, confirming))
+}
+
+/// Asks the shard of each confirmed award in `confirmed` to record the verdict in its file, in
+/// one pipeline, and takes the awards asked out of the tier's confirming set. A shard whose
+/// verdict stream is full is counted and logged; its awards stay for a later step.
+async fn ask_to_record(
+    conn: &mut Connection,
+    tier: u32,
+    config: &RouterConfig,
+    confirmed: &[Award],
+    report: &mut StepReport,
+) -> RedisResult<()> {
+    if confirmed.is_empty() {
+        return Ok(());
+    }
+    let mut pipe = redis::pipe();
+    for (award_id, record) in confirmed {
+        pipe.add_command(
+            VerdictSend::new(
+                record.shard_id,
+                award_id,
+                &record.chest_key,
+                config.inbox_cap,
+            )
+            .cmd()
+            .clone(),
+        );
+    }
+    let replies: Vec<RedisResult<u64>> = hunt_redis::pipeline_each(conn, &pipe).await?;
+    let mut asked = Vec::with_capacity(confirmed.len());
+    for ((award_id, record), reply) in confirmed.iter().zip(replies) {
+        match reply {
+            Ok(_) => asked.push(award_id.as_str()),
+            Err(err) if ErrorCode::of(&err) == Some(ErrorCode::InboxFull) => {
+                metrics::counter!(m::INBOX_FULL).increment(1);
+                tracing::warn!(
+                    tier,
+                    shard = record.shard_id,
+                    award_id = %award_id,
+                    "shard's verdict stream is full: the confirmed award waits to be recorded"
+                );
+            }
+            Err(err) => return Err(err),
         }
     }
-    Ok((pending + revoked, awards))
+    if !asked.is_empty() {
+        redis::cmd("ZREM")
+            .arg(Waiting::Confirming.key(tier))
+            .arg(&asked)
+            .query_async::<u64>(conn)
+            .await?;
+        report.asked = asked.len() as u64;
+    }
+    Ok(())
 }
 
 /// Claims the chest of each pending award in one pipeline; returns (award id, chest holder).

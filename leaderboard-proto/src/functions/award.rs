@@ -20,6 +20,9 @@ pub enum Waiting {
     Pending,
     /// Revoked, their shards not yet told (`hunt:{t<N>}:awards:revoked`).
     Revoked,
+    /// Confirmed, their shards not yet asked to record the verdict
+    /// (`hunt:{t<N>}:awards:confirming`).
+    Confirming,
 }
 
 impl Waiting {
@@ -29,6 +32,7 @@ impl Waiting {
         match self {
             Self::Pending => keys::tier_awards_pending(tier),
             Self::Revoked => keys::tier_awards_revoked(tier),
+            Self::Confirming => keys::tier_awards_confirming(tier),
         }
     }
 }
@@ -62,7 +66,8 @@ impl Function for AwardsWaiting {
     }
 }
 
-/// `hunt_award_settle(fence, awards, pending, settled, scores, members, revoked; token, now_ms,
+/// `hunt_award_settle(fence, awards, pending, settled, scores, members, revoked, confirming;
+/// token, now_ms,
 /// top_size, (award_id, holder_award_id)...)`: confirms each pending award holding its chest and revokes
 /// the others (their points taken back once). [`ErrorCode::Fenced`] under a stale token.
 #[derive(Debug, Clone)]
@@ -83,6 +88,7 @@ impl AwardSettle {
                 &keys::tier_scores(tier),
                 &keys::tier_members(tier),
                 &keys::tier_awards_revoked(tier),
+                &keys::tier_awards_confirming(tier),
             ],
         );
         cmd.arg(token).arg(now_ms).arg(top_size);

@@ -5,10 +5,13 @@
 //!   claim is safe.
 //! - The claim lives [`CHEST_TTL_SECONDS`]; no time-to-live decides a verdict already told
 //!   (the award records and the shard files do).
+//! - A holder is told (`GetAward`, `GetChest`) only once a shard file records it: the writer that
+//!   recorded it marks the chest ([`ChestRecorded`], `hunt:chest:{<key>}:recorded`). The saga
+//!   asks the shard of each award it confirms to record it ([`VerdictSend`]).
 
 use redis::{Cmd, FromRedisValue, Value};
 
-use super::{ErrorCode, Function, Gate, name};
+use super::{ErrorCode, Function, Gate, fcall_cmd, name};
 use crate::keys;
 
 /// How long a chest claim (and so an award's idempotency record) lives: 24 hours.
@@ -60,5 +63,60 @@ impl FromRedisValue for ChestClaim {
         } else {
             Self::Held { holder_award_id }
         })
+    }
+}
+
+/// `hunt_chest_recorded(chest, chest_recorded; award_id, mark) -> 1 | 0`: whether `award_id`
+/// holds `chest_key`; with `mark` (a shard file now records it), marks the chest recorded for
+/// it, for as long as the claim lives.
+#[derive(Debug, Clone)]
+pub struct ChestRecorded(Cmd);
+
+impl ChestRecorded {
+    /// Whether `award_id` holds `chest_key`, marking it recorded when `mark`.
+    #[must_use]
+    pub fn new(chest_key: &str, award_id: &str, mark: bool) -> Self {
+        let mut cmd = fcall_cmd(
+            name::CHEST_RECORDED,
+            &[&keys::chest(chest_key), &keys::chest_recorded(chest_key)],
+        );
+        cmd.arg(award_id).arg(if mark { "1" } else { "0" });
+        Self(cmd)
+    }
+}
+
+impl Function for ChestRecorded {
+    const NAME: &'static str = name::CHEST_RECORDED;
+    /// Whether the award holds the chest.
+    type Reply = bool;
+
+    fn cmd(&self) -> &Cmd {
+        &self.0
+    }
+}
+
+/// `hunt_verdict_send(shard_verdicts; award_id, chest_key, cap) -> 1`: asks `shard_id` to record
+/// that `award_id` holds `chest_key`. [`ErrorCode::InboxFull`] when the shard's verdict stream
+/// holds `cap` entries.
+#[derive(Debug, Clone)]
+pub struct VerdictSend(Cmd);
+
+impl VerdictSend {
+    /// Asks `shard_id` to record `award_id` as the holder of `chest_key`.
+    #[must_use]
+    pub fn new(shard_id: u32, award_id: &str, chest_key: &str, cap: u64) -> Self {
+        let mut cmd = fcall_cmd(name::VERDICT_SEND, &[&keys::shard_verdicts(shard_id)]);
+        cmd.arg(award_id).arg(chest_key).arg(cap);
+        Self(cmd)
+    }
+}
+
+impl Function for VerdictSend {
+    const NAME: &'static str = name::VERDICT_SEND;
+    type Reply = u64;
+    const ERRORS: &'static [ErrorCode] = &[ErrorCode::InboxFull];
+
+    fn cmd(&self) -> &Cmd {
+        &self.0
     }
 }

@@ -207,7 +207,10 @@ impl RestoreChest {
     /// `award_id` holds `chest_key`.
     #[must_use]
     pub fn new(chest_key: &str, award_id: &str) -> Self {
-        let mut cmd = fcall_cmd(name::RESTORE_CHEST, &[&keys::chest(chest_key)]);
+        let mut cmd = fcall_cmd(
+            name::RESTORE_CHEST,
+            &[&keys::chest(chest_key), &keys::chest_recorded(chest_key)],
+        );
         cmd.arg(award_id).arg(super::CHEST_TTL_SECONDS);
         Self(cmd)
     }

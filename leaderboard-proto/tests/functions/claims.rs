@@ -3,8 +3,9 @@
 
 use leaderboard_proto::functions::{
     Applied, Apply, ApplyEntry, ApplyKind, AwardExpire, AwardFinish, AwardRecord, AwardSettle,
-    AwardState, AwardsWaiting, CheckClue, ChestClaim, ClaimChest, ClaimClue, ClueClaim, Compensate,
-    Function, Gate, OpenClue, TokenCheck, Waiting,
+    AwardState, AwardsWaiting, CheckClue, ChestClaim, ChestRecorded, ClaimChest, ClaimClue,
+    ClueClaim, Compensate, Function, Gate, OpenClue, RestoreChest, TokenCheck, VerdictSend,
+    Waiting,
 };
 use leaderboard_proto::keys;
 
@@ -407,6 +408,97 @@ fn the_saga_settles_each_award_once_and_tells_each_loser_once() {
     assert_eq!(expire.cmd().query::<u64>(&mut conn).expect("expire"), 1);
     assert_eq!(state(&mut conn, 3, "a2"), None);
     assert_eq!(state(&mut conn, 3, "a1"), Some(AwardState::Compensated));
+}
+
+#[test]
+fn a_confirmed_verdict_waits_to_be_recorded_by_its_shard_before_it_may_be_told() {
+    let (_server, mut conn) = setup();
+    let (_, token) = acquire(&mut conn, 3, "router-a", 60_000);
+    apply(
+        &mut conn,
+        3,
+        &token,
+        &[
+            award(1, 1, "ada", 100, "a1", "gate"),
+            award(2, 1, "bob", 100, "a2", "gate"),
+        ],
+    )
+    .expect("apply");
+    assert_eq!(chest(&mut conn, "gate", "a1"), ChestClaim::Won);
+    let (confirmed, revoked, _) =
+        settle(&mut conn, 3, &token, &[("a1", "a1"), ("a2", "a1")]).expect("settle");
+    assert_eq!((confirmed, revoked), (1, 1));
+    // The confirmed award waits until its shard is asked to record it.
+    let confirming: Vec<String> = waiting(&mut conn, 3, Waiting::Confirming, 10)
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(confirming, ["a1"]);
+
+    let recorded = |conn: &mut redis::Connection| -> Option<String> {
+        redis::cmd("GET")
+            .arg(keys::chest_recorded("gate"))
+            .query(conn)
+            .expect("GET")
+    };
+    let holds = |conn: &mut redis::Connection, award: &str, mark: bool| -> bool {
+        ChestRecorded::new("gate", award, mark)
+            .cmd()
+            .query(conn)
+            .expect("chest recorded")
+    };
+    // Asking whether an award holds the chest marks nothing; an award that does not hold it is
+    // never marked.
+    assert!(holds(&mut conn, "a1", false));
+    assert!(!holds(&mut conn, "a2", true));
+    assert_eq!(recorded(&mut conn), None);
+    assert!(holds(&mut conn, "a1", true));
+    assert_eq!(recorded(&mut conn).as_deref(), Some("a1"));
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(keys::chest_recorded("gate"))
+        .query(&mut conn)
+        .expect("TTL");
+    assert!(ttl > 86_000, "the mark lives as long as the claim: {ttl}");
+
+    // The request to record goes to the shard's verdict stream, refused when it is full.
+    let send = |conn: &mut redis::Connection, award: &str| {
+        VerdictSend::new(1, award, "gate", 2)
+            .cmd()
+            .query::<u64>(conn)
+    };
+    assert_eq!(send(&mut conn, "a1").expect("send"), 1);
+    assert_eq!(send(&mut conn, "a1").expect("send"), 1);
+    let err = send(&mut conn, "a1").expect_err("full");
+    assert_eq!(err.code(), Some("INBOX_FULL"), "{err}");
+    let entries: Vec<(String, std::collections::HashMap<String, String>)> = redis::cmd("XRANGE")
+        .arg(keys::shard_verdicts(1))
+        .arg("-")
+        .arg("+")
+        .query(&mut conn)
+        .expect("XRANGE");
+    assert_eq!(entries[0].1["a"], "a1");
+    assert_eq!(entries[0].1["c"], "gate");
+
+    // A chest put back from a shard file is recorded by definition; one held by another is not
+    // taken over.
+    let _: () = redis::cmd("FLUSHALL").query(&mut conn).expect("FLUSHALL");
+    let restored: ChestClaim = RestoreChest::new("gate", "a1")
+        .cmd()
+        .query(&mut conn)
+        .expect("restore");
+    assert_eq!(restored, ChestClaim::Won);
+    assert_eq!(recorded(&mut conn).as_deref(), Some("a1"));
+    let other: ChestClaim = RestoreChest::new("gate", "a2")
+        .cmd()
+        .query(&mut conn)
+        .expect("restore");
+    assert_eq!(
+        other,
+        ChestClaim::Held {
+            holder_award_id: "a1".into()
+        }
+    );
+    assert_eq!(recorded(&mut conn).as_deref(), Some("a1"));
 }
 
 #[test]

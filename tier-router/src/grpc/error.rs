@@ -53,6 +53,10 @@ pub enum Error {
         /// Replicas required.
         wanted: u32,
     },
+    /// The chest's holder is not yet recorded in a shard file, so it is not told: a Redis that
+    /// forgets could decide it afresh (`UNAVAILABLE`, retry after the pushback).
+    #[error("the holder of chest {0} is not yet recorded by its shard; retry later")]
+    Unrecorded(String),
     /// The router is shutting down (`UNAVAILABLE`): ends a `Watch` stream.
     #[error("the router is shutting down")]
     ShuttingDown,
@@ -71,7 +75,7 @@ impl From<Error> for Status {
             | Error::UnclaimedChest(_) => Status::not_found(message),
             Error::UnreadableAward(_) => Status::internal(message),
             Error::Redis(_) | Error::ShuttingDown => Status::unavailable(message),
-            Error::Unreplicated { .. } => {
+            Error::Unreplicated { .. } | Error::Unrecorded(_) => {
                 let mut status = Status::unavailable(message);
                 status.metadata_mut().insert(
                     "grpc-retry-pushback-ms",
@@ -148,6 +152,11 @@ mod tests {
                 tonic::Code::Unavailable,
                 "the verdict is on 0 Redis replica(s), 1 are required before it is told; retry \
                  later",
+            ),
+            (
+                Error::Unrecorded("north-gate".into()),
+                tonic::Code::Unavailable,
+                "the holder of chest north-gate is not yet recorded by its shard; retry later",
             ),
             (
                 Error::ShuttingDown,

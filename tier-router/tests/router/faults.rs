@@ -331,3 +331,132 @@ async fn applied_marks(redis: &RedisServer, of: &[(u32, u32, u64)]) -> Vec<u64> 
     }
     marks
 }
+
+/// A verdict told by `GetAward` alone (blind duplicate awards: no shard claimed the chest, and
+/// the loser's shard never read its compensation) stands when Redis forgets everything, even
+/// when the rebuild applies the losing awards first: the winner's shard recorded each verdict
+/// before it was told, and puts it back before any chest is claimed again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verdict_told_by_get_award_alone_stands_when_redis_forgets() {
+    use leaderboard_proto::v1::hunt_event::Kind;
+    use leaderboard_proto::v1::{AwardState, GetAwardRequest, HuntEvent, TreasureAwarded};
+    const CHESTS: usize = 8;
+    let redis = RedisServer::start().expect("redis-server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let router = crate::support::router_with(&redis, |config| {
+        config.saga_interval = Duration::from_millis(200);
+        config.max_backoff = Duration::from_millis(200);
+    })
+    .await;
+    let tweak = |mut config: shard_writer::WriterConfig| {
+        config.claim_shards = 2;
+        config.claims_poll = Duration::from_millis(50);
+        config
+    };
+    let one = crate::support::writer_with(&redis, dir.path(), 1, tweak).await;
+    let two = crate::support::writer_with(&redis, dir.path(), 2, tweak).await;
+    let tier = leaderboard_proto::rewards::TIERS[0].id;
+    eventually("the claims gate opens", || async {
+        one.open_wave(tier, 1, &["c1".to_owned()]).await.ok()
+    })
+    .await;
+    let awarded = |chest: usize, award_id: String, player: &str| HuntEvent {
+        tier,
+        kind: Some(Kind::TreasureAwarded(TreasureAwarded {
+            chest_key: format!("chest-{chest}"),
+            award_id,
+            player_id: player.to_owned(),
+            points: 10,
+        })),
+        ..HuntEvent::default()
+    };
+    let grpc = crate::support::client(&router).await;
+    // What GetAward tells once the verdict is no longer pending: (state, holder).
+    let told = |award_id: String| {
+        let grpc = grpc.clone();
+        async move {
+            eventually("GetAward tells a verdict", || {
+                let mut grpc = grpc.clone();
+                let award_id = award_id.clone();
+                async move {
+                    let reply = grpc
+                        .get_award(GetAwardRequest { tier: 0, award_id })
+                        .await
+                        .ok()?
+                        .into_inner();
+                    let state = reply.award?.state();
+                    (state != AwardState::Pending).then_some((state, reply.holder_award_id))
+                }
+            })
+            .await
+        }
+    };
+
+    // Shard 1 awards every chest and is told it holds each; then shard 2 awards them too.
+    for chest in 0..CHESTS {
+        one.append(awarded(chest, format!("one-{chest}"), "ada"))
+            .await
+            .expect("append");
+    }
+    let mut before = std::collections::BTreeMap::new();
+    for chest in 0..CHESTS {
+        let award_id = format!("one-{chest}");
+        let verdict = told(award_id.clone()).await;
+        assert_eq!(verdict, (AwardState::Confirmed, award_id.clone()));
+        before.insert(award_id, verdict);
+    }
+    for chest in 0..CHESTS {
+        two.append(awarded(chest, format!("two-{chest}"), "bob"))
+            .await
+            .expect("append");
+    }
+    for chest in 0..CHESTS {
+        let award_id = format!("two-{chest}");
+        let verdict = told(award_id.clone()).await;
+        assert_eq!(verdict.1, format!("one-{chest}"), "{award_id}");
+        assert!(
+            matches!(verdict.0, AwardState::Revoked | AwardState::Compensated),
+            "{award_id}: {verdict:?}"
+        );
+        before.insert(award_id, verdict);
+    }
+
+    // Redis forgets everything while shard 1 is down: shard 2's awards are applied again first.
+    one.shutdown().await.expect("shutdown");
+    redis.flushall().expect("FLUSHALL");
+    let committed = [(2, tier, two.committed_tier_seq(tier))];
+    eventually("shard 2's events are applied again", || async {
+        (applied_marks(&redis, &committed).await[0] >= committed[0].2).then_some(())
+    })
+    .await;
+    let one = crate::support::writer_with(&redis, dir.path(), 1, tweak).await;
+
+    // Every verdict told before stands.
+    for (award_id, verdict) in &before {
+        let now = told(award_id.clone()).await;
+        let same = now.1 == verdict.1
+            && (now.0 == verdict.0
+                || (verdict.0 != AwardState::Confirmed && now.0 != AwardState::Confirmed));
+        assert!(same, "{award_id}: told {verdict:?}, now {now:?}");
+    }
+    let mut conn = redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let board = tier_router::cache::read_range(&mut conn, tier, 0, 10)
+        .await
+        .expect("board");
+    let scores: Vec<(String, i64)> = board.into_iter().map(|e| (e.player_id, e.score)).collect();
+    assert_eq!(
+        scores,
+        [
+            ("ada".to_owned(), 10 * CHESTS as i64),
+            ("bob".to_owned(), 0)
+        ]
+    );
+    for writer in [one, two] {
+        writer.shutdown().await.expect("shutdown");
+    }
+    assert!(router.shutdown(Duration::from_secs(10)).await);
+}

@@ -423,14 +423,25 @@ async fn duplicate_awards_from_three_shards_settle_to_one_winner_per_chest() {
     .await;
     for award in &planned {
         let (tier, record) = &outcome.records[&award.award_id];
-        let reply = grpc
-            .get_award(GetAwardRequest {
-                tier: 0,
-                award_id: award.award_id.clone(),
-            })
-            .await
-            .expect("GetAward")
-            .into_inner();
+        // A verdict is told once the holder's shard file records it: pending until then.
+        let reply = eventually("the verdict is recorded and told", || {
+            let mut grpc = grpc.clone();
+            let award_id = award.award_id.clone();
+            async move {
+                let reply = grpc
+                    .get_award(GetAwardRequest { tier: 0, award_id })
+                    .await
+                    .expect("GetAward")
+                    .into_inner();
+                let state = reply.award.as_ref()?.state();
+                if state == leaderboard_proto::v1::AwardState::Pending {
+                    assert!(reply.holder_award_id.is_empty(), "{reply:?}");
+                    return None;
+                }
+                Some(reply)
+            }
+        })
+        .await;
         let found = reply.award.expect("an award");
         assert_eq!(found.tier, *tier);
         let expected = match record.state {
