@@ -161,6 +161,13 @@ pub fn tier_awards_settled(tier: u32) -> String {
     tier_key(tier, "awards:settled")
 }
 
+/// `hunt:{t<N>}:names`: player id → the display name its latest named event gave, shown
+/// beside the board (last applied wins; never part of a score).
+#[must_use]
+pub fn tier_names(tier: u32) -> String {
+    tier_key(tier, "names")
+}
+
 /// `hunt:{t<N>}:clues`: the hash from clue id to the highest claim token applied in the tier; a
 /// solve carrying a token at or below it scores nothing.
 #[must_use]
@@ -287,6 +294,7 @@ mod tests {
             tier_awards_settled(tier),
             tier_awards_revoked(tier),
             tier_awards_confirming(tier),
+            tier_names(tier),
             tier_clues(tier),
         ]
     }
@@ -358,6 +366,7 @@ mod tests {
         );
         assert_eq!(shard_verdicts(12), "hunt:shard:{12}:verdicts");
         assert_eq!(tier_clues(3), "hunt:{t3}:clues");
+        assert_eq!(tier_names(3), "hunt:{t3}:names");
         assert_eq!(shard_inbox_sent(12), "hunt:shard:{12}:inbox:sent");
         assert_eq!(chest("north-gate"), "hunt:chest:{north-gate}");
         assert_eq!(clue("riddle-7"), "hunt:clue:{riddle-7}");

@@ -9,6 +9,12 @@ pub const MAX_POINTS: i64 = (1 << 53) - 1;
 /// The longest id (player, clue, chest, award), in UTF-8 bytes.
 pub const MAX_ID_BYTES: usize = 64;
 
+/// The longest display name, in characters (Unicode scalar values).
+pub const MAX_NAME_CHARS: usize = 32;
+
+/// The longest display name, in UTF-8 bytes.
+pub const MAX_NAME_BYTES: usize = 64;
+
 /// The most clues one wave opens.
 pub const MAX_WAVE_CLUES: usize = 1_000;
 

@@ -11,8 +11,11 @@
 //! - Points are integers with |points| ≤ [`MAX_POINTS`] (2^53 − 1): a Redis score is a double,
 //!   exact only up to there.
 //! - `tier_seq` is assigned by the writer's relay; a caller that sets it is refused.
+//! - A display name is optional: at most [`MAX_NAME_CHARS`] characters and [`MAX_NAME_BYTES`]
+//!   bytes, no control character, no white space at either end (it is shown to people as is),
+//!   and only on an event with a player.
 
-pub use crate::limits::{MAX_ID_BYTES, MAX_POINTS, MAX_WAVE_CLUES};
+pub use crate::limits::{MAX_ID_BYTES, MAX_NAME_BYTES, MAX_NAME_CHARS, MAX_POINTS, MAX_WAVE_CLUES};
 use crate::rewards;
 use crate::v1::HuntEvent;
 use crate::v1::hunt_event::Kind;
@@ -73,6 +76,23 @@ pub enum ValidationError {
     /// A wave opens more clues than [`MAX_WAVE_CLUES`].
     #[error("clue_ids has {0} entries: a wave opens at most 1000 clues")]
     TooManyClues(usize),
+    /// A display name longer than [`MAX_NAME_CHARS`] characters or [`MAX_NAME_BYTES`] bytes.
+    #[error(
+        "display_name is {chars} characters ({bytes} bytes) long: at most 32 characters and 64 \
+         bytes are allowed"
+    )]
+    NameTooLong {
+        /// Its length in characters.
+        chars: usize,
+        /// Its length in bytes.
+        bytes: usize,
+    },
+    /// A display name with a control character, or white space at either end.
+    #[error("display_name has a control character or white space at either end")]
+    NameUnprintable,
+    /// A display name on an event without a player (a wave reset).
+    #[error("display_name is set on a wave_reset, which has no player")]
+    NameWithoutPlayer,
     /// A field the writer assigns was set by the caller.
     #[error("{field} is assigned by the writer: leave it 0")]
     WriterAssigned {
@@ -102,6 +122,26 @@ pub fn id(field: &'static str, value: &str) -> Result<(), ValidationError> {
     }
     if value.contains(['{', '}']) {
         return Err(ValidationError::IdBrace { field });
+    }
+    Ok(())
+}
+
+/// Checks a display name (empty is allowed: no name): at most [`MAX_NAME_CHARS`] characters
+/// and [`MAX_NAME_BYTES`] bytes, no control character, no white space at either end.
+///
+/// # Errors
+///
+/// [`ValidationError::NameTooLong`] or [`ValidationError::NameUnprintable`].
+pub fn display_name(value: &str) -> Result<(), ValidationError> {
+    let chars = value.chars().count();
+    if chars > MAX_NAME_CHARS || value.len() > MAX_NAME_BYTES {
+        return Err(ValidationError::NameTooLong {
+            chars,
+            bytes: value.len(),
+        });
+    }
+    if value.chars().any(char::is_control) || value.trim() != value {
+        return Err(ValidationError::NameUnprintable);
     }
     Ok(())
 }
@@ -139,7 +179,8 @@ pub fn wave(wave: u32, clue_ids: &[String]) -> Result<(), ValidationError> {
 }
 
 /// Checks an event as a caller hands it to the writer: its tier is in the reward table,
-/// `tier_seq` is 0 (the writer assigns it), a kind is present, and every id and points field of
+/// `tier_seq` is 0 (the writer assigns it), its display name (if any) is valid and on an event
+/// with a player, a kind is present, and every id and points field of
 /// that kind is valid. A `TreasureAwarded` may leave `award_id` empty: the writer derives it from
 /// the event id. `shard_id`, `epoch` and `seq` are not checked: the writer overwrites them.
 ///
@@ -152,6 +193,12 @@ pub fn event(e: &HuntEvent) -> Result<(), ValidationError> {
     }
     if e.tier_seq != 0 {
         return Err(ValidationError::WriterAssigned { field: "tier_seq" });
+    }
+    if !e.display_name.is_empty() {
+        if matches!(e.kind, Some(Kind::WaveReset(_))) {
+            return Err(ValidationError::NameWithoutPlayer);
+        }
+        display_name(&e.display_name)?;
     }
     match &e.kind {
         None => Err(ValidationError::MissingKind),
@@ -204,6 +251,7 @@ mod tests {
             tier: 1,
             tier_seq: 0,
             occurred_at_ms: 1_700_000_000_000,
+            display_name: String::new(),
             kind: Some(kind),
         }
     }
@@ -273,6 +321,47 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn display_names_are_short_printable_and_on_events_with_a_player() {
+        let named = |name: &str| HuntEvent {
+            display_name: name.to_owned(),
+            ..event_of(awarded("award-1"))
+        };
+        assert_eq!(event(&named("Ada Lovelace")), Ok(()));
+        assert_eq!(event(&named("Zoë ✓ 北")), Ok(()));
+        assert_eq!(event(&named(&"é".repeat(32))), Ok(()));
+        assert_eq!(
+            event(&named(&"x".repeat(33))),
+            Err(ValidationError::NameTooLong {
+                chars: 33,
+                bytes: 33
+            })
+        );
+        // 22 characters of 3 bytes each: short enough in characters, too long in bytes.
+        assert_eq!(
+            event(&named(&"北".repeat(22))),
+            Err(ValidationError::NameTooLong {
+                chars: 22,
+                bytes: 66
+            })
+        );
+        for bad in [" Ada", "Ada ", "A\nda", "\u{7}", "\t"] {
+            assert_eq!(
+                event(&named(bad)),
+                Err(ValidationError::NameUnprintable),
+                "{bad:?}"
+            );
+        }
+        let reset = HuntEvent {
+            display_name: "Ada".into(),
+            ..event_of(Kind::WaveReset(WaveReset {
+                wave: 1,
+                clue_ids: vec!["c1".into()],
+            }))
+        };
+        assert_eq!(event(&reset), Err(ValidationError::NameWithoutPlayer));
     }
 
     #[test]
@@ -515,7 +604,14 @@ mod tests {
                     && points_are_valid(k.points)
             }
         };
-        tier_known && e.tier_seq == 0 && kind_valid
+        let name_valid = e.display_name.is_empty()
+            || (!matches!(e.kind, Some(Kind::WaveReset(_)))
+                && e.display_name.chars().count() <= 32
+                && e.display_name.len() <= 64
+                && !e.display_name.chars().any(char::is_control)
+                && !e.display_name.starts_with(char::is_whitespace)
+                && !e.display_name.ends_with(char::is_whitespace));
+        tier_known && e.tier_seq == 0 && name_valid && kind_valid
     }
 
     proptest! {
@@ -541,8 +637,14 @@ mod tests {
             tier in prop_oneof![4 => 1_u32..=5, 1 => 0_u32..=7, 1 => any::<u32>()],
             tier_seq in prop_oneof![4 => Just(0_u64), 1 => any::<u64>()],
             kind in any_kind(),
+            display_name in prop_oneof![
+                4 => Just(String::new()),
+                2 => "[a-zA-Z0-9 éü✓]{1,40}",
+                1 => any::<String>(),
+                1 => "\\PC{30,34}",
+            ],
         ) {
-            let e = HuntEvent { tier, tier_seq, kind, ..HuntEvent::default() };
+            let e = HuntEvent { tier, tier_seq, kind, display_name, ..HuntEvent::default() };
             prop_assert_eq!(event(&e).is_ok(), event_is_valid(&e), "{:?}", e);
         }
 

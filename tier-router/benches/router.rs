@@ -28,6 +28,7 @@ fn top(prefix: &str) -> Vec<Entry> {
             rank: i + 1,
             player_id: format!("{prefix}-{i:04}"),
             score: 1_000_000 - 10 * i as i64,
+            display_name: None,
         })
         .collect()
 }

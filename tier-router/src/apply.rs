@@ -21,6 +21,7 @@ use std::time::Duration;
 use hunt_redis::connection::{Connection, RedisTarget, Timeouts};
 use hunt_redis::stream;
 use leaderboard_proto::functions::{Apply, ApplyEntry, ErrorCode};
+use leaderboard_proto::keys;
 use leaderboard_proto::v1::HuntEvent;
 use redis::RedisError;
 
@@ -38,8 +39,9 @@ pub fn score_change(event: &HuntEvent, tier: u32) -> (&str, i64) {
     (entry.player, entry.points)
 }
 
-/// Applies `events` (all of `tier`) under `token` and stores `cursor`; tells whether the top
-/// [`CACHED_TOP`] ranks may have changed, and how many awards now wait for the saga.
+/// Applies `events` (all of `tier`) under `token` and stores `cursor`, then the display names
+/// the events carry (`hunt:{t<N>}:names`); tells whether the top [`CACHED_TOP`] ranks (or their
+/// names) may have changed, and how many awards now wait for the saga.
 ///
 /// # Errors
 /// The Redis error; a stale token fails with the server error code `FENCED`.
@@ -51,10 +53,31 @@ pub async fn apply_batch(
     events: &[HuntEvent],
 ) -> redis::RedisResult<Applied> {
     let mut apply = Apply::new(tier, token, cursor, CACHED_TOP as u64);
+    // The display name each named player's latest event in the batch gives.
+    let mut names: Vec<(&str, &str)> = Vec::new();
     for event in events {
-        apply.entry(&ApplyEntry::of(event, tier));
+        let entry = ApplyEntry::of(event, tier);
+        if !event.display_name.is_empty() && !entry.player.is_empty() {
+            match names.iter_mut().find(|(player, _)| *player == entry.player) {
+                Some(named) => named.1 = &event.display_name,
+                None => names.push((entry.player, &event.display_name)),
+            }
+        }
+        apply.entry(&entry);
     }
-    hunt_redis::call(conn, &apply).await
+    let mut applied = hunt_redis::call(conn, &apply).await?;
+    if !names.is_empty() {
+        // A new name shows in the top even when no rank or score moved.
+        applied.top_changed = true;
+        // Beside the board, outside the fenced apply: a name is shown, never scored, and an
+        // event applied again gives the same name.
+        redis::cmd("HSET")
+            .arg(keys::tier_names(tier))
+            .arg(&names)
+            .query_async::<u64>(conn)
+            .await?;
+    }
+    Ok(applied)
 }
 
 /// Whether `err` is Redis refusing a stale fence token.

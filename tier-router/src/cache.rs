@@ -220,14 +220,16 @@ pub async fn read_range<C: ConnectionLike + Send>(
     start: u64,
     stop: u64,
 ) -> redis::RedisResult<Vec<Entry>> {
-    let raw: Vec<(String, i64)> = redis::cmd("ZREVRANGE")
+    let (raw, named): (Vec<(String, i64)>, bool) = redis::pipe()
+        .cmd("ZREVRANGE")
         .arg(keys::tier_scores(tier))
         .arg(start)
         .arg(stop)
         .arg("WITHSCORES")
+        .exists(keys::tier_names(tier))
         .query_async(conn)
         .await?;
-    Ok(raw
+    let mut entries: Vec<Entry> = raw
         .into_iter()
         .zip(start + 1..)
         .filter_map(|((member, score), rank)| {
@@ -235,9 +237,27 @@ pub async fn read_range<C: ConnectionLike + Send>(
                 rank,
                 player_id: player.to_owned(),
                 score,
+                display_name: None,
             })
         })
-        .collect())
+        .collect();
+    // Display names live beside the board: read only when some player has one.
+    if named && !entries.is_empty() {
+        let names: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(keys::tier_names(tier))
+            .arg(
+                entries
+                    .iter()
+                    .map(|entry| entry.player_id.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .query_async(conn)
+            .await?;
+        for (entry, name) in entries.iter_mut().zip(names) {
+            entry.display_name = name;
+        }
+    }
+    Ok(entries)
 }
 
 #[cfg(test)]
@@ -250,6 +270,7 @@ mod tests {
             rank,
             player_id: player.to_owned(),
             score,
+            display_name: None,
         }
     }
 

@@ -704,11 +704,13 @@ mod tests {
                     rank: 1,
                     player_id: "ada".into(),
                     score: leader_score,
+                    display_name: None,
                 },
                 Entry {
                     rank: 2,
                     player_id: "bo".into(),
                     score: 1,
+                    display_name: None,
                 },
             ]),
             stale: false,

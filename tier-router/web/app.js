@@ -124,8 +124,9 @@ setInterval(showStatus, 1000);
 
 /// One player's row, kept for as long as the player is in the shown top.
 class Row {
-  constructor(player, rank, score) {
+  constructor(player, rank, score, name) {
     this.player = player;
+    this.name = null;
     this.rank = rank;
     this.score = score;
     this.tr = document.createElement("tr");
@@ -138,13 +139,22 @@ class Row {
       this.cells[name] = td;
       this.tr.appendChild(td);
     }
-    this.cells.player.firstChild.data = player;
+    this.setName(name);
     this.tag = null; // the "★ following" element while the player is followed
     this.setFollowed(player === followed);
     this.mark = null; // the ▲/▼ element while a change is shown
     this.markTimer = null;
     this.slide = null;
     this.paint();
+  }
+
+  /// Shows the player's display name (the id when it has none; the id on hover otherwise).
+  setName(name) {
+    if (name === this.name) return;
+    this.name = name;
+    this.cells.player.firstChild.data = name;
+    if (name === this.player) this.cells.player.removeAttribute("title");
+    else this.cells.player.title = this.player;
   }
 
   /// Writes rank and score into the row's text nodes (kept, so a selection inside survives).
@@ -225,9 +235,15 @@ class Row {
   }
 }
 
-// An entry as the page keeps it: rank and score as numbers (scores stay within 2^53).
+// An entry as the page keeps it: rank and score as numbers (scores stay within 2^53), and the
+// name to show (the display name, or the id when the player has none).
 function entry(e) {
-  return { player: e.playerId, rank: Number(e.rank ?? 0), score: Number(e.score ?? 0) };
+  return {
+    player: e.playerId,
+    name: e.displayName || e.playerId,
+    rank: Number(e.rank ?? 0),
+    score: Number(e.score ?? 0),
+  };
 }
 
 /// The change between a row's old and new place and score, or null when nothing to show.
@@ -345,9 +361,10 @@ function apply(entries, removals, snapshot) {
     if (row) {
       row.rank = e.rank;
       row.score = e.score;
+      row.setName(e.name);
       if (c) changes.set(row, c);
     } else {
-      const added = new Row(e.player, e.rank, e.score);
+      const added = new Row(e.player, e.rank, e.score, e.name);
       rows.set(e.player, added);
       if (!quiet) changes.set(added, c);
     }
@@ -607,7 +624,7 @@ function clearAround() {
 /// The followed player between their neighbours, by rank.
 function showAround(id, me, neighbours) {
   const items = [...neighbours.filter((e) => e.player !== me.player), me].sort((a, b) => a.rank - b.rank);
-  const key = items.map((e) => `${e.rank}\u0000${e.player}\u0000${e.score}`).join("\u0001");
+  const key = items.map((e) => `${e.rank}\u0000${e.player}\u0000${e.name}\u0000${e.score}`).join("\u0001");
   if (followAround.dataset.key === key) return;
   followAround.dataset.key = key;
   followAround.setAttribute("aria-label", `${id} and the hunters around them`);
@@ -620,7 +637,8 @@ function showAround(id, me, neighbours) {
       rank.textContent = "#" + e.rank;
       const name = document.createElement("span");
       name.className = "n-player";
-      name.textContent = e.player;
+      name.textContent = e.name;
+      if (e.name !== e.player) name.title = e.player;
       const score = document.createElement("span");
       score.className = "n-score";
       score.textContent = points(e.score);

@@ -389,6 +389,7 @@ mod tests {
             tier: 2,
             tier_seq: 0,
             occurred_at_ms: 1_700_000_000_000,
+            display_name: "Ada".into(),
             kind: Some(Kind::ScoreGained(ScoreGained {
                 player_id: "ada".into(),
                 points: -5,

@@ -179,6 +179,7 @@ fn top(players: &[(&str, i64)]) -> Vec<Entry> {
             rank,
             player_id: (*player).to_owned(),
             score: *score,
+            display_name: None,
         })
         .collect()
 }
@@ -425,6 +426,21 @@ fn an_update_is_encoded_once_as_a_snapshot_and_as_a_delta_from_the_version_befor
         serde_json::from_str(Published::encode(1, "e1", None, &odd).snapshot()).expect("JSON");
     let entry = &snapshot["update"]["snapshot"]["entries"][0];
     assert_eq!(entry["playerId"], "quote\"d");
+    // A player without a display name has no displayName; one with it, its name.
+    assert!(entry.get("displayName").is_none(), "{entry}");
+    let mut named = top(&[("ada", 1)]);
+    named[0].display_name = Some("Ada \"L\" ✓".into());
+    let named = Snapshot {
+        version: 1,
+        entries: Arc::new(named),
+        ..Snapshot::default()
+    };
+    let snapshot: Value =
+        serde_json::from_str(Published::encode(1, "e1", None, &named).snapshot()).expect("JSON");
+    assert_eq!(
+        snapshot["update"]["snapshot"]["entries"][0]["displayName"],
+        "Ada \"L\" ✓"
+    );
     // 64-bit integers are strings in the proto3 JSON mapping: no precision lost in a browser.
     assert_eq!(entry["score"], big.to_string());
 }

@@ -107,6 +107,13 @@ try {
   });
   const before = await page.textContent(score);
   check((await page.textContent(`${row("climber")} td.rank`)) === "3", "the climber starts third");
+  // A player named by its events is shown by that name, the id on hover; others by their id.
+  const named = await page.evaluate((s) => {
+    const td = document.querySelector(s);
+    return { text: td?.firstChild?.data, title: td?.title };
+  }, `${row("ada")} td.player`);
+  check(named.text === "Ada Lovelace" && named.title === "ada", "ada is shown by her display name", named);
+  check((await page.textContent(`${row("bo")} td.player`)) === "bo", "bo, unnamed, is shown by id");
   say(`rendered ${before}`);
 
   // The climber passes two players: its row moves up, in place, marked ▲2 +70.
@@ -222,7 +229,7 @@ try {
     JSON.stringify(following.around) ===
       JSON.stringify([
         ["#1 climber 100 points", null],
-        ["#2 ada 50 points", null],
+        ["#2 Ada Lovelace 50 points", null],
         ["#3 ★ bo 40 points", "true"],
         ["#4 di 20 points", null],
       ]),

@@ -4,7 +4,8 @@
 //! resumes, "paused" while Redis is paused, the phone layout, and no axe-core violation with
 //! motion or without. "Follow a hunter" (`/player`): the panel shows bo's rank and score as the
 //! board does, bo's row highlighted, and follows bo from #3 to #4 when di passes; an unknown id
-//! says "no score"; the URL hash keeps the followed player across a reload. The script says on stdout what the page showed; this side makes the next
+//! says "no score"; the URL hash keeps the followed player across a reload. A player named by
+//! its events (ada) is shown by that name. The script says on stdout what the page showed; this side makes the next
 //! change (an append, pausing and resuming Redis).
 //! Screenshots are left in `CARGO_TARGET_TMPDIR`. `./hunt test` installs Chromium, Node.js and
 //! the script's `node_modules`.
@@ -51,10 +52,11 @@ async fn the_page_shows_the_board_and_a_score_change() {
     let router = router(&redis).await;
     let writer = crate::support::writer(&redis, dir.path(), 8).await;
     for (player, points) in [("ada", 50), ("bo", 40), ("climber", 30), ("di", 20)] {
-        writer
-            .append(score(1, player, points))
-            .await
-            .expect("append");
+        let mut event = score(1, player, points);
+        if player == "ada" {
+            event.display_name = "Ada Lovelace".into();
+        }
+        writer.append(event).await.expect("append");
     }
 
     let shots = Path::new(env!("CARGO_TARGET_TMPDIR"));

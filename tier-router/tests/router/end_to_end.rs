@@ -328,3 +328,117 @@ async fn a_watch_resumes_within_its_epoch_and_starts_over_from_another() {
     writer.shutdown().await.expect("shutdown");
     assert!(router.shutdown(Duration::from_secs(10)).await);
 }
+
+/// Display names ride on events: `GetTop`, `GetPlayer` and `Watch` entries carry the latest
+/// one applied; an event without a name keeps it; a player never named has none; a name the
+/// writer refuses never gets in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn display_names_carried_by_events_show_in_every_entry() {
+    let redis = RedisServer::start().expect("redis-server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let router = router(&redis).await;
+    let writer = crate::support::writer(&redis, dir.path(), 3).await;
+    let named = |player: &str, points: i64, name: &str| {
+        let mut event = score(2, player, points);
+        event.display_name = name.to_owned();
+        event
+    };
+    let mut grpc = client(&router).await;
+    let top = |grpc: &LeaderboardServiceClient<Channel>| {
+        let mut grpc = grpc.clone();
+        async move {
+            grpc.get_top(GetTopRequest {
+                tier: 2,
+                offset: 0,
+                limit: 10,
+            })
+            .await
+            .ok()
+            .map(|reply| {
+                reply
+                    .into_inner()
+                    .entries
+                    .into_iter()
+                    .map(|e| (e.player_id, e.score, e.display_name))
+                    .collect::<Vec<_>>()
+            })
+        }
+    };
+    let expect = |rows: &[(&str, i64, Option<&str>)]| -> Vec<(String, i64, Option<String>)> {
+        rows.iter()
+            .map(|(p, s, n)| ((*p).to_owned(), *s, n.map(str::to_owned)))
+            .collect()
+    };
+
+    writer
+        .append(named("ada", 10, "Ada"))
+        .await
+        .expect("append");
+    writer.append(score(2, "bo", 5)).await.expect("append");
+    let first = expect(&[("ada", 10, Some("Ada")), ("bo", 5, None)]);
+    eventually("ada's name in GetTop", || async {
+        (top(&grpc).await? == first).then_some(())
+    })
+    .await;
+    // A new name with no points moves nothing but the name.
+    writer
+        .append(named("ada", 0, "Ada L. ✓"))
+        .await
+        .expect("append");
+    let renamed = expect(&[("ada", 10, Some("Ada L. ✓")), ("bo", 5, None)]);
+    eventually("ada's new name", || async {
+        (top(&grpc).await? == renamed).then_some(())
+    })
+    .await;
+    // An event without a name keeps the last one.
+    writer.append(score(2, "ada", 1)).await.expect("append");
+    let kept = expect(&[("ada", 11, Some("Ada L. ✓")), ("bo", 5, None)]);
+    eventually("ada keeps her name", || async {
+        (top(&grpc).await? == kept).then_some(())
+    })
+    .await;
+    let player = grpc
+        .get_player(GetPlayerRequest {
+            tier: 2,
+            player_id: "bo".into(),
+            around: 1,
+        })
+        .await
+        .expect("GetPlayer")
+        .into_inner();
+    assert_eq!(player.player.expect("bo").display_name, None);
+    assert_eq!(
+        player.neighbours[0].display_name.as_deref(),
+        Some("Ada L. ✓")
+    );
+    let mut updates = grpc
+        .watch(WatchRequest {
+            tier: 2,
+            ..WatchRequest::default()
+        })
+        .await
+        .expect("Watch")
+        .into_inner();
+    let first_update = tokio::time::timeout(crate::support::DEADLINE, updates.message())
+        .await
+        .expect("in time")
+        .expect("ok")
+        .expect("open");
+    let Some(watch_response::Update::Snapshot(snapshot)) = first_update.update else {
+        panic!("a snapshot first");
+    };
+    assert_eq!(
+        snapshot.entries[0].display_name.as_deref(),
+        Some("Ada L. ✓")
+    );
+
+    // Names the writer refuses: too long, unprintable, on a wave reset.
+    for bad in ["x".repeat(33), " Ada".to_owned(), "A\u{0}da".to_owned()] {
+        assert!(
+            writer.append(named("cy", 1, &bad)).await.is_err(),
+            "{bad:?} accepted"
+        );
+    }
+    writer.shutdown().await.expect("shutdown");
+    assert!(router.shutdown(Duration::from_secs(10)).await);
+}
