@@ -16,7 +16,7 @@
 use std::fs;
 use std::io;
 use std::net::{Ipv4Addr, Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -33,7 +33,8 @@ pub const SERVICE: &str = "hunt";
 /// Sentinels started by [`ReplicatedRedis::start`].
 pub const SENTINELS: usize = 3;
 
-/// A TCP proxy on a loopback port forwarding to `127.0.0.1:<upstream>`, that a test can cut.
+/// A TCP proxy on a loopback port forwarding to `127.0.0.1:<upstream>`, that a test can cut or
+/// point at another upstream.
 ///
 /// Dropping it stops accepting and closes every connection.
 #[derive(Debug)]
@@ -47,6 +48,8 @@ pub struct TcpProxy {
 struct ProxyState {
     /// Whether connections are forwarded; a cut proxy closes new ones at once.
     open: AtomicBool,
+    /// The loopback port new connections are forwarded to.
+    upstream: AtomicU16,
     /// Whether the proxy is being dropped.
     stopping: AtomicBool,
     /// Both ends of every forwarded connection, to close them on a cut.
@@ -68,10 +71,11 @@ impl TcpProxy {
             .port();
         let state = Arc::new(ProxyState {
             open: AtomicBool::new(true),
+            upstream: AtomicU16::new(upstream),
             ..ProxyState::default()
         });
         let accepting = Arc::clone(&state);
-        let acceptor = thread::spawn(move || accept(&listener, upstream, &accepting));
+        let acceptor = thread::spawn(move || accept(&listener, &accepting));
         Ok(Self {
             port,
             state,
@@ -94,6 +98,13 @@ impl TcpProxy {
     /// Forwards new connections again.
     pub fn mend(&self) {
         self.state.open.store(true, Ordering::SeqCst);
+    }
+
+    /// Closes every forwarded connection and forwards new ones to `upstream`: a client behind
+    /// one address moved to another server, as a load balancer does.
+    pub fn redirect(&self, upstream: u16) {
+        self.state.upstream.store(upstream, Ordering::SeqCst);
+        close_all(&self.state);
     }
 }
 
@@ -118,7 +129,7 @@ fn close_all(state: &ProxyState) {
     }
 }
 
-fn accept(listener: &TcpListener, upstream: u16, state: &Arc<ProxyState>) {
+fn accept(listener: &TcpListener, state: &Arc<ProxyState>) {
     for client in listener.incoming() {
         if state.stopping.load(Ordering::SeqCst) {
             return;
@@ -128,6 +139,7 @@ fn accept(listener: &TcpListener, upstream: u16, state: &Arc<ProxyState>) {
             let _ = client.shutdown(Shutdown::Both);
             continue;
         }
+        let upstream = state.upstream.load(Ordering::SeqCst);
         let Ok(server) = TcpStream::connect((Ipv4Addr::LOCALHOST, upstream)) else {
             let _ = client.shutdown(Shutdown::Both);
             continue;

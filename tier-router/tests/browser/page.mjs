@@ -10,6 +10,9 @@
 //   changed 80    the error cleared, di's row marked without animation (axe clean); the panel
 //                 followed bo from #3 to #4 (refreshes at most once a second); stop following
 //   pause redis   (the test pauses Redis) … paused   the badge said paused; (Redis resumed)
+//   switch router (the page's address now leads to a second router) … switched   the resume
+//                 named the first router's epoch and got a snapshot: the same board; the Rust
+//                 side then lifts bo to 140, and the page shows it on top
 //   done          a reconnect resumed, the badge went live again, nothing asked for bo once
 //                 unfollowed; the phone layout fits, with bo followed again from the URL hash
 // Usage: node page.mjs <page url> <directory for screenshots>
@@ -333,6 +336,52 @@ try {
   say("paused");
   await page.waitForSelector(".state.live", WAIT);
   check(lookups.length === asked, "nothing is asked for once no one is followed", lookups.slice(asked));
+
+  // The page's address now leads to another router (as a Service behind a load balancer does):
+  // its resume names the first router's epoch, so the new router answers with a snapshot, and
+  // the board it rebuilds is the same board; later deltas apply to it.
+  const moving = await page.evaluate(() => ({
+    sockets: window.__sockets.length,
+    received: window.__received.length,
+    epoch: JSON.parse(window.__received.findLast((f) => f.includes('"update"')) ?? "{}").update?.epoch,
+  }));
+  say("switch router");
+  await page.waitForFunction(
+    (n) => window.__sockets.length > n && window.__sockets.at(-1).readyState === 1 && document.querySelector(".state.live"),
+    moving.sockets,
+    WAIT,
+  );
+  await page.waitForFunction(
+    (n) => window.__received.slice(n).some((f) => f.includes('"update"')),
+    moving.received,
+    WAIT,
+  );
+  const board = () =>
+    page.evaluate(() =>
+      [...document.querySelectorAll("#board tbody tr")].map((tr) =>
+        [tr.querySelector("td.rank").textContent, tr.dataset.player, tr.querySelector("td.score").textContent].join(" "),
+      ),
+    );
+  const moved = await page.evaluate((n) => {
+    const first = window.__received.slice(n).find((f) => f.includes('"update"'));
+    return {
+      subscribe: JSON.parse(window.__sent.at(-1)).subscribe,
+      first: JSON.parse(first).update,
+    };
+  }, moving.received);
+  check(moved.subscribe?.epoch === moving.epoch && moved.subscribe?.version, "the page resumed with its router's epoch", moved.subscribe);
+  check(moved.first?.snapshot && moved.first.epoch !== moving.epoch, "another router's lineage answers with a snapshot", moved.first);
+  const rebuilt = await board();
+  const expected = ["1 climber 100", "2 di 80", "3 ada 50", "4 bo 40"];
+  check(JSON.stringify(rebuilt) === JSON.stringify(expected), "the rebuilt board is the same board", rebuilt);
+  say("switched");
+  await page.waitForFunction((s) => document.querySelector(s)?.textContent === "140", `${row("bo")} td.score`, WAIT);
+  const after = await board();
+  check(
+    JSON.stringify(after) === JSON.stringify(["1 bo 140", "2 climber 100", "3 di 80", "4 ada 50"]),
+    "the new router's deltas apply to its snapshot",
+    after,
+  );
   await context.close();
 
   // ---- phone ---------------------------------------------------------------------------------
@@ -348,7 +397,7 @@ try {
   await small.goto(url + "&follow=bo");
   await small.waitForSelector(".state.live", WAIT);
   await small.waitForSelector(row("climber"), WAIT);
-  await small.waitForFunction(() => document.querySelector("#follow-summary")?.textContent === "bo is #4 with 40 points", null, WAIT);
+  await small.waitForFunction(() => document.querySelector("#follow-summary")?.textContent === "bo is #1 with 140 points", null, WAIT);
   const restored = await small.evaluate(() => ({
     input: document.querySelector("#follow-id").value,
     highlighted: document.querySelector('#board tbody tr[data-player="bo"]')?.classList.contains("following"),

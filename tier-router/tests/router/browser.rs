@@ -5,7 +5,8 @@
 //! motion or without. "Follow a hunter" (`/player`): the panel shows bo's rank and score as the
 //! board does, bo's row highlighted, and follows bo from #3 to #4 when di passes; an unknown id
 //! says "no score"; the URL hash keeps the followed player across a reload. A player named by
-//! its events (ada) is shown by that name. The script says on stdout what the page showed; this side makes the next
+//! its events (ada) is shown by that name. The page's address (a proxy) then leads to a second
+//! router: the page resumes there from a snapshot of the same board, then follows its deltas. The script says on stdout what the page showed; this side makes the next
 //! change (an append, pausing and resuming Redis).
 //! Screenshots are left in `CARGO_TARGET_TMPDIR`. `./hunt test` installs Chromium, Node.js and
 //! the script's `node_modules`.
@@ -17,7 +18,9 @@ use std::time::Duration;
 
 use hunt_testkit::RedisServer;
 
-use crate::support::{router, score};
+use hunt_testkit::replicated::TcpProxy;
+
+use crate::support::{router, router_with, score};
 
 /// The script's next line on stdout, and the reader to go on with.
 async fn next_line(
@@ -50,6 +53,8 @@ async fn the_page_shows_the_board_and_a_score_change() {
     let redis = RedisServer::start().expect("redis-server");
     let dir = tempfile::tempdir().expect("tempdir");
     let router = router(&redis).await;
+    // The page's address: a proxy that a later step points at another router.
+    let front = TcpProxy::start(router.http_addr().port()).expect("proxy");
     let writer = crate::support::writer(&redis, dir.path(), 8).await;
     for (player, points) in [("ada", 50), ("bo", 40), ("climber", 30), ("di", 20)] {
         let mut event = score(1, player, points);
@@ -71,7 +76,7 @@ async fn the_page_shows_the_board_and_a_score_change() {
     }
     let mut node = Command::new("node")
         .arg(script_dir.join("page.mjs"))
-        .arg(format!("http://{}/#tier-1", router.http_addr()))
+        .arg(format!("http://127.0.0.1:{}/#tier-1", front.port()))
         .arg(shots)
         .env("HUNT_CHROMIUM", &chromium)
         .stdout(Stdio::piped())
@@ -121,11 +126,28 @@ async fn the_page_shows_the_board_and_a_score_change() {
         Some("paused"),
         "the badge says paused while Redis is paused"
     );
+    let (line, lines) = next_line(lines).await;
+    assert_eq!(
+        line.as_deref(),
+        Some("switch router"),
+        "live again once Redis is back"
+    );
+    // A second router on the same Redis, with a lineage of its own; the page's address now
+    // leads there, and its connection is cut.
+    let other = router_with(&redis, |_| {}).await;
+    front.redirect(other.http_addr().port());
+    let (line, lines) = next_line(lines).await;
+    assert_eq!(
+        line.as_deref(),
+        Some("switched"),
+        "the page resumed on the other router from a snapshot: the same board"
+    );
+    writer.append(score(1, "bo", 100)).await.expect("append");
     let (line, _) = next_line(lines).await;
     assert_eq!(
         line.as_deref(),
         Some("done"),
-        "live again once Redis is back; the phone layout fits, bo followed from the hash"
+        "the other router's deltas apply; the phone layout fits, bo followed from the hash"
     );
 
     let status = tokio::task::spawn_blocking(move || node.wait())
@@ -145,4 +167,5 @@ async fn the_page_shows_the_board_and_a_score_change() {
 
     writer.shutdown().await.expect("shutdown");
     assert!(router.shutdown(Duration::from_secs(10)).await);
+    assert!(other.shutdown(Duration::from_secs(10)).await);
 }
