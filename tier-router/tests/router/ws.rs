@@ -338,9 +338,23 @@ async fn a_spectator_resumes_from_its_last_version_with_deltas() {
     // with this router's version gets a snapshot, never deltas of an unrelated lineage, and the
     // board it rebuilds equals GetTop.
     let other = crate::support::router(&redis).await;
+    resumes_from_a_snapshot(&other, version, &epoch).await;
+    // A restarted router is another lineage too.
+    assert!(router.shutdown(Duration::from_secs(10)).await);
+    let restarted = crate::support::router(&redis).await;
+    resumes_from_a_snapshot(&restarted, version, &epoch).await;
+    writer.shutdown().await.expect("shutdown");
+    assert!(other.shutdown(Duration::from_secs(10)).await);
+    assert!(restarted.shutdown(Duration::from_secs(10)).await);
+}
+
+/// A spectator moving to `other` (a router of another lineage than `epoch`'s) with `version`:
+/// once `other` has read and published the two-player board of tier 4, the spectator gets a
+/// snapshot of it, equal to `GetTop`, never deltas.
+async fn resumes_from_a_snapshot(other: &tier_router::AppHandle, version: u64, epoch: &str) {
     // Once it has read the board (nothing is appended meanwhile, so it stays the same).
     let top = eventually("the other router has read the board", || async {
-        let top = client(&other)
+        let top = client(other)
             .await
             .get_top(leaderboard_proto::v1::GetTopRequest {
                 tier: 4,
@@ -379,9 +393,6 @@ async fn a_spectator_resumes_from_its_last_version_with_deltas() {
     };
     assert_eq!(snapshot.entries, top.entries);
     assert_eq!(there.version, top.version);
-    writer.shutdown().await.expect("shutdown");
-    assert!(router.shutdown(Duration::from_secs(10)).await);
-    assert!(other.shutdown(Duration::from_secs(10)).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
