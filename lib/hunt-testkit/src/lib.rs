@@ -387,6 +387,8 @@ pub const CLUSTER_PRIMARIES: usize = 3;
 #[derive(Debug)]
 pub struct RedisCluster {
     nodes: Vec<ClusterNode>,
+    /// With TLS: the arguments every node gets for it, and each node a TLS port of its own.
+    tls: Option<Vec<String>>,
     // Declared last: dropped after the children are reaped in `Drop`.
     dir: TempDir,
 }
@@ -396,6 +398,8 @@ pub struct RedisCluster {
 struct ClusterNode {
     port: u16,
     bus_port: u16,
+    /// The node's TLS port, in a cluster started with TLS.
+    tls_port: Option<u16>,
     client: redis::Client,
     child: Child,
 }
@@ -411,6 +415,17 @@ impl RedisCluster {
     /// [`TestkitError::StartFailed`] when a node did not come up; [`TestkitError::ClusterCreate`]
     /// when `redis-cli` failed; [`TestkitError::ClusterNotReady`] when the cluster did not settle.
     pub fn start() -> Result<Self, TestkitError> {
+        Self::start_with_tls(None)
+    }
+
+    /// [`RedisCluster::start`], every node also speaking TLS on a port of its own (and the
+    /// cluster bus over TLS) when `tls` gives the server's TLS arguments (certificates, users):
+    /// a client on a TLS port is told the TLS ports of the other nodes.
+    ///
+    /// # Errors
+    ///
+    /// As [`RedisCluster::start`].
+    pub fn start_with_tls(tls: Option<Vec<String>>) -> Result<Self, TestkitError> {
         let server = find_on_path("redis-server").ok_or(TestkitError::NotInstalled)?;
         let cli = find_on_path("redis-cli").ok_or(TestkitError::NotInstalled)?;
         let dir = tempfile::Builder::new()
@@ -419,6 +434,7 @@ impl RedisCluster {
             .map_err(TestkitError::io("creating the redis cluster directory"))?;
         let mut cluster = Self {
             nodes: Vec::with_capacity(CLUSTER_PRIMARIES),
+            tls,
             dir,
         };
         for index in 0..CLUSTER_PRIMARIES {
@@ -438,6 +454,12 @@ impl RedisCluster {
             .map(|node| redis_url(node.port))
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// The nodes' TLS ports, in a cluster started with TLS (empty otherwise).
+    #[must_use]
+    pub fn tls_ports(&self) -> Vec<u16> {
+        self.nodes.iter().filter_map(|node| node.tls_port).collect()
     }
 
     /// The nodes' loopback ports.
@@ -479,7 +501,11 @@ impl RedisCluster {
             let port = free_port()?;
             // The cluster bus gets a port of its own: port + 10000 may not exist.
             let bus_port = free_port()?;
-            match self.spawn_node(binary, index, port, bus_port) {
+            let tls_port = match self.tls {
+                Some(_) => Some(free_port()?),
+                None => None,
+            };
+            match self.spawn_node(binary, index, port, bus_port, tls_port) {
                 Ok(node) => return Ok(node),
                 Err(error) => last = Some(error),
             }
@@ -498,10 +524,11 @@ impl RedisCluster {
         index: usize,
         port: u16,
         bus_port: u16,
+        tls_port: Option<u16>,
     ) -> Result<ClusterNode, TestkitError> {
         let dir = self.dir.path().join(format!("node-{index}"));
         fs::create_dir_all(&dir).map_err(TestkitError::io("creating a node directory"))?;
-        let extra = [
+        let mut extra = vec![
             "--cluster-enabled".to_owned(),
             "yes".to_owned(),
             "--cluster-config-file".to_owned(),
@@ -513,10 +540,16 @@ impl RedisCluster {
             "--cluster-node-timeout".to_owned(),
             "5000".to_owned(),
         ];
+        if let (Some(tls), Some(tls_port)) = (&self.tls, tls_port) {
+            extra.extend(["--tls-port".to_owned(), tls_port.to_string()]);
+            extra.extend(["--tls-cluster".to_owned(), "yes".to_owned()]);
+            extra.extend(tls.iter().cloned());
+        }
         let (child, client) = spawn_ready(binary, port, &dir, &extra, false)?;
         Ok(ClusterNode {
             port,
             bus_port,
+            tls_port,
             client,
             child,
         })

@@ -582,8 +582,12 @@ impl RedisCluster {
     pub fn restart_primaries(&mut self) -> Result<(), TestkitError> {
         let server = find_on_path("redis-server").ok_or(TestkitError::NotInstalled)?;
         for index in 0..CLUSTER_PRIMARIES {
-            let (port, bus_port) = (self.nodes[index].port, self.nodes[index].bus_port);
-            let node = self.spawn_node(&server, index, port, bus_port)?;
+            let (port, bus_port, tls_port) = (
+                self.nodes[index].port,
+                self.nodes[index].bus_port,
+                self.nodes[index].tls_port,
+            );
+            let node = self.spawn_node(&server, index, port, bus_port, tls_port)?;
             self.nodes[index] = node;
         }
         for index in 0..CLUSTER_PRIMARIES {

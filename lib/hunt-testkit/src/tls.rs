@@ -7,13 +7,15 @@
 //! - The server keeps its plain port for the harness's own probes and stop; clients under test
 //!   use the TLS port. Clients need no certificate of their own (`tls-auth-clients no`).
 //! - The ACL user [`USER`] may run every command on every key; the default user stays as it is.
+//! - [`TlsCluster`]: the same for a Redis Cluster, its bus over TLS too; a client on a TLS port
+//!   is told the other nodes' TLS ports.
 
 use std::fs;
 use std::path::PathBuf;
 
 use tempfile::TempDir;
 
-use crate::{RedisServer, TestkitError, free_port};
+use crate::{RedisCluster, RedisServer, TestkitError, free_port};
 
 /// The ACL user the server knows.
 pub const USER: &str = "hunt";
@@ -36,47 +38,12 @@ impl TlsRedis {
     /// Any start error of [`RedisServer::start_with`]; [`TestkitError::Io`] when the
     /// certificates cannot be made or written.
     pub fn start() -> Result<Self, TestkitError> {
-        let certs = tempfile::Builder::new()
-            .prefix("hunt-redis-tls-")
-            .tempdir()
-            .map_err(TestkitError::io("creating the certificates' directory"))?;
-        let (ca, cert, key) = certificates().map_err(|err| TestkitError::Io {
-            action: "generating test certificates",
-            source: std::io::Error::other(err),
-        })?;
-        let write = |name: &str, pem: &str| {
-            let path = certs.path().join(name);
-            fs::write(&path, pem)
-                .map(|()| path.display().to_string())
-                .map_err(TestkitError::io("writing a test certificate"))
-        };
-        let (ca_file, cert_file, key_file) = (
-            write("ca.pem", &ca)?,
-            write("server.pem", &cert)?,
-            write("server.key", &key)?,
-        );
+        let certs = certificate_dir()?;
         let tls_port = free_port()?;
-        let tls_port_arg = tls_port.to_string();
-        let password = format!(">{PASSWORD}");
-        let server = RedisServer::start_with(&[
-            "--tls-port",
-            &tls_port_arg,
-            "--tls-cert-file",
-            &cert_file,
-            "--tls-key-file",
-            &key_file,
-            "--tls-ca-cert-file",
-            &ca_file,
-            "--tls-auth-clients",
-            "no",
-            "--user",
-            USER,
-            "on",
-            &password,
-            "~*",
-            "&*",
-            "+@all",
-        ])?;
+        let mut args = vec!["--tls-port".to_owned(), tls_port.to_string()];
+        args.extend(server_args(certs.path()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let server = RedisServer::start_with(&args)?;
         Ok(Self {
             server,
             tls_port,
@@ -170,6 +137,89 @@ impl TlsRedis {
             _conf: conf_dir,
         })
     }
+}
+
+/// A Redis Cluster whose nodes also speak TLS (the cluster bus too), signed by an authority
+/// made for the test, knowing the ACL user [`USER`]: a TLS client is told the TLS ports.
+#[derive(Debug)]
+pub struct TlsCluster {
+    /// The cluster (its plain ports are the harness's).
+    pub cluster: RedisCluster,
+    certs: TempDir,
+}
+
+impl TlsCluster {
+    /// Generates the certificates and starts the cluster.
+    ///
+    /// # Errors
+    /// Any start error of [`RedisCluster::start_with_tls`]; [`TestkitError::Io`] when the
+    /// certificates cannot be made or written.
+    pub fn start() -> Result<Self, TestkitError> {
+        let certs = certificate_dir()?;
+        let cluster = RedisCluster::start_with_tls(Some(server_args(certs.path())))?;
+        Ok(Self { cluster, certs })
+    }
+
+    /// The PEM file of the authority that signed the nodes' certificates.
+    #[must_use]
+    pub fn ca_file(&self) -> PathBuf {
+        self.certs.path().join("ca.pem")
+    }
+
+    /// Every node's `rediss://hunt:…@127.0.0.1:<tls port>/`, comma-separated (a seed list).
+    #[must_use]
+    pub fn urls(&self) -> String {
+        self.cluster
+            .tls_ports()
+            .iter()
+            .map(|port| format!("rediss://{USER}:{PASSWORD}@127.0.0.1:{port}/"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// A temporary directory holding `ca.pem`, `server.pem` and `server.key`: an authority made
+/// for the test and a certificate for `127.0.0.1` and `localhost` it signed.
+fn certificate_dir() -> Result<TempDir, TestkitError> {
+    let certs = tempfile::Builder::new()
+        .prefix("hunt-redis-tls-")
+        .tempdir()
+        .map_err(TestkitError::io("creating the certificates' directory"))?;
+    let (ca, cert, key) = certificates().map_err(|err| TestkitError::Io {
+        action: "generating test certificates",
+        source: std::io::Error::other(err),
+    })?;
+    for (name, pem) in [("ca.pem", ca), ("server.pem", cert), ("server.key", key)] {
+        fs::write(certs.path().join(name), pem)
+            .map_err(TestkitError::io("writing a test certificate"))?;
+    }
+    Ok(certs)
+}
+
+/// The `redis-server` arguments for TLS with the certificates in `certs` (clients need none of
+/// their own) and the ACL user [`USER`].
+fn server_args(certs: &std::path::Path) -> Vec<String> {
+    let file = |name: &str| certs.join(name).display().to_string();
+    [
+        "--tls-cert-file",
+        &file("server.pem"),
+        "--tls-key-file",
+        &file("server.key"),
+        "--tls-ca-cert-file",
+        &file("ca.pem"),
+        "--tls-auth-clients",
+        "no",
+        "--user",
+        USER,
+        "on",
+        &format!(">{PASSWORD}"),
+        "~*",
+        "&*",
+        "+@all",
+    ]
+    .iter()
+    .map(|arg| (*arg).to_owned())
+    .collect()
 }
 
 /// A certificate authority, and a server certificate and key it signed, in PEM.

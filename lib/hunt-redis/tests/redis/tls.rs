@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use hunt_redis::{Connection, RedisTarget, Timeouts};
-use hunt_testkit::tls::{PASSWORD, TlsRedis, USER};
+use hunt_testkit::tls::{PASSWORD, TlsCluster, TlsRedis, USER};
 use leaderboard_proto::functions::{LeaseAcquire, LeaseAcquired};
 
 const TIMEOUTS: Timeouts = Timeouts {
@@ -18,6 +18,27 @@ async fn connect(url: &str, ca: Option<&std::path::Path>) -> redis::RedisResult<
         .await
 }
 
+/// Loads the library and takes a lease in each of `tiers` through `conn`, and checks that the
+/// connection is the ACL user's.
+async fn serves_the_acl_user(conn: &mut Connection, tiers: impl IntoIterator<Item = u32>) {
+    hunt_redis::ensure_loaded(conn)
+        .await
+        .expect("library loads over TLS");
+    for tier in tiers {
+        let acquire = LeaseAcquire::new(tier, "router-a", Duration::from_secs(5));
+        assert!(matches!(
+            hunt_redis::call(conn, &acquire).await.expect("lease"),
+            LeaseAcquired::Held(_)
+        ));
+    }
+    let whoami: String = redis::cmd("ACL")
+        .arg("WHOAMI")
+        .query_async(conn)
+        .await
+        .expect("whoami");
+    assert_eq!(whoami, USER);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rediss_with_a_ca_file_and_an_acl_user_loads_and_calls_the_library() {
     let redis = TlsRedis::start().expect("a TLS redis-server");
@@ -25,20 +46,7 @@ async fn rediss_with_a_ca_file_and_an_acl_user_loads_and_calls_the_library() {
     let mut conn = connect(&redis.url(), Some(&ca))
         .await
         .expect("TLS connection as the ACL user");
-    hunt_redis::ensure_loaded(&mut conn)
-        .await
-        .expect("library loads over TLS");
-    let acquire = LeaseAcquire::new(1, "router-a", Duration::from_secs(5));
-    assert!(matches!(
-        hunt_redis::call(&mut conn, &acquire).await.expect("lease"),
-        LeaseAcquired::Held(_)
-    ));
-    let whoami: String = redis::cmd("ACL")
-        .arg("WHOAMI")
-        .query_async(&mut conn)
-        .await
-        .expect("whoami");
-    assert_eq!(whoami, USER);
+    serves_the_acl_user(&mut conn, [1]).await;
 
     // The system's authorities do not know the test's: refused.
     assert!(connect(&redis.url(), None).await.is_err());
@@ -67,15 +75,7 @@ async fn rediss_sentinel_with_a_ca_file_verifies_the_sentinel_and_the_primary() 
     let mut conn = connect(&sentinel.url(), Some(&ca))
         .await
         .expect("the primary the sentinel names, over TLS as the ACL user");
-    hunt_redis::ensure_loaded(&mut conn)
-        .await
-        .expect("library loads over TLS");
-    let whoami: String = redis::cmd("ACL")
-        .arg("WHOAMI")
-        .query_async(&mut conn)
-        .await
-        .expect("whoami");
-    assert_eq!(whoami, USER);
+    serves_the_acl_user(&mut conn, [2]).await;
     // The connection is the primary's, not the sentinel's: the library answers there.
     let role: Vec<redis::Value> = redis::cmd("ROLE")
         .query_async(&mut conn)
@@ -94,4 +94,21 @@ async fn rediss_sentinel_with_a_ca_file_verifies_the_sentinel_and_the_primary() 
         .replacen("rediss+sentinel", "redis+sentinel", 1);
     let error = RedisTarget::open_with_ca(&plain, false, Some(&ca)).expect_err("plain Sentinel");
     assert!(error.to_string().contains("TLS URLs only"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_over_tls_with_a_ca_file_and_an_acl_user_serves_every_slot() {
+    let tls = TlsCluster::start().expect("a TLS Redis Cluster");
+    let ca = tls.ca_file();
+    let target = RedisTarget::open_with_ca(&tls.urls(), true, Some(&ca)).expect("seed list");
+    assert!(target.is_cluster());
+    let mut conn = target
+        .connect(TIMEOUTS)
+        .await
+        .expect("TLS cluster connection as the ACL user");
+    // Every tier's keys live in a slot of their own: the calls reach each primary over TLS.
+    serves_the_acl_user(&mut conn, leaderboard_proto::rewards::tier_ids()).await;
+    // The system's authorities do not know the test's: refused.
+    let untrusted = RedisTarget::open_with_ca(&tls.urls(), true, None).expect("seed list");
+    assert!(untrusted.connect(TIMEOUTS).await.is_err());
 }
