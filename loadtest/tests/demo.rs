@@ -370,3 +370,32 @@ fn missed_goals_are_marked_and_fail_the_run_with_fail_on_goal() {
     // The reports are written all the same.
     assert!(json.exists() && svg.exists());
 }
+
+/// `bench-spectators` runs with its router as a process of its own (`tier-router` beside
+/// `loadtest`: `cargo test --workspace` builds it) and reports delivery latency and the router's
+/// CPU per delivery.
+#[test]
+fn bench_spectators_reports_delivery_latency_and_router_cpu_per_delivery() {
+    let router = std::path::Path::new(env!("CARGO_BIN_EXE_loadtest")).with_file_name("tier-router");
+    assert!(
+        router.exists(),
+        "{} is missing: build it (cargo build -p tier-router; cargo test --workspace does)",
+        router.display()
+    );
+    let stdout = loadtest(&[
+        "bench-spectators",
+        "--connections",
+        "40",
+        "--seconds",
+        "2",
+        "--probe-ms",
+        "100",
+    ]);
+    assert!(
+        stdout.contains("| spectators held (all got every update) | 40 ")
+            && stdout.contains("| delivery, append → delta received")
+            && stdout
+                .contains("| router CPU per delivery (its whole process, during the probes) |"),
+        "{stdout}"
+    );
+}

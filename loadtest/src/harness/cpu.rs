@@ -92,6 +92,19 @@ fn threads() -> Option<(Duration, Duration)> {
     Some((seconds(all), seconds(commit)))
 }
 
+/// The CPU time (user + system, every thread) process `pid` has used so far, when Linux's
+/// `/proc` tells.
+pub(crate) fn process(pid: u32) -> Option<Duration> {
+    let ticks = rustix::param::clock_ticks_per_second();
+    if ticks == 0 {
+        return None;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    Some(Duration::from_secs_f64(
+        cpu_ticks(&stat)? as f64 / ticks as f64,
+    ))
+}
+
 /// `utime + stime` of a `/proc/…/stat` line, in clock ticks. The name in parentheses may hold
 /// spaces, so fields are counted after its closing parenthesis.
 fn cpu_ticks(stat: &str) -> Option<u64> {
