@@ -10,6 +10,7 @@ mod bench_router;
 mod bench_spectators;
 mod bench_writer;
 mod demo;
+mod peer_postgres;
 mod run;
 
 /// A subcommand and its options.
@@ -38,6 +39,10 @@ pub(crate) enum Command {
     /// How fast a quiet shard's leaderboards come back after FLUSHALL, beside their first
     /// delivery in the same run.
     BenchRebuild(bench_rebuild::Args),
+    /// `baseline`, then the same offered load on the machine's PostgreSQL (one transaction per
+    /// event inserting it and upserting the player's score; top-100 reads from an index), all
+    /// three side by side. Uses a private database it creates and drops.
+    PeerPostgres(peer_postgres::Args),
 }
 
 impl Command {
@@ -55,6 +60,7 @@ impl Command {
             Self::BenchClaims(args) => bench_claims::run(args).await,
             Self::BenchSpectators(args) => bench_spectators::run(args).await,
             Self::BenchRebuild(args) => bench_rebuild::run(args).await,
+            Self::PeerPostgres(args) => peer_postgres::run(args).await,
         }
     }
 }

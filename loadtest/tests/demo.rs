@@ -399,3 +399,43 @@ fn bench_spectators_reports_delivery_latency_and_router_cpu_per_delivery() {
         "{stdout}"
     );
 }
+
+/// `peer-postgres` offers the same load to the machine's PostgreSQL (127.0.0.1:5432, as
+/// `postgres`) beside the pipeline and the naive way, and drops the database it made.
+#[test]
+fn peer_postgres_reports_three_ways_side_by_side_and_drops_its_database() {
+    let (stdout, _dir) = short_hunt(
+        "peer-postgres",
+        &["--baseline-seconds", "2", "--postgres-clients", "4"],
+    );
+    assert!(
+        stdout.contains("| throughput | pipeline | naive | ratio | PostgreSQL | ratio |")
+            && stdout.contains("| append → committed, PostgreSQL ⁴ |")
+            && stdout.contains("| top-100 read, PostgreSQL |"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+    fits_100_columns(&stdout);
+    let left = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(async {
+            let (client, connection) = tokio_postgres::connect(
+                "host=127.0.0.1 port=5432 user=postgres dbname=postgres",
+                tokio_postgres::NoTls,
+            )
+            .await
+            .expect("PostgreSQL");
+            tokio::spawn(connection);
+            let row = client
+                .query_one(
+                    "SELECT count(*) FROM pg_database WHERE datname LIKE 'hunt\\_peer\\_%'",
+                    &[],
+                )
+                .await
+                .expect("query");
+            row.get::<_, i64>(0)
+        });
+    assert_eq!(left, 0, "the run's database is dropped");
+}

@@ -30,10 +30,10 @@ use crate::harness::report::{Baseline, Latency};
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     #[command(flatten)]
-    hunt: hunt::Options,
-    /// Seconds of the naive run (its offered rate is `--rate`).
+    pub(crate) hunt: hunt::Options,
+    /// Seconds of the naive run (and of other peers'; each at `--rate`).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3_600))]
-    baseline_seconds: u64,
+    pub(crate) baseline_seconds: u64,
 }
 
 /// `loadtest baseline`: the hunt, then the naive run, reported side by side.
@@ -42,14 +42,14 @@ pub(crate) struct Args {
 /// When a part cannot be started or reached, a report cannot be written, or a check failed.
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let mut report = hunt::execute(&args.hunt).await?;
-    report.baseline = Some(naive(&args).await?);
+    report.baseline = Some(naive(&args.hunt, args.baseline_seconds).await?);
     report.finish(&args.hunt.json, &args.hunt.svg, args.hunt.fail_on_goal)
 }
 
-/// The naive run: consumers per tier, then the open-loop load over naive shards, then the wait
-/// until the consumers caught up.
-async fn naive(args: &Args) -> anyhow::Result<Baseline> {
-    let redis = RedisTarget::new(args.hunt.redis_url.clone())?;
+/// The naive run of `seconds` with the hunt's options: consumers per tier, then the open-loop
+/// load over naive shards, then the wait until the consumers caught up.
+pub(crate) async fn naive(hunt: &hunt::Options, seconds: u64) -> anyhow::Result<Baseline> {
+    let redis = RedisTarget::new(hunt.redis_url.clone())?;
     let client = redis.client()?;
     let dir = tempfile::tempdir().context("creating a folder for the naive shard files")?;
     let epoch = Instant::now();
@@ -70,13 +70,13 @@ async fn naive(args: &Args) -> anyhow::Result<Baseline> {
         ));
     }
 
-    let duration = Duration::from_secs(args.baseline_seconds);
-    let per_shard = (args.hunt.rate / u64::from(args.hunt.shards)).max(1);
+    let duration = Duration::from_secs(seconds);
+    let per_shard = (hunt.rate / u64::from(hunt.shards)).max(1);
     let started = Instant::now();
     let offset = started.duration_since(epoch);
     let mut shards = tokio::task::JoinSet::new();
-    for index in 0..args.hunt.shards {
-        let shard = NaiveShard::open(args, &client, dir.path(), index).await?;
+    for index in 0..hunt.shards {
+        let shard = NaiveShard::open(hunt, &client, dir.path(), index).await?;
         shards.spawn(open_loop::run(per_shard, duration, 1, move |n| {
             // The arrival's intended time, as the open-loop driver schedules it.
             let due =
@@ -92,7 +92,7 @@ async fn naive(args: &Args) -> anyhow::Result<Baseline> {
         committed += outcome.latency.len();
     }
     let load = started.elapsed();
-    let deadline = Instant::now() + Duration::from_secs(args.hunt.settle_seconds);
+    let deadline = Instant::now() + Duration::from_secs(hunt.settle_seconds);
     while applied.count.load(Ordering::Relaxed) < committed && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -108,6 +108,7 @@ async fn naive(args: &Args) -> anyhow::Result<Baseline> {
         applied_per_s: applied.count.load(Ordering::Relaxed) as f64 / until_applied.as_secs_f64(),
         append: Latency::of(&append),
         end_to_end: Latency::of(&end_to_end),
+        get_top: None,
     })
 }
 
@@ -177,7 +178,7 @@ struct NaiveShard {
 impl NaiveShard {
     /// Shard `index` (0-based) on `naive-{index}.sqlite` in `dir`.
     async fn open(
-        args: &Args,
+        hunt: &hunt::Options,
         client: &redis::Client,
         dir: &Path,
         index: u32,
@@ -187,7 +188,7 @@ impl NaiveShard {
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
              CREATE TABLE events (seq INTEGER PRIMARY KEY, tier INTEGER, player TEXT, points INTEGER);",
         )?;
-        let hunters = hunters_of(index, args.hunt.shards, args.hunt.hunters)
+        let hunters = hunters_of(index, hunt.shards, hunt.hunters)
             .into_iter()
             .enumerate()
             .map(|(i, (player, tier))| (i, (player, tier.id, i64::from(tier.point_multiplier))))
@@ -197,7 +198,7 @@ impl NaiveShard {
         let conn = redis_target::connect(client).await?;
         Ok(Self {
             index,
-            seed: args.hunt.seed,
+            seed: hunt.seed,
             db: Arc::new(Mutex::new(db)),
             hunters: Arc::new(hunters),
             conn,

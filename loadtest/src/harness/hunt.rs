@@ -487,5 +487,6 @@ fn report(
         checks,
         timeline: observed.timeline,
         baseline: None,
+        postgres: None,
     })
 }

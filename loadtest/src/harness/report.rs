@@ -54,6 +54,9 @@ impl Latency {
     }
 }
 
+/// Reads one figure of a peer.
+type Peer = fn(&Baseline) -> f64;
+
 /// The naive way's figures, from the same run.
 #[derive(Debug, Serialize)]
 pub(crate) struct Baseline {
@@ -62,6 +65,9 @@ pub(crate) struct Baseline {
     pub(crate) applied_per_s: f64,
     pub(crate) append: Latency,
     pub(crate) end_to_end: Latency,
+    /// Top-100 reads from their intended send, where the peer serves them apart.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) get_top: Option<Latency>,
 }
 
 /// What a run measured and found.
@@ -104,6 +110,9 @@ pub(crate) struct Report {
     pub(crate) checks: Vec<Check>,
     pub(crate) timeline: Vec<Second>,
     pub(crate) baseline: Option<Baseline>,
+    /// The same load on PostgreSQL (`loadtest peer-postgres`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) postgres: Option<Baseline>,
 }
 
 /// One performance goal of a run, and whether the run met it.
@@ -206,34 +215,44 @@ impl Report {
         };
         let b = self.baseline.as_ref();
 
+        let pg = self.postgres.as_ref();
         println!();
-        match b {
-            None => println!("| throughput | pipeline | goal |\n|---|--:|---|"),
-            Some(_) => {
+        match (b, pg) {
+            (None, _) => println!("| throughput | pipeline | goal |\n|---|--:|---|"),
+            (Some(_), None) => {
                 println!("| throughput | pipeline | naive baseline | ratio |\n|---|--:|--:|--:|")
             }
-        }
-        let row = |measure: &str, pipeline: String, goal: &str, naive: Option<(f64, f64)>| match (
-            b, naive,
-        ) {
-            (Some(_), Some((pipeline_rate, naive_rate))) => println!(
-                "| {measure} | {pipeline} | {naive_rate:.0} | {} |",
-                ratio(pipeline_rate, naive_rate)
+            (Some(_), Some(_)) => println!(
+                "| throughput | pipeline | naive | ratio | PostgreSQL | ratio |\n|---|--:|--:|--:|--:|--:|"
             ),
-            (Some(_), None) => println!("| {measure} | {pipeline} | | |"),
-            (None, _) => println!("| {measure} | {pipeline} | {} |", marked(goal)),
+        }
+        // A measure's cells: the pipeline's, then (with peers) each peer's and the ratio to it.
+        let row = |measure: &str, pipeline: String, goal: &str, rate: Option<(f64, Peer)>| {
+            let peers: String = [b, pg]
+                .into_iter()
+                .flatten()
+                .map(|peer| match rate {
+                    Some((mine, of)) => format!(" {:.0} | {} |", of(peer), ratio(mine, of(peer))),
+                    None => " | |".to_owned(),
+                })
+                .collect();
+            if b.is_some() {
+                println!("| {measure} | {pipeline} |{peers}");
+            } else {
+                println!("| {measure} | {pipeline} | {} |", marked(goal));
+            }
         };
         row(
             "events/s into the leaderboards ¹",
             format!("{:.0}", self.applied_per_s),
             "≥ 50,000",
-            b.map(|b| (self.applied_per_s, b.applied_per_s)),
+            Some((self.applied_per_s, |p: &Baseline| p.applied_per_s)),
         );
         row(
             "events/s committed during the load",
             format!("{:.0}", self.committed_per_s),
             "",
-            b.map(|b| (self.committed_per_s, b.committed_per_s)),
+            Some((self.committed_per_s, |p: &Baseline| p.committed_per_s)),
         );
         row(
             "catch-up after the load",
@@ -295,10 +314,19 @@ impl Report {
             latency("append → visible, naive baseline", &b.end_to_end, "");
         }
         latency("append → WebSocket frame ³", &self.websocket, "");
+        if let Some(pg) = pg {
+            latency("append → committed, PostgreSQL ⁴", &pg.append, "");
+        }
         latency("GetTop", &self.get_top, "p99 < 5 ms");
+        if let Some(top) = pg.and_then(|pg| pg.get_top.as_ref()) {
+            latency("top-100 read, PostgreSQL", top, "");
+        }
         latency("GetTop, from the actual send", &self.get_top_service, "");
         println!("¹ committed ÷ time until all applied   ² Watch streams and spectators");
         println!("³ deltas coalesced by the router");
+        if pg.is_some() {
+            println!("⁴ one transaction per event; visible to readers once committed");
+        }
 
         println!("\nchecks (against the shard logs):");
         for check in &self.checks {
