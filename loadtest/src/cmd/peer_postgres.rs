@@ -29,6 +29,7 @@ use crate::harness::report::{Baseline, Latency};
 
 /// Options of `loadtest peer-postgres`.
 #[derive(Debug, clap::Args)]
+#[group(id = "peer_postgres")]
 pub(crate) struct Args {
     #[command(flatten)]
     peers: baseline::Args,
