@@ -231,7 +231,8 @@ fn bench_rebuild_brings_every_board_back_after_a_flushall_and_a_restart_empty() 
         stdout.contains("| events/s |")
             && stdout.contains("every board equals the appended totals after each rebuild")
             && stdout.contains("rebuild after restart-empty")
-            && !stdout.contains("skipped"),
+            && !stdout.contains("skipped")
+            && has_cpu_row(&stdout, "| CPU µs per event: "),
         "{stdout}"
     );
 }
@@ -269,7 +270,8 @@ fn bench_writer_completes_with_a_router_acknowledging_the_relay() {
     ]);
     assert!(
         stdout.contains("| durable appends/s, one shard |")
-            && stdout.contains("applied (and so acknowledged) by a tier router"),
+            && stdout.contains("applied (and so acknowledged) by a tier router")
+            && has_cpu_row(&stdout, "| CPU µs per append: "),
         "{stdout}"
     );
 }
@@ -296,7 +298,8 @@ fn bench_router_completes_its_three_phases() {
         "1",
     ]);
     assert!(
-        stdout.contains("| events/s applied by one router over 5 tiers"),
+        stdout.contains("| events/s applied by one router over 5 tiers")
+            && has_cpu_row(&stdout, "| CPU µs per applied event: "),
         "{stdout}"
     );
 }
@@ -324,7 +327,20 @@ fn bench_claims_completes() {
         "--sweep-baseline-awards",
         "20",
     ]);
-    assert!(stdout.contains("| "), "{stdout}");
+    assert!(has_cpu_row(&stdout, "| CPU µs per operation: "), "{stdout}");
+}
+
+/// Whether `stdout` has a row starting `start` whose first measured cell reads a CPU time (a
+/// number, not "–").
+fn has_cpu_row(stdout: &str, start: &str) -> bool {
+    stdout.lines().any(|line| {
+        line.starts_with(start)
+            && line
+                .split('|')
+                .nth(2)
+                .and_then(|cell| cell.split_whitespace().next())
+                .is_some_and(|us| us.parse::<f64>().is_ok_and(|us| us > 0.0))
+    })
 }
 
 #[test]

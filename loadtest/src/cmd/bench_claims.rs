@@ -32,6 +32,7 @@ use leaderboard_proto::functions::{
 use leaderboard_proto::keys;
 use tokio_util::sync::CancellationToken;
 
+use crate::harness::cpu::{PerEvent, Sample};
 use crate::harness::histogram::{max_millis, millis};
 use crate::harness::open_loop::{self, Outcome};
 use crate::harness::redis_target::{self, RedisUrl};
@@ -105,6 +106,10 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         connections.push(Connection::from(conn));
     }
     let duration = Duration::from_secs(args.seconds);
+    // CPU time per operation of each phase: this process and Redis.
+    let mut probe = redis_target::connect(&client).await?;
+    let mut cpu = Vec::with_capacity(4);
+    let mut before = Sample::now(&mut probe).await;
     println!(
         "{} claimants over {} connections, {} claims/s for {} s per phase, {} clues per wave, a \
          wave every {} ms",
@@ -153,6 +158,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     .await?;
     stop.cancel();
     let waves = opener.await??;
+    let now = Sample::now(&mut probe).await;
+    cpu.push(before.per_event(&now, clue_claims.sent));
     let winners = std::mem::take(&mut *winners.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
     check_winners(&winners)?;
 
@@ -171,6 +178,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         stop.clone(),
         waves,
     ));
+    before = Sample::now(&mut probe).await;
     let recorded = open_loop::run(args.rate, duration, MAX_IN_FLIGHT, |n| {
         let writer = writer.clone();
         let clue = n.wrapping_mul(2_654_435_761) % u64::from(args.clues);
@@ -183,9 +191,12 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     .await?;
     stop.cancel();
     opener.await??;
+    let now = Sample::now(&mut probe).await;
+    cpu.push(before.per_event(&now, recorded.sent));
     writer.shutdown().await?;
 
     // Phase 2: the old lock-based claim, same load.
+    before = Sample::now(&mut probe).await;
     let lock_based = open_loop::run(args.rate, duration, MAX_IN_FLIGHT, |n| {
         let mut conn = connections[(n % u64::from(args.connections)) as usize].clone();
         // The wave this arrival falls in, by its place in the schedule.
@@ -199,7 +210,11 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     })
     .await?;
 
+    let now = Sample::now(&mut probe).await;
+    cpu.push(before.per_event(&now, lock_based.sent));
+
     // Phase 3: PING at the same rate.
+    before = Sample::now(&mut probe).await;
     let ping = open_loop::run(args.rate, duration, MAX_IN_FLIGHT, |n| {
         let mut conn = connections[(n % u64::from(args.connections)) as usize].clone();
         async move {
@@ -209,6 +224,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     })
     .await?;
 
+    let now = Sample::now(&mut probe).await;
+    cpu.push(before.per_event(&now, ping.sent));
     println!();
     println!(
         "| measure | hunt_claim_clue | through the writer (gated, recorded) | old lock-based claim | PING |"
@@ -241,6 +258,11 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
             format!("{:.3} ms", millis(&o.service, q))
         });
     }
+    let cells: Vec<String> = cpu.iter().map(PerEvent::cells).collect();
+    println!(
+        "| CPU µs per operation: process (commit + rest) / Redis | {} |",
+        cells.join(" | ")
+    );
     println!();
     println!(
         "claim p99 / old claim p99: {:.2}; claim p99 / PING p99: {:.2}; recorded claim p99 / \

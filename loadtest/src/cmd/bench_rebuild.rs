@@ -22,6 +22,7 @@ use leaderboard_proto::v1::{HuntEvent, ScoreGained};
 use leaderboard_proto::{keys, rewards};
 use shard_writer::{ShardWriter, WriterConfig};
 
+use crate::harness::cpu::Sample;
 use crate::harness::marks::wait_reached;
 use crate::harness::pipeline::{Router, loopback_router};
 use crate::harness::redis_target::{self, RedisUrl};
@@ -69,16 +70,20 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         args.players
     );
 
+    let cpu_start = Sample::now(&mut conn).await;
     let started = Instant::now();
     let totals = append(&writer, args.events, args.players).await?;
     let appended = started.elapsed();
     let events = applied(&mut conn, &writer, limit).await?;
     let first = started.elapsed();
+    let cpu_flush = Sample::now(&mut conn).await;
+    let cpu_first = cpu_start.per_event(&cpu_flush, events);
 
     let flushed = Instant::now();
     redis::cmd("FLUSHALL").query_async::<()>(&mut conn).await?;
     applied(&mut conn, &writer, limit).await?;
     let rebuilt = flushed.elapsed();
+    let cpu_rebuilt = cpu_flush.per_event(&Sample::now(&mut conn).await, events);
     check_boards(&mut conn, &totals).await?;
 
     let killed = Instant::now();
@@ -122,6 +127,11 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         rate(first),
         rate(rebuilt),
         rate(rebuilt) / rate(first)
+    );
+    println!(
+        "| CPU µs per event: process (commit + rest) / Redis | {} | {} | | – (Redis restarted) | |",
+        cpu_first.cells(),
+        cpu_rebuilt.cells()
     );
     println!("\nevery board equals the appended totals after each rebuild");
     writer.shutdown().await?;

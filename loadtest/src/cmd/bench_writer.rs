@@ -52,6 +52,7 @@ pub(crate) struct Args {
 
 struct PipelineResult {
     events: u64,
+    cpu: crate::harness::cpu::PerEvent,
     elapsed: Duration,
     latency: Histogram<u64>,
     max_relay_lag: u64,
@@ -94,6 +95,10 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
             millis(&pipeline.pacer_lateness, 0.99)
         );
     }
+    println!(
+        "| CPU µs per append: process (commit + rest: relay, router, load) / Redis | {} | | |",
+        pipeline.cpu.cells()
+    );
     println!(
         "| largest relay lag (committed, not yet published) | {} events | 0 (inline) | |",
         pipeline.max_relay_lag
@@ -148,6 +153,7 @@ async fn pipeline(
     let mut conn = redis.connect().await?;
     tokio::time::sleep(Duration::from_secs(args.warmup)).await;
     measuring.store(true, Ordering::Relaxed);
+    let cpu_before = crate::harness::cpu::Sample::now(&mut conn).await;
     let started = Instant::now();
     let committed_before = committed_total(std::slice::from_ref(&writer));
     let mut max_relay_lag = 0;
@@ -162,6 +168,10 @@ async fn pipeline(
     measuring.store(false, Ordering::Relaxed);
     let elapsed = started.elapsed();
     let committed = committed_total(std::slice::from_ref(&writer)) - committed_before;
+    let cpu = cpu_before.per_event(
+        &crate::harness::cpu::Sample::now(&mut conn).await,
+        committed,
+    );
     stop.store(true, Ordering::Relaxed);
     let mut latency = histogram::new()?;
     let mut pacer_lateness = histogram::new()?;
@@ -184,6 +194,7 @@ async fn pipeline(
     }
     Ok(PipelineResult {
         events: committed,
+        cpu,
         elapsed,
         latency,
         max_relay_lag,

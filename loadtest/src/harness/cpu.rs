@@ -37,6 +37,20 @@ pub(crate) struct PerEvent {
     pub(crate) redis_us: Option<f64>,
 }
 
+impl PerEvent {
+    /// "process (commit + rest) / Redis", in µs with one decimal; "–" for a part not read.
+    pub(crate) fn cells(&self) -> String {
+        let us = |value: Option<f64>| value.map_or_else(|| "–".to_owned(), |v| format!("{v:.1}"));
+        format!(
+            "{} ({} + {}) / {}",
+            us(self.process_us),
+            us(self.commit_us),
+            us(self.rest_us),
+            us(self.redis_us)
+        )
+    }
+}
+
 impl Sample {
     /// The CPU time used now.
     pub(crate) async fn now(conn: &mut MultiplexedConnection) -> Self {

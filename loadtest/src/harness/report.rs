@@ -266,17 +266,9 @@ impl Report {
             "0",
             None,
         );
-        let us = |value: Option<f64>| value.map_or_else(|| "–".to_owned(), |v| format!("{v:.1}"));
-        let cpu = &self.cpu_per_event;
         row(
             "CPU µs per event: process (commit + rest) / Redis",
-            format!(
-                "{} ({} + {}) / {}",
-                us(cpu.process_us),
-                us(cpu.commit_us),
-                us(cpu.rest_us),
-                us(cpu.redis_us)
-            ),
+            self.cpu_per_event.cells(),
             "",
             None,
         );
