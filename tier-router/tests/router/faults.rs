@@ -243,13 +243,8 @@ async fn claims_wait_for_the_shards_events_to_be_applied_again() {
     let redis = RedisServer::start().expect("redis-server");
     let dir = tempfile::tempdir().expect("tempdir");
     let router = router(&redis).await;
-    let tweak = |mut config: shard_writer::WriterConfig| {
-        config.claim_shards = 2;
-        config.claims_poll = Duration::from_millis(50);
-        config
-    };
-    let one = crate::support::writer_with(&redis, dir.path(), 1, tweak).await;
-    let two = crate::support::writer_with(&redis, dir.path(), 2, tweak).await;
+    let one = gated_writer(&redis, dir.path(), 1).await;
+    let two = gated_writer(&redis, dir.path(), 2).await;
     let tier = leaderboard_proto::rewards::TIERS[0].id;
     eventually("the claims gate opens", || async {
         one.open_wave(tier, 1, &["c1".to_owned()]).await.ok()
@@ -312,6 +307,21 @@ async fn claims_wait_for_the_shards_events_to_be_applied_again() {
     assert!(router.shutdown(Duration::from_secs(10)).await);
 }
 
+/// Shard `shard_id`'s writer in a hunt of two shards that take part in claims (the gate opens
+/// once both joined), noticing a Redis that lost its data within 50 ms.
+async fn gated_writer(
+    redis: &RedisServer,
+    dir: &std::path::Path,
+    shard_id: u32,
+) -> shard_writer::ShardWriter {
+    crate::support::writer_with(redis, dir, shard_id, |mut config| {
+        config.claim_shards = 2;
+        config.claims_poll = Duration::from_millis(50);
+        config
+    })
+    .await
+}
+
 /// The applied mark of each (shard, tier) of `of`, in order.
 async fn applied_marks(redis: &RedisServer, of: &[(u32, u32, u64)]) -> Vec<u64> {
     let mut conn = redis
@@ -348,13 +358,8 @@ async fn a_verdict_told_by_get_award_alone_stands_when_redis_forgets() {
         config.max_backoff = Duration::from_millis(200);
     })
     .await;
-    let tweak = |mut config: shard_writer::WriterConfig| {
-        config.claim_shards = 2;
-        config.claims_poll = Duration::from_millis(50);
-        config
-    };
-    let one = crate::support::writer_with(&redis, dir.path(), 1, tweak).await;
-    let two = crate::support::writer_with(&redis, dir.path(), 2, tweak).await;
+    let one = gated_writer(&redis, dir.path(), 1).await;
+    let two = gated_writer(&redis, dir.path(), 2).await;
     let tier = leaderboard_proto::rewards::TIERS[0].id;
     eventually("the claims gate opens", || async {
         one.open_wave(tier, 1, &["c1".to_owned()]).await.ok()
@@ -429,7 +434,7 @@ async fn a_verdict_told_by_get_award_alone_stands_when_redis_forgets() {
         (applied_marks(&redis, &committed).await[0] >= committed[0].2).then_some(())
     })
     .await;
-    let one = crate::support::writer_with(&redis, dir.path(), 1, tweak).await;
+    let one = gated_writer(&redis, dir.path(), 1).await;
 
     // Every verdict told before stands.
     for (award_id, verdict) in &before {
