@@ -53,15 +53,13 @@ pub async fn apply_batch(
     events: &[HuntEvent],
 ) -> redis::RedisResult<Applied> {
     let mut apply = Apply::new(tier, token, cursor, CACHED_TOP as u64);
-    // The display name each named player's latest event in the batch gives.
+    // (player, name) of each named event in batch order: one HSET gives each field the last
+    // of its values, so a player's latest name wins without sorting them out here.
     let mut names: Vec<(&str, &str)> = Vec::new();
     for event in events {
         let entry = ApplyEntry::of(event, tier);
         if !event.display_name.is_empty() && !entry.player.is_empty() {
-            match names.iter_mut().find(|(player, _)| *player == entry.player) {
-                Some(named) => named.1 = &event.display_name,
-                None => names.push((entry.player, &event.display_name)),
-            }
+            names.push((entry.player, &event.display_name));
         }
         apply.entry(&entry);
     }
